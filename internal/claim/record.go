@@ -1,0 +1,161 @@
+// Package claim owns the accepted-claim record as it travels on the flash.claims topic
+// and through the Redis outbox: its schema version, its JSON encoding and its decoding.
+//
+// The encoder is append-style and allocation-free so the gateway can build a record
+// into a pooled buffer on the hot path; the decoder is strict about what it needs and
+// tolerant of fields added by later minor versions. This package imports only the
+// standard library (a test fences that), because every binary links it.
+package claim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Version is the schema version written into every record ("v"). A consumer refuses a
+// record whose version is newer than the one it knows, rather than guess at its meaning.
+const Version = 1
+
+// Record is one accepted claim. Amounts are integers in the business line's accounting
+// unit; times are Unix milliseconds taken from the Redis server clock by the claim script,
+// so every gateway agrees on them.
+type Record struct {
+	Version      int    `json:"v"`
+	ClaimID      string `json:"claim_id"`
+	RequestID    string `json:"request_id"`
+	CampaignID   string `json:"campaign_id"`
+	BusinessLine string `json:"business_line"`
+	SKU          string `json:"sku"`
+	UserID       string `json:"user_id"`
+	DeviceID     string `json:"device_id"`
+	IP           string `json:"ip"`
+	Value        int64  `json:"value"`
+	ClaimedAtMs  int64  `json:"claimed_at_ms"`
+	ExpiresAtMs  int64  `json:"expires_at_ms"`
+	// OutboxID is the Redis stream entry id of the outbox copy; the settler deletes that
+	// entry once the claim is committed in Postgres.
+	OutboxID string `json:"outbox_id"`
+}
+
+// Errors returned by Decode. They are wrapped with the offending field.
+var (
+	ErrMalformed   = errors.New("claim record: malformed")
+	ErrVersion     = errors.New("claim record: unsupported version")
+	ErrMissingData = errors.New("claim record: missing field")
+)
+
+// ClaimedAt is the claim time as a time.Time in UTC.
+func (r *Record) ClaimedAt() time.Time { return time.UnixMilli(r.ClaimedAtMs).UTC() }
+
+// ExpiresAt is when the voucher expires unless redeemed.
+func (r *Record) ExpiresAt() time.Time { return time.UnixMilli(r.ExpiresAtMs).UTC() }
+
+// AppendJSON appends the record's JSON encoding to dst. It writes Version as given,
+// so callers set it (NewRecord-style helpers are deliberately absent: the gateway fills
+// a pooled Record in place).
+func (r *Record) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"v":`...)
+	dst = strconv.AppendInt(dst, int64(r.Version), 10)
+	dst = appendField(dst, "claim_id", r.ClaimID)
+	dst = appendField(dst, "request_id", r.RequestID)
+	dst = appendField(dst, "campaign_id", r.CampaignID)
+	dst = appendField(dst, "business_line", r.BusinessLine)
+	dst = appendField(dst, "sku", r.SKU)
+	dst = appendField(dst, "user_id", r.UserID)
+	dst = appendField(dst, "device_id", r.DeviceID)
+	dst = appendField(dst, "ip", r.IP)
+	dst = append(dst, `,"value":`...)
+	dst = strconv.AppendInt(dst, r.Value, 10)
+	dst = append(dst, `,"claimed_at_ms":`...)
+	dst = strconv.AppendInt(dst, r.ClaimedAtMs, 10)
+	dst = append(dst, `,"expires_at_ms":`...)
+	dst = strconv.AppendInt(dst, r.ExpiresAtMs, 10)
+	dst = appendField(dst, "outbox_id", r.OutboxID)
+	return append(dst, '}')
+}
+
+func appendField(dst []byte, name, value string) []byte {
+	dst = append(dst, ',', '"')
+	dst = append(dst, name...)
+	dst = append(dst, '"', ':')
+	return AppendString(dst, value)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendString appends s as a JSON string literal. Ids are validated upstream, but the
+// encoder does not rely on that: control characters, quotes, backslashes and invalid
+// UTF-8 are escaped the way encoding/json does, so the output is always valid JSON.
+func AppendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < 0x80 {
+			i++
+			continue
+		}
+		if c < 0x80 {
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// Decode parses a record. It requires every identifying field and a known version, and
+// ignores fields it does not know (a later minor version may add some).
+func Decode(b []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Record{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if r.Version < 1 || r.Version > Version {
+		return Record{}, fmt.Errorf("%w: v=%d (this build knows 1..%d)", ErrVersion, r.Version, Version)
+	}
+	for _, f := range [...]struct {
+		name, value string
+	}{
+		{"claim_id", r.ClaimID}, {"request_id", r.RequestID}, {"campaign_id", r.CampaignID},
+		{"business_line", r.BusinessLine}, {"sku", r.SKU}, {"user_id", r.UserID}, {"device_id", r.DeviceID},
+	} {
+		if f.value == "" {
+			return Record{}, fmt.Errorf("%w: %s", ErrMissingData, f.name)
+		}
+	}
+	if r.Value <= 0 {
+		return Record{}, fmt.Errorf("%w: value must be positive, got %d", ErrMalformed, r.Value)
+	}
+	if r.ClaimedAtMs <= 0 || r.ExpiresAtMs < r.ClaimedAtMs {
+		return Record{}, fmt.Errorf("%w: claimed_at_ms=%d expires_at_ms=%d", ErrMalformed, r.ClaimedAtMs, r.ExpiresAtMs)
+	}
+	return r, nil
+}

@@ -1,0 +1,106 @@
+// Package flagenv owns flashgate's configuration convention: every setting is a flag
+// with full help text and a FLASH_* environment twin. The environment sets the default;
+// a flag given on the command line wins. Secrets are read from the environment only.
+package flagenv
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The shared settings of CONTRACT.md, with the dev stack's addresses as defaults so a
+// new user needs no configuration. The ports are the ones scripts/stack.sh uses.
+const (
+	DefaultRedisAddr    = "127.0.0.1:16379"
+	DefaultKafkaBrokers = "127.0.0.1:19092"
+	DefaultPGURL        = "postgres://flashgate:flashgate@127.0.0.1:15432/flashgate?sslmode=disable"
+)
+
+// Set registers flags whose defaults come from the environment.
+type Set struct {
+	fs   *flag.FlagSet
+	errs []string
+}
+
+// New wraps a FlagSet.
+func New(fs *flag.FlagSet) *Set { return &Set{fs: fs} }
+
+func (s *Set) lookup(env string) (string, bool) {
+	v, ok := os.LookupEnv(env)
+	return strings.TrimSpace(v), ok && strings.TrimSpace(v) != ""
+}
+
+func (s *Set) usage(usage, env string) string { return usage + " (env " + env + ")" }
+
+// String registers a string flag with an environment twin.
+func (s *Set) String(p *string, name, env, def, usage string) {
+	if v, ok := s.lookup(env); ok {
+		def = v
+	}
+	s.fs.StringVar(p, name, def, s.usage(usage, env))
+}
+
+// Int registers an int flag with an environment twin.
+func (s *Set) Int(p *int, name, env string, def int, usage string) {
+	if v, ok := s.lookup(env); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Sprintf("%s=%q: not an integer", env, v))
+		} else {
+			def = n
+		}
+	}
+	s.fs.IntVar(p, name, def, s.usage(usage, env))
+}
+
+// Duration registers a duration flag with an environment twin.
+func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	if v, ok := s.lookup(env); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Sprintf("%s=%q: not a duration (like 250us, 2s)", env, v))
+		} else {
+			def = d
+		}
+	}
+	s.fs.DurationVar(p, name, def, s.usage(usage, env))
+}
+
+// Bool registers a bool flag with an environment twin.
+func (s *Set) Bool(p *bool, name, env string, def bool, usage string) {
+	if v, ok := s.lookup(env); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Sprintf("%s=%q: not a boolean", env, v))
+		} else {
+			def = b
+		}
+	}
+	s.fs.BoolVar(p, name, def, s.usage(usage, env))
+}
+
+// Secret reads a value from the environment only, so it never shows in a process list.
+func (s *Set) Secret(env string) string { v, _ := s.lookup(env); return v }
+
+// Parse parses args and reports environment values that did not parse.
+func (s *Set) Parse(args []string) error {
+	if len(s.errs) > 0 {
+		return fmt.Errorf("bad environment: %s", strings.Join(s.errs, "; "))
+	}
+	return s.fs.Parse(args)
+}
+
+// Brokers splits a comma-separated broker list, dropping blanks.
+func Brokers(list string) []string {
+	var out []string
+	for _, b := range strings.Split(list, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}

@@ -1,0 +1,68 @@
+// Package scripts owns flashgate's Redis Lua scripts. They live as .lua files beside
+// this one, are embedded into every binary, and are run through go-redis's Script, which
+// calls EVALSHA and falls back to EVAL (loading the script) on NOSCRIPT.
+package scripts
+
+import (
+	_ "embed"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed claim.lua
+	claimSrc string
+	//go:embed void.lua
+	voidSrc string
+	//go:embed confirm.lua
+	confirmSrc string
+)
+
+// Layout of claim.lua's batch: keys, arguments and results per claim, and the number of
+// header arguments before the first claim's.
+const (
+	ClaimKeysPerClaim    = 9
+	ClaimArgsPerClaim    = 7
+	ClaimHeaderArgs      = 3
+	ClaimResultsPerClaim = 8
+)
+
+var (
+	// Claim decides a batch of claims: see claim.lua for its layout.
+	Claim = redis.NewScript(claimSrc)
+	// Void gives back what one accepted claim took after its produce failed.
+	Void = redis.NewScript(voidSrc)
+	// Confirm marks claims read from Kafka as settling, or tells the settler to skip them.
+	Confirm = redis.NewScript(confirmSrc)
+)
+
+// Result codes of claim.lua and void.lua. The gateway maps them to HTTP answers in one
+// table (gateway/api); nothing else interprets them.
+const (
+	CodeAccepted        = 1
+	CodeSoldOut         = 10
+	CodeBudgetExhausted = 11
+	CodeUserLimit       = 12
+	CodeNotStarted      = 13
+	CodeEnded           = 14
+	CodePaused          = 15
+	CodeNotEligible     = 16
+	CodeDeviceVelocity  = 20
+	CodeIPVelocity      = 21
+	CodeUserVelocity    = 22
+	CodeBlocked         = 30
+	CodeUnknownCampaign = 40
+	CodeUnknownSKU      = 41
+	CodeKeyReuse        = 42
+	CodeStale           = 50
+	CodeNotWarm         = 51
+
+	VoidGone      = 0
+	VoidDone      = 1
+	VoidAlready   = 2
+	VoidConfirmed = 3
+
+	ConfirmSkip    = 0
+	ConfirmWrite   = 1
+	ConfirmNoTrace = 2
+)

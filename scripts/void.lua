@@ -1,0 +1,35 @@
+-- void.lua: compensate one accepted claim whose produce to Kafka failed.
+--
+-- KEYS: meta, sku, request, users, business line, outbox, inflight
+-- ARGV: claim_id, user_id
+-- returns: 1 voided now (everything it took is given back), 2 already voided,
+--          3 confirmed (the settler already read it from Kafka: it is durable, answer 200),
+--          0 gone (no record for this claim: nothing to give back)
+--
+-- The settler's confirm.lua and this script both run on Redis, so exactly one of them
+-- wins for a claim: either the settler confirms it (and it will be a row) or this voids
+-- it (and the settler skips it if the produce did in fact reach Kafka). That is what
+-- makes a timed-out produce safe to compensate. The amounts given back are read from the
+-- stored record, never taken from the caller.
+
+local prev = redis.call('GET', KEYS[3])
+if not prev then return 0 end
+local st, pc, pv, pcl, pe, po, rest = string.match(prev, '^(%a)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+if pc ~= ARGV[1] then return 0 end
+if st == 'S' then return 3 end
+if st == 'V' then return 2 end
+if st ~= 'A' then return 0 end
+
+local value = tonumber(pv)
+redis.call('HINCRBY', KEYS[2], 'stock', 1)
+redis.call('HINCRBY', KEYS[2], 'taken', -1)
+redis.call('HINCRBY', KEYS[1], 'spent', -value)
+redis.call('HINCRBY', KEYS[1], 'taken', -1)
+redis.call('HINCRBY', KEYS[5], 'spent', -value)
+if redis.call('HINCRBY', KEYS[4], ARGV[2], -1) <= 0 then
+  redis.call('HDEL', KEYS[4], ARGV[2])
+end
+redis.call('XDEL', KEYS[6], po)
+redis.call('HDEL', KEYS[7], pc)
+redis.call('SET', KEYS[3], 'V\t' .. pc .. '\t' .. pv .. '\t' .. pcl .. '\t' .. pe .. '\t' .. po .. '\t' .. rest, 'KEEPTTL')
+return 1
