@@ -17,7 +17,7 @@ local K, A = 9, 7
 local ACCEPTED = 1
 local SOLD_OUT, BUDGET_EXHAUSTED, USER_LIMIT, NOT_STARTED, ENDED, PAUSED, NOT_ELIGIBLE = 10, 11, 12, 13, 14, 15, 16
 local UNKNOWN_CAMPAIGN, UNKNOWN_SKU, KEY_REUSE = 40, 41, 42
-local STALE, NOT_WARM = 50, 51
+local STALE, NOT_WARM, IN_FLIGHT = 50, 51, 52
 
 local n = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
@@ -27,9 +27,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local out = {}
 
--- A stored answer is "S\tclaim\tvalue\tclaimed\texpires\toutbox\tsku\tuser\tdevice" where
--- S is A (accepted), S (settled: the settler confirmed it), V (voided by compensation)
--- or R (rejected; claim holds the code). The trailing sku/user/device is the request's
+-- A stored answer is "X\tclaim\tvalue\tclaimed\texpires\toutbox\tsku\tuser\tdevice" where
+-- X is A (accepted, produce not yet acknowledged), D (durable: the broker acknowledged
+-- it), S (settled: the settler confirmed it), V (voided by compensation) or R (rejected;
+-- claim holds the code). The trailing sku/user/device is the request's
 -- fingerprint: the same request_id with a different fingerprint is a key reuse.
 local function parse(rec)
   return string.match(rec, '^(%a)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
@@ -59,6 +60,12 @@ local function decide(i)
       end
       if st == 'R' then
         return tonumber(pc), 1, '', 0, 0, 0, ''
+      end
+      if st == 'A' then
+        -- The first attempt is still being made durable (or its gateway died and the
+        -- outbox relay will publish it). Answering 200 now could promise a claim that
+        -- is about to be voided, so the retry is told to come back.
+        return IN_FLIGHT, 1, pc, 0, 0, 0, ''
       end
       return ACCEPTED, 1, pc, tonumber(pv), tonumber(pcl), tonumber(pe), po
     end

@@ -17,7 +17,7 @@ for i = 1, #KEYS do
     if pc ~= ARGV[i] or st == 'V' or st == 'R' then
       out[i] = 0
     else
-      if st == 'A' then
+      if st == 'A' or st == 'D' then
         redis.call('SET', KEYS[i], 'S\t' .. pc .. '\t' .. rest, 'KEEPTTL')
       end
       out[i] = 1

@@ -16,6 +16,8 @@ var (
 	voidSrc string
 	//go:embed confirm.lua
 	confirmSrc string
+	//go:embed durable.lua
+	durableSrc string
 )
 
 // Layout of claim.lua's batch: keys, arguments and results per claim, and the number of
@@ -34,6 +36,8 @@ var (
 	Void = redis.NewScript(voidSrc)
 	// Confirm marks claims read from Kafka as settling, or tells the settler to skip them.
 	Confirm = redis.NewScript(confirmSrc)
+	// Durable marks claims whose produce the broker acknowledged.
+	Durable = redis.NewScript(durableSrc)
 )
 
 // Result codes of claim.lua and void.lua. The gateway maps them to HTTP answers in one
@@ -56,6 +60,7 @@ const (
 	CodeKeyReuse        = 42
 	CodeStale           = 50
 	CodeNotWarm         = 51
+	CodeInFlight        = 52
 
 	VoidGone      = 0
 	VoidDone      = 1

@@ -3,7 +3,8 @@
 -- KEYS: meta, sku, request, users, business line, outbox, inflight
 -- ARGV: claim_id, user_id
 -- returns: 1 voided now (everything it took is given back), 2 already voided,
---          3 confirmed (the settler already read it from Kafka: it is durable, answer 200),
+--          3 durable (marked D after a broker ack, or S: the settler already read it
+--            from Kafka; either way it will be a row, so answer 200),
 --          0 gone (no record for this claim: nothing to give back)
 --
 -- The settler's confirm.lua and this script both run on Redis, so exactly one of them
@@ -16,7 +17,7 @@ local prev = redis.call('GET', KEYS[3])
 if not prev then return 0 end
 local st, pc, pv, pcl, pe, po, rest = string.match(prev, '^(%a)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
 if pc ~= ARGV[1] then return 0 end
-if st == 'S' then return 3 end
+if st == 'S' or st == 'D' then return 3 end
 if st == 'V' then return 2 end
 if st ~= 'A' then return 0 end
 
