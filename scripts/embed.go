@@ -71,3 +71,19 @@ const (
 	ConfirmWrite   = 1
 	ConfirmNoTrace = 2
 )
+
+// Reasons names each rejection code as CONTRACT.md spells it (the "reason" of a 409,
+// 429 or 403, and the key of the rejection counts in campaign figures).
+var Reasons = map[int]string{
+	CodeSoldOut:         "sold_out",
+	CodeBudgetExhausted: "budget_exhausted",
+	CodeUserLimit:       "user_limit",
+	CodeNotStarted:      "not_started",
+	CodeEnded:           "ended",
+	CodePaused:          "paused",
+	CodeNotEligible:     "not_eligible",
+	CodeDeviceVelocity:  "device_velocity",
+	CodeIPVelocity:      "ip_velocity",
+	CodeUserVelocity:    "user_velocity",
+	CodeBlocked:         "blocked",
+}

@@ -1,0 +1,407 @@
+// Package catalog owns campaign definitions: business lines, campaigns with their SKUs,
+// and segments. Postgres is the record; every change is written there first and then
+// loaded into Redis ("warmed") in the shape the claim script reads. It also assembles a
+// campaign's live figures from both stores.
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgate/flashgate/internal/rkeys"
+)
+
+// Errors of the catalog. The admin API maps them to statuses in one place.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrStarted: a campaign can be changed only before it starts.
+	ErrStarted = errors.New("campaign already started")
+)
+
+// FieldError is bad input: which field and what was wrong with it.
+type FieldError struct {
+	Field, Msg string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// MaxVoucherTTL bounds voucher_ttl: longer than a year is a typo, not a campaign.
+const MaxVoucherTTL = 366 * 24 * time.Hour
+
+// SKU is one item of a campaign.
+type SKU struct {
+	SKU   string `json:"sku"`
+	Stock int64  `json:"stock"`
+	Value int64  `json:"value"`
+}
+
+// Campaign is a campaign as the admin API takes it.
+type Campaign struct {
+	ID           string    `json:"-"`
+	Name         string    `json:"name"`
+	BusinessLine string    `json:"business_line"`
+	StartsAt     time.Time `json:"starts_at"`
+	EndsAt       time.Time `json:"ends_at"`
+	PerUserLimit int64     `json:"per_user_limit"`
+	Budget       int64     `json:"budget"`
+	VoucherTTL   string    `json:"voucher_ttl"`
+	Segment      *string   `json:"segment"`
+	RecycleStock bool      `json:"recycle_stock"`
+	SKUs         []SKU     `json:"skus"`
+	Paused       bool      `json:"paused"`
+
+	ttl time.Duration
+}
+
+// ValidID reports whether id is 1-64 characters of [A-Za-z0-9._:-] (CONTRACT.md).
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+const idRule = "must be 1-64 characters of [A-Za-z0-9._:-]"
+
+// DecodeCampaign parses and validates a campaign body. Unknown fields are refused.
+func DecodeCampaign(id string, body []byte) (*Campaign, error) {
+	if !ValidID(id) {
+		return nil, fieldErr("id", idRule)
+	}
+	var c Campaign
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, jsonFieldError(err)
+	}
+	if dec.More() {
+		return nil, fieldErr("body", "unexpected data after the JSON object")
+	}
+	c.ID = id
+	return &c, c.validate()
+}
+
+func jsonFieldError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fieldErr(te.Field, "must be a %s", te.Type.String())
+	}
+	msg := err.Error()
+	if strings.HasPrefix(msg, "json: unknown field ") {
+		return fieldErr(strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`), "unknown field")
+	}
+	var pe *time.ParseError
+	if errors.As(err, &pe) {
+		return fieldErr("starts_at/ends_at", "must be an RFC 3339 time, like 2027-02-10T12:00:00Z")
+	}
+	return fieldErr("body", "not valid JSON: %v", err)
+}
+
+func (c *Campaign) validate() error {
+	switch {
+	case strings.TrimSpace(c.Name) == "" || len(c.Name) > 200:
+		return fieldErr("name", "required, at most 200 characters")
+	case !ValidID(c.BusinessLine):
+		return fieldErr("business_line", idRule)
+	case c.StartsAt.IsZero():
+		return fieldErr("starts_at", "required (RFC 3339)")
+	case c.EndsAt.IsZero():
+		return fieldErr("ends_at", "required (RFC 3339)")
+	case !c.EndsAt.After(c.StartsAt):
+		return fieldErr("ends_at", "must be after starts_at")
+	case c.PerUserLimit < 1 || c.PerUserLimit > 1_000_000:
+		return fieldErr("per_user_limit", "must be 1..1000000, got %d", c.PerUserLimit)
+	case c.Budget < 0:
+		return fieldErr("budget", "must not be negative, got %d", c.Budget)
+	case c.Segment != nil && !ValidID(*c.Segment):
+		return fieldErr("segment", idRule+" or null")
+	case len(c.SKUs) == 0:
+		return fieldErr("skus", "at least one SKU is required")
+	case len(c.SKUs) > 1000:
+		return fieldErr("skus", "at most 1000 SKUs")
+	}
+	ttl, err := time.ParseDuration(c.VoucherTTL)
+	if err != nil {
+		return fieldErr("voucher_ttl", "must be a duration like 72h, got %q", c.VoucherTTL)
+	}
+	if ttl <= 0 || ttl > MaxVoucherTTL {
+		return fieldErr("voucher_ttl", "must be more than 0 and at most %s", MaxVoucherTTL)
+	}
+	c.ttl = ttl
+	seen := make(map[string]bool, len(c.SKUs))
+	for i, s := range c.SKUs {
+		f := "skus[" + strconv.Itoa(i) + "]"
+		switch {
+		case !ValidID(s.SKU):
+			return fieldErr(f+".sku", idRule)
+		case seen[s.SKU]:
+			return fieldErr(f+".sku", "duplicate SKU %q", s.SKU)
+		case s.Stock < 0 || s.Stock > 1_000_000_000:
+			return fieldErr(f+".stock", "must be 0..1000000000, got %d", s.Stock)
+		case s.Value <= 0 || s.Value > 1_000_000_000_000:
+			return fieldErr(f+".value", "must be 1..1000000000000, got %d", s.Value)
+		}
+		seen[s.SKU] = true
+	}
+	return nil
+}
+
+// Catalog reads and writes campaign definitions.
+type Catalog struct {
+	pg  *pgxpool.Pool
+	rdb *redis.Client
+	now func() time.Time
+}
+
+// New builds a catalog.
+func New(pg *pgxpool.Pool, rdb *redis.Client) *Catalog {
+	return &Catalog{pg: pg, rdb: rdb, now: time.Now}
+}
+
+// PutBusinessLine creates or changes a business line's total budget. Lowering it below
+// what is already spent stops further claims of that line; nothing is taken back.
+func (c *Catalog) PutBusinessLine(ctx context.Context, id string, budget int64) error {
+	if !ValidID(id) {
+		return fieldErr("id", idRule)
+	}
+	if budget < 0 {
+		return fieldErr("budget", "must not be negative, got %d", budget)
+	}
+	if _, err := c.pg.Exec(ctx, `INSERT INTO business_lines (id, budget) VALUES ($1, $2)
+		ON CONFLICT (id) DO UPDATE SET budget = EXCLUDED.budget, updated_at = now()`, id, budget); err != nil {
+		return fmt.Errorf("store business line %s: %w", id, err)
+	}
+	key := rkeys.BusinessLine(id)
+	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, key, "budget", budget)
+		p.HSetNX(ctx, key, "spent", 0)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("warm business line %s: %w", id, err)
+	}
+	return nil
+}
+
+// PutCampaign creates or changes a campaign before it starts and warms Redis.
+func (c *Catalog) PutCampaign(ctx context.Context, cp *Campaign) error {
+	tx, err := c.pg.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
+	}
+	defer tx.Rollback(ctx)
+	var startsAt time.Time
+	err = tx.QueryRow(ctx, `SELECT starts_at FROM campaigns WHERE id = $1 FOR UPDATE`, cp.ID).Scan(&startsAt)
+	switch {
+	case err == nil:
+		if !c.now().Before(startsAt) {
+			return ErrStarted
+		}
+	case errors.Is(err, pgx.ErrNoRows):
+	default:
+		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
+	}
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM business_lines WHERE id = $1)`, cp.BusinessLine).Scan(&exists); err != nil {
+		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
+	}
+	if !exists {
+		return fieldErr("business_line", "unknown business line %q (PUT /admin/v1/business-lines/%s first)", cp.BusinessLine, cp.BusinessLine)
+	}
+	if cp.Segment != nil {
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM segments WHERE name = $1)`, *cp.Segment).Scan(&exists); err != nil {
+			return fmt.Errorf("put campaign %s: %w", cp.ID, err)
+		}
+		if !exists {
+			return fieldErr("segment", "unknown segment %q (PUT /admin/v1/segments/%s first)", *cp.Segment, *cp.Segment)
+		}
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO campaigns
+		(id, name, business_line, starts_at, ends_at, per_user_limit, budget, voucher_ttl_ms, segment, recycle_stock, paused)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
+		ON CONFLICT (id) DO UPDATE SET name=EXCLUDED.name, business_line=EXCLUDED.business_line,
+		  starts_at=EXCLUDED.starts_at, ends_at=EXCLUDED.ends_at, per_user_limit=EXCLUDED.per_user_limit,
+		  budget=EXCLUDED.budget, voucher_ttl_ms=EXCLUDED.voucher_ttl_ms, segment=EXCLUDED.segment,
+		  recycle_stock=EXCLUDED.recycle_stock, paused=EXCLUDED.paused, updated_at=now()`,
+		cp.ID, cp.Name, cp.BusinessLine, cp.StartsAt, cp.EndsAt, cp.PerUserLimit, cp.Budget,
+		cp.ttl.Milliseconds(), cp.Segment, cp.RecycleStock, cp.Paused)
+	if err != nil {
+		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM campaign_skus WHERE campaign_id = $1`, cp.ID); err != nil {
+		return fmt.Errorf("put campaign %s skus: %w", cp.ID, err)
+	}
+	rows := make([][]any, len(cp.SKUs))
+	for i, s := range cp.SKUs {
+		rows[i] = []any{cp.ID, s.SKU, s.Stock, s.Value}
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"campaign_skus"}, []string{"campaign_id", "sku", "stock", "value"}, pgx.CopyFromRows(rows)); err != nil {
+		return fmt.Errorf("put campaign %s skus: %w", cp.ID, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
+	}
+	return c.warm(ctx, cp)
+}
+
+// warm writes a campaign that has not started into Redis in one MULTI/EXEC.
+func (c *Catalog) warm(ctx context.Context, cp *Campaign) error {
+	old, err := c.rdb.SMembers(ctx, rkeys.SKUs(cp.ID)).Result()
+	if err != nil {
+		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
+	}
+	keep := make(map[string]bool, len(cp.SKUs))
+	for _, s := range cp.SKUs {
+		keep[s.SKU] = true
+	}
+	seg := ""
+	if cp.Segment != nil {
+		seg = *cp.Segment
+	}
+	paused := "0"
+	if cp.Paused {
+		paused = "1"
+	}
+	_, err = c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, s := range old {
+			if !keep[s] {
+				p.Del(ctx, rkeys.SKU(cp.ID, s))
+				p.SRem(ctx, rkeys.SKUs(cp.ID), s)
+			}
+		}
+		meta := rkeys.Meta(cp.ID)
+		p.HSet(ctx, meta, "bl", cp.BusinessLine, "starts", cp.StartsAt.UnixMilli(), "ends", cp.EndsAt.UnixMilli(),
+			"limit", cp.PerUserLimit, "budget", cp.Budget, "ttl", cp.ttl.Milliseconds(), "paused", paused, "seg", seg)
+		p.HSetNX(ctx, meta, "spent", 0)
+		p.HSetNX(ctx, meta, "taken", 0)
+		for _, s := range cp.SKUs {
+			k := rkeys.SKU(cp.ID, s.SKU)
+			p.HSet(ctx, k, "stock", s.Stock, "value", s.Value, "total", s.Stock)
+			p.HSetNX(ctx, k, "taken", 0)
+			p.SAdd(ctx, rkeys.SKUs(cp.ID), s.SKU)
+		}
+		p.SAdd(ctx, rkeys.Campaigns, cp.ID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
+	}
+	return nil
+}
+
+// SetPaused pauses or resumes a campaign: Postgres first, then the live flag in Redis.
+func (c *Catalog) SetPaused(ctx context.Context, id string, paused bool) error {
+	if !ValidID(id) {
+		return ErrNotFound
+	}
+	tag, err := c.pg.Exec(ctx, `UPDATE campaigns SET paused = $2, updated_at = now() WHERE id = $1`, id, paused)
+	if err != nil {
+		return fmt.Errorf("pause campaign %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	v := "0"
+	if paused {
+		v = "1"
+	}
+	if err := c.rdb.HSet(ctx, rkeys.Meta(id), "paused", v).Err(); err != nil {
+		return fmt.Errorf("pause campaign %s in redis: %w", id, err)
+	}
+	return nil
+}
+
+// PutSegment replaces a segment's members (one user id per line). Redis gets the new set
+// atomically: it is built under a load key and renamed over the live one.
+func (c *Catalog) PutSegment(ctx context.Context, name string, body []byte) (int, error) {
+	if !ValidID(name) {
+		return 0, fieldErr("name", idRule)
+	}
+	var users []string
+	seen := make(map[string]bool)
+	for i, line := range strings.Split(string(body), "\n") {
+		u := strings.TrimSpace(line)
+		if u == "" {
+			continue
+		}
+		if !ValidID(u) {
+			return 0, fieldErr("line "+strconv.Itoa(i+1), "user id "+idRule)
+		}
+		if !seen[u] {
+			seen[u] = true
+			users = append(users, u)
+		}
+	}
+	tx, err := c.pg.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("put segment %s: %w", name, err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `INSERT INTO segments (name, size) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET size = EXCLUDED.size, updated_at = now()`, name, len(users)); err != nil {
+		return 0, fmt.Errorf("put segment %s: %w", name, err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM segment_members WHERE segment = $1`, name); err != nil {
+		return 0, fmt.Errorf("put segment %s: %w", name, err)
+	}
+	rows := make([][]any, len(users))
+	for i, u := range users {
+		rows[i] = []any{name, u}
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"segment_members"}, []string{"segment", "user_id"}, pgx.CopyFromRows(rows)); err != nil {
+		return 0, fmt.Errorf("put segment %s members: %w", name, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("put segment %s: %w", name, err)
+	}
+	live := rkeys.Segment(name)
+	load := live + ":load"
+	if err := c.rdb.Del(ctx, load).Err(); err != nil {
+		return 0, fmt.Errorf("load segment %s: %w", name, err)
+	}
+	for i := 0; i < len(users); i += 10000 {
+		j := min(i+10000, len(users))
+		members := make([]any, j-i)
+		for k, u := range users[i:j] {
+			members[k] = u
+		}
+		if err := c.rdb.SAdd(ctx, load, members...).Err(); err != nil {
+			return 0, fmt.Errorf("load segment %s: %w", name, err)
+		}
+	}
+	if len(users) == 0 {
+		err = c.rdb.Del(ctx, live).Err()
+	} else {
+		err = c.rdb.Rename(ctx, load, live).Err()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("load segment %s: %w", name, err)
+	}
+	return len(users), nil
+}
+
+// isFK reports a foreign-key violation.
+func isFK(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23503"
+}

@@ -1,0 +1,577 @@
+// Package claimer owns the path of one claim from the gateway to durability. It
+// coalesces concurrent claims into batched calls of claim.lua (one Redis round trip and
+// one script entry per batch), produces each accepted claim to flash.claims and returns
+// only when the broker acknowledged it, and gives back what a claim took (void.lua) when
+// that produce fails. It knows nothing of HTTP: gateway/api maps its result codes.
+package claimer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flashgate/flashgate/internal/claim"
+	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/rkeys"
+	"github.com/flashgate/flashgate/scripts"
+)
+
+// Errors returned by Do. Both mean "nothing was taken (or it was given back); retry with
+// the same request_id" and map to 503.
+var (
+	// ErrUnavailable: Redis or the broker could not be reached, or the claim could not be
+	// made durable and was compensated.
+	ErrUnavailable = errors.New("claimer: unavailable")
+	// ErrOverloaded: the queue in front of Redis is full; shedding load is better than
+	// letting every waiting client time out.
+	ErrOverloaded = errors.New("claimer: overloaded")
+	// ErrClosed: the claimer is shutting down.
+	ErrClosed = errors.New("claimer: closed")
+)
+
+// Config tunes the claimer. Zero values are replaced by defaults in New; invalid values
+// are errors naming the field.
+type Config struct {
+	// MaxBatch is the most claims one script call decides.
+	MaxBatch int
+	// BatchWait is how long the first claim of a batch waits for others to join it.
+	// Under light load a claim waits no longer than this; 0 means "take what is queued".
+	BatchWait time.Duration
+	// Workers is how many script calls may be in flight at once.
+	Workers int
+	// QueueSize bounds the claims waiting for a worker; beyond it Do sheds load.
+	QueueSize int
+	// RedisTimeout bounds one script call.
+	RedisTimeout time.Duration
+	// AcceptGrace is how long an accepted request's idempotency record outlives the
+	// campaign's end, so late retries still get their claim back.
+	AcceptGrace time.Duration
+	// RejectTTL is how long a rejection is remembered for retries.
+	RejectTTL time.Duration
+	// RouteTTL is how long a campaign's routing entry is cached.
+	RouteTTL time.Duration
+}
+
+func (c *Config) validate() error {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defd := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&c.MaxBatch, 64)
+	def(&c.Workers, 4)
+	def(&c.QueueSize, 16384)
+	defd(&c.RedisTimeout, time.Second)
+	defd(&c.AcceptGrace, 24*time.Hour)
+	defd(&c.RejectTTL, time.Hour)
+	defd(&c.RouteTTL, 5*time.Second)
+	switch {
+	case c.MaxBatch < 1 || c.MaxBatch > 512:
+		return fmt.Errorf("claimer config: MaxBatch=%d, want 1..512", c.MaxBatch)
+	case c.BatchWait < 0 || c.BatchWait > 50*time.Millisecond:
+		return fmt.Errorf("claimer config: BatchWait=%s, want 0..50ms", c.BatchWait)
+	case c.Workers < 1 || c.Workers > 256:
+		return fmt.Errorf("claimer config: Workers=%d, want 1..256", c.Workers)
+	case c.QueueSize < c.MaxBatch:
+		return fmt.Errorf("claimer config: QueueSize=%d must be at least MaxBatch=%d", c.QueueSize, c.MaxBatch)
+	case c.RedisTimeout < time.Millisecond:
+		return fmt.Errorf("claimer config: RedisTimeout=%s, want at least 1ms", c.RedisTimeout)
+	case c.RejectTTL < time.Second:
+		return fmt.Errorf("claimer config: RejectTTL=%s, want at least 1s", c.RejectTTL)
+	}
+	return nil
+}
+
+// Request is one claim. The caller fills the inputs, calls Do, and reads Outcome.
+// Inputs must stay valid until Do returns.
+type Request struct {
+	RequestID, CampaignID, SKU, UserID, DeviceID, IP string
+	Outcome
+}
+
+// Outcome is the script's decision for a request.
+type Outcome struct {
+	Code         int // one of scripts.Code*
+	Replayed     bool
+	ClaimID      string
+	Value        int64
+	ClaimedAtMs  int64
+	ExpiresAtMs  int64
+	RetryAfterMs int64
+}
+
+type pending struct {
+	req     *Request
+	rt      *route
+	claimID string
+	reqKey  string
+	outbox  string
+	err     error
+	done    chan struct{}
+	ack     chan error
+}
+
+var pendingPool = sync.Pool{New: func() any {
+	return &pending{done: make(chan struct{}, 1), ack: make(chan error, 1)}
+}}
+
+type batch struct {
+	items []*pending
+	keys  []string
+	args  []any
+}
+
+// Claimer decides and makes durable claims. Safe for concurrent use.
+type Claimer struct {
+	cfg     Config
+	rdb     *redis.Client
+	kcl     *kgo.Client
+	log     *slog.Logger
+	routes  *routes
+	metrics *Metrics
+
+	in          chan *pending
+	batches     chan *batch
+	freeBatches chan *batch
+	marks   chan mark
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+	quit    chan struct{}
+
+	idPrefix [8]byte
+	idSeq    atomic.Uint64
+}
+
+// New starts a claimer's collector and workers. Close stops them.
+func New(cfg Config, rdb *redis.Client, kcl *kgo.Client, m *Metrics, log *slog.Logger) (*Claimer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if rdb == nil || kcl == nil {
+		return nil, errors.New("claimer: a Redis client and a Kafka client are required")
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	c := &Claimer{
+		cfg:     cfg,
+		rdb:     rdb,
+		kcl:     kcl,
+		log:     log,
+		routes:  newRoutes(rdb, cfg.RouteTTL, 250*time.Millisecond),
+		metrics: m,
+		in:      make(chan *pending, cfg.QueueSize),
+		batches: make(chan *batch),
+		marks:   make(chan mark, 8192),
+		quit:    make(chan struct{}),
+	}
+	if _, err := rand.Read(c.idPrefix[:]); err != nil {
+		return nil, fmt.Errorf("claimer: claim id prefix: %w", err)
+	}
+	c.wg.Add(2 + cfg.Workers)
+	go c.collect()
+	go c.markLoop()
+	for range cfg.Workers {
+		go c.work()
+	}
+	return c, nil
+}
+
+// Close stops the claimer and waits for every batch in flight. Callers must stop
+// calling Do first (the HTTP server drains its handlers), then Close, then flush the
+// producer: a Do that starts after Close returns ErrClosed.
+func (c *Claimer) Close() {
+	if c.closed.Swap(true) {
+		return
+	}
+	close(c.quit)
+	c.wg.Wait()
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
+
+// newClaimID returns "<campaign>.<26 chars>": a per-process random 64-bit prefix and a
+// counter, so ids never repeat within a process and collide across processes only if
+// two random prefixes do. The campaign lets GET /v1/claims/{id} find a pending claim.
+func (c *Claimer) newClaimID(campaign string) string {
+	var raw [16]byte
+	copy(raw[:8], c.idPrefix[:])
+	binary.BigEndian.PutUint64(raw[8:], c.idSeq.Add(1))
+	buf := make([]byte, 0, len(campaign)+1+26)
+	buf = append(buf, campaign...)
+	buf = append(buf, '.')
+	buf = idEncoding.AppendEncode(buf, raw[:])
+	return string(buf)
+}
+
+// CampaignOfClaim returns the campaign part of a claim id, or "" if it has none.
+func CampaignOfClaim(claimID string) string {
+	for i := len(claimID) - 1; i >= 0; i-- {
+		if claimID[i] == '.' {
+			if len(claimID)-i-1 != 26 {
+				return ""
+			}
+			return claimID[:i]
+		}
+	}
+	return ""
+}
+
+// Do decides one claim and, when it is accepted, returns only once it is durable in
+// Kafka. A nil error means Outcome is the answer; ErrUnavailable or ErrOverloaded mean
+// 503 with nothing taken.
+func (c *Claimer) Do(ctx context.Context, r *Request) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	now := time.Now()
+	rt, err := c.routes.get(ctx, r.CampaignID, now)
+	if err != nil {
+		c.metrics.redisErrors.Inc()
+		return fmt.Errorf("%w: route campaign: %v", ErrUnavailable, err)
+	}
+	if rt == nil {
+		r.Outcome = Outcome{Code: scripts.CodeUnknownCampaign}
+		return nil
+	}
+	p := pendingPool.Get().(*pending)
+	defer func() {
+		p.req, p.rt, p.err = nil, nil, nil
+		pendingPool.Put(p)
+	}()
+	for attempt := 0; ; attempt++ {
+		p.req, p.rt, p.err = r, rt, nil
+		p.claimID = c.newClaimID(r.CampaignID)
+		p.reqKey = rkeys.Request(r.CampaignID, r.RequestID)
+		select {
+		case c.in <- p:
+		default:
+			c.metrics.shed.Inc()
+			return ErrOverloaded
+		}
+		<-p.done
+		if p.err != nil {
+			return p.err
+		}
+		if r.Code == scripts.CodeStale && attempt == 0 {
+			c.routes.invalidate(r.CampaignID)
+			if rt, err = c.routes.get(ctx, r.CampaignID, time.Now()); err != nil {
+				return fmt.Errorf("%w: route campaign: %v", ErrUnavailable, err)
+			}
+			if rt == nil {
+				r.Outcome = Outcome{Code: scripts.CodeUnknownCampaign}
+				return nil
+			}
+			continue
+		}
+		break
+	}
+	switch r.Code {
+	case scripts.CodeStale, scripts.CodeNotWarm, scripts.CodeInFlight:
+		return fmt.Errorf("%w: script code %d", ErrUnavailable, r.Code)
+	}
+	if r.Code != scripts.CodeAccepted || r.Replayed {
+		return nil
+	}
+	return c.makeDurable(p)
+}
+
+// makeDurable produces the accepted claim and waits for the broker's acknowledgement.
+// If the produce fails, void.lua gives back what the claim took - unless the settler
+// already confirmed it from Kafka (the produce did land), in which case it is durable.
+func (c *Claimer) makeDurable(p *pending) error {
+	r := p.req
+	rec := claim.Record{
+		Version:      claim.Version,
+		ClaimID:      r.ClaimID,
+		RequestID:    r.RequestID,
+		CampaignID:   r.CampaignID,
+		BusinessLine: p.rt.bl,
+		SKU:          r.SKU,
+		UserID:       r.UserID,
+		DeviceID:     r.DeviceID,
+		IP:           r.IP,
+		Value:        r.Value,
+		ClaimedAtMs:  r.ClaimedAtMs,
+		ExpiresAtMs:  r.ExpiresAtMs,
+		OutboxID:     p.outbox,
+	}
+	// The record's memory is its own: the produce is asynchronous and outlives any
+	// request buffer.
+	value := rec.AppendJSON(make([]byte, 0, 384))
+	kr := &kgo.Record{Topic: kafkaopt.ClaimsTopic, Key: []byte(r.CampaignID), Value: value}
+	start := time.Now()
+	ack := p.ack
+	c.kcl.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
+		ack <- err // buffered: a promise never blocks
+	})
+	err := <-ack
+	c.metrics.produceSeconds.Observe(time.Since(start).Seconds())
+	if err == nil {
+		select {
+		case c.marks <- mark{campaign: strings.Clone(r.CampaignID), reqKey: p.reqKey, claimID: r.ClaimID}:
+		default:
+			c.metrics.marksDropped.Inc()
+		}
+		return nil
+	}
+	c.metrics.produceErrors.Inc()
+	return c.void(p, err)
+}
+
+func (c *Claimer) void(p *pending, produceErr error) error {
+	r, rt := p.req, p.rt
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
+	defer cancel()
+	res, err := scripts.Void.Run(ctx, c.rdb,
+		[]string{rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey, rt.outbox, rt.inflight},
+		r.ClaimID, r.UserID).Int()
+	if err != nil {
+		// Redis is gone too. The claim stays accepted in Redis and in the outbox; the
+		// relay publishes it, so it will be a row and a retry gets it back. Nothing is
+		// lost or oversold; the client hears 503 and retries.
+		c.metrics.voids[voidFailed].Inc()
+		c.log.Warn("void after failed produce also failed; the outbox relay will publish the claim",
+			"claim_id", r.ClaimID, "produce_err", produceErr, "void_err", err)
+		return fmt.Errorf("%w: produce: %v; void: %v", ErrUnavailable, produceErr, err)
+	}
+	switch res {
+	case scripts.VoidConfirmed:
+		c.metrics.voids[scripts.VoidConfirmed].Inc()
+		return nil
+	case scripts.VoidDone, scripts.VoidAlready, scripts.VoidGone:
+		c.metrics.voids[res].Inc()
+	}
+	return fmt.Errorf("%w: produce: %v", ErrUnavailable, produceErr)
+}
+
+// collect gathers queued claims into batches: it takes the first waiting claim, then
+// whatever else is already queued, then waits up to BatchWait for more, up to MaxBatch.
+// While every worker is busy the queue grows, so batches grow with load by themselves.
+func (c *Claimer) collect() {
+	defer c.wg.Done()
+	defer close(c.batches)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	free := make(chan *batch, c.cfg.Workers+1)
+	for range c.cfg.Workers + 1 {
+		free <- &batch{items: make([]*pending, 0, c.cfg.MaxBatch)}
+	}
+	c.freeBatches = free
+	for {
+		var first *pending
+		select {
+		case first = <-c.in:
+		case <-c.quit:
+			c.drainClosed()
+			return
+		}
+		b := <-free
+		b.items = append(b.items[:0], first)
+	fill:
+		for len(b.items) < c.cfg.MaxBatch {
+			select {
+			case p := <-c.in:
+				b.items = append(b.items, p)
+			default:
+				break fill
+			}
+		}
+		if len(b.items) < c.cfg.MaxBatch && c.cfg.BatchWait > 0 {
+			timer.Reset(c.cfg.BatchWait)
+		wait:
+			for len(b.items) < c.cfg.MaxBatch {
+				select {
+				case p := <-c.in:
+					b.items = append(b.items, p)
+				case <-timer.C:
+					break wait
+				}
+			}
+			timer.Stop()
+		}
+		c.batches <- b
+	}
+}
+
+func (c *Claimer) drainClosed() {
+	for {
+		select {
+		case p := <-c.in:
+			p.err = ErrClosed
+			p.done <- struct{}{}
+		default:
+			return
+		}
+	}
+}
+
+func (c *Claimer) work() {
+	defer c.wg.Done()
+	for b := range c.batches {
+		c.run(b)
+		for _, p := range b.items {
+			p.done <- struct{}{}
+		}
+		b.items = b.items[:0]
+		c.freeBatches <- b
+	}
+}
+
+// run makes one script call for a batch and writes each claim's outcome.
+func (c *Claimer) run(b *batch) {
+	n := len(b.items)
+	b.keys = b.keys[:0]
+	b.args = append(b.args[:0], n, c.cfg.AcceptGrace.Milliseconds(), c.cfg.RejectTTL.Milliseconds())
+	for _, p := range b.items {
+		r, rt := p.req, p.rt
+		b.keys = append(b.keys, rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey,
+			rt.outbox, rt.inflight, rt.rejects, rt.segKey)
+		b.args = append(b.args, r.RequestID, p.claimID, r.CampaignID, r.SKU, r.UserID, r.DeviceID, r.IP)
+	}
+	c.metrics.batchSize.Observe(float64(n))
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
+	start := time.Now()
+	res, err := scripts.Claim.Run(ctx, c.rdb, b.keys, b.args...).Slice()
+	cancel()
+	c.metrics.scriptSeconds.Observe(time.Since(start).Seconds())
+	if err == nil && len(res) != n*scripts.ClaimResultsPerClaim {
+		err = fmt.Errorf("claim script returned %d values for %d claims", len(res), n)
+	}
+	if err != nil {
+		// A timeout is ambiguous: the script may have run. Claims it accepted stay in
+		// the outbox and the relay publishes them; retries get IN_FLIGHT until then.
+		c.metrics.redisErrors.Inc()
+		c.log.Debug("claim script failed", "claims", n, "err", err)
+		for _, p := range b.items {
+			p.err = fmt.Errorf("%w: claim script: %v", ErrUnavailable, err)
+		}
+		return
+	}
+	for i, p := range b.items {
+		o := res[i*scripts.ClaimResultsPerClaim:]
+		out := &p.req.Outcome
+		out.Code = int(asInt(o[0]))
+		out.Replayed = asInt(o[1]) == 1
+		out.ClaimID, _ = o[2].(string)
+		out.Value = asInt(o[3])
+		out.ClaimedAtMs = asInt(o[4])
+		out.ExpiresAtMs = asInt(o[5])
+		p.outbox, _ = o[6].(string)
+		out.RetryAfterMs = asInt(o[7])
+	}
+}
+
+func asInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	return 0
+}
+
+type mark struct {
+	campaign, reqKey, claimID string
+}
+
+// markLoop batches durable marks per campaign (the script's keys must share a slot).
+// A lost mark only means a retry sees IN_FLIGHT until the settler confirms the claim.
+func (c *Claimer) markLoop() {
+	defer c.wg.Done()
+	byCampaign := make(map[string][]mark)
+	flush := func() {
+		for camp, ms := range byCampaign {
+			keys := make([]string, len(ms))
+			args := make([]any, len(ms))
+			for i, m := range ms {
+				keys[i], args[i] = m.reqKey, m.claimID
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
+			if err := scripts.Durable.Run(ctx, c.rdb, keys, args...).Err(); err != nil {
+				c.metrics.marksDropped.Add(float64(len(ms)))
+			}
+			cancel()
+			delete(byCampaign, camp)
+		}
+	}
+	for {
+		select {
+		case m := <-c.marks:
+			byCampaign[m.campaign] = append(byCampaign[m.campaign], m)
+			for n := 1; n < 256; n++ {
+				select {
+				case m := <-c.marks:
+					byCampaign[m.campaign] = append(byCampaign[m.campaign], m)
+					continue
+				default:
+				}
+				break
+			}
+			flush()
+		case <-c.quit:
+			for {
+				select {
+				case m := <-c.marks:
+					byCampaign[m.campaign] = append(byCampaign[m.campaign], m)
+					continue
+				default:
+				}
+				break
+			}
+			flush()
+			return
+		}
+	}
+}
+
+// Pending reports an accepted claim that is not yet committed in Postgres, from the
+// campaign's inflight hash and the request's idempotency record.
+func (c *Claimer) Pending(ctx context.Context, claimID string) (Outcome, Request, bool, error) {
+	camp := CampaignOfClaim(claimID)
+	if camp == "" {
+		return Outcome{}, Request{}, false, nil
+	}
+	reqID, err := c.rdb.HGet(ctx, rkeys.Inflight(camp), claimID).Result()
+	if err == redis.Nil {
+		return Outcome{}, Request{}, false, nil
+	}
+	if err != nil {
+		return Outcome{}, Request{}, false, err
+	}
+	rec, err := c.rdb.Get(ctx, rkeys.Request(camp, reqID)).Result()
+	if err == redis.Nil {
+		return Outcome{}, Request{}, false, nil
+	}
+	if err != nil {
+		return Outcome{}, Request{}, false, err
+	}
+	f := strings.Split(rec, "\t")
+	if len(f) != 9 || f[1] != claimID || f[0] == "V" || f[0] == "R" {
+		return Outcome{}, Request{}, false, nil
+	}
+	o := Outcome{Code: scripts.CodeAccepted, ClaimID: claimID}
+	o.Value, _ = strconv.ParseInt(f[2], 10, 64)
+	o.ClaimedAtMs, _ = strconv.ParseInt(f[3], 10, 64)
+	o.ExpiresAtMs, _ = strconv.ParseInt(f[4], 10, 64)
+	return o, Request{RequestID: reqID, CampaignID: camp, SKU: f[6], UserID: f[7], DeviceID: f[8]}, true, nil
+}

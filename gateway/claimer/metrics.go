@@ -1,0 +1,59 @@
+package claimer
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashgate/flashgate/scripts"
+)
+
+const voidFailed = -1
+
+// Metrics are the claimer's instruments, resolved when created so the hot path does no
+// label lookups.
+type Metrics struct {
+	batchSize      prometheus.Histogram
+	scriptSeconds  prometheus.Histogram
+	produceSeconds prometheus.Histogram
+	produceErrors  prometheus.Counter
+	redisErrors    prometheus.Counter
+	shed           prometheus.Counter
+	marksDropped   prometheus.Counter
+	voids          map[int]prometheus.Counter
+}
+
+// NewMetrics registers the claimer's metrics with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	voids := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashgate_gateway_voids_total",
+		Help: "Compensations after a failed produce, by result: voided (given back), already, durable (the claim was in Kafka after all: answered 200), gone, failed (Redis down too).",
+	}, []string{"result"})
+	m := &Metrics{
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flashgate_gateway_script_batch_claims", Help: "Claims decided per claim-script call.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
+		scriptSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flashgate_gateway_script_seconds", Help: "Duration of one claim-script call, round trip included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+		}),
+		produceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flashgate_gateway_produce_seconds", Help: "Time from produce to the broker's acknowledgement (or failure) of an accepted claim.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_produce_errors_total", Help: "Accepted claims whose produce to flash.claims failed."}),
+		redisErrors:   prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_redis_errors_total", Help: "Failed Redis calls on the claim path."}),
+		shed:          prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_shed_total", Help: "Claims refused with 503 because the queue in front of Redis was full."}),
+		marksDropped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_durable_marks_dropped_total", Help: "Durable marks not written (a retry sees in-flight until the settler confirms)."}),
+		voids: map[int]prometheus.Counter{
+			scripts.VoidDone:      voids.WithLabelValues("voided"),
+			scripts.VoidAlready:   voids.WithLabelValues("already"),
+			scripts.VoidConfirmed: voids.WithLabelValues("durable"),
+			scripts.VoidGone:      voids.WithLabelValues("gone"),
+			voidFailed:            voids.WithLabelValues("failed"),
+		},
+	}
+	if reg != nil {
+		reg.MustRegister(m.batchSize, m.scriptSeconds, m.produceSeconds, m.produceErrors, m.redisErrors, m.shed, m.marksDropped, voids)
+	}
+	return m
+}
