@@ -150,10 +150,10 @@ type Claimer struct {
 	in          chan *pending
 	batches     chan *batch
 	freeBatches chan *batch
-	marks   chan mark
-	wg      sync.WaitGroup
-	closed  atomic.Bool
-	quit    chan struct{}
+	marks       chan mark
+	wg          sync.WaitGroup
+	closed      atomic.Bool
+	quit        chan struct{}
 
 	idPrefix [8]byte
 	idSeq    atomic.Uint64
