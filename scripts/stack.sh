@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The dev stack: Redis (AOF), Postgres 15 and a Kafka-protocol broker, on loopback, with
+# all their state under .stack/ in the repo (ignored by git).
+#
+#   scripts/stack.sh up       install what is missing, start what is not running, wait until
+#                             each server answers (idempotent)
+#   scripts/stack.sh down     stop what is running, by PID
+#   scripts/stack.sh status   exit 0 when all three answer
+#   scripts/stack.sh wipe     down, then delete .stack/ (all data)
+#
+# Ports (the defaults of FLASH_REDIS_ADDR, FLASH_PG_URL, FLASH_KAFKA_BROKERS):
+#   Redis 127.0.0.1:16379, Postgres 127.0.0.1:15432, broker 127.0.0.1:19092.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK=${FLASH_STACK_DIR:-$ROOT/.stack}
+REDIS_PORT=16379
+PG_PORT=15432
+BROKER_PORT=19092
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_USER=postgres # the unprivileged OS user the Postgres server runs as
+
+say() { printf 'stack: %s\n' "$*" >&2; }
+die() { printf 'stack: ERROR: %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+  say "installing $* with apt (first use only)"
+  if [ "$(id -u)" != 0 ]; then die "need root to apt-get install $*; install it and rerun"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  (apt-get update -qq && apt-get install -y -qq "$@") >"$STACK/logs/apt.log" 2>&1 ||
+    die "apt-get install $* failed; see $STACK/logs/apt.log"
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # name, tries (x0.1s), command...
+  local name=$1 tries=$2; shift 2
+  for _ in $(seq "$tries"); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  die "$name did not answer in $((tries / 10))s; see $STACK/logs/$name.log"
+}
+
+# --- Redis -----------------------------------------------------------------------------
+redis_up() {
+  command -v redis-server >/dev/null || apt_install redis-server
+  command -v redis-server >/dev/null || die "redis-server is missing after apt-get install"
+  if alive "$STACK/redis.pid" && redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; then
+    say "redis already running on 127.0.0.1:$REDIS_PORT"; return
+  fi
+  port_open $REDIS_PORT && die "port $REDIS_PORT is taken by another process (not our redis)"
+  mkdir -p "$STACK/redis"
+  # AOF with fsync every second: a kill -9 loses nothing acknowledged (the page cache
+  # survives the process); a machine crash may lose the last second (DESIGN.md).
+  redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$STACK/redis" \
+    --appendonly yes --appendfsync everysec --save "" \
+    --daemonize yes --pidfile "$STACK/redis.pid" --logfile "$STACK/logs/redis.log" \
+    --maxclients 10000 --protected-mode yes >/dev/null
+  wait_for redis 100 redis-cli -p $REDIS_PORT ping
+  say "redis up on 127.0.0.1:$REDIS_PORT (AOF everysec, data in $STACK/redis)"
+}
+
+redis_down() {
+  if alive "$STACK/redis.pid"; then
+    redis-cli -p $REDIS_PORT shutdown >/dev/null 2>&1 || kill "$(cat "$STACK/redis.pid")" 2>/dev/null || true
+    stop_pid redis "$STACK/redis.pid"
+  fi
+}
+
+# --- Postgres --------------------------------------------------------------------------
+pg_up() {
+  [ -x "$PG_BIN/initdb" ] || apt_install postgresql-15
+  [ -x "$PG_BIN/initdb" ] || die "Postgres 15 binaries are missing at $PG_BIN after apt-get install postgresql-15"
+  id "$PG_USER" >/dev/null 2>&1 || die "OS user '$PG_USER' is missing (it comes with Debian's postgresql-15 package)"
+  local data=$STACK/pg/data sock=$STACK/pg/run
+  if [ -f "$data/postmaster.pid" ] && kill -0 "$(head -1 "$data/postmaster.pid")" 2>/dev/null &&
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p $PG_PORT; then
+    say "postgres already running on 127.0.0.1:$PG_PORT"; return
+  fi
+  port_open $PG_PORT && die "port $PG_PORT is taken by another process (not our postgres)"
+  mkdir -p "$STACK/pg" "$sock"
+  # The server refuses to run as root, so it runs as $PG_USER, which must be able to reach
+  # the folder: open the path's directories for traversal (x only) where they are not.
+  local d=$STACK/pg
+  while [ "$d" != / ]; do
+    if ! runuser -u "$PG_USER" -- test -x "$d" 2>/dev/null; then chmod o+x "$d"; fi
+    d=$(dirname "$d")
+  done
+  chown "$PG_USER" "$STACK/pg" "$sock"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    say "initialising a Postgres cluster in $data"
+    runuser -u "$PG_USER" -- "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust \
+      --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$STACK/logs/initdb.log" 2>&1 ||
+      die "initdb failed; see $STACK/logs/initdb.log"
+  fi
+  touch "$STACK/logs/postgres.log"; chown "$PG_USER" "$STACK/logs/postgres.log"
+  runuser -u "$PG_USER" -- "$PG_BIN/pg_ctl" -D "$data" -l "$STACK/logs/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB" \
+    start >/dev/null || die "postgres did not start; see $STACK/logs/postgres.log"
+  wait_for postgres 300 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p $PG_PORT
+  local psql=("$PG_BIN/psql" -q -h "$sock" -p $PG_PORT -U postgres -v ON_ERROR_STOP=1)
+  if [ "$(runuser -u "$PG_USER" -- "${psql[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname='flashgate'")" != 1 ]; then
+    runuser -u "$PG_USER" -- "${psql[@]}" -c "CREATE ROLE flashgate LOGIN PASSWORD 'flashgate'" >/dev/null
+  fi
+  if [ "$(runuser -u "$PG_USER" -- "${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname='flashgate'")" != 1 ]; then
+    runuser -u "$PG_USER" -- "${psql[@]}" -c "CREATE DATABASE flashgate OWNER flashgate" >/dev/null
+  fi
+  say "postgres up on 127.0.0.1:$PG_PORT (database flashgate, data in $data)"
+}
+
+pg_down() {
+  local data=$STACK/pg/data
+  if [ -f "$data/postmaster.pid" ] && kill -0 "$(head -1 "$data/postmaster.pid")" 2>/dev/null; then
+    runuser -u "$PG_USER" -- "$PG_BIN/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+      kill -9 "$(head -1 "$data/postmaster.pid")" 2>/dev/null || true
+  fi
+}
+
+# --- Broker ----------------------------------------------------------------------------
+broker_up() {
+  command -v kcat >/dev/null || apt_install kcat
+  if alive "$STACK/broker.pid" && port_open $BROKER_PORT; then
+    say "broker already running on 127.0.0.1:$BROKER_PORT"; return
+  fi
+  port_open $BROKER_PORT && die "port $BROKER_PORT is taken by another process (not our broker)"
+  command -v go >/dev/null || die "go is not on PATH (needed to build the dev broker)"
+  mkdir -p "$STACK/broker" "$ROOT/bin"
+  (cd "$ROOT" && go build -o bin/devbroker ./scripts/devbroker) || die "building scripts/devbroker failed"
+  nohup "$ROOT/bin/devbroker" -addr 127.0.0.1:$BROKER_PORT -data-dir "$STACK/broker" \
+    >>"$STACK/logs/broker.log" 2>&1 </dev/null &
+  echo $! >"$STACK/broker.pid"
+  wait_for broker 300 port_open $BROKER_PORT
+  say "broker up on 127.0.0.1:$BROKER_PORT (kfake with DataDir $STACK/broker)"
+}
+
+broker_down() { alive "$STACK/broker.pid" && kill "$(cat "$STACK/broker.pid")" 2>/dev/null; stop_pid broker "$STACK/broker.pid"; }
+
+stop_pid() { # name pidfile: wait up to 10s for a stopped process, then SIGKILL
+  local name=$1 pidf=$2
+  [ -f "$pidf" ] || return 0
+  local pid; pid=$(cat "$pidf")
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then say "$name did not stop in 10s; killing"; kill -9 "$pid" 2>/dev/null || true; fi
+  rm -f "$pidf"
+}
+
+status() {
+  local ok=0
+  if redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; then echo "redis    up   127.0.0.1:$REDIS_PORT"; else echo "redis    down"; ok=1; fi
+  if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p $PG_PORT 2>/dev/null; then echo "postgres up   127.0.0.1:$PG_PORT"; else echo "postgres down"; ok=1; fi
+  if port_open $BROKER_PORT; then echo "broker   up   127.0.0.1:$BROKER_PORT"; else echo "broker   down"; ok=1; fi
+  return $ok
+}
+
+mkdir -p "$STACK/logs"
+case "${1:-}" in
+  up) redis_up; pg_up; broker_up ;;
+  down) broker_down || true; redis_down || true; pg_down || true; say "stopped" ;;
+  status) status ;;
+  wipe) "$0" down; rm -rf "$STACK"; say "wiped $STACK" ;;
+  *) echo "usage: scripts/stack.sh up|down|status|wipe" >&2; exit 2 ;;
+esac
