@@ -60,6 +60,9 @@ func Migrate(pool *pgxpool.Pool) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	// Close gives the driver's connection back to the pool: without it the pool's Close
+	// waits for that connection forever.
+	defer m.Close()
 	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
 		return fmt.Errorf("migrate up: %w", err)
 	}

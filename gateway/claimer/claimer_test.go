@@ -1,0 +1,333 @@
+package claimer_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flashgate/flashgate/gateway/catalog"
+	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/rkeys"
+	"github.com/flashgate/flashgate/internal/testenv"
+	"github.com/flashgate/flashgate/scripts"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type env struct {
+	t   *testing.T
+	rdb *redis.Client
+	cat *catalog.Catalog
+}
+
+func newEnv(t *testing.T) *env {
+	rdb := testenv.Redis(t)
+	return &env{t: t, rdb: rdb, cat: catalog.New(testenv.PG(t), rdb)}
+}
+
+// claimerOn starts a claimer whose producer talks to brokers.
+func (e *env) claimerOn(brokers []string, delivery time.Duration) *claimer.Claimer {
+	e.t.Helper()
+	kcl, err := kgo.NewClient(kafkaopt.Producer(brokers, time.Millisecond, delivery)...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c, err := claimer.New(claimer.Config{BatchWait: 100 * time.Microsecond}, e.rdb, kcl, nil, quiet)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close(); kcl.Close() })
+	return c
+}
+
+func (e *env) claimer() *claimer.Claimer {
+	testenv.RequireBroker(e.t)
+	return e.claimerOn(testenv.Brokers(), 10*time.Second)
+}
+
+type campaignSpec struct {
+	start, end time.Duration // relative to now
+	limit      int64
+	budget     int64
+	segment    string
+	skus       string // JSON array
+}
+
+func (e *env) campaign(bl string, s campaignSpec) string {
+	e.t.Helper()
+	ctx := context.Background()
+	if bl == "" {
+		bl = testenv.ID(e.t, "bl")
+		if err := e.cat.PutBusinessLine(ctx, bl, 1_000_000); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if s.skus == "" {
+		s.skus = `[{"sku":"rp-50","stock":3,"value":50}]`
+	}
+	if s.limit == 0 {
+		s.limit = 1
+	}
+	if s.budget == 0 {
+		s.budget = 100_000
+	}
+	if s.end == 0 {
+		s.end = time.Hour
+	}
+	seg := "null"
+	if s.segment != "" {
+		seg = `"` + s.segment + `"`
+	}
+	id := testenv.ID(e.t, "cmp")
+	body := fmt.Sprintf(`{"name":"t","business_line":%q,"starts_at":%q,"ends_at":%q,"per_user_limit":%d,
+		"budget":%d,"voucher_ttl":"72h","segment":%s,"skus":%s}`, bl,
+		time.Now().Add(s.start).UTC().Format(time.RFC3339Nano), time.Now().Add(s.end).UTC().Format(time.RFC3339Nano),
+		s.limit, s.budget, seg, s.skus)
+	cp, err := catalog.DecodeCampaign(id, []byte(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.cat.PutCampaign(ctx, cp); err != nil {
+		e.t.Fatal(err)
+	}
+	return id
+}
+
+func req(campaign, sku, user, reqID string) *claimer.Request {
+	return &claimer.Request{RequestID: reqID, CampaignID: campaign, SKU: sku, UserID: user, DeviceID: "d-" + user, IP: "127.0.0.1"}
+}
+
+func (e *env) do(c *claimer.Claimer, r *claimer.Request) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return c.Do(ctx, r)
+}
+
+func reason(code int) string {
+	if code == scripts.CodeAccepted {
+		return "accepted"
+	}
+	if r, ok := scripts.Reasons[code]; ok {
+		return r
+	}
+	return fmt.Sprintf("code %d", code)
+}
+
+// snapshot is every counter a claim can touch in a campaign.
+func (e *env) snapshot(campaign string) string {
+	ctx := context.Background()
+	var b strings.Builder
+	for _, k := range []string{rkeys.Meta(campaign), rkeys.SKU(campaign, "rp-50"), rkeys.Users(campaign), rkeys.Inflight(campaign)} {
+		m, err := e.rdb.HGetAll(ctx, k).Result()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		j, _ := json.Marshal(m)
+		b.WriteString(k + "=" + string(j) + "\n")
+	}
+	n, err := e.rdb.XLen(ctx, rkeys.Outbox(campaign)).Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	fmt.Fprintf(&b, "outbox=%d", n)
+	return b.String()
+}
+
+// Every business rejection of the claim script, decided in Redis, with nothing taken.
+func TestScriptRejections(t *testing.T) {
+	e := newEnv(t)
+	c := e.claimer()
+	ctx := context.Background()
+
+	segName := testenv.ID(t, "seg")
+	if _, err := e.cat.PutSegment(ctx, segName, []byte("member-1\nmember-2\n")); err != nil {
+		t.Fatal(err)
+	}
+	notYet := e.campaign("", campaignSpec{start: time.Hour, end: 2 * time.Hour})
+	over := e.campaign("", campaignSpec{start: -2 * time.Hour, end: -time.Hour})
+	paused := e.campaign("", campaignSpec{start: -time.Minute})
+	if err := e.cat.SetPaused(ctx, paused, true); err != nil {
+		t.Fatal(err)
+	}
+	seg := e.campaign("", campaignSpec{start: -time.Minute, segment: segName})
+	open := e.campaign("", campaignSpec{start: -time.Minute, limit: 2})
+
+	cases := []struct {
+		name string
+		r    *claimer.Request
+		want int
+	}{
+		{"not started", req(notYet, "rp-50", "u1", "r1"), scripts.CodeNotStarted},
+		{"ended", req(over, "rp-50", "u1", "r1"), scripts.CodeEnded},
+		{"paused", req(paused, "rp-50", "u1", "r1"), scripts.CodePaused},
+		{"not in segment", req(seg, "rp-50", "outsider", "r1"), scripts.CodeNotEligible},
+		{"segment member", req(seg, "rp-50", "member-1", "r2"), scripts.CodeAccepted},
+		{"unknown campaign", req(testenv.ID(t, "nope"), "rp-50", "u1", "r1"), scripts.CodeUnknownCampaign},
+		{"unknown sku", req(open, "rp-99", "u1", "r1"), scripts.CodeUnknownSKU},
+		{"user first", req(open, "rp-50", "u1", "r2"), scripts.CodeAccepted},
+		{"user second", req(open, "rp-50", "u1", "r3"), scripts.CodeAccepted},
+		{"user over limit", req(open, "rp-50", "u1", "r4"), scripts.CodeUserLimit},
+		{"last unit", req(open, "rp-50", "u2", "r5"), scripts.CodeAccepted},
+		{"sold out", req(open, "rp-50", "u3", "r6"), scripts.CodeSoldOut},
+	}
+	for _, tc := range cases {
+		before := ""
+		if tc.want != scripts.CodeAccepted && tc.want != scripts.CodeUnknownCampaign {
+			before = e.snapshot(tc.r.CampaignID)
+		}
+		if err := e.do(c, tc.r); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if tc.r.Code != tc.want {
+			t.Errorf("%s: got %s, want %s", tc.name, reason(tc.r.Code), reason(tc.want))
+		}
+		if before != "" {
+			if after := e.snapshot(tc.r.CampaignID); after != before {
+				t.Errorf("%s: a rejection changed state:\nbefore %s\nafter  %s", tc.name, before, after)
+			}
+		}
+	}
+
+	// A retried rejection gets the same rejection back, marked replayed, even once the
+	// reason no longer holds for a new request.
+	r := req(open, "rp-50", "u3", "r6")
+	if err := e.do(c, r); err != nil || r.Code != scripts.CodeSoldOut || !r.Replayed {
+		t.Errorf("retry of a sold_out request: code %s replayed %v err %v; want sold_out replayed", reason(r.Code), r.Replayed, err)
+	}
+}
+
+// The same request_id with a different body is a key reuse; with the same body it is a
+// replay of the same claim.
+func TestIdempotency(t *testing.T) {
+	e := newEnv(t)
+	c := e.claimer()
+	cmp := e.campaign("", campaignSpec{start: -time.Minute, limit: 3})
+
+	first := req(cmp, "rp-50", "u1", "same")
+	if err := e.do(c, first); err != nil || first.Code != scripts.CodeAccepted {
+		t.Fatalf("first: %s %v", reason(first.Code), err)
+	}
+	// The durable mark is written asynchronously after the ack; until then a retry is
+	// told to come back (503), never answered with a claim that could still be voided.
+	var again *claimer.Request
+	testenv.Eventually(t, 10*time.Second, "the retry is answered with the claim", func() bool {
+		again = req(cmp, "rp-50", "u1", "same")
+		err := e.do(c, again)
+		return err == nil
+	})
+	if again.Code != scripts.CodeAccepted || !again.Replayed || again.ClaimID != first.ClaimID {
+		t.Fatalf("retry: %s replayed=%v claim %q; want accepted, replayed, claim %q", reason(again.Code), again.Replayed, again.ClaimID, first.ClaimID)
+	}
+	for _, other := range []*claimer.Request{req(cmp, "rp-51", "u1", "same"), req(cmp, "rp-50", "u2", "same")} {
+		other.DeviceID = "d-u1"
+		if err := e.do(c, other); err != nil || other.Code != scripts.CodeKeyReuse {
+			t.Errorf("reuse %s/%s: %s %v; want key reuse", other.SKU, other.UserID, reason(other.Code), err)
+		}
+	}
+	if taken := e.rdb.HGet(context.Background(), rkeys.SKU(cmp, "rp-50"), "taken").Val(); taken != "1" {
+		t.Errorf("taken %s, want 1", taken)
+	}
+}
+
+// A produce that cannot reach a broker fails within the delivery timeout, and void.lua
+// gives back exactly what the claim took; the same request_id is then decided anew.
+func TestProduceFailureVoids(t *testing.T) {
+	e := newEnv(t)
+	cmp := e.campaign("", campaignSpec{start: -time.Minute})
+	dead := e.claimerOn([]string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}, 1500*time.Millisecond)
+	before := e.snapshot(cmp)
+
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = e.do(dead, req(cmp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, claimer.ErrUnavailable) {
+			t.Errorf("claim %d with no broker: err %v, want ErrUnavailable", i, err)
+		}
+	}
+	if after := e.snapshot(cmp); after != before {
+		t.Fatalf("failed produces left state behind:\nbefore %s\nafter  %s", before, after)
+	}
+	rec := e.rdb.Get(context.Background(), rkeys.Request(cmp, "r0")).Val()
+	if !strings.HasPrefix(rec, "V\t") {
+		t.Errorf("idempotency record after the void: %q, want state V", rec)
+	}
+
+	live := e.claimer()
+	r := req(cmp, "rp-50", "u0", "r0")
+	if err := e.do(live, r); err != nil || r.Code != scripts.CodeAccepted || r.Replayed {
+		t.Fatalf("retry with a broker: %s replayed=%v err %v; want a fresh accept", reason(r.Code), r.Replayed, err)
+	}
+	if stock := e.rdb.HGet(context.Background(), rkeys.SKU(cmp, "rp-50"), "stock").Val(); stock != "2" {
+		t.Errorf("stock %s, want 2", stock)
+	}
+}
+
+// While the first attempt's produce is still in flight (state A), a retry of the same
+// request_id is told to retry (503) rather than promised a claim that may be voided.
+func TestRetryWhileInFlight(t *testing.T) {
+	e := newEnv(t)
+	cmp := e.campaign("", campaignSpec{start: -time.Minute})
+	slow := e.claimerOn([]string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}, 3*time.Second)
+	live := e.claimer()
+
+	done := make(chan error, 1)
+	go func() { done <- e.do(slow, req(cmp, "rp-50", "u1", "r1")) }()
+	testenv.Eventually(t, 5*time.Second, "the first attempt is accepted in Redis", func() bool {
+		return strings.HasPrefix(e.rdb.Get(context.Background(), rkeys.Request(cmp, "r1")).Val(), "A\t")
+	})
+	r := req(cmp, "rp-50", "u1", "r1")
+	if err := e.do(live, r); !errors.Is(err, claimer.ErrUnavailable) {
+		t.Errorf("retry while in flight: code %s err %v; want ErrUnavailable (in flight)", reason(r.Code), err)
+	}
+	if err := <-done; !errors.Is(err, claimer.ErrUnavailable) {
+		t.Errorf("first attempt: %v, want ErrUnavailable after its produce failed", err)
+	}
+	if taken := e.rdb.HGet(context.Background(), rkeys.SKU(cmp, "rp-50"), "taken").Val(); taken != "0" {
+		t.Errorf("taken %s after the void, want 0", taken)
+	}
+}
+
+// Config errors name the field.
+func TestConfigValidation(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer rdb.Close()
+	kcl, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kcl.Close()
+	for _, tc := range []struct {
+		cfg  claimer.Config
+		want string
+	}{
+		{claimer.Config{MaxBatch: 1000}, "MaxBatch"},
+		{claimer.Config{BatchWait: time.Second}, "BatchWait"},
+		{claimer.Config{Workers: 1000}, "Workers"},
+		{claimer.Config{MaxBatch: 64, QueueSize: 10}, "QueueSize"},
+		{claimer.Config{RejectTTL: time.Millisecond}, "RejectTTL"},
+	} {
+		_, err := claimer.New(tc.cfg, rdb, kcl, nil, quiet)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("config %+v: err %v, want one naming %s", tc.cfg, err, tc.want)
+		}
+	}
+}
