@@ -1,0 +1,157 @@
+// Package record owns bench's own record of every 200 it received: one JSON line per
+// accepted answer (claim_id, request_id, user, SKU, value, whether it was a replay).
+// bench run writes it; bench verify reads it to prove that every claim_id the gateway
+// handed out is a row in Postgres exactly once. It is the client's side of the books,
+// kept independently of anything the product stores.
+package record
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/flashgate/flashgate/internal/claim"
+)
+
+// FileName is the record's name inside a run's output folder.
+const FileName = "accepted.jsonl"
+
+// Entry is one 200 answer.
+type Entry struct {
+	ClaimID   string `json:"claim_id"`
+	RequestID string `json:"request_id"`
+	Campaign  string `json:"campaign_id"`
+	User      string `json:"user_id"`
+	SKU       string `json:"sku"`
+	Value     int64  `json:"value"`
+	Replayed  bool   `json:"replayed,omitempty"`
+}
+
+// Writer appends entries to a record file. Safe for concurrent use.
+type Writer struct {
+	mu  sync.Mutex
+	f   *os.File
+	w   *bufio.Writer
+	buf []byte
+	n   int64
+	err error
+}
+
+// Create opens dir/accepted.jsonl for appending (creating dir), so the steps of a ramp
+// or several runs against one campaign share one record.
+func Create(dir string) (*Writer, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("record: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, FileName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("record: %w", err)
+	}
+	return &Writer{f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
+}
+
+// Add appends one entry. The first write error is kept and returned by Close.
+func (w *Writer) Add(e *Entry) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return
+	}
+	b := append(w.buf[:0], `{"claim_id":`...)
+	b = claim.AppendString(b, e.ClaimID)
+	b = append(b, `,"request_id":`...)
+	b = claim.AppendString(b, e.RequestID)
+	b = append(b, `,"campaign_id":`...)
+	b = claim.AppendString(b, e.Campaign)
+	b = append(b, `,"user_id":`...)
+	b = claim.AppendString(b, e.User)
+	b = append(b, `,"sku":`...)
+	b = claim.AppendString(b, e.SKU)
+	b = append(b, `,"value":`...)
+	b = strconv.AppendInt(b, e.Value, 10)
+	if e.Replayed {
+		b = append(b, `,"replayed":true`...)
+	}
+	b = append(b, '}', '\n')
+	w.buf = b
+	if _, err := w.w.Write(b); err != nil {
+		w.err = fmt.Errorf("record: %w", err)
+	}
+	w.n++
+}
+
+// Len is the number of entries added through this writer.
+func (w *Writer) Len() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
+// Close flushes, syncs and closes the file.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.f == nil {
+		return w.err
+	}
+	if err := w.w.Flush(); err != nil && w.err == nil {
+		w.err = fmt.Errorf("record: %w", err)
+	}
+	if err := w.f.Sync(); err != nil && w.err == nil {
+		w.err = fmt.Errorf("record: %w", err)
+	}
+	if err := w.f.Close(); err != nil && w.err == nil {
+		w.err = fmt.Errorf("record: %w", err)
+	}
+	w.f = nil
+	return w.err
+}
+
+// Read reads a record: path is a run's output folder or the record file itself.
+func Read(path string) ([]Entry, error) {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		path = filepath.Join(path, FileName)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("record: %w", err)
+	}
+	defer f.Close()
+	return Decode(f, path)
+}
+
+// Decode reads JSON lines; name is used in errors.
+func Decode(r io.Reader, name string) ([]Entry, error) {
+	var out []Entry
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		b := sc.Bytes()
+		if len(b) == 0 {
+			continue
+		}
+		var e Entry
+		if err := json.Unmarshal(b, &e); err != nil {
+			return nil, fmt.Errorf("record %s line %d: %w", name, line, err)
+		}
+		if e.ClaimID == "" || e.RequestID == "" {
+			return nil, fmt.Errorf("record %s line %d: claim_id and request_id are required", name, line)
+		}
+		out = append(out, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("record %s: %w", name, err)
+	}
+	return out, nil
+}
+
+// ErrEmpty is returned by callers that need at least one entry.
+var ErrEmpty = errors.New("record: no accepted claims in the record")
