@@ -1,0 +1,133 @@
+// Package vouchers owns the gateway's reads and writes of settled claims in Postgres:
+// GET /v1/claims/{id} (a claim the settler has written) and the redeem write-off. It
+// implements api.Vouchers so that the public API package never imports the database
+// driver (the STYLE fence: the claim hot path does not import pgx).
+package vouchers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/flashgate/flashgate/gateway/api"
+)
+
+// Store reads and redeems vouchers. Safe for concurrent use.
+type Store struct {
+	pg *pgxpool.Pool
+}
+
+// New builds a Store on a pool.
+func New(pg *pgxpool.Pool) (*Store, error) {
+	if pg == nil {
+		return nil, errors.New("vouchers: a Postgres pool is required")
+	}
+	return &Store{pg: pg}, nil
+}
+
+var _ api.Vouchers = (*Store)(nil)
+
+// The columns every query returns, in scan order. "past" is computed by Postgres so that
+// every gateway judges expiry on one clock, the same one the settler's expiry job uses.
+const columns = `claim_id, campaign_id, sku, user_id, state, value, claimed_at, expires_at,
+	redeemed_at, expired_at, expires_at <= now() AS past`
+
+type row struct {
+	v                     api.Voucher
+	redeemedAt, expiredAt *time.Time
+	past                  bool
+}
+
+func (r *row) dest() []any {
+	return []any{&r.v.ClaimID, &r.v.CampaignID, &r.v.SKU, &r.v.UserID, &r.v.State, &r.v.Value,
+		&r.v.ClaimedAt, &r.v.ExpiresAt, &r.redeemedAt, &r.expiredAt, &r.past}
+}
+
+// voucher finishes a scanned row. A settled voucher past its expiry is reported as
+// expired even before the settler's expiry job has recovered its budget (and set
+// expired_at): the client must see the same answer from GET as from redeem.
+func (r *row) voucher() api.Voucher {
+	v := r.v
+	v.ClaimedAt, v.ExpiresAt = v.ClaimedAt.UTC(), v.ExpiresAt.UTC()
+	if r.redeemedAt != nil {
+		v.RedeemedAt = r.redeemedAt.UTC()
+	}
+	if r.expiredAt != nil {
+		v.ExpiredAt = r.expiredAt.UTC()
+	}
+	if v.State == stateSettled && r.past {
+		v.State = stateExpired
+	}
+	return v
+}
+
+const (
+	stateSettled  = "settled"
+	stateRedeemed = "redeemed"
+	stateExpired  = "expired"
+)
+
+// Voucher reads one claim's row. ok is false when the settler has not written it (it
+// may still be pending in Redis, which the API asks separately).
+func (s *Store) Voucher(ctx context.Context, claimID string) (api.Voucher, bool, error) {
+	var r row
+	err := s.pg.QueryRow(ctx, `SELECT `+columns+` FROM claims WHERE claim_id = $1`, claimID).Scan(r.dest()...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return api.Voucher{}, false, nil
+	}
+	if err != nil {
+		return api.Voucher{}, false, fmt.Errorf("read claim %s: %w", claimID, err)
+	}
+	return r.voucher(), true, nil
+}
+
+// Redeem writes a voucher off for its owner. It is idempotent: redeeming a redeemed
+// voucher again answers RedeemOK with the same body (the stored redeemed_at).
+//
+// It is a short transaction around a row lock, and the lock is what makes it race-safe.
+// Two redeems of one voucher: A locks the row, sees settled, updates it to redeemed and
+// commits; B's SELECT ... FOR UPDATE waited on A's lock and, under READ COMMITTED,
+// re-reads the committed row, sees redeemed and answers OK with A's redeemed_at. A
+// redeem racing the settler's expiry job: whichever locks first wins and the other sees
+// the outcome - a voucher is never both redeemed and expired (the expiry job's UPDATE is
+// guarded by state = 'settled').
+//
+// The checks run in this order: no row → RedeemUnknown; another user → RedeemNotOwner
+// (before anything about its state, which is not theirs to learn); already redeemed →
+// RedeemOK; expired (by state or by expires_at on the database clock) → RedeemExpired.
+func (s *Store) Redeem(ctx context.Context, claimID, userID string) (api.Voucher, int, error) {
+	tx, err := s.pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		return api.Voucher{}, 0, fmt.Errorf("redeem %s: %w", claimID, err)
+	}
+	defer tx.Rollback(ctx) // a no-op after Commit
+	var r row
+	err = tx.QueryRow(ctx, `SELECT `+columns+` FROM claims WHERE claim_id = $1 FOR UPDATE`, claimID).Scan(r.dest()...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return api.Voucher{}, api.RedeemUnknown, nil
+	}
+	if err != nil {
+		return api.Voucher{}, 0, fmt.Errorf("redeem %s: %w", claimID, err)
+	}
+	switch {
+	case r.v.UserID != userID:
+		return api.Voucher{}, api.RedeemNotOwner, nil
+	case r.v.State == stateRedeemed:
+		return r.voucher(), api.RedeemOK, nil
+	case r.v.State == stateExpired || r.past:
+		return r.voucher(), api.RedeemExpired, nil
+	}
+	err = tx.QueryRow(ctx, `UPDATE claims SET state = 'redeemed', redeemed_at = now()
+		WHERE claim_id = $1 AND state = 'settled' RETURNING `+columns, claimID).Scan(r.dest()...)
+	if err != nil {
+		return api.Voucher{}, 0, fmt.Errorf("redeem %s: %w", claimID, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return api.Voucher{}, 0, fmt.Errorf("redeem %s: commit: %w", claimID, err)
+	}
+	return r.voucher(), api.RedeemOK, nil
+}
