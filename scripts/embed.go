@@ -22,11 +22,19 @@ var (
 
 // Layout of claim.lua's batch: keys, arguments and results per claim, and the number of
 // header arguments before the first claim's.
+//
+// The gateway's layout is ClaimKeysPerClaim+ClaimRiskKeysPerClaim keys and
+// ClaimResultsPerClaim+ClaimRiskResultsPerClaim results per claim (risk checks on). The
+// base layout, ClaimKeysPerClaim keys and ClaimResultsPerClaim results, is the one from
+// before the risk checks; test fixtures that play a gateway still use it and get no
+// risk checks. claim.lua tells them apart by the number of keys.
 const (
-	ClaimKeysPerClaim    = 9
-	ClaimArgsPerClaim    = 7
-	ClaimHeaderArgs      = 3
-	ClaimResultsPerClaim = 8
+	ClaimKeysPerClaim        = 9
+	ClaimRiskKeysPerClaim    = 13
+	ClaimArgsPerClaim        = 7
+	ClaimHeaderArgs          = 3
+	ClaimResultsPerClaim     = 8
+	ClaimRiskResultsPerClaim = 7
 )
 
 var (
@@ -87,3 +95,41 @@ var Reasons = map[int]string{
 	CodeUserVelocity:    "user_velocity",
 	CodeBlocked:         "blocked",
 }
+
+// Settlement-side scripts (issue 5): budget recovery on expiry and the rebuild of a
+// campaign's counters after a Redis loss. See each .lua header for its layout.
+var (
+	//go:embed release.lua
+	releaseSrc string
+	//go:embed fence.lua
+	fenceSrc string
+	//go:embed lease.lua
+	leaseSrc string
+	//go:embed rebuild.lua
+	rebuildSrc string
+	//go:embed unfence.lua
+	unfenceSrc string
+
+	// Release gives expired vouchers' value back to their budgets, once per claim.
+	Release = redis.NewScript(releaseSrc)
+	// Fence stops a business line's campaigns accepting while they are rebuilt.
+	Fence = redis.NewScript(fenceSrc)
+	// Lease extends or drops a recovery lock held by the caller.
+	Lease = redis.NewScript(leaseSrc)
+	// Rebuild writes one campaign's counters back from the books.
+	Rebuild = redis.NewScript(rebuildSrc)
+	// Unfence restores a business line's budget and totals and drops the lock.
+	Unfence = redis.NewScript(unfenceSrc)
+)
+
+// Results of release.lua (besides one 1/0 per claim), fence.lua, rebuild.lua and
+// unfence.lua.
+const (
+	ReleaseFenced = -1
+	ReleaseStale  = -2
+
+	FenceHeld = 0
+	FenceDone = 1
+
+	RebuildLost = -1
+)

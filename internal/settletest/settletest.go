@@ -1,0 +1,538 @@
+// Package settletest owns what the settlement-side integration tests share (outbox
+// relay, reconciliation, expiry, Redis-loss recovery, the campaign report): campaigns
+// with fresh ids on the dev stack, claims decided by claim.lua directly (a gateway that
+// dies right after the script and never produces), and a reference settler that writes
+// claims to Postgres the way DESIGN.md describes - confirm.lua, one idempotent insert of
+// the claim and its reserve entry, then the outbox and inflight cleanup.
+//
+// The reference settler consumes flash.claims by partition from the offsets it finds at
+// start, handles only the campaigns a test names (the topic and Redis are shared by every
+// test on the machine, so it must not confirm other tests' claims), and commits its
+// progress under its own consumer group so that a catch-up check (internal/recovery)
+// reads a real committed offset. Tests only: it never runs in a binary.
+package settletest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/flashgate/flashgate/gateway/catalog"
+	"github.com/flashgate/flashgate/internal/claim"
+	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/recovery"
+	"github.com/flashgate/flashgate/internal/rkeys"
+	"github.com/flashgate/flashgate/internal/testenv"
+	"github.com/flashgate/flashgate/scripts"
+)
+
+// Env is a test's view of the dev stack.
+type Env struct {
+	T   testing.TB
+	RDB *redis.Client
+	PG  *pgxpool.Pool
+	Cat *catalog.Catalog
+}
+
+// New connects to the dev stack (failing the test when it is down).
+func New(t testing.TB) *Env {
+	t.Helper()
+	rdb := testenv.Redis(t)
+	pg := testenv.PG(t)
+	return &Env{T: t, RDB: rdb, PG: pg, Cat: catalog.New(pg, rdb)}
+}
+
+// With returns an Env on another Redis (a private redis-server) and the same Postgres.
+func (e *Env) With(rdb *redis.Client) *Env {
+	return &Env{T: e.T, RDB: rdb, PG: e.PG, Cat: catalog.New(e.PG, rdb)}
+}
+
+// Ctx is a context bounded to d, cancelled when the test ends.
+func Ctx(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// BusinessLine creates a business line with a fresh id.
+func (e *Env) BusinessLine(budget int64) string {
+	e.T.Helper()
+	id := testenv.ID(e.T, "bl")
+	if err := e.Cat.PutBusinessLine(Ctx(e.T, 10*time.Second), id, budget); err != nil {
+		e.T.Fatal(err)
+	}
+	return id
+}
+
+// SKU is one item of a test campaign.
+type SKU struct {
+	SKU          string
+	Stock, Value int64
+}
+
+// Spec describes a test campaign; zero fields get defaults (open now for an hour, one
+// claim per user, a budget of 1e9, a voucher TTL of 72h, one SKU rp-50 × 10 at 50).
+type Spec struct {
+	ID           string // default: a fresh id
+	BusinessLine string
+	Start, End   time.Duration // relative to now
+	PerUser      int64
+	Budget       int64
+	TTL          string
+	Segment      string
+	Recycle      bool
+	SKUs         []SKU
+}
+
+// Campaign is a created test campaign.
+type Campaign struct {
+	ID, BL, Segment string
+}
+
+// Campaign creates (and warms) a campaign with a fresh id.
+func (e *Env) Campaign(s Spec) Campaign {
+	e.T.Helper()
+	if s.BusinessLine == "" {
+		s.BusinessLine = e.BusinessLine(1_000_000_000)
+	}
+	if s.End == 0 {
+		s.End = time.Hour
+	}
+	if s.Start == 0 {
+		s.Start = -time.Minute
+	}
+	if s.PerUser == 0 {
+		s.PerUser = 1
+	}
+	if s.Budget == 0 {
+		s.Budget = 1_000_000_000
+	}
+	if s.TTL == "" {
+		s.TTL = "72h"
+	}
+	if len(s.SKUs) == 0 {
+		s.SKUs = []SKU{{"rp-50", 10, 50}}
+	}
+	var skus []string
+	for _, k := range s.SKUs {
+		skus = append(skus, fmt.Sprintf(`{"sku":%q,"stock":%d,"value":%d}`, k.SKU, k.Stock, k.Value))
+	}
+	seg := "null"
+	if s.Segment != "" {
+		seg = strconv.Quote(s.Segment)
+	}
+	id := s.ID
+	if id == "" {
+		id = testenv.ID(e.T, "cmp")
+	}
+	now := time.Now()
+	body := fmt.Sprintf(`{"name":"settlement test","business_line":%q,"starts_at":%q,"ends_at":%q,
+		"per_user_limit":%d,"budget":%d,"voucher_ttl":%q,"segment":%s,"recycle_stock":%v,"skus":[%s]}`,
+		s.BusinessLine, now.Add(s.Start).UTC().Format(time.RFC3339Nano), now.Add(s.End).UTC().Format(time.RFC3339Nano),
+		s.PerUser, s.Budget, s.TTL, seg, s.Recycle, strings.Join(skus, ","))
+	cp, err := catalog.DecodeCampaign(id, []byte(body))
+	if err != nil {
+		e.T.Fatalf("campaign spec: %v", err)
+	}
+	if err := e.Cat.PutCampaign(Ctx(e.T, 10*time.Second), cp); err != nil {
+		e.T.Fatalf("put campaign: %v", err)
+	}
+	return Campaign{ID: id, BL: s.BusinessLine, Segment: s.Segment}
+}
+
+// Accepted is what claim.lua answered for one claim.
+type Accepted struct {
+	Code        int
+	Replayed    bool // the answer of an earlier attempt with the same request_id
+	ClaimID     string
+	Value       int64
+	ClaimedAtMs int64
+	ExpiresAtMs int64
+	OutboxID    string
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
+
+// NewClaimID returns a claim id in the gateway's format, "<campaign>.<26 chars>".
+func NewClaimID(campaign string) string {
+	var raw [16]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		panic(err)
+	}
+	return campaign + "." + idEncoding.EncodeToString(raw[:])
+}
+
+// ScriptClaim decides one claim with claim.lua directly, as a gateway does, and never
+// produces it: the state a gateway leaves when it dies between the script and the
+// produce (record "A", an outbox entry, an inflight entry).
+func ScriptClaim(ctx context.Context, rdb *redis.Client, campaign, sku, user, requestID string) (Accepted, error) {
+	if scripts.ClaimKeysPerClaim != 9 || scripts.ClaimArgsPerClaim != 7 || scripts.ClaimHeaderArgs != 3 {
+		return Accepted{}, errors.New("settletest: claim.lua's layout changed; update ScriptClaim to build its KEYS and ARGV")
+	}
+	m, err := rdb.HMGet(ctx, rkeys.Meta(campaign), "bl", "seg").Result()
+	if err != nil {
+		return Accepted{}, err
+	}
+	bl, _ := m[0].(string)
+	seg, _ := m[1].(string)
+	if bl == "" {
+		return Accepted{Code: scripts.CodeUnknownCampaign}, nil
+	}
+	segKey := rkeys.Meta(campaign)
+	if seg != "" {
+		segKey = rkeys.Segment(seg)
+	}
+	keys := []string{rkeys.Meta(campaign), rkeys.SKU(campaign, sku), rkeys.Request(campaign, requestID),
+		rkeys.Users(campaign), rkeys.BusinessLine(bl), rkeys.Outbox(campaign), rkeys.Inflight(campaign),
+		rkeys.Rejections(campaign), segKey}
+	res, err := scripts.Claim.Run(ctx, rdb, keys, 1, (24 * time.Hour).Milliseconds(), time.Hour.Milliseconds(),
+		requestID, NewClaimID(campaign), campaign, sku, user, "d-"+user, "127.0.0.1").Slice()
+	if err != nil {
+		return Accepted{}, err
+	}
+	if len(res) < 7 {
+		return Accepted{}, fmt.Errorf("claim.lua returned %d values", len(res))
+	}
+	a := Accepted{Code: int(asInt(res[0])), Replayed: asInt(res[1]) == 1}
+	a.ClaimID, _ = res[2].(string)
+	a.Value, a.ClaimedAtMs, a.ExpiresAtMs = asInt(res[3]), asInt(res[4]), asInt(res[5])
+	a.OutboxID, _ = res[6].(string)
+	return a, nil
+}
+
+func asInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	return 0
+}
+
+// OutboxRecords returns the claims in a campaign's outbox as flash.claims records.
+func OutboxRecords(ctx context.Context, rdb *redis.Client, campaign string) ([]claim.Record, error) {
+	msgs, err := rdb.XRange(ctx, rkeys.Outbox(campaign), "-", "+").Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]claim.Record, 0, len(msgs))
+	for _, m := range msgs {
+		out = append(out, recordOf(campaign, m))
+	}
+	return out, nil
+}
+
+func recordOf(campaign string, m redis.XMessage) claim.Record {
+	s := func(k string) string { v, _ := m.Values[k].(string); return v }
+	n := func(k string) int64 { v, _ := strconv.ParseInt(s(k), 10, 64); return v }
+	return claim.Record{Version: claim.Version, ClaimID: s("c"), RequestID: s("r"), CampaignID: campaign,
+		BusinessLine: s("b"), SKU: s("s"), UserID: s("u"), DeviceID: s("d"), IP: s("i"),
+		Value: n("v"), ClaimedAtMs: n("t"), ExpiresAtMs: n("e"), OutboxID: m.ID}
+}
+
+// Produce publishes claims to flash.claims as the gateway does and marks them durable.
+func Produce(ctx context.Context, rdb *redis.Client, kcl *kgo.Client, recs ...claim.Record) error {
+	for _, r := range recs {
+		kr := &kgo.Record{Topic: kafkaopt.ClaimsTopic, Key: []byte(r.CampaignID), Value: r.AppendJSON(nil)}
+		if err := kcl.ProduceSync(ctx, kr).FirstErr(); err != nil {
+			return err
+		}
+		if err := scripts.Durable.Run(ctx, rdb, []string{rkeys.Request(r.CampaignID, r.RequestID)}, r.ClaimID).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Producer returns a producer client of the dev stack's broker, closed with the test.
+func Producer(t testing.TB) *kgo.Client {
+	t.Helper()
+	testenv.RequireBroker(t)
+	kcl, err := kgo.NewClient(kafkaopt.Producer(testenv.Brokers(), time.Millisecond, 10*time.Second)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kcl.Close)
+	return kcl
+}
+
+// Write settles claims the way the settler does: confirm.lua, then one statement that
+// inserts the claims not yet rows (ON CONFLICT DO NOTHING) and a reserve entry for each
+// new one, then the outbox and inflight cleanup. It returns how many rows were new.
+// Records must belong to one campaign.
+func Write(ctx context.Context, rdb *redis.Client, pg *pgxpool.Pool, recs []claim.Record, partition int32, offsets []int64) (int64, error) {
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	camp := recs[0].CampaignID
+	keys := make([]string, len(recs))
+	args := make([]any, len(recs))
+	for i, r := range recs {
+		keys[i], args[i] = rkeys.Request(camp, r.RequestID), r.ClaimID
+	}
+	codes, err := scripts.Confirm.Run(ctx, rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return 0, fmt.Errorf("confirm: %w", err)
+	}
+	var n int64
+	for i, r := range recs {
+		if codes[i] == scripts.ConfirmSkip {
+			continue
+		}
+		off := int64(-1)
+		if offsets != nil {
+			off = offsets[i]
+		}
+		tag, err := pg.Exec(ctx, `WITH new AS (
+			INSERT INTO claims (claim_id, request_id, campaign_id, business_line, sku, user_id, device_id, ip,
+				value, claimed_at, expires_at, kafka_partition, kafka_offset)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
+			ON CONFLICT DO NOTHING RETURNING claim_id, campaign_id, business_line, value)
+			INSERT INTO budget_ledger (claim_id, campaign_id, business_line, kind, amount)
+			SELECT claim_id, campaign_id, business_line, 'reserve', value FROM new
+			ON CONFLICT (claim_id, kind) DO NOTHING`,
+			r.ClaimID, r.RequestID, r.CampaignID, r.BusinessLine, r.SKU, r.UserID, r.DeviceID, r.IP,
+			r.Value, r.ClaimedAt(), r.ExpiresAt(), partition, off)
+		if err != nil {
+			return n, fmt.Errorf("insert %s: %w", r.ClaimID, err)
+		}
+		n += tag.RowsAffected()
+	}
+	pipe := rdb.Pipeline()
+	for _, r := range recs {
+		if r.OutboxID != "" {
+			pipe.XDel(ctx, rkeys.Outbox(camp), r.OutboxID)
+		}
+		pipe.HDel(ctx, rkeys.Inflight(camp), r.ClaimID)
+	}
+	_, err = pipe.Exec(ctx)
+	return n, err
+}
+
+// SettleOutbox writes every claim in a campaign's outbox to Postgres as if the settler
+// had read it from Kafka (without going through the broker), and returns the new rows.
+func SettleOutbox(ctx context.Context, rdb *redis.Client, pg *pgxpool.Pool, campaign string) (int64, error) {
+	recs, err := OutboxRecords(ctx, rdb, campaign)
+	if err != nil {
+		return 0, err
+	}
+	return Write(ctx, rdb, pg, recs, -1, nil)
+}
+
+// Settler is the reference settler: it consumes flash.claims from the end offsets it
+// finds at start and settles the claims of the campaigns it watches.
+type Settler struct {
+	t      testing.TB
+	kcl    *kgo.Client
+	rdb    *redis.Client
+	pg     *pgxpool.Pool
+	Group  string
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	watch   map[string]bool
+	written int64
+	lastErr error
+}
+
+// StartSettler starts a reference settler under a fresh consumer group; it stops when
+// the test ends (or on Stop).
+func StartSettler(t testing.TB, rdb *redis.Client, pg *pgxpool.Pool, campaigns ...string) *Settler {
+	t.Helper()
+	s := NewSettler(t, rdb, pg, campaigns...)
+	s.Start()
+	return s
+}
+
+// NewSettler prepares a reference settler: it takes the topic's end offsets now (and
+// commits them under its fresh group), and consumes from there once started. Records
+// produced in between are settled when it starts.
+func NewSettler(t testing.TB, rdb *redis.Client, pg *pgxpool.Pool, campaigns ...string) *Settler {
+	t.Helper()
+	testenv.RequireBroker(t)
+	s := &Settler{t: t, rdb: rdb, pg: pg, Group: testenv.ID(t, "settletest"), watch: map[string]bool{}, done: make(chan struct{})}
+	for _, c := range campaigns {
+		s.watch[c] = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	admin, err := kgo.NewClient(kgo.SeedBrokers(testenv.Brokers()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ends, err := recovery.Offsets(ctx, admin, kafkaopt.ClaimsTopic)
+	if err != nil {
+		admin.Close()
+		t.Fatalf("end offsets: %v", err)
+	}
+	if err := CommitOffsets(ctx, admin, s.Group, kafkaopt.ClaimsTopic, ends); err != nil {
+		admin.Close()
+		t.Fatalf("commit start offsets: %v", err)
+	}
+	admin.Close()
+	start := map[int32]kgo.Offset{}
+	for p, o := range ends {
+		start[p] = kgo.NewOffset().At(o)
+	}
+	s.kcl, err = kgo.NewClient(kgo.SeedBrokers(testenv.Brokers()...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{kafkaopt.ClaimsTopic: start}),
+		kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Start begins consuming.
+func (s *Settler) Start() {
+	var rctx context.Context
+	rctx, s.cancel = context.WithCancel(context.Background())
+	go s.run(rctx)
+}
+
+// Watch adds campaigns to settle.
+func (s *Settler) Watch(campaigns ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range campaigns {
+		s.watch[c] = true
+	}
+}
+
+// Written is how many new rows the settler wrote.
+func (s *Settler) Written() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.written
+}
+
+// Err is the last error the settler met (it retries).
+func (s *Settler) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
+// Stop stops the settler and waits for it.
+func (s *Settler) Stop() {
+	if s.cancel != nil {
+		s.cancel()
+		<-s.done
+		s.cancel = nil
+	}
+	if s.kcl != nil {
+		s.kcl.Close()
+		s.kcl = nil
+	}
+}
+
+func (s *Settler) run(ctx context.Context) {
+	defer close(s.done)
+	for {
+		fs := s.kcl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		byCamp := map[string][]claim.Record{}
+		parts := map[string][]int32{}
+		offs := map[string][]int64{}
+		commit := map[int32]int64{}
+		fs.EachRecord(func(r *kgo.Record) {
+			commit[r.Partition] = r.Offset + 1
+			s.mu.Lock()
+			watched := s.watch[string(r.Key)]
+			s.mu.Unlock()
+			if !watched {
+				return
+			}
+			rec, err := claim.Decode(r.Value)
+			if err != nil {
+				return
+			}
+			byCamp[rec.CampaignID] = append(byCamp[rec.CampaignID], rec)
+			parts[rec.CampaignID] = append(parts[rec.CampaignID], r.Partition)
+			offs[rec.CampaignID] = append(offs[rec.CampaignID], r.Offset)
+		})
+		for camp, recs := range byCamp {
+			for {
+				// Settle one partition's records at a time so each row names its partition.
+				var n int64
+				var err error
+				for i := range recs {
+					var k int64
+					k, err = Write(ctx, s.rdb, s.pg, recs[i:i+1], parts[camp][i], offs[camp][i:i+1])
+					if err != nil {
+						break
+					}
+					n += k
+				}
+				s.mu.Lock()
+				s.written += n
+				s.lastErr = err
+				s.mu.Unlock()
+				if err == nil || ctx.Err() != nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		if len(commit) > 0 && ctx.Err() == nil {
+			if err := CommitOffsets(ctx, s.kcl, s.Group, kafkaopt.ClaimsTopic, commit); err != nil {
+				s.mu.Lock()
+				s.lastErr = err
+				s.mu.Unlock()
+			}
+		}
+	}
+}
+
+// CommitOffsets commits offsets for a group that has no live members (a "simple"
+// commit, generation -1), as a consumer that assigns its own partitions does.
+func CommitOffsets(ctx context.Context, kcl *kgo.Client, group, topic string, offsets map[int32]int64) error {
+	ti, err := recovery.Topic(ctx, kcl, topic)
+	if err != nil {
+		return err
+	}
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group = group
+	req.Generation = -1
+	rt := kmsg.NewOffsetCommitRequestTopic()
+	rt.Topic = topic
+	rt.TopicID = ti.ID // v10+ names topics by id
+	for p, o := range offsets {
+		rp := kmsg.NewOffsetCommitRequestTopicPartition()
+		rp.Partition = p
+		rp.Offset = o
+		rp.LeaderEpoch = -1
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, kcl)
+	if err != nil {
+		return err
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if p.ErrorCode != 0 {
+				return fmt.Errorf("commit %s/%d for %s: error code %d", topic, p.Partition, group, p.ErrorCode)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,292 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgate/flashgate/internal/claim"
+	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/rkeys"
+	"github.com/flashgate/flashgate/internal/settletest"
+	"github.com/flashgate/flashgate/internal/testenv"
+	"github.com/flashgate/flashgate/scripts"
+	"github.com/flashgate/flashgate/settler/relay"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func newRelay(t *testing.T, e *settletest.Env, cfg relay.Config) *relay.Relay {
+	t.Helper()
+	r, err := relay.New(cfg, e.RDB, e.PG, settletest.Producer(t), quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func rows(t *testing.T, pg *pgxpool.Pool, campaign string) (claims, reserves int64) {
+	t.Helper()
+	ctx := settletest.Ctx(t, 5*time.Second)
+	err := pg.QueryRow(ctx, `SELECT (SELECT count(*) FROM claims WHERE campaign_id = $1),
+		(SELECT count(*) FROM budget_ledger WHERE campaign_id = $1 AND kind = 'reserve')`, campaign).Scan(&claims, &reserves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return
+}
+
+func record(t *testing.T, e *settletest.Env, campaign, reqID string) string {
+	t.Helper()
+	v, err := e.RDB.Get(settletest.Ctx(t, 5*time.Second), rkeys.Request(campaign, reqID)).Result()
+	if err != nil {
+		t.Fatalf("record %s: %v", reqID, err)
+	}
+	return v
+}
+
+// A gateway that dies after the claim script and before the produce leaves the claim
+// accepted in Redis ("A", in the outbox) and nowhere else. The relay publishes it once it
+// is older than the bound, and the settler writes it: exactly one row and one reserve
+// entry, although the relay published it twice.
+func TestRelayPublishesClaimOfDeadGateway(t *testing.T) {
+	e := settletest.New(t)
+	ctx := settletest.Ctx(t, 60*time.Second)
+	c := e.Campaign(settletest.Spec{})
+	st := settletest.NewSettler(t, e.RDB, e.PG, c.ID)
+
+	a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", "u-1", "rq-1")
+	if err != nil || a.Code != scripts.CodeAccepted {
+		t.Fatalf("claim: code %d, err %v", a.Code, err)
+	}
+	if got := record(t, e, c.ID, "rq-1"); got[0] != 'A' {
+		t.Fatalf("record %q, want state A", got)
+	}
+
+	// Younger than the bound: left alone.
+	r := newRelay(t, e, relay.Config{MinAge: time.Hour, RepublishEvery: time.Nanosecond})
+	if s, err := r.Campaign(ctx, c.ID); err != nil || s.Scanned != 0 || s.Republished != 0 {
+		t.Fatalf("young entry: stats %+v, err %v; want nothing scanned", s, err)
+	}
+
+	r = newRelay(t, e, relay.Config{MinAge: 100 * time.Millisecond, RepublishEvery: time.Nanosecond})
+	time.Sleep(150 * time.Millisecond)
+	for i := 0; i < 2; i++ {
+		s, err := r.Campaign(ctx, c.ID)
+		if err != nil || s.Republished != 1 {
+			t.Fatalf("pass %d: stats %+v, err %v; want 1 republished", i, s, err)
+		}
+	}
+	// Published and acknowledged: the record is durable (D), a retry is answered 200 -
+	// or already S if another settler on the shared dev stack confirmed it first.
+	if got := record(t, e, c.ID, "rq-1"); got[0] != 'D' && got[0] != 'S' {
+		t.Fatalf("record after relay %q, want state D (or S)", got)
+	}
+	st.Start()
+	testenv.Eventually(t, 20*time.Second, "the relayed claim becomes a row", func() bool {
+		n, _ := rows(t, e.PG, c.ID)
+		return n == 1
+	})
+	testenv.Eventually(t, 10*time.Second, "the settler consumed both copies", func() bool {
+		n, _ := e.RDB.XLen(ctx, rkeys.Outbox(c.ID)).Result()
+		return n == 0 && st.Err() == nil
+	})
+	time.Sleep(300 * time.Millisecond) // let a second copy land if it were to double anything
+	if n, res := rows(t, e.PG, c.ID); n != 1 || res != 1 {
+		t.Fatalf("rows %d, reserve entries %d; want 1 and 1", n, res)
+	}
+	var id string
+	if err := e.PG.QueryRow(ctx, `SELECT claim_id FROM claims WHERE campaign_id = $1`, c.ID).Scan(&id); err != nil || id != a.ClaimID {
+		t.Fatalf("row claim %s (err %v), want %s", id, err, a.ClaimID)
+	}
+	if got := record(t, e, c.ID, "rq-1"); got[0] != 'S' {
+		t.Fatalf("record after settling %q, want state S", got)
+	}
+	if n, _ := e.RDB.HLen(ctx, rkeys.Inflight(c.ID)).Result(); n != 0 {
+		t.Fatalf("inflight %d after settling, want 0", n)
+	}
+}
+
+// The relay removes only what needs no publishing: entries whose claim is a row (the
+// settler committed but its cleanup was lost) and entries of voided claims. Each case is
+// checked on the outbox, the inflight hash and the counters.
+func TestRelayTrimsOnlyCommittedOrVoided(t *testing.T) {
+	e := settletest.New(t)
+	ctx := settletest.Ctx(t, 30*time.Second)
+	c := e.Campaign(settletest.Spec{})
+	var acc [3]settletest.Accepted
+	for i := range acc {
+		var err error
+		acc[i], err = settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
+		if err != nil || acc[i].Code != scripts.CodeAccepted {
+			t.Fatalf("claim %d: %+v %v", i, acc[i], err)
+		}
+	}
+	recs, err := settletest.OutboxRecords(ctx, e.RDB, c.ID)
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("outbox: %d records, err %v", len(recs), err)
+	}
+	// 0: committed, cleanup lost (the outbox entry stays).
+	committed := recs[0]
+	committed.OutboxID = "" // the settler's XDEL never happens
+	if _, err := settletest.Write(ctx, e.RDB, e.PG, []claim.Record{committed}, -1, nil); err != nil {
+		t.Fatal(err)
+	}
+	// 1: voided by its gateway, but the entry is still there (a lost XDEL).
+	rec1 := record(t, e, c.ID, "rq-1")
+	if err := e.RDB.Set(ctx, rkeys.Request(c.ID, "rq-1"), "V"+rec1[1:], redis.KeepTTL).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// 2: accepted, never published: must be published, not removed.
+	before, _ := e.RDB.HGetAll(ctx, rkeys.SKU(c.ID, "rp-50")).Result()
+
+	r := newRelay(t, e, relay.Config{MinAge: 100 * time.Millisecond, RepublishEvery: time.Hour})
+	time.Sleep(150 * time.Millisecond)
+	s, err := r.Campaign(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Trimmed != 1 || s.Dropped != 1 || s.Republished != 1 {
+		t.Fatalf("stats %+v; want 1 trimmed, 1 dropped, 1 republished", s)
+	}
+	// Only the unpublished claim may remain (another settler on the shared dev stack may
+	// already have settled the copy the relay published).
+	msgs, _ := e.RDB.XRange(ctx, rkeys.Outbox(c.ID), "-", "+").Result()
+	if len(msgs) > 1 || (len(msgs) == 1 && msgs[0].Values["c"] != acc[2].ClaimID) {
+		t.Fatalf("outbox after relay %v; want at most %s", msgs, acc[2].ClaimID)
+	}
+	after, _ := e.RDB.HGetAll(ctx, rkeys.SKU(c.ID, "rp-50")).Result()
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Fatalf("the relay changed counters: %v → %v", before, after)
+	}
+	// Published recently: a second pass leaves it alone until RepublishEvery passes.
+	if s, err := r.Campaign(ctx, c.ID); err != nil || s.Republished != 0 || s.Waiting+s.Trimmed != len(msgs) {
+		t.Fatalf("second pass %+v, %v; want it waiting (or trimmed once settled)", s, err)
+	}
+}
+
+// The outbox is bounded by the stock: with the settler down for the whole sale it holds
+// exactly the accepted claims (never more than the stock, whatever the demand), within
+// EntryBytes each at the longest ids; once the relay and the settler run it drains to
+// empty, and every accepted claim is a row.
+func TestOutboxBound(t *testing.T) {
+	e := settletest.New(t)
+	ctx := settletest.Ctx(t, 90*time.Second)
+	const stock, users = 40, 60
+	// The longest ids the API allows make the largest entries.
+	long := func(prefix string, i int) string {
+		s := fmt.Sprintf("%s-%d-", prefix, i)
+		return s + strings.Repeat("x", 64-len(s))
+	}
+	id := testenv.ID(t, "cmp")
+	id += "-" + strings.Repeat("c", 64-len(id)-1)
+	c := e.Campaign(settletest.Spec{ID: id, SKUs: []settletest.SKU{{SKU: "rp-50", Stock: stock, Value: 50}}})
+
+	accepted := 0
+	for i := 0; i < users; i++ {
+		a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", long("u", i), long("rq", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Code == scripts.CodeAccepted {
+			accepted++
+		}
+		n, err := e.RDB.XLen(ctx, rkeys.Outbox(c.ID)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > stock || n != int64(accepted) {
+			t.Fatalf("after %d claims: outbox %d, accepted %d, stock %d", i+1, n, accepted, stock)
+		}
+	}
+	if accepted != stock {
+		t.Fatalf("accepted %d of %d, want the whole stock %d", accepted, users, stock)
+	}
+	b := relay.OutboxBound(stock, 0, 0, relay.Config{})
+	if b.Entries != stock || !b.Ceiling {
+		t.Fatalf("OutboxBound(stock %d, unknown rate) = %+v; want the stock ceiling", stock, b)
+	}
+	mem, err := e.RDB.MemoryUsage(ctx, rkeys.Outbox(c.ID), 0).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("outbox at the ceiling: %d entries, %d bytes (%d per entry; EntryBytes %d)", stock, mem, mem/stock, relay.EntryBytes)
+	if mem > b.Bytes {
+		t.Fatalf("outbox takes %d bytes, more than the bound %d (%d entries × %d)", mem, b.Bytes, b.Entries, relay.EntryBytes)
+	}
+
+	st := settletest.StartSettler(t, e.RDB, e.PG, c.ID)
+	r := newRelay(t, e, relay.Config{MinAge: 100 * time.Millisecond, Interval: 50 * time.Millisecond})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	testenv.Eventually(t, 30*time.Second, "the outbox drains", func() bool {
+		n, _ := e.RDB.XLen(ctx, rkeys.Outbox(c.ID)).Result()
+		return n == 0
+	})
+	cancel()
+	<-done
+	if n, res := rows(t, e.PG, c.ID); n != stock || res != stock {
+		t.Fatalf("rows %d, reserves %d; want %d each", n, res, stock)
+	}
+	if err := st.Err(); err != nil {
+		t.Fatalf("settler: %v", err)
+	}
+}
+
+func TestOutboxBoundFormula(t *testing.T) {
+	cfg := relay.Config{MinAge: 15 * time.Second, Interval: time.Second}
+	tests := []struct {
+		name        string
+		stock       int64
+		rate        float64
+		lag         time.Duration
+		wantEntries int64
+		wantCeiling bool
+	}{
+		{"unknown rate: the stock", 1000, 0, time.Second, 1000, true},
+		{"rate-limited", 1_000_000, 50_000, time.Second, 50_000 * 17, false},
+		{"stock-limited", 10_000, 50_000, time.Second, 10_000, true},
+		{"negative stock", -5, 0, 0, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := relay.OutboxBound(tc.stock, tc.rate, tc.lag, cfg)
+			if b.Entries != tc.wantEntries || b.Ceiling != tc.wantCeiling || b.Bytes != tc.wantEntries*relay.EntryBytes {
+				t.Fatalf("got %+v; want %d entries (ceiling %v)", b, tc.wantEntries, tc.wantCeiling)
+			}
+		})
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	e := settletest.New(t)
+	kcl := settletest.Producer(t)
+	tests := []struct {
+		cfg  relay.Config
+		want string
+	}{
+		{relay.Config{MinAge: time.Millisecond}, "MinAge"},
+		{relay.Config{Interval: time.Microsecond}, "Interval"},
+		{relay.Config{Page: -1}, "Page"},
+		{relay.Config{Page: 100, MaxPerPass: 10}, "MaxPerPass"},
+		{relay.Config{RepublishEvery: -time.Second}, "RepublishEvery"},
+		{relay.Config{ProduceTimeout: time.Millisecond}, "ProduceTimeout"},
+	}
+	for _, tc := range tests {
+		if _, err := relay.New(tc.cfg, e.RDB, e.PG, kcl, quiet, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v; want an error naming %s", tc.cfg, err, tc.want)
+		}
+	}
+	if _, err := relay.New(relay.Config{}, nil, e.PG, kcl, quiet, nil); err == nil {
+		t.Error("New without Redis: no error")
+	}
+	_ = kafkaopt.ClaimsTopic
+}
