@@ -1,25 +1,52 @@
 -- claim.lua: decide a batch of claims atomically.
 --
--- Each claim takes K=9 consecutive KEYS and A=7 consecutive ARGV after the 3 header
--- arguments, and yields R=8 consecutive results. The Go side (gateway/claimer) builds the
+-- Each claim takes K=22 consecutive KEYS and A=7 consecutive ARGV after the 3 header
+-- arguments, and yields R=15 consecutive results. The Go side (gateway/claimer) builds the
 -- same layout; the code numbers are mapped to reasons in exactly one Go table.
 --
--- KEYS per claim: meta, sku, request, users, business line, outbox, inflight,
---                 rejections, segment (the meta key again when the campaign has none)
--- ARGV header:    n, accept_grace_ms, reject_ttl_ms
--- ARGV per claim: request_id, claim_id, campaign_id, sku, user_id, device_id, ip
+-- The base layout - only KEYS 1-9 per claim, 8 results - is the layout from before the
+-- risk checks, still accepted for test fixtures that play a gateway (they are told
+-- apart by #KEYS = n*9): it runs no risk checks. The gateway always sends all 22.
+--
+-- KEYS per claim:  1 meta, 2 sku, 3 request, 4 users, 5 business line, 6 outbox,
+--                  7 inflight, 8 rejections, 9 segment (the meta key again when the
+--                  campaign has none),
+--                  risk (docs/RISK.md): 10 campaign rules, 11 global rules,
+--                  12-14 velocity logs of the device, IP and user in this campaign,
+--                  15-17 block keys of the device, IP and user, 18-19 freeze keys of
+--                  the device and user, 20-21 freeze windows of the device and user,
+--                  22 shadow rejections
+-- ARGV header:     n, accept_grace_ms, reject_ttl_ms
+-- ARGV per claim:  request_id, claim_id, campaign_id, sku, user_id, device_id, ip
 -- result per claim: code, replayed (0/1), claim_id, value, claimed_ms, expires_ms,
---                   outbox_id, retry_after_ms
+--                   outbox_id, retry_after_ms, decided_ms, then what the risk rules saw:
+--                   device, IP and user counts in their velocity windows, the device's
+--                   and user's counts in the freeze window (-1: rule off or not
+--                   evaluated), and the risk flags (F_* below)
 --
 -- Times come from the Redis clock (TIME) so every gateway agrees on the window.
 
-local K, A = 9, 7
+local A = 7
 local ACCEPTED = 1
 local SOLD_OUT, BUDGET_EXHAUSTED, USER_LIMIT, NOT_STARTED, ENDED, PAUSED, NOT_ELIGIBLE = 10, 11, 12, 13, 14, 15, 16
+local DEVICE_VELOCITY, IP_VELOCITY, USER_VELOCITY, BLOCKED = 20, 21, 22, 30
 local UNKNOWN_CAMPAIGN, UNKNOWN_SKU, KEY_REUSE = 40, 41, 42
 local STALE, NOT_WARM, IN_FLIGHT = 50, 51, 52
 
+-- Risk flags: which checks tripped (set whether or not they were enforced), whether the
+-- campaign was in shadow mode (then nothing tripped was enforced), and whether this
+-- claim froze its device or user (or would have, in shadow mode).
+local F_BLOCKED_DEVICE, F_BLOCKED_IP, F_BLOCKED_USER, F_FROZEN_DEVICE, F_FROZEN_USER = 1, 2, 4, 8, 16
+local F_DEVICE_VELOCITY, F_IP_VELOCITY, F_USER_VELOCITY = 32, 64, 128
+local F_SHADOW, F_FROZE_DEVICE, F_FROZE_USER = 256, 512, 1024
+
 local n = tonumber(ARGV[1])
+local K, R, risky = 22, 15, true
+if #KEYS == n * 9 then
+  K, R, risky = 9, 8, false
+elseif #KEYS ~= n * 22 then
+  return redis.error_reply('claim.lua: ' .. #KEYS .. ' keys for ' .. n .. ' claims, want 22 (or 9) per claim')
+end
 local grace = tonumber(ARGV[2])
 local rejttl = tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -44,11 +71,147 @@ local function reject(k, code, fp, store)
   return code
 end
 
+-- Rules: the campaign's hash overrides the global one field by field (the freeze rule
+-- too: its count spans campaigns, its threshold is the one in force where the claim is
+-- made). Each rules hash is read once per script call (one HMGET), not once per claim:
+-- within one atomic call it cannot change. Windows are stored in milliseconds; a missing
+-- or zero max turns a rule off.
+local RULE_FIELDS = {'device.max', 'device.window_ms', 'ip.max', 'ip.window_ms', 'user.max',
+  'user.window_ms', 'freeze.max', 'freeze.window_ms', 'freeze.for_ms', 'shadow'}
+local hashes = {}
+local function hash(key)
+  local h = hashes[key]
+  if not h then
+    h = redis.call('HMGET', key, unpack(RULE_FIELDS))
+    hashes[key] = h
+  end
+  return h
+end
+local merged = {}
+local function rules(ckey, gkey)
+  local r = merged[ckey]
+  if r then return r end
+  local c, g = hash(ckey), hash(gkey)
+  r = {}
+  for j = 1, #RULE_FIELDS do
+    local v = c[j]
+    if not v then v = g[j] end
+    r[j] = tonumber(v) or 0
+  end
+  merged[ckey] = r
+  return r
+end
+
+-- count counts the entries of a sliding-window log in (now - win, now] (one ZCOUNT: a
+-- rejected claim, the common case under attack, writes nothing). When the count has
+-- reached max, retry is when the entry whose expiry brings the count back below max
+-- leaves the window: exactly the moment one more claim would pass.
+local function count(key, win, max)
+  local from = '(' .. (now - win)
+  local c = redis.call('ZCOUNT', key, from, '+inf')
+  local retry = 0
+  if c >= max then
+    local e = redis.call('ZRANGEBYSCORE', key, from, '+inf', 'WITHSCORES', 'LIMIT', c - max, 1)
+    retry = tonumber(e[2]) + win - now
+  end
+  return c, retry
+end
+
+-- log records an accepted claim in a sliding-window log: what has left the window is
+-- trimmed (so a log holds at most one window of accepted claims) and the key expires
+-- one window after its newest entry. It returns the count before this claim.
+local function log(key, win, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
+  local c = redis.call('ZCARD', key)
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, win)
+  return c
+end
+
+-- The velocity rules in the order they are reported: rule fields (max, window), key
+-- offset of the log, flag, rejection code.
+local VELOCITY = {{1, 2, 12, F_DEVICE_VELOCITY, DEVICE_VELOCITY}, {3, 4, 13, F_IP_VELOCITY, IP_VELOCITY},
+  {5, 6, 14, F_USER_VELOCITY, USER_VELOCITY}}
+
+-- What the risk checks saw for the current claim: counts (-1 = not evaluated), flags.
+local seen = {-1, -1, -1, -1, -1, 0}
+
+-- risk evaluates blocks, freezes and velocity for claim i before anything is taken. It
+-- returns the rejection code and retry_after_ms to enforce (0 when the claim may
+-- proceed) and the merged rules, for recording the accepted claim in the windows.
+local function risk(k, user, dev, ip)
+  local r = rules(KEYS[k + 10], KEYS[k + 11])
+  local flags = 0
+  if r[10] == 1 then flags = F_SHADOW end
+  local b = redis.call('MGET', KEYS[k + 15], KEYS[k + 16], KEYS[k + 17], KEYS[k + 18], KEYS[k + 19])
+  if b[1] then flags = flags + F_BLOCKED_DEVICE end
+  if b[2] then flags = flags + F_BLOCKED_IP end
+  if b[3] then flags = flags + F_BLOCKED_USER end
+  if b[4] then flags = flags + F_FROZEN_DEVICE end
+  if b[5] then flags = flags + F_FROZEN_USER end
+  local code, retry = 0, 0
+  if flags % 32 > 0 then
+    code = BLOCKED
+  end
+  for j = 1, 3 do
+    local v = VELOCITY[j]
+    local max, win = r[v[1]], r[v[2]]
+    if max > 0 and win > 0 then
+      local c, ra = count(KEYS[k + v[3]], win, max)
+      seen[j] = c
+      if c >= max then
+        flags = flags + v[4]
+        if code == 0 then code = v[5] end
+        if code ~= BLOCKED and ra > retry then retry = ra end
+      end
+    end
+  end
+  seen[6] = flags
+  if flags % 512 >= 256 then
+    -- Shadow mode: evaluated and recorded, never enforced.
+    if code ~= 0 then
+      redis.call('HINCRBY', KEYS[k + 22], code, 1)
+    end
+    return 0, 0, r
+  end
+  return code, retry, r
+end
+
+-- record puts an accepted claim into the sliding windows it is counted in, and freezes
+-- its device or user when it takes them over the freeze rule's max.
+local function record(k, r, reqid, camp, user, dev)
+  for j = 1, 3 do
+    local win = r[j * 2]
+    if r[j * 2 - 1] > 0 and win > 0 then
+      log(KEYS[k + 11 + j], win, reqid)
+    end
+  end
+  -- The freeze rule counts only accepted claims, so its windows are read here, not in
+  -- risk(): a rejected claim costs nothing for it (and reports no freeze counts).
+  local fmax, fwin, ffor = r[7], r[8], r[9]
+  if fmax > 0 and fwin > 0 and ffor > 0 then
+    local member = camp .. '\t' .. reqid
+    local shadow = seen[6] % 512 >= 256
+    for j = 1, 2 do
+      seen[3 + j] = log(KEYS[k + 19 + j], fwin, member)
+      if seen[3 + j] + 1 > fmax then
+        seen[6] = seen[6] + (j == 1 and F_FROZE_DEVICE or F_FROZE_USER)
+        if not shadow then
+          local what = (j == 1) and ('device ' .. dev) or ('user ' .. user)
+          redis.call('SET', KEYS[k + 17 + j],
+            'auto-freeze: ' .. what .. ' had ' .. (seen[3 + j] + 1) .. ' accepted claims within ' ..
+            fwin .. 'ms (last in campaign ' .. camp .. ')\tclaim.lua\t' .. now, 'PX', ffor)
+        end
+      end
+    end
+  end
+end
+
 local function decide(i)
   local k = (i - 1) * K
   local a = 3 + (i - 1) * A
-  local reqid, claimid, sku, user, dev, ip =
-    ARGV[a + 1], ARGV[a + 2], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+  local reqid, claimid, camp, sku, user, dev, ip =
+    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local fp = sku .. '\t' .. user .. '\t' .. dev
 
   local prev = redis.call('GET', KEYS[k + 3])
@@ -56,70 +219,84 @@ local function decide(i)
     local st, pc, pv, pcl, pe, po, pfp = parse(prev)
     if st ~= 'V' then
       if pfp ~= fp then
-        return KEY_REUSE, 0, '', 0, 0, 0, ''
+        return KEY_REUSE, 0, '', 0, 0, 0, '', 0
       end
       if st == 'R' then
-        return tonumber(pc), 1, '', 0, 0, 0, ''
+        return tonumber(pc), 1, '', 0, 0, 0, '', 0
       end
       if st == 'A' then
         -- The first attempt is still being made durable (or its gateway died and the
         -- outbox relay will publish it). Answering 200 now could promise a claim that
         -- is about to be voided, so the retry is told to come back.
-        return IN_FLIGHT, 1, pc, 0, 0, 0, ''
+        return IN_FLIGHT, 1, pc, 0, 0, 0, '', 0
       end
-      return ACCEPTED, 1, pc, tonumber(pv), tonumber(pcl), tonumber(pe), po
+      return ACCEPTED, 1, pc, tonumber(pv), tonumber(pcl), tonumber(pe), po, 0
     end
     -- A voided claim (its produce failed and was compensated) is decided anew.
   end
 
   local m = redis.call('HMGET', KEYS[k + 1], 'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl')
   if not m[1] then
-    return UNKNOWN_CAMPAIGN, 0, '', 0, 0, 0, ''
+    return UNKNOWN_CAMPAIGN, 0, '', 0, 0, 0, '', 0
   end
   -- The gateway routes the business-line and segment keys from a cached copy of the
   -- campaign; if that copy is stale the script refuses rather than touch the wrong key.
   if KEYS[k + 5] ~= 'fg:bl:{' .. m[1] .. '}' then
-    return STALE, 0, '', 0, 0, 0, ''
+    return STALE, 0, '', 0, 0, 0, '', 0
   end
   local seg = m[8] or ''
   if seg ~= '' and KEYS[k + 9] ~= 'fg:seg:{' .. seg .. '}' then
-    return STALE, 0, '', 0, 0, 0, ''
+    return STALE, 0, '', 0, 0, 0, '', 0
   end
   local s = redis.call('HMGET', KEYS[k + 2], 'stock', 'value')
   if not s[1] then
-    return UNKNOWN_SKU, 0, '', 0, 0, 0, ''
+    return UNKNOWN_SKU, 0, '', 0, 0, 0, '', 0
   end
 
   if m[7] == '1' then
-    return reject(k, PAUSED, fp, true), 0, '', 0, 0, 0, ''
+    return reject(k, PAUSED, fp, true), 0, '', 0, 0, 0, '', 0
   end
   local ends = tonumber(m[3])
   if now < tonumber(m[2]) then
-    return reject(k, NOT_STARTED, fp, true), 0, '', 0, 0, 0, ''
+    return reject(k, NOT_STARTED, fp, true), 0, '', 0, 0, 0, '', 0
   end
   if now >= ends then
-    return reject(k, ENDED, fp, true), 0, '', 0, 0, 0, ''
+    return reject(k, ENDED, fp, true), 0, '', 0, 0, 0, '', 0
   end
+
+  -- Risk checks come before anything that depends on what is left (segment, per-user
+  -- limit, stock, budget). A risk rejection is not remembered in the idempotency
+  -- record: a 429 tells the client to retry after retry_after_ms and an unblock must
+  -- let the very next retry through, so a retry is decided anew.
+  local r
+  if risky then
+    local rcode, retry
+    rcode, retry, r = risk(k, user, dev, ip)
+    if rcode ~= 0 then
+      return reject(k, rcode, fp, false), 0, '', 0, 0, 0, '', retry
+    end
+  end
+
   if seg ~= '' and redis.call('SISMEMBER', KEYS[k + 9], user) == 0 then
-    return reject(k, NOT_ELIGIBLE, fp, true), 0, '', 0, 0, 0, ''
+    return reject(k, NOT_ELIGIBLE, fp, true), 0, '', 0, 0, 0, '', 0
   end
   local used = tonumber(redis.call('HGET', KEYS[k + 4], user) or '0')
   if used >= tonumber(m[4]) then
-    return reject(k, USER_LIMIT, fp, true), 0, '', 0, 0, 0, ''
+    return reject(k, USER_LIMIT, fp, true), 0, '', 0, 0, 0, '', 0
   end
   if tonumber(s[1]) <= 0 then
-    return reject(k, SOLD_OUT, fp, true), 0, '', 0, 0, 0, ''
+    return reject(k, SOLD_OUT, fp, true), 0, '', 0, 0, 0, '', 0
   end
   local value = tonumber(s[2])
   if tonumber(m[6]) + value > tonumber(m[5]) then
-    return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, ''
+    return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, '', 0
   end
   local b = redis.call('HMGET', KEYS[k + 5], 'budget', 'spent')
   if not b[1] then
-    return NOT_WARM, 0, '', 0, 0, 0, ''
+    return NOT_WARM, 0, '', 0, 0, 0, '', 0
   end
   if tonumber(b[2] or '0') + value > tonumber(b[1]) then
-    return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, ''
+    return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, '', 0
   end
 
   redis.call('HINCRBY', KEYS[k + 2], 'stock', -1)
@@ -128,6 +305,9 @@ local function decide(i)
   redis.call('HINCRBY', KEYS[k + 1], 'taken', 1)
   redis.call('HINCRBY', KEYS[k + 5], 'spent', value)
   redis.call('HINCRBY', KEYS[k + 4], user, 1)
+  if risky then
+    record(k, r, reqid, camp, user, dev)
+  end
   local expires = now + tonumber(m[9])
   local oid = redis.call('XADD', KEYS[k + 6], '*',
     'c', claimid, 'r', reqid, 's', sku, 'u', user, 'd', dev, 'i', ip,
@@ -138,12 +318,13 @@ local function decide(i)
   redis.call('SET', KEYS[k + 3],
     'A\t' .. claimid .. '\t' .. value .. '\t' .. now .. '\t' .. expires .. '\t' .. oid .. '\t' .. fp,
     'PX', keep + grace)
-  return ACCEPTED, 0, claimid, value, now, expires, oid
+  return ACCEPTED, 0, claimid, value, now, expires, oid, 0
 end
 
 for i = 1, n do
-  local code, replayed, cid, value, claimed, expires, oid = decide(i)
-  local j = (i - 1) * 8
+  seen[1], seen[2], seen[3], seen[4], seen[5], seen[6] = -1, -1, -1, -1, -1, 0
+  local code, replayed, cid, value, claimed, expires, oid, retry = decide(i)
+  local j = (i - 1) * R
   out[j + 1] = code
   out[j + 2] = replayed
   out[j + 3] = cid
@@ -151,6 +332,12 @@ for i = 1, n do
   out[j + 5] = claimed
   out[j + 6] = expires
   out[j + 7] = oid
-  out[j + 8] = 0
+  out[j + 8] = retry
+  if risky then
+    out[j + 9] = now
+    for q = 1, 6 do
+      out[j + 9 + q] = seen[q]
+    end
+  end
 end
 return out

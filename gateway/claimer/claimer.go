@@ -18,12 +18,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/scripts"
 )
@@ -39,6 +41,8 @@ var (
 	ErrOverloaded = errors.New("claimer: overloaded")
 	// ErrClosed: the claimer is shutting down.
 	ErrClosed = errors.New("claimer: closed")
+
+	errAckTimeout = errors.New("no acknowledgement from the broker within AckTimeout")
 )
 
 // Config tunes the claimer. Zero values are replaced by defaults in New; invalid values
@@ -62,6 +66,23 @@ type Config struct {
 	RejectTTL time.Duration
 	// RouteTTL is how long a campaign's routing entry is cached.
 	RouteTTL time.Duration
+	// AckTimeout bounds how long a claim waits for the broker's acknowledgement before
+	// it is voided and answered 503. It should be a little above the producer's
+	// delivery timeout: franz-go enforces that timeout only where it is safe for the
+	// idempotent producer, and a broker that died with the connection open can hold a
+	// record far longer. Giving up here is safe because void.lua and the settler's
+	// confirm.lua race atomically on the record (see DESIGN.md).
+	AckTimeout time.Duration
+	// Decisions, when set, receives every claim decision the script makes (accepted,
+	// rejected or refused), for the flash.decisions log. Nil: decisions are not logged.
+	Decisions DecisionRecorder
+}
+
+// DecisionRecorder records claim decisions. Record is called on the claim path once per
+// decision, synchronously: it must copy what it keeps and must never block (the
+// decision log's producer, internal/risk/decisionlog, drops and counts instead).
+type DecisionRecorder interface {
+	Record(d *risk.Decision)
 }
 
 func (c *Config) validate() error {
@@ -82,6 +103,7 @@ func (c *Config) validate() error {
 	defd(&c.AcceptGrace, 24*time.Hour)
 	defd(&c.RejectTTL, time.Hour)
 	defd(&c.RouteTTL, 5*time.Second)
+	defd(&c.AckTimeout, 6*time.Second)
 	switch {
 	case c.MaxBatch < 1 || c.MaxBatch > 512:
 		return fmt.Errorf("claimer config: MaxBatch=%d, want 1..512", c.MaxBatch)
@@ -95,6 +117,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("claimer config: RedisTimeout=%s, want at least 1ms", c.RedisTimeout)
 	case c.RejectTTL < time.Second:
 		return fmt.Errorf("claimer config: RejectTTL=%s, want at least 1s", c.RejectTTL)
+	case c.AckTimeout < 10*time.Millisecond || c.AckTimeout > 5*time.Minute:
+		return fmt.Errorf("claimer config: AckTimeout=%s, want 10ms..5m", c.AckTimeout)
 	}
 	return nil
 }
@@ -115,6 +139,10 @@ type Outcome struct {
 	ClaimedAtMs  int64
 	ExpiresAtMs  int64
 	RetryAfterMs int64
+	// DecidedAtMs is the Redis time of the decision.
+	DecidedAtMs int64
+	// Risk is what the risk checks saw (docs/RISK.md).
+	Risk risk.Seen
 }
 
 type pending struct {
@@ -136,6 +164,9 @@ type batch struct {
 	items []*pending
 	keys  []string
 	args  []any
+	// keybuf holds the per-claim risk key names of one script call; keys views into it.
+	// It is overwritten by the next call, after the previous one returned.
+	keybuf []byte
 }
 
 // Claimer decides and makes durable claims. Safe for concurrent use.
@@ -322,7 +353,19 @@ func (c *Claimer) makeDurable(p *pending) error {
 	c.kcl.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
 		ack <- err // buffered: a promise never blocks
 	})
-	err := <-ack
+	timer := time.NewTimer(c.cfg.AckTimeout)
+	var err error
+	select {
+	case err = <-ack:
+		timer.Stop()
+	case <-timer.C:
+		// The record may still be delivered later; if it is, the settler finds the
+		// record voided and skips it. The late callback writes into this channel, so
+		// the pooled pending gets a fresh one instead of inheriting a stale answer.
+		p.ack = make(chan error, 1)
+		c.metrics.ackTimeouts.Inc()
+		err = errAckTimeout
+	}
 	c.metrics.produceSeconds.Observe(time.Since(start).Seconds())
 	if err == nil {
 		select {
@@ -435,15 +478,31 @@ func (c *Claimer) work() {
 	}
 }
 
+// perClaim is the number of claim.lua results per claim in the gateway's layout (risk
+// checks on).
+const perClaim = scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim
+
 // run makes one script call for a batch and writes each claim's outcome.
 func (c *Claimer) run(b *batch) {
 	n := len(b.items)
 	b.keys = b.keys[:0]
 	b.args = append(b.args[:0], n, c.cfg.AcceptGrace.Milliseconds(), c.cfg.RejectTTL.Milliseconds())
+	b.keybuf = b.keybuf[:0]
 	for _, p := range b.items {
 		r, rt := p.req, p.rt
 		b.keys = append(b.keys, rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey,
-			rt.outbox, rt.inflight, rt.rejects, rt.segKey)
+			rt.outbox, rt.inflight, rt.rejects, rt.segKey, rt.riskRules, rkeys.RiskGlobalRules)
+		b.keys = b.appendKey(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindDevice, r.DeviceID))
+		b.keys = b.appendKey(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindIP, r.IP))
+		b.keys = b.appendKey(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindUser, r.UserID))
+		b.keys = b.appendKey(rkeys.AppendBlock(b.keybuf, rkeys.KindDevice, r.DeviceID))
+		b.keys = b.appendKey(rkeys.AppendBlock(b.keybuf, rkeys.KindIP, r.IP))
+		b.keys = b.appendKey(rkeys.AppendBlock(b.keybuf, rkeys.KindUser, r.UserID))
+		b.keys = b.appendKey(rkeys.AppendFreeze(b.keybuf, rkeys.KindDevice, r.DeviceID))
+		b.keys = b.appendKey(rkeys.AppendFreeze(b.keybuf, rkeys.KindUser, r.UserID))
+		b.keys = b.appendKey(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindDevice, r.DeviceID))
+		b.keys = b.appendKey(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindUser, r.UserID))
+		b.keys = append(b.keys, rt.shadowRejects)
 		b.args = append(b.args, r.RequestID, p.claimID, r.CampaignID, r.SKU, r.UserID, r.DeviceID, r.IP)
 	}
 	c.metrics.batchSize.Observe(float64(n))
@@ -452,7 +511,7 @@ func (c *Claimer) run(b *batch) {
 	res, err := scripts.Claim.Run(ctx, c.rdb, b.keys, b.args...).Slice()
 	cancel()
 	c.metrics.scriptSeconds.Observe(time.Since(start).Seconds())
-	if err == nil && len(res) != n*scripts.ClaimResultsPerClaim {
+	if err == nil && len(res) != n*perClaim {
 		err = fmt.Errorf("claim script returned %d values for %d claims", len(res), n)
 	}
 	if err != nil {
@@ -466,7 +525,7 @@ func (c *Claimer) run(b *batch) {
 		return
 	}
 	for i, p := range b.items {
-		o := res[i*scripts.ClaimResultsPerClaim:]
+		o := res[i*perClaim:]
 		out := &p.req.Outcome
 		out.Code = int(asInt(o[0]))
 		out.Replayed = asInt(o[1]) == 1
@@ -476,7 +535,31 @@ func (c *Claimer) run(b *batch) {
 		out.ExpiresAtMs = asInt(o[5])
 		p.outbox, _ = o[6].(string)
 		out.RetryAfterMs = asInt(o[7])
+		out.DecidedAtMs = asInt(o[8])
+		out.Risk = risk.Seen{Device: asInt(o[9]), IP: asInt(o[10]), User: asInt(o[11]),
+			FreezeDevice: asInt(o[12]), FreezeUser: asInt(o[13]), Flags: risk.Flags(asInt(o[14]))}
+		if c.cfg.Decisions != nil && risk.Recordable(out.Code) {
+			r := p.req
+			d := risk.Decision{
+				TimeMs: out.DecidedAtMs, CampaignID: r.CampaignID, SKU: r.SKU, UserID: r.UserID,
+				DeviceID: r.DeviceID, IP: r.IP, RequestID: r.RequestID, Code: out.Code,
+				Replayed: out.Replayed, ClaimID: out.ClaimID, RetryAfterMs: out.RetryAfterMs, Seen: out.Risk,
+			}
+			c.cfg.Decisions.Record(&d)
+		}
 	}
+}
+
+// appendKey returns keys with the name just appended to b.keybuf added, as a string
+// that views the buffer (no copy). The old part of keybuf is never written again while
+// the call is built, so a view stays valid even when a later append moves the buffer
+// (the view keeps the old array alive); the next batch overwrites it only after this
+// script call returned and go-redis no longer holds the keys.
+func (b *batch) appendKey(buf []byte) []string {
+	start := len(b.keybuf)
+	b.keybuf = buf
+	k := buf[start:]
+	return append(b.keys, unsafe.String(unsafe.SliceData(k), len(k)))
 }
 
 func asInt(v any) int64 {

@@ -286,6 +286,12 @@ func TestProduceFailureVoids(t *testing.T) {
 func TestRetryWhileInFlight(t *testing.T) {
 	e := newEnv(t)
 	cmp := e.campaign("", campaignSpec{start: -time.Minute})
+	// A settler's outbox relay running on the shared stack would publish the accepted
+	// claim and make it durable, closing the window this test looks at; relays find
+	// campaigns through this set.
+	if err := e.rdb.SRem(context.Background(), rkeys.Campaigns, cmp).Err(); err != nil {
+		t.Fatal(err)
+	}
 	slow := e.claimerOn([]string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}, 3*time.Second)
 	live := e.claimer()
 

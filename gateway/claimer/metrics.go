@@ -18,6 +18,7 @@ type Metrics struct {
 	redisErrors    prometheus.Counter
 	shed           prometheus.Counter
 	marksDropped   prometheus.Counter
+	ackTimeouts    prometheus.Counter
 	voids          map[int]prometheus.Counter
 }
 
@@ -44,6 +45,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		redisErrors:   prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_redis_errors_total", Help: "Failed Redis calls on the claim path."}),
 		shed:          prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_shed_total", Help: "Claims refused with 503 because the queue in front of Redis was full."}),
 		marksDropped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_durable_marks_dropped_total", Help: "Durable marks not written (a retry sees in-flight until the settler confirms)."}),
+		ackTimeouts:   prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_ack_timeouts_total", Help: "Accepted claims voided because the broker did not acknowledge them within the ack timeout."}),
 		voids: map[int]prometheus.Counter{
 			scripts.VoidDone:      voids.WithLabelValues("voided"),
 			scripts.VoidAlready:   voids.WithLabelValues("already"),
@@ -53,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		},
 	}
 	if reg != nil {
-		reg.MustRegister(m.batchSize, m.scriptSeconds, m.produceSeconds, m.produceErrors, m.redisErrors, m.shed, m.marksDropped, voids)
+		reg.MustRegister(m.batchSize, m.scriptSeconds, m.produceSeconds, m.produceErrors, m.redisErrors, m.shed, m.marksDropped, m.ackTimeouts, voids)
 	}
 	return m
 }

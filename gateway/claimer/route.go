@@ -20,18 +20,21 @@ import (
 // campaign changed before it started), so a stale route costs one retry, never a wrong
 // key.
 type route struct {
-	campaign  string
-	bl        string
-	meta      string
-	users     string
-	blKey     string
-	outbox    string
-	inflight  string
-	rejects   string
-	segKey    string // the meta key when the campaign has no segment
-	skuKeys   map[string]string
-	expiresAt time.Time
-	missing   bool // negative entry: no such campaign
+	campaign string
+	bl       string
+	meta     string
+	users    string
+	blKey    string
+	outbox   string
+	inflight string
+	rejects  string
+	segKey   string // the meta key when the campaign has no segment
+	// riskRules and shadowRejects are the campaign's risk keys (docs/RISK.md).
+	riskRules     string
+	shadowRejects string
+	skuKeys       map[string]string
+	expiresAt     time.Time
+	missing       bool // negative entry: no such campaign
 }
 
 func (rt *route) skuKey(sku string) string {
@@ -104,16 +107,18 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 	}
 	seg, _ := vals[1].(string)
 	rt := &route{
-		campaign:  campaign,
-		bl:        bl,
-		meta:      rkeys.Meta(campaign),
-		users:     rkeys.Users(campaign),
-		blKey:     rkeys.BusinessLine(bl),
-		outbox:    rkeys.Outbox(campaign),
-		inflight:  rkeys.Inflight(campaign),
-		rejects:   rkeys.Rejections(campaign),
-		skuKeys:   make(map[string]string, len(skus.Val())),
-		expiresAt: now.Add(rs.ttl),
+		campaign:      campaign,
+		bl:            bl,
+		meta:          rkeys.Meta(campaign),
+		users:         rkeys.Users(campaign),
+		blKey:         rkeys.BusinessLine(bl),
+		outbox:        rkeys.Outbox(campaign),
+		inflight:      rkeys.Inflight(campaign),
+		rejects:       rkeys.Rejections(campaign),
+		riskRules:     rkeys.RiskRules(campaign),
+		shadowRejects: rkeys.ShadowRejections(campaign),
+		skuKeys:       make(map[string]string, len(skus.Val())),
+		expiresAt:     now.Add(rs.ttl),
 	}
 	rt.segKey = rt.meta
 	if seg != "" {

@@ -47,3 +47,77 @@ func BusinessLine(id string) string { return "fg:bl:{" + id + "}" }
 
 // Segment is the set of user ids in a named segment.
 func Segment(name string) string { return "fg:seg:{" + name + "}" }
+
+// Risk state (docs/RISK.md). A campaign's rules and its sliding windows carry the
+// campaign's tag; what spans campaigns - the global rules, blocks, freezes and the
+// freeze windows - lives under the one tag {risk}. A claim therefore touches the
+// campaign's slot and the {risk} slot (besides its business line's): on Redis Cluster
+// those must be co-located the same way as the business line (DESIGN.md).
+
+// RiskTag is the hash tag of every cross-campaign risk key.
+const RiskTag = "{risk}"
+
+// RiskGlobalRules is the hash of the global default rules.
+const RiskGlobalRules = "fg:{risk}:rules"
+
+// RiskRules is a campaign's hash of rule overrides.
+func RiskRules(campaign string) string { return "fg:{" + campaign + "}:risk" }
+
+// Velocity kinds: the single letter used in key names and block/freeze keys.
+const (
+	KindDevice = 'd'
+	KindIP     = 'i'
+	KindUser   = 'u'
+)
+
+// Velocity is a campaign's sliding-window log (a sorted set of accepted request ids
+// scored by the Redis time in ms) of one device, IP or user.
+func Velocity(campaign string, kind byte, value string) string {
+	return "fg:{" + campaign + "}:v" + string(kind) + ":" + value
+}
+
+// Block is the key whose existence blocks a device, IP or user (value: reason; TTL).
+func Block(kind byte, value string) string { return "fg:{risk}:blk:" + string(kind) + ":" + value }
+
+// Freeze is the key whose existence freezes a device or user (set by the claim script
+// when the freeze rule trips; value: what tripped it; TTL freeze.for).
+func Freeze(kind byte, value string) string { return "fg:{risk}:frz:" + string(kind) + ":" + value }
+
+// FreezeWindow is the sliding-window log of a device's or user's accepted claims across
+// campaigns, which the freeze rule counts.
+func FreezeWindow(kind byte, value string) string {
+	return "fg:{risk}:fw:" + string(kind) + ":" + value
+}
+
+// ShadowRejections is the hash of would-be rejections by reason code that shadow mode
+// let through in a campaign.
+func ShadowRejections(campaign string) string { return "fg:{" + campaign + "}:rejshadow" }
+
+// AppendVelocity, AppendBlock, AppendFreeze and AppendFreezeWindow append the same
+// names as above to dst, for the claim path that builds many keys per batch into one
+// buffer instead of allocating each.
+func AppendVelocity(dst []byte, campaign string, kind byte, value string) []byte {
+	dst = append(dst, "fg:{"...)
+	dst = append(dst, campaign...)
+	dst = append(dst, "}:v"...)
+	dst = append(dst, kind, ':')
+	return append(dst, value...)
+}
+
+func AppendBlock(dst []byte, kind byte, value string) []byte {
+	dst = append(dst, "fg:{risk}:blk:"...)
+	dst = append(dst, kind, ':')
+	return append(dst, value...)
+}
+
+func AppendFreeze(dst []byte, kind byte, value string) []byte {
+	dst = append(dst, "fg:{risk}:frz:"...)
+	dst = append(dst, kind, ':')
+	return append(dst, value...)
+}
+
+func AppendFreezeWindow(dst []byte, kind byte, value string) []byte {
+	dst = append(dst, "fg:{risk}:fw:"...)
+	dst = append(dst, kind, ':')
+	return append(dst, value...)
+}

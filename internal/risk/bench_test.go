@@ -1,0 +1,110 @@
+package risk_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/flashgate/flashgate/internal/risk/risktest"
+	"github.com/flashgate/flashgate/internal/rkeys"
+	"github.com/flashgate/flashgate/scripts"
+)
+
+// BenchmarkClaimScript measures what the risk checks cost inside claim.lua: batches of
+// 64 claims (distinct users, devices and request ids; 256 client IPs) called directly,
+// one Redis round trip per batch, as the gateway's claimer calls it, in four variants:
+//
+//   - base: the base layout (no risk keys, no checks) - the script before the risk layer;
+//   - norules: the gateway's layout with no rules set (blocks and freezes are still
+//     looked up: one MGET per claim, plus the two rule hashes once per batch);
+//   - rules: every rule on - device, IP and user velocity and the freeze rule - with
+//     limits high enough that every claim is accepted, so each one is counted in 5
+//     windows and recorded in them;
+//   - shadow: the same rules in shadow mode.
+//
+// Each iteration runs one batch of every variant, interleaved, so a machine shared with
+// other work slows them alike; the metrics are claims/s of each variant over its own
+// time. Run:
+//
+//	go test -run XXX -bench ClaimScript -benchtime 2000x ./internal/risk/
+func BenchmarkClaimScript(b *testing.B) {
+	rules := []string{"device.max=100", "device.window=1h", "ip.max=1000000", "ip.window=1h",
+		"user.max=100", "user.window=1h", "freeze.max=100", "freeze.window=1h", "freeze.for=1h"}
+	variants := []struct {
+		name  string
+		risk  bool
+		rules []string
+	}{
+		{"base", false, nil},
+		{"norules", true, nil},
+		{"rules", true, rules},
+		{"shadow", true, append(rules[:len(rules):len(rules)], "shadow=on")},
+	}
+	e := risktest.New(b)
+	ctx := context.Background()
+	type state struct {
+		camp, bl string
+		keys     []string
+		args     []any
+		took     time.Duration
+	}
+	st := make([]state, len(variants))
+	for i, v := range variants {
+		camp := e.Campaign(50_000_000, 1)
+		if v.rules != nil {
+			e.SetRules(camp, v.rules...)
+		}
+		bl, err := e.RDB.HGet(ctx, rkeys.Meta(camp), "bl").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		st[i] = state{camp: camp, bl: bl}
+	}
+	const batch = 64
+	seq := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		for i, v := range variants {
+			s := &st[i]
+			camp := s.camp
+			s.keys, s.args = s.keys[:0], append(s.args[:0], batch, (24 * time.Hour).Milliseconds(), time.Hour.Milliseconds())
+			for range batch {
+				seq++
+				id := strconv.Itoa(seq)
+				user, dev, ip, req := "u"+id, "d"+id, fmt.Sprintf("10.0.%d.%d", seq%16, seq%256/16), "r"+id
+				s.keys = append(s.keys, rkeys.Meta(camp), rkeys.SKU(camp, "rp-50"), rkeys.Request(camp, req), rkeys.Users(camp),
+					rkeys.BusinessLine(s.bl), rkeys.Outbox(camp), rkeys.Inflight(camp), rkeys.Rejections(camp), rkeys.Meta(camp))
+				if v.risk {
+					s.keys = append(s.keys, rkeys.RiskRules(camp), rkeys.RiskGlobalRules,
+						rkeys.Velocity(camp, rkeys.KindDevice, dev), rkeys.Velocity(camp, rkeys.KindIP, ip), rkeys.Velocity(camp, rkeys.KindUser, user),
+						rkeys.Block(rkeys.KindDevice, dev), rkeys.Block(rkeys.KindIP, ip), rkeys.Block(rkeys.KindUser, user),
+						rkeys.Freeze(rkeys.KindDevice, dev), rkeys.Freeze(rkeys.KindUser, user),
+						rkeys.FreezeWindow(rkeys.KindDevice, dev), rkeys.FreezeWindow(rkeys.KindUser, user),
+						rkeys.ShadowRejections(camp))
+				}
+				s.args = append(s.args, req, camp+".c"+id, camp, "rp-50", user, dev, ip)
+			}
+			start := time.Now()
+			res, err := scripts.Claim.Run(ctx, e.RDB, s.keys, s.args...).Slice()
+			s.took += time.Since(start)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res[0].(int64) != scripts.CodeAccepted {
+				b.Fatalf("%s: claim code %v", v.name, res[0])
+			}
+		}
+	}
+	b.StopTimer()
+	for i, v := range variants {
+		b.ReportMetric(float64(b.N*batch)/st[i].took.Seconds(), v.name+"-claims/s")
+	}
+	// Drop the campaigns' outbox and hashes so repeated runs do not grow the shared
+	// Redis (the idempotency records and windows expire by themselves).
+	for _, s := range st {
+		e.RDB.Del(ctx, rkeys.Outbox(s.camp), rkeys.Inflight(s.camp), rkeys.Users(s.camp))
+	}
+}
