@@ -33,12 +33,12 @@ run: build ## run gateway and settler in the foreground against the dev stack (C
 demo: ## a whole flash sale end to end: stack up, gateway+settler, sale, settlement, verified guarantees; stops what it started
 	@scripts/demo.sh
 
-test: ## every test (unit + integration against real servers, -race); starts and stops the stack as needed
+test: vet ## every test (vet, gofmt, unit + integration against real servers with -race); starts and stops the stack as needed
 	@scripts/with-stack.sh $(GO) test -race -count=1 -timeout 40m ./...
 
 vet: ## go vet and gofmt check
 	$(GO) vet ./...
-	@test -z "$$(gofmt -l . | grep -v '^.stack/')" || { gofmt -l . ; exit 1; }
+	@unformatted=$$(git ls-files '*.go' | xargs gofmt -l); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted"; exit 1; }
 
 bench: ## stack up, gateway+settler, create a campaign, ramp to the SLO, verify, HTML report
 	@scripts/bench.sh

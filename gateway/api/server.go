@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -85,6 +86,7 @@ type reqState struct {
 	body claimBody
 	req  claimer.Request
 	out  []byte
+	ip   []byte // the client IP's text; req.IP views it
 }
 
 var statePool = sync.Pool{New: func() any { return &reqState{out: make([]byte, 0, 512)} }}
@@ -133,11 +135,19 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 // ErrorHandler answers requests fasthttp refused before a handler ran (a body over the
 // server's limit, a malformed request line) with the API's JSON error shape.
 func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
-	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeInvalid(ctx, nil, fasthttp.StatusRequestEntityTooLarge, "body larger than 4096 bytes")
-		return
+	case errors.As(err, &small):
+		// The request line and headers did not fit the server's read buffer.
+		writeInvalid(ctx, nil, fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+	case errors.As(err, &netErr) && netErr.Timeout():
+		writeInvalid(ctx, nil, fasthttp.StatusRequestTimeout, "request not received in time")
+	default:
+		writeInvalid(ctx, nil, fasthttp.StatusBadRequest, "malformed HTTP request")
 	}
-	writeInvalid(ctx, nil, fasthttp.StatusBadRequest, "malformed HTTP request")
 }
 
 // str views b as a string without copying. Only for values that die before the handler
@@ -230,7 +240,8 @@ func (s *Server) decode(ctx *fasthttp.RequestCtx, st *reqState) (int, string) {
 			return fasthttp.StatusBadRequest, f.name + ": must be 1-64 characters of [A-Za-z0-9._:-]"
 		}
 	}
-	ip, ok := s.clientIP(ctx)
+	ip, ok := s.clientIP(ctx, st.ip[:0])
+	st.ip = ip
 	if !ok {
 		return fasthttp.StatusBadRequest, "X-Forwarded-For: not a list of IP addresses"
 	}
@@ -240,19 +251,20 @@ func (s *Server) decode(ctx *fasthttp.RequestCtx, st *reqState) (int, string) {
 		SKU:        str(b.SKU),
 		UserID:     str(b.UserID),
 		DeviceID:   str(b.DeviceID),
-		IP:         ip,
+		IP:         str(ip),
 	}
 	return 0, ""
 }
 
-// clientIP is the TCP peer, or, when the peer is a trusted proxy, the right-most
-// X-Forwarded-For hop that is not itself a trusted proxy. A hop that does not parse
-// ends the walk: everything left of it is the client's to forge.
-func (s *Server) clientIP(ctx *fasthttp.RequestCtx) (string, bool) {
+// clientIP appends to buf the TCP peer, or, when the peer is a trusted proxy, the
+// right-most X-Forwarded-For hop that is not itself a trusted proxy. A hop that does not
+// parse ends the walk: everything left of it is the client's to forge. It appends
+// rather than returning a string so the claim path does not allocate per request.
+func (s *Server) clientIP(ctx *fasthttp.RequestCtx, buf []byte) ([]byte, bool) {
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	peer = peer.Unmap()
 	if len(s.cfg.TrustedProxies) == 0 || !s.trusted(peer) {
-		return peer.String(), true
+		return peer.AppendTo(buf), true
 	}
 	client := peer
 	values := ctx.Request.Header.PeekAll(string(hdrXFF))
@@ -271,15 +283,15 @@ func (s *Server) clientIP(ctx *fasthttp.RequestCtx) (string, bool) {
 			}
 			addr, err := netip.ParseAddr(str(hop))
 			if err != nil {
-				return "", false
+				return buf, false
 			}
 			client = addr.Unmap()
 			if !s.trusted(client) {
-				return client.String(), true
+				return client.AppendTo(buf), true
 			}
 		}
 	}
-	return client.String(), true
+	return client.AppendTo(buf), true
 }
 
 func (s *Server) trusted(a netip.Addr) bool {

@@ -1,0 +1,406 @@
+// Package admin owns the gateway's admin listener (CONTRACT.md "Admin API"): business
+// lines, campaigns, pause/resume and segments behind a bearer token, and, without a
+// token, the operational endpoints /metrics, /healthz and /readyz. Definitions are the
+// catalog's business; this package authenticates, routes, decodes bodies and maps the
+// catalog's errors to statuses in one place (writeErr).
+package admin
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/flashgate/flashgate/gateway/catalog"
+)
+
+// MaxBodyBytes is the largest admin request body: a segment upload of a few million
+// user ids fits; the listener's MaxRequestBodySize should be set to it.
+const MaxBodyBytes = 64 << 20
+
+// Check is one dependency /readyz asks: Ping must answer within the readiness timeout.
+type Check struct {
+	Name string
+	Ping func(ctx context.Context) error
+}
+
+// Config configures the admin API.
+type Config struct {
+	// Addr is the listen address. It is checked here, not used: without a Token the
+	// admin API refuses anything but a loopback address.
+	Addr string
+	// Token is the bearer token every /admin/ request must carry. Empty: no token, and
+	// then Addr must be loopback. It comes from the environment only and is never logged.
+	Token string
+	// ReadyTimeout bounds each /readyz check (default 1s).
+	ReadyTimeout time.Duration
+	// Checks are the dependencies /readyz reports on.
+	Checks []Check
+	// Gatherer is what /metrics serves (the gateway's own registry).
+	Gatherer prometheus.Gatherer
+}
+
+// Server is the admin API.
+type Server struct {
+	cfg       Config
+	tokenHash [sha256.Size]byte
+	cat       *catalog.Catalog
+	log       *slog.Logger
+	metrics   fasthttp.RequestHandler
+	draining  atomic.Bool
+}
+
+// New validates cfg and builds the admin API.
+func New(cfg Config, cat *catalog.Catalog, log *slog.Logger) (*Server, error) {
+	if cat == nil {
+		return nil, errors.New("admin: a catalog is required")
+	}
+	if cfg.Addr == "" {
+		return nil, errors.New("admin config: Addr (FLASH_ADMIN_ADDR) is required")
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return nil, fmt.Errorf("admin config: Addr (FLASH_ADMIN_ADDR) %q: %v", cfg.Addr, err)
+	}
+	if cfg.Token == "" && !Loopback(cfg.Addr) {
+		return nil, fmt.Errorf("admin config: Addr (FLASH_ADMIN_ADDR) %q is not a loopback address; "+
+			"set FLASH_ADMIN_TOKEN to serve the admin API beyond this machine", cfg.Addr)
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = time.Second
+	}
+	if cfg.ReadyTimeout < 0 {
+		return nil, fmt.Errorf("admin config: ReadyTimeout=%s, want more than 0", cfg.ReadyTimeout)
+	}
+	for i, c := range cfg.Checks {
+		if c.Name == "" || c.Ping == nil {
+			return nil, fmt.Errorf("admin config: Checks[%d] needs a Name and a Ping", i)
+		}
+	}
+	if cfg.Gatherer == nil {
+		cfg.Gatherer = prometheus.NewRegistry()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, cat: cat, log: log}
+	// Comparing digests keeps the comparison constant-time in the token's length too:
+	// ConstantTimeCompare returns at once on a length mismatch.
+	s.tokenHash = sha256.Sum256([]byte(cfg.Token))
+	s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	return s, nil
+}
+
+// Loopback reports whether a listen address binds only the loopback interface. An empty
+// host (":8081") binds every interface and is not loopback; of host names only
+// "localhost" is taken on trust.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+var (
+	bodyNotFound     = []byte(`{"error":"not_found"}`)
+	bodyUnauthorized = []byte(`{"error":"unauthorized","message":"Authorization: Bearer token required"}`)
+	bodyMethod       = []byte(`{"error":"method_not_allowed"}`)
+	bodyHealthy      = []byte(`{"status":"ok"}`)
+	bodyReady        = []byte(`{"status":"ready"}`)
+	bodyUnavailable  = []byte(`{"error":"unavailable"}`)
+	bodyDraining     = []byte(`{"status":"draining"}`)
+)
+
+// Handler routes the admin listener.
+func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
+	path := string(ctx.Path())
+	switch path {
+	case "/metrics":
+		if s.method(ctx, "GET") {
+			s.metrics(ctx)
+		}
+		return
+	case "/healthz":
+		if s.method(ctx, "GET") {
+			writeJSON(ctx, fasthttp.StatusOK, bodyHealthy)
+		}
+		return
+	case "/readyz":
+		if s.method(ctx, "GET") {
+			s.ready(ctx)
+		}
+		return
+	}
+	rest, ok := strings.CutPrefix(path, "/admin/v1/")
+	if !ok {
+		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
+		return
+	}
+	// Authenticate before routing so that without a token nothing, not even which
+	// routes exist, is learned.
+	if !s.authorized(ctx) {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="flashgate-admin"`)
+		writeJSON(ctx, fasthttp.StatusUnauthorized, bodyUnauthorized)
+		return
+	}
+	parts := strings.Split(rest, "/")
+	switch {
+	case len(parts) == 2 && parts[0] == "business-lines" && parts[1] != "":
+		if s.method(ctx, "PUT") {
+			s.putBusinessLine(ctx, parts[1])
+		}
+	case len(parts) == 2 && parts[0] == "campaigns" && parts[1] != "":
+		switch {
+		case ctx.IsPut():
+			s.putCampaign(ctx, parts[1])
+		case ctx.IsGet():
+			s.getCampaign(ctx, parts[1])
+		default:
+			s.notAllowed(ctx, "GET, PUT")
+		}
+	case len(parts) == 3 && parts[0] == "campaigns" && parts[1] != "" && (parts[2] == "pause" || parts[2] == "resume"):
+		if s.method(ctx, "POST") {
+			s.setPaused(ctx, parts[1], parts[2] == "pause")
+		}
+	case len(parts) == 2 && parts[0] == "segments" && parts[1] != "":
+		if s.method(ctx, "PUT") {
+			s.putSegment(ctx, parts[1])
+		}
+	default:
+		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
+	}
+}
+
+// method answers 405 with Allow unless the request uses want.
+func (s *Server) method(ctx *fasthttp.RequestCtx, want string) bool {
+	if string(ctx.Method()) == want || (want == "GET" && ctx.IsHead()) {
+		return true
+	}
+	allow := want
+	if want == "GET" {
+		allow = "GET, HEAD"
+	}
+	s.notAllowed(ctx, allow)
+	return false
+}
+
+func (s *Server) notAllowed(ctx *fasthttp.RequestCtx, allow string) {
+	ctx.Response.Header.Set("Allow", allow)
+	writeJSON(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
+}
+
+var bearer = []byte("Bearer ")
+
+func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
+	if s.cfg.Token == "" {
+		return true // loopback only: checked in New
+	}
+	h := ctx.Request.Header.Peek("Authorization")
+	if len(h) < len(bearer) || !bytes.EqualFold(h[:len(bearer)], bearer) {
+		return false
+	}
+	got := sha256.Sum256(bytes.TrimSpace(h[len(bearer):]))
+	return subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) == 1
+}
+
+// opContext bounds one admin call. Segment uploads of millions of ids take a while;
+// nothing here is on the claim path.
+func opContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 60*time.Second)
+}
+
+func (s *Server) putBusinessLine(ctx *fasthttp.RequestCtx, id string) {
+	var body struct {
+		Budget *int64 `json:"budget"`
+	}
+	if err := decodeStrict(ctx.Request.Body(), &body); err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	if body.Budget == nil {
+		s.writeErr(ctx, &catalog.FieldError{Field: "budget", Msg: "required"})
+		return
+	}
+	c, cancel := opContext()
+	defer cancel()
+	if err := s.cat.PutBusinessLine(c, id, *body.Budget); err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	s.log.Info("business line set", "business_line", id, "budget", *body.Budget)
+	s.writeValue(ctx, fasthttp.StatusOK, map[string]any{"business_line": id, "budget": *body.Budget})
+}
+
+func (s *Server) putCampaign(ctx *fasthttp.RequestCtx, id string) {
+	cp, err := catalog.DecodeCampaign(id, ctx.Request.Body())
+	if err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	c, cancel := opContext()
+	defer cancel()
+	if err := s.cat.PutCampaign(c, cp); err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	s.log.Info("campaign set and warmed", "campaign", id, "skus", len(cp.SKUs), "starts_at", cp.StartsAt)
+	f, err := s.cat.Figures(c, id)
+	if err != nil {
+		// The campaign is stored and warmed; only the read-back failed.
+		s.writeValue(ctx, fasthttp.StatusOK, map[string]any{"campaign_id": id, "warmed": true})
+		return
+	}
+	s.writeValue(ctx, fasthttp.StatusOK, f)
+}
+
+func (s *Server) getCampaign(ctx *fasthttp.RequestCtx, id string) {
+	c, cancel := opContext()
+	defer cancel()
+	f, err := s.cat.Figures(c, id)
+	if err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	s.writeValue(ctx, fasthttp.StatusOK, f)
+}
+
+func (s *Server) setPaused(ctx *fasthttp.RequestCtx, id string, paused bool) {
+	c, cancel := opContext()
+	defer cancel()
+	if err := s.cat.SetPaused(c, id, paused); err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	s.log.Info("campaign paused state set", "campaign", id, "paused", paused)
+	s.writeValue(ctx, fasthttp.StatusOK, map[string]any{"campaign_id": id, "paused": paused})
+}
+
+func (s *Server) putSegment(ctx *fasthttp.RequestCtx, name string) {
+	body := ctx.Request.Body()
+	c, cancel := opContext()
+	defer cancel()
+	n, err := s.cat.PutSegment(c, name, body)
+	if err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	s.log.Info("segment loaded", "segment", name, "size", n)
+	s.writeValue(ctx, fasthttp.StatusOK, map[string]any{"segment": name, "size": n})
+}
+
+// SetDraining makes /readyz answer 503 from now on: the process is shutting down and a
+// load balancer should stop sending it claims before its listener closes.
+func (s *Server) SetDraining() { s.draining.Store(true) }
+
+// ready asks every check at once, each bounded by ReadyTimeout.
+func (s *Server) ready(ctx *fasthttp.RequestCtx) {
+	if s.draining.Load() {
+		writeJSON(ctx, fasthttp.StatusServiceUnavailable, bodyDraining)
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), s.cfg.ReadyTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	down := map[string]string{}
+	var wg sync.WaitGroup
+	for _, chk := range s.cfg.Checks {
+		wg.Go(func() {
+			err := chk.Ping(c)
+			if err == nil && c.Err() != nil {
+				err = c.Err() // answered, but too late
+			}
+			if err != nil {
+				mu.Lock()
+				down[chk.Name] = err.Error()
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(down) == 0 {
+		writeJSON(ctx, fasthttp.StatusOK, bodyReady)
+		return
+	}
+	names := make([]string, 0, len(down))
+	for n := range down {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	s.writeValue(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"status": "not_ready", "down": names, "errors": down})
+}
+
+// decodeStrict decodes one JSON object, refusing unknown fields and trailing data.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return &catalog.FieldError{Field: te.Field, Msg: "must be a " + te.Type.String()}
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return &catalog.FieldError{Field: f, Msg: "unknown field"}
+		}
+		return &catalog.FieldError{Field: "body", Msg: "not a valid JSON object: " + err.Error()}
+	}
+	if dec.More() {
+		return &catalog.FieldError{Field: "body", Msg: "unexpected data after the JSON object"}
+	}
+	return nil
+}
+
+// writeErr is the one place that maps errors of the admin API to statuses.
+func (s *Server) writeErr(ctx *fasthttp.RequestCtx, err error) {
+	var fe *catalog.FieldError
+	switch {
+	case errors.As(err, &fe):
+		s.writeValue(ctx, fasthttp.StatusBadRequest, map[string]string{"error": "invalid_request", "message": fe.Error()})
+	case errors.Is(err, catalog.ErrNotFound):
+		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
+	case errors.Is(err, catalog.ErrStarted):
+		s.writeValue(ctx, fasthttp.StatusConflict, map[string]string{"error": "campaign_started",
+			"message": "a campaign can be changed only before it starts (pause it instead)"})
+	default:
+		// Postgres or Redis failed or timed out: the caller may retry the same PUT, which
+		// is idempotent.
+		s.log.Warn("admin request failed", "path", string(ctx.Path()), "err", err)
+		writeJSON(ctx, fasthttp.StatusServiceUnavailable, bodyUnavailable)
+	}
+}
+
+func (s *Server) writeValue(ctx *fasthttp.RequestCtx, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.log.Error("admin: encode answer", "err", err)
+		writeJSON(ctx, fasthttp.StatusInternalServerError, []byte(`{"error":"internal"}`))
+		return
+	}
+	writeJSON(ctx, status, b)
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
+}

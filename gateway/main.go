@@ -1,0 +1,364 @@
+// Command gateway is flashgate's claim gateway: the public claim API on FLASH_HTTP_ADDR
+// and the admin API, /metrics, /healthz and /readyz on FLASH_ADMIN_ADDR. This file only
+// reads flags, builds the clients and packages, runs the listeners and shuts down in
+// order; the behaviour lives in gateway/api, gateway/claimer, gateway/catalog,
+// gateway/admin and gateway/vouchers.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fasthttp"
+
+	"github.com/flashgate/flashgate/gateway/admin"
+	"github.com/flashgate/flashgate/gateway/api"
+	"github.com/flashgate/flashgate/gateway/catalog"
+	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/gateway/vouchers"
+	"github.com/flashgate/flashgate/internal/flagenv"
+	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/risk/decisionlog"
+	"github.com/flashgate/flashgate/internal/store"
+)
+
+// Limits of the public listener. A claim is one small request: anything slower or
+// bigger than this is a broken or hostile client.
+const (
+	publicReadTimeout  = 5 * time.Second
+	publicWriteTimeout = 5 * time.Second // writing the answer, after the handler returned
+	publicIdleTimeout  = 60 * time.Second
+	publicHeaderBuffer = 8 << 10 // the largest request line + headers accepted
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+type config struct {
+	httpAddr, adminAddr, redisAddr, brokers, pgURL, trustedProxies, logLevel string
+	adminToken                                                               string
+	batchSize, workers, queue, pgMaxConns                                    int
+	batchWait, redisTimeout, produceLinger, deliveryTimeout                  time.Duration
+	lookupTimeout, shutdownTimeout                                           time.Duration
+	decisions                                                                bool
+
+	proxies []netip.Prefix
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: gateway [flags]\n\nflashgate's claim gateway: the public claim API and the admin API.\nEvery flag has a FLASH_* environment twin; a flag on the command line wins.\nFLASH_ADMIN_TOKEN (the admin API's bearer token) is read from the environment only.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	c := &config{}
+	f := flagenv.New(fs)
+	f.String(&c.httpAddr, "http-addr", "FLASH_HTTP_ADDR", "127.0.0.1:8080", "listen address of the public claim API")
+	f.String(&c.adminAddr, "admin-addr", "FLASH_ADMIN_ADDR", "127.0.0.1:8081", "listen address of the admin API, /metrics, /healthz and /readyz; must be loopback unless FLASH_ADMIN_TOKEN is set")
+	f.String(&c.redisAddr, "redis-addr", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address (host:port)")
+	f.String(&c.brokers, "kafka-brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka seed brokers, comma-separated")
+	f.String(&c.pgURL, "pg-url", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
+	f.String(&c.trustedProxies, "trusted-proxies", "FLASH_TRUSTED_PROXIES", "", "comma-separated CIDRs (or IPs) of proxies whose X-Forwarded-For is believed; default none")
+	f.Int(&c.batchSize, "batch-size", "FLASH_BATCH_SIZE", 64, "most claims decided by one claim-script call (1..512)")
+	f.Duration(&c.batchWait, "batch-wait", "FLASH_BATCH_WAIT", 0, "how long the first claim of a batch waits for others (0..50ms); 0 takes what is queued, so batches grow with load by themselves")
+	f.Int(&c.workers, "workers", "FLASH_WORKERS", 4, "claim-script calls in flight at once (1..256); also sizes the Redis pool")
+	f.Int(&c.queue, "queue", "FLASH_QUEUE", 16384, "claims waiting for a worker before the gateway sheds load with 503 (at least -batch-size)")
+	f.Duration(&c.redisTimeout, "redis-timeout", "FLASH_REDIS_TIMEOUT", time.Second, "bound of one Redis call on the claim path")
+	f.Duration(&c.produceLinger, "produce-linger", "FLASH_PRODUCE_LINGER", 0, "how long a claim record waits for others to share its produce request; adds directly to claim latency")
+	f.Duration(&c.deliveryTimeout, "delivery-timeout", "FLASH_DELIVERY_TIMEOUT", 5*time.Second, "longest wait for the broker to acknowledge an accepted claim before it is given back and answered 503")
+	f.Duration(&c.lookupTimeout, "lookup-timeout", "FLASH_LOOKUP_TIMEOUT", 2*time.Second, "bound of the database call of GET /v1/claims/{id} and redeem")
+	f.Int(&c.pgMaxConns, "pg-max-conns", "FLASH_PG_MAX_CONNS", 16, "Postgres pool size (claim lookups, redeems, admin)")
+	f.Bool(&c.decisions, "decisions", "FLASH_DECISIONS", true, "log every claim decision to flash.decisions (best effort, never delays a claim)")
+	f.Duration(&c.shutdownTimeout, "shutdown-timeout", "FLASH_SHUTDOWN_TIMEOUT", 20*time.Second, "longest graceful shutdown: draining requests, then flushing the producer")
+	f.String(&c.logLevel, "log-level", "FLASH_LOG_LEVEL", "info", "debug, info, warn or error")
+	if err := f.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	}
+	c.adminToken = f.Secret("FLASH_ADMIN_TOKEN")
+	var err error
+	if c.proxies, err = parseProxies(c.trustedProxies); err != nil {
+		return nil, usageError{err}
+	}
+	if len(flagenv.Brokers(c.brokers)) == 0 {
+		return nil, usageError{errors.New("-kafka-brokers (FLASH_KAFKA_BROKERS): at least one broker is required")}
+	}
+	for _, a := range []struct{ name, v string }{{"-http-addr (FLASH_HTTP_ADDR)", c.httpAddr}, {"-admin-addr (FLASH_ADMIN_ADDR)", c.adminAddr}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			return nil, usageError{fmt.Errorf("%s %q: %v", a.name, a.v, err)}
+		}
+	}
+	switch {
+	case c.deliveryTimeout < 100*time.Millisecond || c.deliveryTimeout > 4*time.Minute:
+		return nil, usageError{fmt.Errorf("-delivery-timeout (FLASH_DELIVERY_TIMEOUT)=%s, want 100ms..4m", c.deliveryTimeout)}
+	case c.produceLinger < 0 || c.produceLinger > time.Second:
+		return nil, usageError{fmt.Errorf("-produce-linger (FLASH_PRODUCE_LINGER)=%s, want 0..1s", c.produceLinger)}
+	case c.lookupTimeout <= 0:
+		return nil, usageError{fmt.Errorf("-lookup-timeout (FLASH_LOOKUP_TIMEOUT)=%s, want more than 0", c.lookupTimeout)}
+	case c.shutdownTimeout <= 0:
+		return nil, usageError{fmt.Errorf("-shutdown-timeout (FLASH_SHUTDOWN_TIMEOUT)=%s, want more than 0", c.shutdownTimeout)}
+	case c.pgMaxConns < 1:
+		return nil, usageError{fmt.Errorf("-pg-max-conns (FLASH_PG_MAX_CONNS)=%d, want at least 1", c.pgMaxConns)}
+	}
+	return c, nil
+}
+
+// parseProxies reads FLASH_TRUSTED_PROXIES: CIDRs, or bare IPs meaning that one host.
+func parseProxies(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, e := range strings.Split(list, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		if strings.Contains(e, "/") {
+			p, err := netip.ParsePrefix(e)
+			if err != nil {
+				return nil, fmt.Errorf("-trusted-proxies (FLASH_TRUSTED_PROXIES): entry %q is not a CIDR like 10.0.0.0/8", e)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(e)
+		if err != nil {
+			return nil, fmt.Errorf("-trusted-proxies (FLASH_TRUSTED_PROXIES): entry %q is not a CIDR like 10.0.0.0/8 or an IP", e)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Errorf("-log-level (FLASH_LOG_LEVEL) %q: want debug, info, warn or error", level)}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// run is the whole process between flags and exit: it returns when ctx is cancelled
+// (SIGTERM/SIGINT) and the shutdown is done, or when a listener fails.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Postgres: the record of campaigns and settled claims. Migrating here means a fresh
+	// database works on first start; golang-migrate's lock makes concurrent starts safe.
+	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelStart()
+	pg, err := store.Open(startCtx, cfg.pgURL, int32(cfg.pgMaxConns))
+	if err != nil {
+		return fmt.Errorf("postgres (-pg-url): %w", err)
+	}
+	defer pg.Close()
+	if err := store.Migrate(pg); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+
+	// Redis: one connection per in-flight script call, plus room for durable marks,
+	// voids, pending lookups, readiness and the admin API.
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                  cfg.redisAddr,
+		PoolSize:              cfg.workers*2 + 8,
+		MinIdleConns:          cfg.workers,
+		DialTimeout:           2 * time.Second,
+		ReadTimeout:           cfg.redisTimeout,
+		WriteTimeout:          cfg.redisTimeout,
+		PoolTimeout:           cfg.redisTimeout,
+		ContextTimeoutEnabled: true,
+	})
+	defer rdb.Close()
+	if err := rdb.Ping(startCtx).Err(); err != nil {
+		return fmt.Errorf("redis %s (-redis-addr): %w", cfg.redisAddr, err)
+	}
+
+	brokers := flagenv.Brokers(cfg.brokers)
+	kcl, err := kgo.NewClient(kafkaopt.Producer(brokers, cfg.produceLinger, cfg.deliveryTimeout)...)
+	if err != nil {
+		return fmt.Errorf("kafka producer: %w", err)
+	}
+	defer kcl.Close()
+
+	var decisions *decisionlog.Log
+	ccfg := claimer.Config{
+		MaxBatch:     cfg.batchSize,
+		BatchWait:    cfg.batchWait,
+		Workers:      cfg.workers,
+		QueueSize:    cfg.queue,
+		RedisTimeout: cfg.redisTimeout,
+		// A little above the producer's delivery timeout: the claimer's own bound on the
+		// wait for an ack, for the cases franz-go cannot time out safely (see claimer).
+		AckTimeout: cfg.deliveryTimeout + cfg.deliveryTimeout/5 + 100*time.Millisecond,
+	}
+	if cfg.decisions {
+		decisions, err = decisionlog.New(decisionlog.Config{Brokers: brokers}, decisionlog.NewMetrics(reg), log)
+		if err != nil {
+			return err
+		}
+		ccfg.Decisions = decisions
+		defer func() {
+			if decisions != nil { // not closed by the shutdown below: an early return
+				c, cancel := context.WithTimeout(context.Background(), time.Second)
+				decisions.Close(c)
+				cancel()
+			}
+		}()
+	}
+	claims, err := claimer.New(ccfg, rdb, kcl, claimer.NewMetrics(reg), log)
+	if err != nil {
+		return usageError{err}
+	}
+	defer claims.Close() // idempotent; the shutdown below closes it in order
+	vs, err := vouchers.New(pg)
+	if err != nil {
+		return err
+	}
+	pub, err := api.New(api.Config{TrustedProxies: cfg.proxies, LookupTimeout: cfg.lookupTimeout},
+		claims, vs, claims, api.NewMetrics(reg), log)
+	if err != nil {
+		return err
+	}
+	adm, err := admin.New(admin.Config{
+		Addr:     cfg.adminAddr,
+		Token:    cfg.adminToken,
+		Gatherer: reg,
+		Checks: []admin.Check{
+			{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+			{Name: "kafka", Ping: kcl.Ping},
+			{Name: "postgres", Ping: pg.Ping},
+		},
+	}, catalog.New(pg, rdb), log)
+	if err != nil {
+		return usageError{err}
+	}
+
+	fastLog := fasthttpLogger{log}
+	publicSrv := &fasthttp.Server{
+		Name:                         "flashgate",
+		Handler:                      pub.Handler,
+		ErrorHandler:                 api.ErrorHandler,
+		MaxRequestBodySize:           api.MaxBodyBytes,
+		ReadBufferSize:               publicHeaderBuffer,
+		ReadTimeout:                  publicReadTimeout,
+		WriteTimeout:                 publicWriteTimeout,
+		IdleTimeout:                  publicIdleTimeout,
+		DisablePreParseMultipartForm: true,
+		NoDefaultContentType:         true,
+		Logger:                       fastLog,
+	}
+	adminSrv := &fasthttp.Server{
+		Name:               "flashgate-admin",
+		Handler:            adm.Handler,
+		MaxRequestBodySize: admin.MaxBodyBytes,
+		ReadTimeout:        60 * time.Second,
+		WriteTimeout:       60 * time.Second,
+		IdleTimeout:        publicIdleTimeout,
+		Logger:             fastLog,
+	}
+
+	// Bind both before serving either, so a taken port is an error at start-up.
+	pubLn, err := net.Listen("tcp", cfg.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen -http-addr (FLASH_HTTP_ADDR): %w", err)
+	}
+	admLn, err := net.Listen("tcp", cfg.adminAddr)
+	if err != nil {
+		pubLn.Close()
+		return fmt.Errorf("listen -admin-addr (FLASH_ADMIN_ADDR): %w", err)
+	}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- publicSrv.Serve(pubLn) }()
+	go func() { serveErr <- adminSrv.Serve(admLn) }()
+	log.Info("gateway listening", "http", pubLn.Addr().String(), "admin", admLn.Addr().String(),
+		"admin_token", cfg.adminToken != "", "trusted_proxies", len(cfg.proxies),
+		"redis", cfg.redisAddr, "kafka", cfg.brokers, "workers", cfg.workers, "batch_size", cfg.batchSize)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-serveErr:
+		log.Error("listener failed; shutting down", "err", runErr)
+	}
+
+	// Order matters (STYLE "thin main"): stop accepting and drain every handler, so no
+	// claim is mid-flight; then stop the claimer, whose last batches finish; then flush
+	// the producer, so every record a client heard 200 for has left; then close clients.
+	adm.SetDraining()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := publicSrv.ShutdownWithContext(sctx); err != nil {
+		log.Warn("public listener did not drain in time", "err", err)
+	}
+	claims.Close()
+	if err := kcl.Flush(sctx); err != nil {
+		log.Warn("claims producer not flushed in time", "err", err)
+	}
+	if decisions != nil {
+		decisions.Close(sctx)
+		decisions = nil
+	}
+	// The admin listener goes last: /metrics and /readyz answer while the rest drains.
+	if err := adminSrv.ShutdownWithContext(sctx); err != nil {
+		log.Warn("admin listener did not drain in time", "err", err)
+	}
+	log.Info("gateway stopped")
+	return runErr
+}
+
+// fasthttpLogger sends fasthttp's own messages (connection errors, mostly caused by
+// clients) to slog at debug: nothing per request at info.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
+	}
+}
