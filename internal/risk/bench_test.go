@@ -70,7 +70,7 @@ func BenchmarkClaimScript(b *testing.B) {
 		for i, v := range variants {
 			s := &st[i]
 			camp := s.camp
-			s.keys, s.args = s.keys[:0], append(s.args[:0], batch, (24 * time.Hour).Milliseconds(), time.Hour.Milliseconds())
+			s.keys, s.args = s.keys[:0], append(s.args[:0], batch, (24*time.Hour).Milliseconds(), time.Hour.Milliseconds())
 			for range batch {
 				seq++
 				id := strconv.Itoa(seq)
