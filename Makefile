@@ -1,10 +1,10 @@
 # flashgate — every target a new user needs. `make help` lists them.
 SHELL := /bin/bash
 GO ?= go
-BINS := gateway settler bench devbroker
+BINS := gateway settler bench riskctl devbroker
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help up down status wipe build run demo test test-short bench vet
+.PHONY: help up down status wipe build run demo test test-short bench vet reconcile
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ wipe: ## stop the dev stack and delete all its data (.stack/)
 
 build: ## build gateway, settler, bench and the dev broker into bin/
 	@mkdir -p bin
-	$(GO) build -o bin/ ./gateway ./settler ./bench
+	$(GO) build -o bin/ ./gateway ./settler ./bench ./riskctl
 	$(GO) build -o bin/devbroker ./scripts/devbroker
 
 run: build ## run gateway and settler in the foreground against the dev stack (Ctrl-C stops them)
@@ -39,6 +39,10 @@ test: vet ## every test (vet, gofmt, unit + integration against real servers wit
 vet: ## go vet and gofmt check
 	$(GO) vet ./...
 	@unformatted=$$(git ls-files '*.go' | xargs gofmt -l); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted"; exit 1; }
+
+reconcile: ## check (REPAIR=1: repair) one campaign's counters against the books: make reconcile CAMPAIGN=id
+	@test -n "$(CAMPAIGN)" || { echo "usage: make reconcile CAMPAIGN=<campaign id> [REPAIR=1]"; exit 2; }
+	curl -fsS -X $(if $(REPAIR),POST,GET) -H "Authorization: Bearer $$FLASH_ADMIN_TOKEN" http://$${FLASH_ADMIN_ADDR:-127.0.0.1:8081}/admin/v1/campaigns/$(CAMPAIGN)/reconcile
 
 bench: ## stack up, gateway+settler, create a campaign, ramp to the SLO, verify, HTML report
 	@scripts/bench.sh

@@ -33,8 +33,10 @@ import (
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/decisionlog"
 	"github.com/flashgate/flashgate/internal/store"
+	"github.com/flashgate/flashgate/settler/reconcile"
 )
 
 // Limits of the public listener. A claim is one small request: anything slower or
@@ -73,6 +75,10 @@ type config struct {
 	batchWait, redisTimeout, produceLinger, deliveryTimeout                  time.Duration
 	lookupTimeout, shutdownTimeout                                           time.Duration
 	decisions                                                                bool
+	settlerGroup, recoveryBLs                                                string
+	recoveryInterval, recoveryCatchUp, acceptGrace                           time.Duration
+	// faultExitAfterScript is FLASH_FAULT_EXIT_AFTER_SCRIPT=1 (test-only, see usage).
+	faultExitAfterScript bool
 
 	proxies []netip.Prefix
 }
@@ -81,7 +87,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: gateway [flags]\n\nflashgate's claim gateway: the public claim API and the admin API.\nEvery flag has a FLASH_* environment twin; a flag on the command line wins.\nFLASH_ADMIN_TOKEN (the admin API's bearer token) is read from the environment only.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: gateway [flags]\n\nflashgate's claim gateway: the public claim API and the admin API.\nEvery flag has a FLASH_* environment twin; a flag on the command line wins.\nFLASH_ADMIN_TOKEN (the admin API's bearer token) is read from the environment only.\n"+
+			"FLASH_FAULT_EXIT_AFTER_SCRIPT=1 is for fault tests only: the gateway exits at once (status 137,\n"+
+			"no cleanup) after the claim script accepts a claim and before it is produced. Never set it in production.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	c := &config{}
@@ -103,6 +111,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	f.Int(&c.pgMaxConns, "pg-max-conns", "FLASH_PG_MAX_CONNS", 16, "Postgres pool size (claim lookups, redeems, admin)")
 	f.Bool(&c.decisions, "decisions", "FLASH_DECISIONS", true, "log every claim decision to flash.decisions (best effort, never delays a claim)")
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", "FLASH_SHUTDOWN_TIMEOUT", 20*time.Second, "longest graceful shutdown: draining requests, then flushing the producer")
+	f.Duration(&c.acceptGrace, "accept-grace", "FLASH_ACCEPT_GRACE", 24*time.Hour, "how long after a campaign's end its accepted requests' idempotency records live, so late retries get their claim back")
+	f.String(&c.settlerGroup, "settler-group", "FLASH_SETTLER_GROUP", kafkaopt.SettlerGroup, "the settler's Kafka consumer group: a Redis-loss recovery waits for it to settle what is in Kafka before rebuilding")
+	f.Duration(&c.recoveryInterval, "recovery-interval", "FLASH_RECOVERY_INTERVAL", 500*time.Millisecond, "Redis-loss recovery: detection period (the longest a restarted Redis goes unnoticed)")
+	f.Duration(&c.recoveryCatchUp, "recovery-catchup-timeout", "FLASH_RECOVERY_CATCHUP_TIMEOUT", time.Minute, "Redis-loss recovery: longest wait for the settler group before a rebuild (the business line stays fenced and is retried after it)")
+	f.String(&c.recoveryBLs, "recovery-business-lines", "FLASH_RECOVERY_BUSINESS_LINES", "", "Redis-loss recovery: only these business lines (comma-separated); default every business line in Postgres. For a Redis that serves some business lines of a shared database")
 	f.String(&c.logLevel, "log-level", "FLASH_LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -114,6 +127,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
 	}
 	c.adminToken = f.Secret("FLASH_ADMIN_TOKEN")
+	switch v := f.Secret("FLASH_FAULT_EXIT_AFTER_SCRIPT"); v {
+	case "", "0":
+	case "1":
+		c.faultExitAfterScript = true
+	default:
+		return nil, usageError{fmt.Errorf("FLASH_FAULT_EXIT_AFTER_SCRIPT=%q, want 1 or unset", v)}
+	}
 	var err error
 	if c.proxies, err = parseProxies(c.trustedProxies); err != nil {
 		return nil, usageError{err}
@@ -137,8 +157,27 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{fmt.Errorf("-shutdown-timeout (FLASH_SHUTDOWN_TIMEOUT)=%s, want more than 0", c.shutdownTimeout)}
 	case c.pgMaxConns < 1:
 		return nil, usageError{fmt.Errorf("-pg-max-conns (FLASH_PG_MAX_CONNS)=%d, want at least 1", c.pgMaxConns)}
+	case c.acceptGrace < 0:
+		return nil, usageError{fmt.Errorf("-accept-grace (FLASH_ACCEPT_GRACE)=%s, want 0 or more", c.acceptGrace)}
+	case strings.TrimSpace(c.settlerGroup) == "":
+		return nil, usageError{errors.New("-settler-group (FLASH_SETTLER_GROUP): required")}
+	case c.recoveryInterval < 10*time.Millisecond:
+		return nil, usageError{fmt.Errorf("-recovery-interval (FLASH_RECOVERY_INTERVAL)=%s, want at least 10ms", c.recoveryInterval)}
+	case c.recoveryCatchUp < 100*time.Millisecond:
+		return nil, usageError{fmt.Errorf("-recovery-catchup-timeout (FLASH_RECOVERY_CATCHUP_TIMEOUT)=%s, want at least 100ms", c.recoveryCatchUp)}
 	}
 	return c, nil
+}
+
+// splitList reads a comma-separated list, dropping empty entries.
+func splitList(v string) []string {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // parseProxies reads FLASH_TRUSTED_PROXIES: CIDRs, or bare IPs meaning that one host.
@@ -235,7 +274,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		RedisTimeout: cfg.redisTimeout,
 		// A little above the producer's delivery timeout: the claimer's own bound on the
 		// wait for an ack, for the cases franz-go cannot time out safely (see claimer).
-		AckTimeout: cfg.deliveryTimeout + cfg.deliveryTimeout/5 + 100*time.Millisecond,
+		AckTimeout:  cfg.deliveryTimeout + cfg.deliveryTimeout/5 + 100*time.Millisecond,
+		AcceptGrace: cfg.acceptGrace,
+	}
+	if cfg.faultExitAfterScript {
+		log.Warn("FLASH_FAULT_EXIT_AFTER_SCRIPT=1: this gateway dies after its first accepted claim (fault tests only)")
+		ccfg.BeforeProduce = func() { os.Exit(137) } // no deferred cleanup: like kill -9
 	}
 	if cfg.decisions {
 		decisions, err = decisionlog.New(decisionlog.Config{Brokers: brokers}, decisionlog.NewMetrics(reg), log)
@@ -265,10 +309,28 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Redis-loss recovery runs in the gateway too, so a restarted Redis is fenced and
+	// rebuilt even when no settler is up; the lock per business line makes one process
+	// do each rebuild. It waits for the settler group before rebuilding.
+	rec, err := recovery.New(recovery.Config{Interval: cfg.recoveryInterval, CatchUpTimeout: cfg.recoveryCatchUp,
+		AcceptGrace: cfg.acceptGrace, BusinessLines: splitList(cfg.recoveryBLs)}, rdb, pg,
+		&recovery.KafkaCatchUp{Client: kcl, Group: cfg.settlerGroup, Topic: kafkaopt.ClaimsTopic},
+		log.With("component", "recovery"), reg)
+	if err != nil {
+		return usageError{err}
+	}
+	// The admin API's reconciler checks; its repair can rebuild counters (Recoverer) but
+	// not re-publish orphans (no relay here: the settler's relay does that on its own).
+	recon, err := reconcile.New(reconcile.Config{AcceptGrace: cfg.acceptGrace},
+		reconcile.Deps{Redis: rdb, PG: pg, Recoverer: rec, Log: log.With("component", "reconcile"), Registerer: reg})
+	if err != nil {
+		return err
+	}
 	adm, err := admin.New(admin.Config{
-		Addr:     cfg.adminAddr,
-		Token:    cfg.adminToken,
-		Gatherer: reg,
+		Addr:       cfg.adminAddr,
+		Token:      cfg.adminToken,
+		Gatherer:   reg,
+		Reconciler: recon,
 		Checks: []admin.Check{
 			{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 			{Name: "kafka", Ping: kcl.Ping},
@@ -316,6 +378,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- publicSrv.Serve(pubLn) }()
 	go func() { serveErr <- adminSrv.Serve(admLn) }()
+	recCtx, stopRecovery := context.WithCancel(context.Background())
+	recDone := make(chan struct{})
+	go func() { defer close(recDone); rec.Run(recCtx) }()
+	defer func() { stopRecovery(); <-recDone }() // an early return below still waits for it
 	log.Info("gateway listening", "http", pubLn.Addr().String(), "admin", admLn.Addr().String(),
 		"admin_token", cfg.adminToken != "", "trusted_proxies", len(cfg.proxies),
 		"redis", cfg.redisAddr, "kafka", cfg.brokers, "workers", cfg.workers, "batch_size", cfg.batchSize)
@@ -338,6 +404,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn("public listener did not drain in time", "err", err)
 	}
 	claims.Close()
+	// A rebuild in progress is abandoned (its business line stays fenced; the next
+	// recoverer, here or in a settler, finishes it) before the clients it uses close.
+	stopRecovery()
+	<-recDone
 	if err := kcl.Flush(sctx); err != nil {
 		log.Warn("claims producer not flushed in time", "err", err)
 	}

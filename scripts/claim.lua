@@ -1,12 +1,12 @@
 -- claim.lua: decide a batch of claims atomically.
 --
--- Each claim takes K=22 consecutive KEYS and A=7 consecutive ARGV after the 3 header
+-- Each claim takes K=23 consecutive KEYS and A=7 consecutive ARGV after the 3 header
 -- arguments, and yields R=15 consecutive results. The Go side (gateway/claimer) builds the
 -- same layout; the code numbers are mapped to reasons in exactly one Go table.
 --
 -- The base layout - only KEYS 1-9 per claim, 8 results - is the layout from before the
 -- risk checks, still accepted for test fixtures that play a gateway (they are told
--- apart by #KEYS = n*9): it runs no risk checks. The gateway always sends all 22.
+-- apart by #KEYS = n*9): it runs no risk checks. The gateway always sends all 23.
 --
 -- KEYS per claim:  1 meta, 2 sku, 3 request, 4 users, 5 business line, 6 outbox,
 --                  7 inflight, 8 rejections, 9 segment (the meta key again when the
@@ -15,7 +15,7 @@
 --                  12-14 velocity logs of the device, IP and user in this campaign,
 --                  15-17 block keys of the device, IP and user, 18-19 freeze keys of
 --                  the device and user, 20-21 freeze windows of the device and user,
---                  22 shadow rejections
+--                  22 shadow rejections, 23 the index of blocks and freezes
 -- ARGV header:     n, accept_grace_ms, reject_ttl_ms
 -- ARGV per claim:  request_id, claim_id, campaign_id, sku, user_id, device_id, ip
 -- result per claim: code, replayed (0/1), claim_id, value, claimed_ms, expires_ms,
@@ -41,11 +41,11 @@ local F_DEVICE_VELOCITY, F_IP_VELOCITY, F_USER_VELOCITY = 32, 64, 128
 local F_SHADOW, F_FROZE_DEVICE, F_FROZE_USER = 256, 512, 1024
 
 local n = tonumber(ARGV[1])
-local K, R, risky = 22, 15, true
+local K, R, risky = 23, 15, true
 if #KEYS == n * 9 then
   K, R, risky = 9, 8, false
-elseif #KEYS ~= n * 22 then
-  return redis.error_reply('claim.lua: ' .. #KEYS .. ' keys for ' .. n .. ' claims, want 22 (or 9) per claim')
+elseif #KEYS ~= n * 23 then
+  return redis.error_reply('claim.lua: ' .. #KEYS .. ' keys for ' .. n .. ' claims, want 23 (or 9) per claim')
 end
 local grace = tonumber(ARGV[2])
 local rejttl = tonumber(ARGV[3])
@@ -119,10 +119,12 @@ end
 
 -- log records an accepted claim in a sliding-window log: what has left the window is
 -- trimmed (so a log holds at most one window of accepted claims) and the key expires
--- one window after its newest entry. It returns the count before this claim.
-local function log(key, win, member)
+-- one window after its newest entry. With counted, it returns the count before this
+-- claim (the freeze rule needs it; velocity counted in risk() already).
+local function log(key, win, member, counted)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
-  local c = redis.call('ZCARD', key)
+  local c = -1
+  if counted then c = redis.call('ZCARD', key) end
   redis.call('ZADD', key, now, member)
   redis.call('PEXPIRE', key, win)
   return c
@@ -183,7 +185,7 @@ local function record(k, r, reqid, camp, user, dev)
   for j = 1, 3 do
     local win = r[j * 2]
     if r[j * 2 - 1] > 0 and win > 0 then
-      log(KEYS[k + 11 + j], win, reqid)
+      log(KEYS[k + 11 + j], win, reqid, false)
     end
   end
   -- The freeze rule counts only accepted claims, so its windows are read here, not in
@@ -193,7 +195,7 @@ local function record(k, r, reqid, camp, user, dev)
     local member = camp .. '\t' .. reqid
     local shadow = seen[6] % 512 >= 256
     for j = 1, 2 do
-      seen[3 + j] = log(KEYS[k + 19 + j], fwin, member)
+      seen[3 + j] = log(KEYS[k + 19 + j], fwin, member, true)
       if seen[3 + j] + 1 > fmax then
         seen[6] = seen[6] + (j == 1 and F_FROZE_DEVICE or F_FROZE_USER)
         if not shadow then
@@ -201,6 +203,10 @@ local function record(k, r, reqid, camp, user, dev)
           redis.call('SET', KEYS[k + 17 + j],
             'auto-freeze: ' .. what .. ' had ' .. (seen[3 + j] + 1) .. ' accepted claims within ' ..
             fwin .. 'ms (last in campaign ' .. camp .. ')\tclaim.lua\t' .. now, 'PX', ffor)
+          -- The index lets riskctl list freezes without scanning the key space; it is
+          -- trimmed of what has expired whenever something is added.
+          redis.call('ZREMRANGEBYSCORE', KEYS[k + 23], '-inf', now)
+          redis.call('ZADD', KEYS[k + 23], now + ffor, (j == 1) and ('frz:d:' .. dev) or ('frz:u:' .. user))
         end
       end
     end

@@ -30,7 +30,7 @@ var (
 // risk checks. claim.lua tells them apart by the number of keys.
 const (
 	ClaimKeysPerClaim        = 9
-	ClaimRiskKeysPerClaim    = 13
+	ClaimRiskKeysPerClaim    = 14
 	ClaimArgsPerClaim        = 7
 	ClaimHeaderArgs          = 3
 	ClaimResultsPerClaim     = 8

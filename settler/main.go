@@ -1,7 +1,10 @@
 // Command settler moves accepted claims from Kafka (flash.claims) into Postgres, exactly
-// once in effect, and serves its metrics and health on FLASH_SETTLER_ADDR. The work is
-// in settler/settle; this file only reads flags, wires dependencies, and shuts down in
-// order: stop polling, finish and commit the batch in hand, leave the group, close.
+// once in effect, and serves its metrics and health on FLASH_SETTLER_ADDR. Beside the
+// consume loop (settler/settle) it runs the outbox relay (settler/relay), Redis-loss
+// recovery (internal/recovery), voucher expiry (settler/expire) and reconciliation
+// (settler/reconcile). This file only reads flags, wires dependencies, and shuts down in
+// order: stop polling and the background loops, finish and commit the batch in hand,
+// leave the group, flush the relay's producer, close the clients.
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,23 +26,79 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/store"
+	"github.com/flashgate/flashgate/settler/expire"
+	"github.com/flashgate/flashgate/settler/reconcile"
+	"github.com/flashgate/flashgate/settler/relay"
 	"github.com/flashgate/flashgate/settler/settle"
 )
+
+// background is the configuration of the loops that run beside the consume loop.
+type background struct {
+	relayMinAge, relayInterval                time.Duration
+	expireInterval                            time.Duration
+	expireBatch                               int
+	reconcileInterval                         time.Duration
+	reconcileRepairAfter                      int
+	recoveryInterval, recoveryCatchUp, accept time.Duration
+	recoveryBLs                               []string
+}
+
+// validate checks what the components cannot (0 meaning "off") and reports a bad value
+// by its flag; the components check the rest in New.
+func (b *background) validate() error {
+	switch {
+	case b.relayMinAge < time.Second:
+		return fmt.Errorf("-relay-min-age (FLASH_RELAY_MIN_AGE)=%s, want at least 1s (above the gateway's -delivery-timeout in production)", b.relayMinAge)
+	case b.relayInterval < 10*time.Millisecond:
+		return fmt.Errorf("-relay-interval (FLASH_RELAY_INTERVAL)=%s, want at least 10ms", b.relayInterval)
+	case b.expireInterval != 0 && b.expireInterval < 10*time.Millisecond:
+		return fmt.Errorf("-expire-interval (FLASH_EXPIRE_INTERVAL)=%s, want 0 (off) or at least 10ms", b.expireInterval)
+	case b.expireBatch < 1 || b.expireBatch > 10_000:
+		return fmt.Errorf("-expire-batch (FLASH_EXPIRE_BATCH)=%d, want 1..10000", b.expireBatch)
+	case b.reconcileInterval != 0 && b.reconcileInterval < 10*time.Millisecond:
+		return fmt.Errorf("-reconcile-interval (FLASH_RECONCILE_INTERVAL)=%s, want 0 (off) or at least 10ms", b.reconcileInterval)
+	case b.reconcileRepairAfter < 0:
+		return fmt.Errorf("-reconcile-repair-after (FLASH_RECONCILE_REPAIR_AFTER)=%d, want 0 (report only) or more", b.reconcileRepairAfter)
+	case b.recoveryInterval < 10*time.Millisecond:
+		return fmt.Errorf("-recovery-interval (FLASH_RECOVERY_INTERVAL)=%s, want at least 10ms", b.recoveryInterval)
+	case b.recoveryCatchUp < 100*time.Millisecond:
+		return fmt.Errorf("-recovery-catchup-timeout (FLASH_RECOVERY_CATCHUP_TIMEOUT)=%s, want at least 100ms", b.recoveryCatchUp)
+	case b.accept < 0:
+		return fmt.Errorf("-accept-grace (FLASH_ACCEPT_GRACE)=%s, want 0 or more", b.accept)
+	}
+	return nil
+}
+
+// splitList reads a comma-separated list, dropping empty entries.
+func splitList(v string) []string {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
 
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	var (
 		redisAddr, brokers, pgURL, addr, logLevel string
+		recoveryBLs                               string
 		cfg                                       settle.Config
+		bg                                        background
 	)
 	fs := flag.NewFlagSet("settler", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: settler [flags]\n\nConsumes flash.claims into Postgres (claims + budget ledger), committing offsets only after Postgres commits.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: settler [flags]\n\nConsumes flash.claims into Postgres (claims + budget ledger), committing offsets only after Postgres commits.\n"+
+			"Beside it: the outbox relay, Redis-loss recovery, voucher expiry and reconciliation.\n\n")
 		fs.PrintDefaults()
 	}
 	f := flagenv.New(fs)
@@ -56,6 +116,16 @@ func run(args []string) int {
 	f.Duration(&cfg.RedisTimeout, "redis-timeout", "FLASH_SETTLER_REDIS_TIMEOUT", settle.DefaultRedisTimeout, "timeout of one Redis call")
 	f.Duration(&cfg.PGTimeout, "pg-timeout", "FLASH_SETTLER_PG_TIMEOUT", settle.DefaultPGTimeout, "timeout of one Postgres transaction")
 	f.Duration(&cfg.DrainTimeout, "drain-timeout", "FLASH_SETTLER_DRAIN_TIMEOUT", settle.DefaultDrainTimeout, "on SIGTERM, how long the batch in hand may take to settle and commit")
+	f.Duration(&bg.relayMinAge, "relay-min-age", "FLASH_RELAY_MIN_AGE", 15*time.Second, "outbox relay: age past which an accepted claim not yet in Postgres is re-published to Kafka; keep it above the gateway's -delivery-timeout")
+	f.Duration(&bg.relayInterval, "relay-interval", "FLASH_RELAY_INTERVAL", time.Second, "outbox relay: period of its pass over every campaign's outbox")
+	f.Duration(&bg.expireInterval, "expire-interval", "FLASH_EXPIRE_INTERVAL", 5*time.Second, "voucher expiry: period of its pass (expired vouchers' value goes back to the budgets); 0 turns expiry off in this settler")
+	f.Int(&bg.expireBatch, "expire-batch", "FLASH_EXPIRE_BATCH", 500, "voucher expiry: claims expired per Postgres transaction")
+	f.Duration(&bg.reconcileInterval, "reconcile-interval", "FLASH_RECONCILE_INTERVAL", 10*time.Second, "reconciliation: period of the check of every live campaign's Redis counters against Postgres; 0 turns it off in this settler")
+	f.Int(&bg.reconcileRepairAfter, "reconcile-repair-after", "FLASH_RECONCILE_REPAIR_AFTER", 3, "reconciliation: repair a drift seen unchanged in this many consecutive checks (0 = report only)")
+	f.Duration(&bg.recoveryInterval, "recovery-interval", "FLASH_RECOVERY_INTERVAL", 500*time.Millisecond, "Redis-loss recovery: detection period (the longest a restarted Redis goes unnoticed)")
+	f.Duration(&bg.recoveryCatchUp, "recovery-catchup-timeout", "FLASH_RECOVERY_CATCHUP_TIMEOUT", time.Minute, "Redis-loss recovery: longest wait for the settler group to settle what is in Kafka before a rebuild (the business line stays fenced and is retried after it)")
+	f.String(&recoveryBLs, "recovery-business-lines", "FLASH_RECOVERY_BUSINESS_LINES", "", "Redis-loss recovery: only these business lines (comma-separated); default every business line in Postgres. For a Redis that serves some business lines of a shared database")
+	f.Duration(&bg.accept, "accept-grace", "FLASH_ACCEPT_GRACE", 24*time.Hour, "how long after a campaign's end its idempotency records live (the gateway's value): older campaigns without unexpired vouchers are not watched")
 	f.String(&logLevel, "log-level", "FLASH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -70,6 +140,11 @@ func run(args []string) int {
 		return 2
 	}
 	cfg.Brokers = flagenv.Brokers(brokers)
+	bg.recoveryBLs = splitList(recoveryBLs)
+	if err := bg.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "settler:", err)
+		return 2
+	}
 	if err := cfg.Validate(); err != nil {
 		var ce *settle.ConfigError
 		if errors.As(err, &ce) {
@@ -81,7 +156,7 @@ func run(args []string) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := serve(cfg, redisAddr, pgURL, addr, log); err != nil {
+	if err := serve(cfg, bg, redisAddr, pgURL, addr, log); err != nil {
 		log.Error("settler stopped", "err", err)
 		return 1
 	}
@@ -103,7 +178,7 @@ var flagOf = map[string]string{
 	"DrainTimeout":   "-drain-timeout (FLASH_SETTLER_DRAIN_TIMEOUT)",
 }
 
-func serve(cfg settle.Config, redisAddr, pgURL, addr string, log *slog.Logger) error {
+func serve(cfg settle.Config, bg background, redisAddr, pgURL, addr string, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
@@ -131,6 +206,47 @@ func serve(cfg settle.Config, redisAddr, pgURL, addr string, log *slog.Logger) e
 	if err != nil {
 		return err
 	}
+	defer s.Close() // idempotent; the shutdown below closes it in order
+
+	// The relay's producer doubles as the recoverer's admin client (offsets of the
+	// settler group). Its own short linger: a re-publish is not on any client's path.
+	producer, err := kgo.NewClient(kafkaopt.Producer(cfg.Brokers, time.Millisecond, 10*time.Second)...)
+	if err != nil {
+		return fmt.Errorf("kafka producer: %w", err)
+	}
+	defer producer.Close()
+	rl, err := relay.New(relay.Config{MinAge: bg.relayMinAge, Interval: bg.relayInterval, Topic: cfg.Topic},
+		rdb, pg, producer, log.With("component", "relay"), reg)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	rec, err := recovery.New(recovery.Config{Interval: bg.recoveryInterval, CatchUpTimeout: bg.recoveryCatchUp,
+		AcceptGrace: bg.accept, BusinessLines: bg.recoveryBLs}, rdb, pg,
+		&recovery.KafkaCatchUp{Client: producer, Group: cfg.Group, Topic: cfg.Topic}, log.With("component", "recovery"), reg)
+	if err != nil {
+		return err
+	}
+	type loop struct {
+		name string
+		run  func(context.Context) error
+	}
+	loops := []loop{{"relay", rl.Run}, {"recovery", rec.Run}}
+	if bg.expireInterval > 0 {
+		x, err := expire.New(expire.Config{Interval: bg.expireInterval, Batch: bg.expireBatch}, rdb, pg, log.With("component", "expire"), reg)
+		if err != nil {
+			return err
+		}
+		loops = append(loops, loop{"expire", x.Run})
+	}
+	if bg.reconcileInterval > 0 {
+		rc, err := reconcile.New(reconcile.Config{Interval: bg.reconcileInterval, OrphanAge: bg.relayMinAge,
+			RepairAfter: bg.reconcileRepairAfter, AcceptGrace: bg.accept},
+			reconcile.Deps{Redis: rdb, PG: pg, Relay: rl, Recoverer: rec, Log: log.With("component", "reconcile"), Registerer: reg})
+		if err != nil {
+			return err
+		}
+		loops = append(loops, loop{"reconcile", rc.Run})
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -152,13 +268,37 @@ func serve(cfg settle.Config, redisAddr, pgURL, addr string, log *slog.Logger) e
 			log.Error("metrics server", "err", err)
 		}
 	}()
-	log.Info("settler running", "addr", ln.Addr().String(), "group", cfg.Group, "brokers", cfg.Brokers)
+
+	// The background loops share the consume loop's lifetime: each returns when ctx
+	// ends, and all are waited for before the clients they use are closed.
+	var wg sync.WaitGroup
+	for _, l := range loops {
+		wg.Go(func() {
+			if err := l.run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("background loop stopped", "loop", l.name, "err", err)
+			}
+		})
+	}
+	names := make([]string, len(loops))
+	for i, l := range loops {
+		names[i] = l.name
+	}
+	log.Info("settler running", "addr", ln.Addr().String(), "group", cfg.Group, "brokers", cfg.Brokers,
+		"background", strings.Join(names, ","))
 
 	runErr := s.Run(ctx)
+	// Run returns on SIGTERM or on a fatal error; either way the loops stop with it.
+	stop()
 	log.Info("settler stopping: batch in hand settled, leaving the group")
+	wg.Wait()
 	s.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// Whatever the relay handed the producer goes out before it is closed; an entry that
+	// does not stays in the outbox and the next settler's relay publishes it.
+	if err := producer.Flush(sctx); err != nil {
+		log.Warn("relay producer not flushed in time", "err", err)
+	}
 	_ = srv.Shutdown(sctx)
 	return runErr
 }

@@ -1,6 +1,7 @@
 // Package admin owns the gateway's admin listener (CONTRACT.md "Admin API"): business
-// lines, campaigns, pause/resume and segments behind a bearer token, and, without a
-// token, the operational endpoints /metrics, /healthz and /readyz. Definitions are the
+// lines, campaigns, pause/resume, segments, the campaign report and reconciliation
+// behind a bearer token, and, without a token, the operational endpoints /metrics,
+// /healthz and /readyz. Definitions are the
 // catalog's business; this package authenticates, routes, decodes bodies and maps the
 // catalog's errors to statuses in one place (writeErr).
 package admin
@@ -28,6 +29,8 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/flashgate/flashgate/gateway/catalog"
+	"github.com/flashgate/flashgate/internal/recovery"
+	"github.com/flashgate/flashgate/settler/reconcile"
 )
 
 // MaxBodyBytes is the largest admin request body: a segment upload of a few million
@@ -54,6 +57,11 @@ type Config struct {
 	Checks []Check
 	// Gatherer is what /metrics serves (the gateway's own registry).
 	Gatherer prometheus.Gatherer
+	// Reconciler, when set, answers the reconciliation state in GET
+	// /admin/v1/campaigns/{id} and the /reconcile routes (POST repairs what its
+	// dependencies allow). Nil: the campaign shows the catalog's own comparison and
+	// /reconcile answers 404.
+	Reconciler *reconcile.Reconciler
 }
 
 // Server is the admin API.
@@ -182,6 +190,19 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		if s.method(ctx, "POST") {
 			s.setPaused(ctx, parts[1], parts[2] == "pause")
 		}
+	case len(parts) == 3 && parts[0] == "campaigns" && parts[1] != "" && parts[2] == "report":
+		if s.method(ctx, "GET") {
+			s.report(ctx, parts[1])
+		}
+	case len(parts) == 3 && parts[0] == "campaigns" && parts[1] != "" && parts[2] == "reconcile" && s.cfg.Reconciler != nil:
+		switch {
+		case ctx.IsGet() || ctx.IsHead():
+			s.reconcile(ctx, parts[1], false)
+		case ctx.IsPost():
+			s.reconcile(ctx, parts[1], true)
+		default:
+			s.notAllowed(ctx, "GET, HEAD, POST")
+		}
 	case len(parts) == 2 && parts[0] == "segments" && parts[1] != "":
 		if s.method(ctx, "PUT") {
 			s.putSegment(ctx, parts[1])
@@ -273,6 +294,15 @@ func (s *Server) putCampaign(ctx *fasthttp.RequestCtx, id string) {
 	s.writeValue(ctx, fasthttp.StatusOK, f)
 }
 
+// campaignView is GET /admin/v1/campaigns/{id} with a Reconciler: the catalog's
+// figures, with the reconciler's report in place of the catalog's own comparison (which
+// counts the inflight hash and can count a claim twice while it settles). The outer
+// field wins over the embedded one of the same JSON name.
+type campaignView struct {
+	*catalog.Figures
+	Reconciliation any `json:"reconciliation"`
+}
+
 func (s *Server) getCampaign(ctx *fasthttp.RequestCtx, id string) {
 	c, cancel := opContext()
 	defer cancel()
@@ -281,7 +311,78 @@ func (s *Server) getCampaign(ctx *fasthttp.RequestCtx, id string) {
 		s.writeErr(ctx, err)
 		return
 	}
-	s.writeValue(ctx, fasthttp.StatusOK, f)
+	if s.cfg.Reconciler == nil {
+		s.writeValue(ctx, fasthttp.StatusOK, f)
+		return
+	}
+	v := campaignView{Figures: f}
+	if rep, err := s.cfg.Reconciler.Campaign(c, id); err != nil {
+		// The figures are still worth answering; the check failing is itself news.
+		s.log.Warn("admin: reconciliation check failed", "campaign", id, "err", err)
+		v.Reconciliation = map[string]string{"state": "unknown", "error": err.Error()}
+	} else {
+		v.Reconciliation = rep
+	}
+	s.writeValue(ctx, fasthttp.StatusOK, v)
+}
+
+var csvType = []byte("text/csv")
+
+// report answers the campaign report as JSON, or as CSV when asked by ?format=csv or
+// an Accept header naming text/csv.
+func (s *Server) report(ctx *fasthttp.RequestCtx, id string) {
+	format := string(ctx.QueryArgs().Peek("format"))
+	if format != "" && format != "csv" && format != "json" {
+		s.writeErr(ctx, &catalog.FieldError{Field: "format", Msg: "want csv or json"})
+		return
+	}
+	asCSV := format == "csv" || (format == "" && bytes.Contains(ctx.Request.Header.Peek("Accept"), csvType))
+	c, cancel := opContext()
+	defer cancel()
+	rep, err := s.cat.Report(c, id)
+	if err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	if !asCSV {
+		s.writeValue(ctx, fasthttp.StatusOK, rep)
+		return
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteCSV(&buf); err != nil {
+		s.writeErr(ctx, fmt.Errorf("report %s as CSV: %w", id, err))
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("text/csv; charset=utf-8")
+	ctx.Response.Header.Set("Content-Disposition", `attachment; filename="`+id+`-report.csv"`)
+	ctx.SetBody(buf.Bytes())
+}
+
+// reconcile checks (GET) or repairs (POST) one campaign's counters against the books.
+func (s *Server) reconcile(ctx *fasthttp.RequestCtx, id string, repair bool) {
+	if !catalog.ValidID(id) {
+		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
+		return
+	}
+	c, cancel := opContext()
+	defer cancel()
+	var rep *reconcile.Report
+	var err error
+	if repair {
+		rep, err = s.cfg.Reconciler.Repair(c, id)
+	} else {
+		rep, err = s.cfg.Reconciler.Campaign(c, id)
+	}
+	if err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	if repair {
+		s.log.Warn("campaign reconciled on demand", "campaign", id, "state", rep.State,
+			"republished", rep.Republished, "rebuilt", rep.Rebuilt != nil)
+	}
+	s.writeValue(ctx, fasthttp.StatusOK, rep)
 }
 
 func (s *Server) setPaused(ctx *fasthttp.RequestCtx, id string, paused bool) {
@@ -376,8 +477,11 @@ func (s *Server) writeErr(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.As(err, &fe):
 		s.writeValue(ctx, fasthttp.StatusBadRequest, map[string]string{"error": "invalid_request", "message": fe.Error()})
-	case errors.Is(err, catalog.ErrNotFound):
+	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, reconcile.ErrNotFound):
 		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
+	case errors.Is(err, recovery.ErrBusy):
+		s.writeValue(ctx, fasthttp.StatusConflict, map[string]string{"error": "recovery_in_progress",
+			"message": "another process is rebuilding this campaign's business line; check again shortly"})
 	case errors.Is(err, catalog.ErrStarted):
 		s.writeValue(ctx, fasthttp.StatusConflict, map[string]string{"error": "campaign_started",
 			"message": "a campaign can be changed only before it starts (pause it instead)"})

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 )
 
@@ -282,6 +283,14 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign) error {
 	if cp.Paused {
 		paused = "1"
 	}
+	// The run id stamp tells internal/recovery these counters are good on this Redis
+	// server: a restart right after the warm (which may have lost it) is then noticed.
+	// HSETNX: re-warming a campaign on a restarted server must not vouch for counters
+	// that server may have lost.
+	runID, err := recovery.RunID(ctx, c.rdb)
+	if err != nil {
+		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
+	}
 	_, err = c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, s := range old {
 			if !keep[s] {
@@ -294,6 +303,7 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign) error {
 			"limit", cp.PerUserLimit, "budget", cp.Budget, "ttl", cp.ttl.Milliseconds(), "paused", paused, "seg", seg)
 		p.HSetNX(ctx, meta, "spent", 0)
 		p.HSetNX(ctx, meta, "taken", 0)
+		p.HSetNX(ctx, meta, rkeys.FieldRunID, runID)
 		for _, s := range cp.SKUs {
 			k := rkeys.SKU(cp.ID, s.SKU)
 			p.HSet(ctx, k, "stock", s.Stock, "value", s.Value, "total", s.Stock)

@@ -76,6 +76,10 @@ type Config struct {
 	// Decisions, when set, receives every claim decision the script makes (accepted,
 	// rejected or refused), for the flash.decisions log. Nil: decisions are not logged.
 	Decisions DecisionRecorder
+	// BeforeProduce, when set, is called after the script accepted a claim and before
+	// its record is produced. Test-only: the gateway sets it (FLASH_FAULT_EXIT_AFTER_SCRIPT)
+	// to die in that window, which only the outbox relay can recover. Nil in production.
+	BeforeProduce func()
 }
 
 // DecisionRecorder records claim decisions. Record is called on the claim path once per
@@ -348,6 +352,9 @@ func (c *Claimer) makeDurable(p *pending) error {
 	// request buffer.
 	value := rec.AppendJSON(make([]byte, 0, 384))
 	kr := &kgo.Record{Topic: kafkaopt.ClaimsTopic, Key: []byte(r.CampaignID), Value: value}
+	if c.cfg.BeforeProduce != nil {
+		c.cfg.BeforeProduce()
+	}
 	start := time.Now()
 	ack := p.ack
 	c.kcl.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
@@ -502,7 +509,7 @@ func (c *Claimer) run(b *batch) {
 		b.keys = b.appendKey(rkeys.AppendFreeze(b.keybuf, rkeys.KindUser, r.UserID))
 		b.keys = b.appendKey(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindDevice, r.DeviceID))
 		b.keys = b.appendKey(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindUser, r.UserID))
-		b.keys = append(b.keys, rt.shadowRejects)
+		b.keys = append(b.keys, rt.shadowRejects, rkeys.RiskIndex)
 		b.args = append(b.args, r.RequestID, p.claimID, r.CampaignID, r.SKU, r.UserID, r.DeviceID, r.IP)
 	}
 	c.metrics.batchSize.Observe(float64(n))

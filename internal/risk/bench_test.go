@@ -9,6 +9,7 @@ import (
 
 	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
+	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 )
 
@@ -22,7 +23,9 @@ import (
 //   - rules: every rule on - device, IP and user velocity and the freeze rule - with
 //     limits high enough that every claim is accepted, so each one is counted in 5
 //     windows and recorded in them;
-//   - shadow: the same rules in shadow mode.
+//   - shadow: the same rules in shadow mode;
+//   - farm: a bot farm under attack - every claim from one device over device.max, so
+//     (after the first) each is rejected by the velocity check: the cost of saying no.
 //
 // Each iteration runs one batch of every variant, interleaved, so a machine shared with
 // other work slows them alike; the metrics are claims/s of each variant over its own
@@ -36,11 +39,13 @@ func BenchmarkClaimScript(b *testing.B) {
 		name  string
 		risk  bool
 		rules []string
+		farm  bool // every claim from one device, over its limit: rejected
 	}{
-		{"base", false, nil},
-		{"norules", true, nil},
-		{"rules", true, rules},
-		{"shadow", true, append(rules[:len(rules):len(rules)], "shadow=on")},
+		{"base", false, nil, false},
+		{"norules", true, nil, false},
+		{"rules", true, rules, false},
+		{"shadow", true, append(rules[:len(rules):len(rules)], "shadow=on"), false},
+		{"farm", true, []string{"device.max=1", "device.window=1h", "ip.max=1000000", "ip.window=1h", "user.max=100", "user.window=1h"}, true},
 	}
 	e := risktest.New(b)
 	ctx := context.Background()
@@ -64,6 +69,8 @@ func BenchmarkClaimScript(b *testing.B) {
 	}
 	const batch = 64
 	seq := 0
+	// Ids of this run only: blocks, freezes and freeze windows are global.
+	run := testenv.ID(b, "bench") + "-"
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -73,8 +80,11 @@ func BenchmarkClaimScript(b *testing.B) {
 			s.keys, s.args = s.keys[:0], append(s.args[:0], batch, (24*time.Hour).Milliseconds(), time.Hour.Milliseconds())
 			for range batch {
 				seq++
-				id := strconv.Itoa(seq)
+				id := run + strconv.Itoa(seq)
 				user, dev, ip, req := "u"+id, "d"+id, fmt.Sprintf("10.0.%d.%d", seq%16, seq%256/16), "r"+id
+				if v.farm {
+					dev = run + "farm"
+				}
 				s.keys = append(s.keys, rkeys.Meta(camp), rkeys.SKU(camp, "rp-50"), rkeys.Request(camp, req), rkeys.Users(camp),
 					rkeys.BusinessLine(s.bl), rkeys.Outbox(camp), rkeys.Inflight(camp), rkeys.Rejections(camp), rkeys.Meta(camp))
 				if v.risk {
@@ -83,7 +93,7 @@ func BenchmarkClaimScript(b *testing.B) {
 						rkeys.Block(rkeys.KindDevice, dev), rkeys.Block(rkeys.KindIP, ip), rkeys.Block(rkeys.KindUser, user),
 						rkeys.Freeze(rkeys.KindDevice, dev), rkeys.Freeze(rkeys.KindUser, user),
 						rkeys.FreezeWindow(rkeys.KindDevice, dev), rkeys.FreezeWindow(rkeys.KindUser, user),
-						rkeys.ShadowRejections(camp))
+						rkeys.ShadowRejections(camp), rkeys.RiskIndex)
 				}
 				s.args = append(s.args, req, camp+".c"+id, camp, "rp-50", user, dev, ip)
 			}
@@ -93,7 +103,11 @@ func BenchmarkClaimScript(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if res[0].(int64) != scripts.CodeAccepted {
+			if want := int64(scripts.CodeAccepted); v.farm {
+				if res[len(res)-scripts.ClaimResultsPerClaim-scripts.ClaimRiskResultsPerClaim].(int64) != scripts.CodeDeviceVelocity {
+					b.Fatalf("farm: last claim code %v", res[len(res)-15])
+				}
+			} else if res[0].(int64) != want {
 				b.Fatalf("%s: claim code %v", v.name, res[0])
 			}
 		}

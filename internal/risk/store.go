@@ -196,35 +196,48 @@ func ReadEntry(ctx context.Context, c redis.Cmdable, k Kind, v string, frozen bo
 	return e, true, nil
 }
 
-// ListEntries lists every block and freeze (of kind k, or all when k is 0) by scanning
-// the {risk} key space: a command for people, not for the claim path.
+// indexMember is an entry's member in rkeys.RiskIndex.
+func indexMember(k Kind, v string, frozen bool) string {
+	if frozen {
+		return "frz:" + string(k) + ":" + v
+	}
+	return "blk:" + string(k) + ":" + v
+}
+
+// IndexEntry queues recording a block (or freeze) in the index riskctl lists from,
+// dropping what has expired; expiresAt zero removes it from the index.
+func IndexEntry(ctx context.Context, p redis.Pipeliner, k Kind, v string, frozen bool, expiresAt time.Time) {
+	p.ZRemRangeByScore(ctx, rkeys.RiskIndex, "-inf", strconv.FormatInt(time.Now().UnixMilli(), 10))
+	if expiresAt.IsZero() {
+		p.ZRem(ctx, rkeys.RiskIndex, indexMember(k, v, frozen))
+		return
+	}
+	p.ZAdd(ctx, rkeys.RiskIndex, redis.Z{Score: float64(expiresAt.UnixMilli()), Member: indexMember(k, v, frozen)})
+}
+
+// ListEntries lists every block and freeze in force (of kind k, or all when k is 0),
+// from the index that riskctl and claim.lua keep beside them.
 func ListEntries(ctx context.Context, rdb *redis.Client, k Kind) ([]Entry, error) {
+	members, err := rdb.ZRangeByScore(ctx, rkeys.RiskIndex, &redis.ZRangeBy{
+		Min: "(" + strconv.FormatInt(time.Now().UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", rkeys.RiskIndex, err)
+	}
 	var out []Entry
-	for _, pat := range []struct {
-		prefix string
-		frozen bool
-	}{{"fg:{risk}:blk:", false}, {"fg:{risk}:frz:", true}} {
-		match := pat.prefix + "*"
-		if k != 0 {
-			match = pat.prefix + string(k) + ":*"
+	for _, m := range members {
+		if len(m) < 7 || m[5] != ':' {
+			continue
 		}
-		iter := rdb.Scan(ctx, 0, match, 1000).Iterator()
-		for iter.Next(ctx) {
-			key := iter.Val()
-			rest := strings.TrimPrefix(key, pat.prefix)
-			if len(rest) < 3 || rest[1] != ':' {
-				continue
-			}
-			e, ok, err := ReadEntry(ctx, rdb, Kind(rest[0]), rest[2:], pat.frozen)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				out = append(out, e)
-			}
+		kind, frozen := Kind(m[4]), strings.HasPrefix(m, "frz:")
+		if k != 0 && kind != k {
+			continue
 		}
-		if err := iter.Err(); err != nil {
-			return nil, fmt.Errorf("scan %s: %w", match, err)
+		e, ok, err := ReadEntry(ctx, rdb, kind, m[6:], frozen)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, e)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -89,6 +89,11 @@ func FreezeWindow(kind byte, value string) string {
 	return "fg:{risk}:fw:" + string(kind) + ":" + value
 }
 
+// RiskIndex is the sorted set of every block and freeze ("blk:d:<device>",
+// "frz:u:<user>": the key name after "fg:{risk}:"), scored by when it expires (ms), so
+// riskctl lists them without scanning the key space.
+const RiskIndex = "fg:{risk}:index"
+
 // ShadowRejections is the hash of would-be rejections by reason code that shadow mode
 // let through in a campaign.
 func ShadowRejections(campaign string) string { return "fg:{" + campaign + "}:rejshadow" }
@@ -121,3 +126,36 @@ func AppendFreezeWindow(dst []byte, kind byte, value string) []byte {
 	dst = append(dst, kind, ':')
 	return append(dst, value...)
 }
+
+// Settlement keys (issue 5: expiry, reconciliation, Redis-loss recovery).
+
+// Released is the set of a campaign's claim ids whose value release.lua has given back
+// (budget recovery on expiry): the once-only guard of that release.
+func Released(campaign string) string { return "fg:{" + campaign + "}:released" }
+
+// ServerRunID holds the run id of the Redis server the whole keyspace was last checked
+// on by internal/recovery. A different value means Redis restarted (or was replaced).
+const ServerRunID = "fg:runid"
+
+// RecoveryLock is the recovery lock of a business line. It carries the business line's
+// tag, so it lives in the same slot as the business line's budget hash it fences.
+func RecoveryLock(businessLine string) string { return "fg:recover:{" + businessLine + "}" }
+
+// UsersRebuild and ReleasedRebuild are the copies a rebuild loads before rebuild.lua
+// swaps them in for Users and Released; they carry the campaign's tag.
+func UsersRebuild(campaign string) string    { return "fg:{" + campaign + "}:rebuild:uc" }
+func ReleasedRebuild(campaign string) string { return "fg:{" + campaign + "}:rebuild:released" }
+
+// Hash fields that settlement adds to the hashes above.
+const (
+	// FieldRunID (Meta) is the run id of the Redis server whose counters are known good
+	// for the campaign: set by catalog's warm, on first sight by internal/recovery, and by
+	// every rebuild. A different run id means Redis restarted since.
+	FieldRunID = "rid"
+	// FieldRecovering (Meta) holds the token of the recovery rebuilding the campaign.
+	FieldRecovering = "recovering"
+	// FieldReleased (Meta, BusinessLine) is the value given back by expiry so far.
+	FieldReleased = "released"
+	// FieldRecycled (SKU) is how many units expiry put back on sale.
+	FieldRecycled = "recycled"
+)

@@ -55,8 +55,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("decisionlog config: Linger=%s, want 0..1s", c.Linger)
 	case c.MaxBuffered < 1:
 		return fmt.Errorf("decisionlog config: MaxBuffered=%d, want at least 1", c.MaxBuffered)
-	case c.DeliveryTimeout < 100*time.Millisecond:
-		return fmt.Errorf("decisionlog config: DeliveryTimeout=%s, want at least 100ms", c.DeliveryTimeout)
+	case c.DeliveryTimeout < time.Second:
+		// franz-go's floor for a produce request timeout.
+		return fmt.Errorf("decisionlog config: DeliveryTimeout=%s, want at least 1s", c.DeliveryTimeout)
 	}
 	return nil
 }

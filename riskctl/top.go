@@ -1,0 +1,160 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/flashgate/flashgate/internal/flagenv"
+	"github.com/flashgate/flashgate/internal/risk"
+	"github.com/flashgate/flashgate/internal/risk/decisionlog"
+)
+
+const topHelp = `riskctl top devices|ips|users [--campaign C] [--since 10m] [--limit 10]
+
+Shows, per campaign, the devices, client IPs or users with the most claim attempts in
+the recent window, read from the decision log (flash.decisions): attempts, accepted,
+rejected by reason, and would-be rejections in shadow mode. Retries of an answered
+request are not counted as attempts.`
+
+type topRow struct {
+	Value    string         `json:"value"`
+	Attempts int            `json:"attempts"`
+	Accepted int            `json:"accepted"`
+	Rejected int            `json:"rejected"`
+	Reasons  map[string]int `json:"rejected_by_reason"`
+	Shadow   int            `json:"shadow_would_reject"`
+}
+
+type topView struct {
+	Of        string              `json:"of"`
+	Since     time.Time           `json:"since"`
+	Decisions int                 `json:"decisions"`
+	Bad       int                 `json:"undecodable_records"`
+	Campaigns map[string][]topRow `json:"campaigns"`
+}
+
+func top(c *cmd, args []string) error {
+	campaign := campaignFlag(c)
+	since := c.fs.String("since", "10m", "how far back (a duration like 10m, 1h)")
+	limit := c.fs.Int("limit", 10, "rows per campaign")
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want devices, ips or users")
+	}
+	of := pos[0]
+	if of != "devices" && of != "ips" && of != "users" {
+		return usagef("%q: want devices, ips or users", of)
+	}
+	if err := checkCampaign(*campaign); err != nil {
+		return err
+	}
+	d, err := sinceFlag(*since)
+	if err != nil {
+		return err
+	}
+	if *limit < 1 || *limit > 10_000 {
+		return usagef("--limit %d: want 1 .. 10000", *limit)
+	}
+	from := time.Now().Add(-d)
+	entries, st, err := decisionlog.Read(c.ctx, flagenv.Brokers(c.brokers), "", from.UnixMilli(), *campaign)
+	if err != nil {
+		return err
+	}
+	rows := map[string]map[string]*topRow{}
+	v := topView{Of: of, Since: from.UTC().Truncate(time.Second), Bad: st.Bad, Campaigns: map[string][]topRow{}}
+	for _, e := range entries {
+		if e.Replayed || (*campaign != "" && e.CampaignID != *campaign) {
+			continue
+		}
+		v.Decisions++
+		key := e.DeviceID
+		switch of {
+		case "ips":
+			key = e.IP
+		case "users":
+			key = e.UserID
+		}
+		m := rows[e.CampaignID]
+		if m == nil {
+			m = map[string]*topRow{}
+			rows[e.CampaignID] = m
+		}
+		r := m[key]
+		if r == nil {
+			r = &topRow{Value: key, Reasons: map[string]int{}}
+			m[key] = r
+		}
+		r.Attempts++
+		if e.Accepted() {
+			r.Accepted++
+		} else {
+			r.Rejected++
+			r.Reasons[risk.ReasonOf(e.Code)]++
+		}
+		if e.Seen.Flags&risk.ShadowMode != 0 && e.Seen.Flags&risk.Hits != 0 {
+			r.Shadow++
+		}
+	}
+	for camp, m := range rows {
+		list := make([]topRow, 0, len(m))
+		for _, r := range m {
+			list = append(list, *r)
+		}
+		sort.Slice(list, func(i, j int) bool {
+			a, b := list[i], list[j]
+			if a.Attempts != b.Attempts {
+				return a.Attempts > b.Attempts
+			}
+			if a.Rejected != b.Rejected {
+				return a.Rejected > b.Rejected
+			}
+			return a.Value < b.Value
+		})
+		if len(list) > *limit {
+			list = list[:*limit]
+		}
+		v.Campaigns[camp] = list
+	}
+	c.out(v, func(w io.Writer) {
+		if st.Bad > 0 {
+			fmt.Fprintf(w, "warning: %d records on the decision log did not decode (first: %v)\n", st.Bad, st.FirstErr)
+		}
+		if len(v.Campaigns) == 0 {
+			fmt.Fprintf(w, "no decisions since %s\n", v.Since.Format(time.RFC3339))
+			return
+		}
+		camps := make([]string, 0, len(v.Campaigns))
+		for k := range v.Campaigns {
+			camps = append(camps, k)
+		}
+		sort.Strings(camps)
+		for _, camp := range camps {
+			fmt.Fprintf(w, "campaign %s: top %s since %s\n", camp, of, v.Since.Format(time.RFC3339))
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, strings.ToUpper(strings.TrimSuffix(of, "s"))+"\tATTEMPTS\tACCEPTED\tREJECTED\tREASONS\tSHADOW\t")
+			for _, r := range v.Campaigns[camp] {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%d\t\n", r.Value, r.Attempts, r.Accepted, r.Rejected, intCounts(r.Reasons), r.Shadow)
+			}
+			tw.Flush()
+		}
+	})
+	return nil
+}
+
+func intCounts(m map[string]int) string {
+	c := make(map[string]int64, len(m))
+	for k, v := range m {
+		c[k] = int64(v)
+	}
+	if len(c) == 0 {
+		return "-"
+	}
+	return counts(c)
+}
