@@ -21,7 +21,7 @@ status: ## show which dev-stack servers answer
 wipe: ## stop the dev stack and delete all its data (.stack/)
 	@scripts/stack.sh wipe
 
-build: ## build gateway, settler, bench and the dev broker into bin/
+build: ## build gateway, settler, bench, riskctl and the dev broker into bin/
 	@mkdir -p bin
 	$(GO) build -o bin/ ./gateway ./settler ./bench ./riskctl
 	$(GO) build -o bin/devbroker ./scripts/devbroker
