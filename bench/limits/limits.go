@@ -204,12 +204,15 @@ type quiet struct{}
 
 func (quiet) Printf(string, ...any) {}
 
-// claimScript calls claim.lua with n claims per call in its base key layout (the
-// campaign's keys only, without the risk checks the gateway adds) from Concurrency callers for Each
-// on a scratch campaign. The campaign is never added to the campaigns set, so no
+// claimScript calls claim.lua with n claims per call in the gateway's key layout (the
+// campaign's keys and the 14 risk keys, so the risk checks run as they do for the
+// gateway) from Concurrency callers for Each on a scratch campaign. Every claim has its
+// own user, device and IP, so whatever global risk rules are set accept it and the
+// velocity and freeze logs are written as for real traffic. The campaign is never added to the campaigns set, so no
 // settler relays its outbox; its idempotency records expire with it, and every other
 // key is deleted at the end.
 func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
+	const perClaim = scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim
 	c := Ceiling{Name: "claim.lua, 1 claim per call", Unit: "claims", Compare: "requests"}
 	if n > 1 {
 		c.Name = "claim.lua, " + strconv.Itoa(n) + " per call"
@@ -249,8 +252,7 @@ func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			user := "u-" + strconv.Itoa(w)
-			kk := make([]string, 0, n*scripts.ClaimKeysPerClaim)
+			kk := make([]string, 0, n*(scripts.ClaimKeysPerClaim+scripts.ClaimRiskKeysPerClaim))
 			args := make([]any, 0, scripts.ClaimHeaderArgs+n*scripts.ClaimArgsPerClaim)
 			seq := 0
 			for time.Now().Before(deadline) && ctx.Err() == nil {
@@ -260,9 +262,12 @@ func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
 				for range n {
 					seq++
 					req := "w" + strconv.Itoa(w) + "-" + strconv.Itoa(seq)
+					user, device := "u-"+req, "d-"+req
+					ip := "198.18." + strconv.Itoa(seq>>8&255) + "." + strconv.Itoa(seq&255)
 					kk = append(kk, rkeys.Meta(camp), rkeys.SKU(camp, "rp-50"), rkeys.Request(camp, req), rkeys.Users(camp),
 						rkeys.BusinessLine(bl), rkeys.Outbox(camp), rkeys.Inflight(camp), rkeys.Rejections(camp), rkeys.Meta(camp))
-					args = append(args, req, camp+"."+req, camp, "rp-50", user, "d-"+user, "198.18.0.1")
+					kk = rkeys.AppendClaimRiskKeys(kk, camp, device, ip, user)
+					args = append(args, req, camp+"."+req, camp, "rp-50", user, device, ip)
 				}
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				out, err := scripts.Claim.Run(cctx, rdb, kk, args...).Slice()
@@ -273,7 +278,7 @@ func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
 				}
 				done.Add(int64(n))
 				for i := 0; i < n; i++ {
-					if v, _ := out[i*scripts.ClaimResultsPerClaim].(int64); v == scripts.CodeAccepted {
+					if v, _ := out[i*perClaim].(int64); v == scripts.CodeAccepted {
 						accepted.Add(1)
 					}
 				}
@@ -289,7 +294,7 @@ func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
 		return c, fmt.Errorf("claim script accepted %d of %d scratch claims", accepted.Load(), done.Load())
 	}
 	c.PerSec = float64(done.Load()) / el
-	c.Detail = fmt.Sprintf("%d callers, %s claims accepted in %.1fs; base key layout (stock, budgets, outbox, inflight, idempotency record; no risk checks)",
+	c.Detail = fmt.Sprintf("%d callers, %s claims accepted in %.1fs; the gateway's key layout (stock, budgets, outbox, inflight, idempotency record, risk checks with the rules in force)",
 		cfg.Concurrency, load.FmtInt(float64(done.Load())), el)
 	return c, nil
 }

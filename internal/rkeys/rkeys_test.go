@@ -1,0 +1,38 @@
+package rkeys
+
+import (
+	"testing"
+
+	"github.com/flashgate/flashgate/scripts"
+)
+
+// The claimer builds the risk keys with the Append* functions into one buffer; tools
+// and fixtures use AppendClaimRiskKeys. Both must name the same keys in claim.lua's
+// order, or a tool would measure (or a fixture test) another layout than the gateway's.
+func TestAppendClaimRiskKeysMatchesTheClaimLayout(t *testing.T) {
+	const c, d, ip, u = "cny-2027", "d-9f2c", "198.18.0.7", "u-1001"
+	got := AppendClaimRiskKeys([]string{"first"}, c, d, ip, u)
+	want := []string{"first",
+		"fg:{cny-2027}:risk", "fg:{risk}:rules",
+		string(AppendVelocity(nil, c, KindDevice, d)), string(AppendVelocity(nil, c, KindIP, ip)),
+		string(AppendVelocity(nil, c, KindUser, u)),
+		string(AppendBlock(nil, KindDevice, d)), string(AppendBlock(nil, KindIP, ip)), string(AppendBlock(nil, KindUser, u)),
+		string(AppendFreeze(nil, KindDevice, d)), string(AppendFreeze(nil, KindUser, u)),
+		string(AppendFreezeWindow(nil, KindDevice, d)), string(AppendFreezeWindow(nil, KindUser, u)),
+		"fg:{cny-2027}:rejshadow", "fg:{risk}:index",
+	}
+	if len(got)-1 != scripts.ClaimRiskKeysPerClaim {
+		t.Fatalf("got %d risk keys; claim.lua takes %d", len(got)-1, scripts.ClaimRiskKeysPerClaim)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("key %d: got %q; want %q", i, got[i], want[i])
+		}
+	}
+	if v := Velocity(c, KindDevice, d); v != "fg:{cny-2027}:vd:d-9f2c" || v != got[3] {
+		t.Errorf("Velocity = %q; want fg:{cny-2027}:vd:d-9f2c (and equal to the appended form %q)", v, got[3])
+	}
+	if b := Block(KindIP, ip); b != "fg:{risk}:blk:i:198.18.0.7" || b != got[7] {
+		t.Errorf("Block = %q; want fg:{risk}:blk:i:198.18.0.7 (and equal to the appended form %q)", b, got[7])
+	}
+}
