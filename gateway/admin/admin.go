@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"github.com/valyala/fasthttp/pprofhandler"
 
 	"github.com/flashgate/flashgate/gateway/catalog"
 	"github.com/flashgate/flashgate/internal/recovery"
@@ -157,6 +158,17 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		if s.method(ctx, "GET") {
 			s.ready(ctx)
 		}
+		return
+	}
+	if strings.HasPrefix(path, "/debug/pprof/") {
+		// Go's profiles (CPU, heap, goroutines, ...): what an SRE takes from a gateway at
+		// peak. They reveal internals, so they need the admin token like /admin/v1/.
+		if !s.authorized(ctx) {
+			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="flashgate-admin"`)
+			writeJSON(ctx, fasthttp.StatusUnauthorized, bodyUnauthorized)
+			return
+		}
+		pprofhandler.PprofHandler(ctx)
 		return
 	}
 	rest, ok := strings.CutPrefix(path, "/admin/v1/")

@@ -539,3 +539,19 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Errorf("healthz with a dead dependency: %d; liveness must not depend on others", r.status)
 	}
 }
+
+// Go's profiles show internals (goroutine stacks, command line), so they sit behind the
+// admin token; an SRE with the token takes a CPU profile of a gateway at peak.
+func TestProfilesNeedTheToken(t *testing.T) {
+	e := start(t, admin.Config{Token: token})
+	if r := e.do(t, "GET", "/debug/pprof/cmdline", "", ""); r.status != 401 || strings.Contains(r.body, "admin") {
+		t.Errorf("cmdline without a token: %d %q; want 401 and no command line", r.status, r.body)
+	}
+	if r := e.do(t, "GET", "/debug/pprof/goroutine?debug=1", "wrong", ""); r.status != 401 {
+		t.Errorf("goroutine profile with a wrong token: %d; want 401", r.status)
+	}
+	r := e.do(t, "GET", "/debug/pprof/goroutine?debug=1", token, "")
+	if r.status != 200 || !strings.Contains(r.body, "goroutine profile:") {
+		t.Errorf("goroutine profile with the token: %d %.80q; want 200 and a profile", r.status, r.body)
+	}
+}
