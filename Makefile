@@ -4,7 +4,7 @@ GO ?= go
 BINS := gateway settler bench riskctl devbroker
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help up down status wipe build run demo test test-short bench vet reconcile
+.PHONY: help up down status wipe build run demo test test-short bench peak vet reconcile
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -46,3 +46,6 @@ reconcile: ## check (REPAIR=1: repair) one campaign's counters against the books
 
 bench: ## stack up, gateway+settler, create a campaign, ramp to the SLO, verify, HTML report
 	@scripts/bench.sh
+
+peak: ## issue 6's side-by-side figures: batched vs per-request vs sync produce, sold-out stampede, light load, CPU profile, ceilings, verify
+	@scripts/peak.sh

@@ -1,0 +1,52 @@
+# Shell helpers the make targets that run real processes share (demo, bench, peak):
+# refuse to start when the gateway/settler ports are taken, bring the dev stack up if it
+# is down (and take it down again at exit only then), start processes with their logs in
+# $OUT, wait for readiness, and stop everything started on exit. Source it after setting
+# ROOT and OUT; `lib_init NAME` installs the exit trap.
+
+lib_die() { printf '%s: ERROR: %s\n' "$LIB_NAME" "$*" >&2; exit 3; }
+
+lib_init() { # name
+  LIB_NAME=$1
+  LIB_PIDS=()
+  LIB_STARTED_STACK=0
+  for port in 8080 8081 8082; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      lib_die "port $port is in use (a gateway or settler from 'make run'?); stop it and rerun"
+    fi
+  done
+  trap lib_cleanup EXIT
+  trap 'exit 130' INT TERM
+  if ! scripts/stack.sh status >/dev/null 2>&1; then scripts/stack.sh up; LIB_STARTED_STACK=1; fi
+}
+
+lib_cleanup() {
+  local rc=$?
+  for p in "${LIB_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${LIB_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "$LIB_STARTED_STACK" = 1 ]; then scripts/stack.sh down; fi
+  exit $rc
+}
+
+lib_start() { # logname command...: start in the background; LIB_LAST_PID is its pid
+  local log=$1; shift
+  "$@" >"$OUT/$log.log" 2>&1 &
+  LIB_LAST_PID=$!
+  LIB_PIDS+=("$LIB_LAST_PID")
+}
+
+lib_stop() { # pid: SIGTERM and wait (a graceful shutdown flushes the producer)
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+lib_wait_ready() { # url...: each answers 200 within 30 s
+  local url i
+  for url in "$@"; do
+    for i in $(seq 300); do
+      if curl -fsS -o /dev/null "$url"; then break; fi
+      [ "$i" = 300 ] && lib_die "$url not ready after 30s; see $OUT/*.log"
+      sleep 0.1
+    done
+  done
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# make peak: issue 6's figures, every variant side by side in ONE run on this machine,
+# so ratios are not distorted by run-to-run noise (10-20 % here).
+#
+#   batched   the gateway as shipped (claims coalesced into one claim.lua call per batch,
+#             asynchronous produce)
+#   per-req   baseline: -batch-size 1 (one claim.lua call per claim)
+#   sync      baseline: -produce-mode sync (the batch worker waits for each ack), when the
+#             gateway has that flag
+#   soldout   the stampede after stock is gone (answered without claim.lua)
+#   light     1,000 claims/s, p99 end to end, broker acknowledgement included
+# then a CPU profile of the batched gateway at its peak, `bench limits` (the bare
+# fasthttp ceiling, claim.lua direct, broker, Postgres) and `bench verify` of every
+# campaign. Everything lands in out/peak/<time>/; summary.md has the table.
+#
+# Knobs: PEAK_SLO (p99=10ms), PEAK_STEP_DURATION (8s), PEAK_START (2000/s),
+# PEAK_VARIANTS ("batched per-req sync soldout light").
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export PATH=/usr/local/go/bin:$PATH
+SLO=${PEAK_SLO:-p99=10ms}
+STEPDUR=${PEAK_STEP_DURATION:-8s}
+START=${PEAK_START:-2000/s}
+VARIANTS=${PEAK_VARIANTS:-batched per-req sync soldout light}
+STAMP=$(date +%Y%m%d-%H%M%S)
+OUT=$ROOT/out/peak/$STAMP
+mkdir -p "$OUT"
+source scripts/lib.sh
+lib_init peak
+make -s build
+
+export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-peak-$RANDOM$RANDOM}
+AUTH="Authorization: Bearer $FLASH_ADMIN_TOKEN"
+lib_start settler bin/settler
+lib_wait_ready http://127.0.0.1:8082/readyz
+
+campaigns=()
+gateway() { # name flags...: start a gateway; bench's bot farms vary X-Forwarded-For
+  local name=$1; shift
+  lib_start "gateway-$name" env FLASH_TRUSTED_PROXIES=127.0.0.1/32 bin/gateway "$@"
+  GW_PID=$LIB_LAST_PID
+  lib_wait_ready http://127.0.0.1:8081/readyz
+}
+campaign() { # name stock per-user-limit: create it, opening in 2 s
+  CAMPAIGN=peak-$1-$STAMP
+  campaigns+=("$1:$CAMPAIGN")
+  bin/bench setup --admin http://127.0.0.1:8081 --campaign "$CAMPAIGN" --business-line "peak-bl-$1-$STAMP" \
+    --skus "rp-50:$2:50,rp-100:$2:100" --per-user-limit "$3" --starts-in 2s --duration 2h --voucher-ttl 72h >/dev/null
+}
+ramp() { # name extra-flags...
+  local name=$1; shift
+  echo "== $name: ramp to $SLO"
+  bin/bench ramp --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 \
+    --users 2000000 --seed 2027 --mix bots=5%,retries=10%,invalid=1% --slo "$SLO" \
+    --start "$START" --step x1.4 --step-duration "$STEPDUR" --refine 2 --wait-start 2s --quiet \
+    --out "$OUT/$name" "$@" || true
+}
+
+for v in $VARIANTS; do
+  case $v in
+    batched)
+      gateway batched
+      campaign batched 50000000 1000
+      ramp batched
+      held=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["ramp"]["highest_held"]))' "$OUT/batched/result.json")
+      if [ "$held" -gt 0 ]; then
+        echo "== batched: CPU profile at $held/s"
+        bin/bench run --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 --users 2000000 \
+          --seed 7 --rate "$held" --duration 16s --burst none --quiet --out "$OUT/batched-profile-run" >/dev/null 2>&1 &
+        prof=$!
+        sleep 4
+        curl -fsS -H "$AUTH" "http://127.0.0.1:8081/debug/pprof/profile?seconds=10" -o "$OUT/gateway-cpu.pprof" || true
+        wait $prof || true
+        go tool pprof -top -nodecount=30 bin/gateway "$OUT/gateway-cpu.pprof" >"$OUT/gateway-cpu-top.txt" 2>/dev/null || true
+      fi
+      lib_stop "$GW_PID" ;;
+    per-req)
+      gateway per-req -batch-size 1
+      campaign per-req 50000000 1000
+      ramp per-req
+      lib_stop "$GW_PID" ;;
+    sync)
+      if bin/gateway -help 2>&1 | grep -q -- '-produce-mode'; then
+        gateway sync -produce-mode sync
+        campaign sync 50000000 1000
+        ramp sync
+        lib_stop "$GW_PID"
+      else
+        echo "== sync: this gateway has no -produce-mode flag; skipped"
+      fi ;;
+    soldout)
+      gateway soldout
+      campaign soldout 100 1
+      ramp soldout --burst none
+      lib_stop "$GW_PID" ;;
+    light)
+      gateway light
+      campaign light 50000000 1000
+      echo "== light: 1000 claims/s for 20 s"
+      bin/bench run --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 --users 2000000 \
+        --seed 11 --rate 1000 --duration 20s --burst none --mix none --wait-start 2s --quiet --out "$OUT/light" >/dev/null || true
+      lib_stop "$GW_PID" ;;
+    *) lib_die "unknown variant $v" ;;
+  esac
+done
+
+echo "== ceilings (bench limits)"
+src=$OUT/batched
+[ -f "$src/result.json" ] || src=
+bin/bench limits ${src:+--from "$src"} --out "$OUT" >"$OUT/limits.txt" 2>&1 || true
+cat "$OUT/limits.txt"
+
+echo "== verify every campaign"
+verify_rc=0
+for nc in "${campaigns[@]}"; do
+  name=${nc%%:*}; camp=${nc#*:}
+  rec=$OUT/$name
+  [ -d "$rec" ] || continue
+  if ! bin/bench verify --campaign "$camp" --record "$rec" --wait 300s >"$OUT/verify-$name.txt" 2>&1; then verify_rc=2; fi
+  echo "$name: $(grep -c PASS "$OUT/verify-$name.txt") PASS, $(grep -c FAIL "$OUT/verify-$name.txt") FAIL"
+done
+# The profile run claimed from the batched campaign too: its 200s are checked as well.
+[ -d "$OUT/batched-profile-run" ] && for nc in "${campaigns[@]}"; do
+  [ "${nc%%:*}" = batched ] || continue
+  bin/bench verify --campaign "${nc#*:}" --record "$OUT/batched-profile-run" --wait 300s >"$OUT/verify-batched-profile.txt" 2>&1 || verify_rc=2
+done
+
+python3 scripts/peak_summary.py "$OUT" | tee "$OUT/summary.md"
+echo "peak: results in $OUT (summary.md, */report.html, gateway-cpu-top.txt)"
+exit $verify_rc

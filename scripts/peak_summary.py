@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Summarise a `make peak` run (scripts/peak.sh) as a markdown table: each variant's
+highest rate that held the objective, accepted claims/s and latency at that rate, and
+the ratios the issue asks for, all from the same run's result.json and limits.json."""
+import json
+import os
+import sys
+
+out = sys.argv[1]
+
+
+def load(*parts):
+    p = os.path.join(out, *parts)
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+def held(name):
+    f = load(name, "result.json")
+    if not f or not f.get("ramp"):
+        return None
+    r = f["ramp"]
+    step = None
+    for s in r["steps"]:
+        if s["held"] and s["rate"] == r["highest_held"]:
+            step = s["result"]
+    return {"rate": r["highest_held"], "limit": r["limit"], "broken": r["lowest_broken"], "res": step}
+
+
+def fmt(v, d=0):
+    return "-" if v is None else f"{v:,.{d}f}"
+
+
+rows = {}
+print("| variant | highest offered rate held (req/s) | answered/s | accepted claims/s | p50 / p99 / p99.9 (ms) | generator kept schedule | ramp ended by |")
+print("|---|---|---|---|---|---|---|")
+for name in ["batched", "per-req", "sync", "soldout"]:
+    h = held(name)
+    if h is None:
+        continue
+    rows[name] = h
+    res = h["res"] or {}
+    lat = res.get("latency", {})
+    sched = res.get("schedule", {})
+    print(f"| {name} | {fmt(h['rate'])} | {fmt(res.get('answered_per_s'))} | {fmt(res.get('accepted_per_s'))} | "
+          f"{fmt(lat.get('p50_ms'), 2)} / {fmt(lat.get('p99_ms'), 2)} / {fmt(lat.get('p99_9_ms'), 2)} | "
+          f"{sched.get('kept', '-')} | {h['limit']} (lowest rate that broke: {fmt(h['broken'])}) |")
+
+light = load("light", "result.json")
+if light and light.get("run"):
+    r = light["run"]
+    lat = r["latency"]
+    print(f"| light (fixed 1,000/s) | {fmt(r['rate'])} | {fmt(r['answered_per_s'])} | {fmt(r['accepted_per_s'])} | "
+          f"{fmt(lat['p50_ms'], 2)} / {fmt(lat['p99_ms'], 2)} / {fmt(lat['p99_9_ms'], 2)} | {r['schedule']['kept']} | fixed rate |")
+
+lim = load("limits.json")
+ceil = {}
+if lim:
+    print("\n| ceiling (same run) | per second |")
+    print("|---|---|")
+    for c in lim["limits"]["ceilings"]:
+        ceil[c["name"]] = c["per_s"]
+        print(f"| {c['name']} | {fmt(c['per_s']) if not c.get('error') else 'error: ' + c['error']} |")
+
+
+def acc(name):
+    h = rows.get(name)
+    return (h["res"] or {}).get("accepted_per_s") if h else None
+
+
+def ratio(a, b):
+    return "-" if not a or not b else f"{a / b:.2f}"
+
+
+bare = ceil.get("bare fasthttp handler")
+print("\n| ratio | value |")
+print("|---|---|")
+print(f"| accepted/s, batched ÷ per-request script calls | {ratio(acc('batched'), acc('per-req'))} |")
+print(f"| accepted/s, asynchronous ÷ synchronous produce | {ratio(acc('batched'), acc('sync'))} |")
+print(f"| batched accepted/s ÷ bare fasthttp ceiling | {ratio(acc('batched'), bare)} |")
+sold = rows.get("soldout")
+print(f"| sold-out answers/s held ÷ bare fasthttp ceiling | {ratio(sold['rate'] if sold else None, bare)} |")
