@@ -4,7 +4,7 @@ GO ?= go
 BINS := gateway settler bench riskctl devbroker
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help up down status wipe build run demo test test-short bench vet reconcile
+.PHONY: help up down status wipe build run demo test test-short bench chaos vet reconcile
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -46,3 +46,8 @@ reconcile: ## check (REPAIR=1: repair) one campaign's counters against the books
 
 bench: ## stack up, gateway+settler, create a campaign, ramp to the SLO, verify, HTML report
 	@scripts/bench.sh
+
+chaos: ## kill -9 / SIGSTOP each part under steady load on private servers, verify after each; table in out/chaos/<time>/ (SEED=n to replay)
+	@mkdir -p out/chaos
+	FLASH_CHAOS=full $(if $(SEED),FLASH_CHAOS_SEED=$(SEED)) $(GO) test -count=1 -timeout 90m -run '^TestChaos$$' -v ./e2e 2>&1 \
+		| tee out/chaos/last.log | grep -v 'testenv.go:[0-9]*: \[' ; exit $${PIPESTATUS[0]}
