@@ -298,19 +298,22 @@ type chaosResult struct {
 	Accepted int64 `json:"accepted"`
 	Replayed int64 `json:"replayed"`
 	Rejected int64 `json:"rejected"`
-	// Errors is every failed request of the run (503, other 5xx, no answer); FaultErrors
-	// those due between the fault and the recovery (503s and no answers, split).
+	// Errors is every failed request of the run (503, other 5xx, no answer); Fault503
+	// and FaultNoAnswer those of the affected gateway(s) due from the fault on.
 	Errors        int64            `json:"errors"`
 	ErrorReasons  map[string]int64 `json:"error_reasons,omitempty"`
 	Fault503      int64            `json:"fault_503"`
 	FaultNoAnswer int64            `json:"fault_no_answer"`
-	// Latency of the 503s due in the fault window, ms: the wait a dead dependency costs.
+	// Latency of those 503s, ms, from when each was due: the wait a dead dependency costs.
 	Lat503P50 float64 `json:"latency_503_p50_ms"`
 	Lat503P99 float64 `json:"latency_503_p99_ms"`
 	Lat503Max float64 `json:"latency_503_max_ms"`
-	// FirstAnswer: seconds from restored to the first business answer (200, 409, 429,
-	// 403) of the affected gateway(s); -1 if none came before the load ended.
-	FirstAnswer float64 `json:"first_answer_after_s"`
+	// FirstAccepted: seconds from restored to the first fresh 200 (not a replay) of the
+	// affected gateway(s); -1 if none came before the load ended (or it had sold out).
+	FirstAccepted float64 `json:"first_accepted_after_s"`
+	// LastFailure: seconds from restored to the last 503 or no-answer of the affected
+	// gateway(s) (0 if the failures ended before the restore): full recovery.
+	LastFailure float64 `json:"last_failure_after_s"`
 	// ReadyAfter: seconds from restored to the watched /readyz answering 200 again.
 	ReadyAfter float64 `json:"ready_after_s"`
 	SawUnready bool    `json:"saw_unready"`
@@ -329,6 +332,7 @@ type obs struct {
 	target    int
 	status    int
 	reason    string
+	replayed  bool
 	due, done time.Time
 }
 
@@ -421,7 +425,7 @@ func runScenario(t *testing.T, c *chaosStack, cs chaosSettings, sc scenario, rou
 	if sc.victimGateway {
 		victim = rng.IntN(2)
 	}
-	res := chaosResult{Round: round, Scenario: sc.name, Seed: seed, FirstAnswer: -1, ReadyAfter: -1}
+	res := chaosResult{Round: round, Scenario: sc.name, Seed: seed, FirstAccepted: -1, ReadyAfter: -1}
 	if sc.victimGateway {
 		res.Victim = "gateway " + strconv.Itoa(victim)
 	}
@@ -462,7 +466,7 @@ func runScenario(t *testing.T, c *chaosStack, cs chaosSettings, sc scenario, rou
 		Traffic: traffic.Config{Campaign: campaign, SKUs: []string{"rp-50", "rp-100"}, Users: int(n * 2), Seed: seed,
 			Mix: traffic.Mix{Bots: 0.05, Retries: 0.10, Invalid: 0.01}},
 		Observe: func(o load.Observation) {
-			seen = append(seen, obs{target: o.Target, status: o.Status, reason: o.Reason, due: o.Due, done: o.Done})
+			seen = append(seen, obs{target: o.Target, status: o.Status, reason: o.Reason, replayed: o.Replayed, due: o.Due, done: o.Done})
 		}}
 	type runOut struct {
 		res *load.Result
@@ -532,31 +536,26 @@ func runScenario(t *testing.T, c *chaosStack, cs chaosSettings, sc scenario, rou
 		res.ReadyAfter = time.Since(restored).Seconds() // WaitHTTP saw it ready just now
 	}
 
-	// Recovery on the affected gateway(s): the first business answer after restored.
+	// Recovery on the affected gateway(s): the first fresh 200 after restored, and the
+	// last failure; the failures due from the fault on, with the 503s' latency.
 	affected := func(o obs) bool { return !sc.victimGateway || o.target == victim }
-	recovered := time.Time{}
 	sort.Slice(seen, func(i, j int) bool { return seen[i].done.Before(seen[j].done) })
-	for _, o := range seen {
-		if affected(o) && !o.done.Before(restored) && (o.status == 200 || o.status == 409 || o.status == 429 || o.status == 403) {
-			recovered = o.done
-			res.FirstAnswer = o.done.Sub(restored).Seconds()
-			break
-		}
-	}
-	windowEnd := recovered
-	if windowEnd.IsZero() {
-		windowEnd = time.Now()
-	}
 	var lat503 []float64
 	for _, o := range seen {
-		if !affected(o) || o.due.Before(faultStart) || o.due.After(windowEnd) {
+		if !affected(o) {
 			continue
 		}
-		switch {
-		case o.status == 503:
+		if o.status == 200 && !o.replayed && !o.done.Before(restored) && res.FirstAccepted < 0 {
+			res.FirstAccepted = o.done.Sub(restored).Seconds()
+		}
+		if o.due.Before(faultStart) || (o.status != 0 && o.status < 500) {
+			continue
+		}
+		res.LastFailure = max(res.LastFailure, o.done.Sub(restored).Seconds())
+		if o.status == 503 {
 			res.Fault503++
 			lat503 = append(lat503, float64(o.done.Sub(o.due))/1e6)
-		case o.status == 0:
+		} else if o.status == 0 {
 			res.FaultNoAnswer++
 		}
 	}
@@ -599,10 +598,10 @@ func runScenario(t *testing.T, c *chaosStack, cs chaosSettings, sc scenario, rou
 
 func (r chaosResult) line() string {
 	return fmt.Sprintf("round %d %-13s seed %d: fault at %.1fs for %.1fs; %d requests, %d accepted, sold out %v; "+
-		"errors %d %v (fault window: %d×503, %d no answer; 503 latency p50 %.0fms p99 %.0fms max %.0fms); first answer %+.2fs, "+
+		"errors %d %v (fault window: %d×503, %d no answer; 503 latency p50 %.0fms p99 %.0fms max %.0fms); first fresh 200 %+.2fs, last failure %+.2fs, "+
 		"ready %+.2fs; settled %.1fs; verify %s",
 		r.Round, r.Scenario, r.Seed, r.FaultAt, r.Down, r.Requests, r.Accepted, r.SoldOut, r.Errors, r.ErrorReasons, r.Fault503, r.FaultNoAnswer,
-		r.Lat503P50, r.Lat503P99, r.Lat503Max, r.FirstAnswer, r.ReadyAfter, r.SettledAfter, verdict(r))
+		r.Lat503P50, r.Lat503P99, r.Lat503Max, r.FirstAccepted, r.LastFailure, r.ReadyAfter, r.SettledAfter, verdict(r))
 }
 
 func verdict(r chaosResult) string {
@@ -615,22 +614,28 @@ func verdict(r chaosResult) string {
 // chaosTable is the markdown table of RELIABILITY.md.
 func chaosTable(rs []chaosResult) string {
 	var b strings.Builder
-	b.WriteString("| round | scenario | seed | fault at / down | requests | accepted | sold out | errors (whole run) | fault window: 503 / no answer | 503 latency p50 / p99 / max | first answer after restore | /readyz 200 after restore | not ready seen (watched / gateway 0) | settled after | verify |\n")
-	b.WriteString("| --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| round | scenario | seed | fault at / down | requests | accepted | sold out | errors (whole run) | fault window: 503 / no answer | 503 latency p50 / p99 / max | first fresh 200 after restore | last failure after restore | /readyz 200 after restore | not ready seen (watched / gateway 0) | settled after | verify |\n")
+	b.WriteString("| --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rs {
 		first := "none in the run"
+		if r.FirstAccepted >= 0 {
+			first = fmt.Sprintf("%.2f s", r.FirstAccepted)
+		} else if r.SoldOut {
+			first = "none (sold out)"
+		}
+		last := "none after"
 		if r.Fault503+r.FaultNoAnswer == 0 {
-			first = "not interrupted"
-		} else if r.FirstAnswer >= 0 {
-			first = fmt.Sprintf("%.2f s", r.FirstAnswer)
+			last = "not interrupted"
+		} else if r.LastFailure > 0 {
+			last = fmt.Sprintf("%.2f s", r.LastFailure)
 		}
 		name := r.Scenario
 		if r.Victim != "" {
 			name += " (" + r.Victim + ")"
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d | %.1f s / %.1f s | %d | %d | %v | %d | %d / %d | %.0f / %.0f / %.0f ms | %s | %.2f s | %s / %s | %.1f s | %s |\n",
+		fmt.Fprintf(&b, "| %d | %s | %d | %.1f s / %.1f s | %d | %d | %v | %d | %d / %d | %.0f / %.0f / %.0f ms | %s | %s | %.2f s | %s / %s | %.1f s | %s |\n",
 			r.Round, name, r.Seed, r.FaultAt, r.Down, r.Requests, r.Accepted, yesNo(r.SoldOut), r.Errors, r.Fault503, r.FaultNoAnswer,
-			r.Lat503P50, r.Lat503P99, r.Lat503Max, first, r.ReadyAfter, yesNo(r.SawUnready), yesNo(r.GatewayUnready), r.SettledAfter, verdict(r))
+			r.Lat503P50, r.Lat503P99, r.Lat503Max, first, last, r.ReadyAfter, yesNo(r.SawUnready), yesNo(r.GatewayUnready), r.SettledAfter, verdict(r))
 	}
 	return b.String()
 }
