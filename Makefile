@@ -4,7 +4,7 @@ GO ?= go
 BINS := gateway settler bench riskctl devbroker
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help up down status wipe build run demo test test-short bench peak vet reconcile
+.PHONY: help up down status wipe build run demo test test-short bench peak chaos vet reconcile
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -49,3 +49,8 @@ bench: ## stack up, gateway+settler, create a campaign, ramp to the SLO, verify,
 
 peak: ## issue 6's side-by-side figures: batched vs per-request vs sync produce, sold-out stampede, light load, CPU profile, ceilings, verify
 	@scripts/peak.sh
+
+chaos: ## kill -9 / SIGSTOP each part under steady load on private servers, verify after each; table in out/chaos/<time>/ (SEED=n to replay)
+	@mkdir -p out/chaos
+	FLASH_CHAOS=full $(if $(SEED),FLASH_CHAOS_SEED=$(SEED)) $(GO) test -count=1 -timeout 90m -run '^TestChaos$$' -v ./e2e 2>&1 \
+		| tee out/chaos/last.log | grep --line-buffered -v 'testenv.go:[0-9]*: \[' ; exit $${PIPESTATUS[0]}

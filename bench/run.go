@@ -29,7 +29,7 @@ type loadFlags struct {
 }
 
 func (l *loadFlags) register(fs *flag.FlagSet, fe *flagenv.Set, defBurst string) {
-	fe.String(&l.target, "target", "FLASH_BENCH_TARGET", "http://127.0.0.1:8080", "the gateway's public API base URL")
+	fe.String(&l.target, "target", "FLASH_BENCH_TARGET", "http://127.0.0.1:8080", "the gateway's public API base URL; several comma-separated (a gateway fleet) are sent to round-robin")
 	fs.StringVar(&l.campaign, "campaign", "", "campaign id to claim from (required)")
 	fs.StringVar(&l.skus, "skus", "", "SKU ids to claim, comma-separated, most popular first (zipf skew) (required)")
 	fs.IntVar(&l.users, "users", 100000, "distinct real users (each with its own device and IP)")

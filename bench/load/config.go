@@ -25,7 +25,9 @@ import (
 
 // Config is one fixed-rate run.
 type Config struct {
-	// Target is the gateway's base URL, like http://127.0.0.1:8080.
+	// Target is the gateway's base URL, like http://127.0.0.1:8080, or several
+	// comma-separated (gateways behind no balancer): request i goes to target i mod n,
+	// round-robin, and a client retry may land on another gateway than its original.
 	Target string
 	// Path is the claim endpoint (default /v1/claims).
 	Path string
@@ -54,6 +56,34 @@ type Config struct {
 	Progress io.Writer
 	// Label names the run in progress lines and the result (a ramp step).
 	Label string
+	// Observe, if set, is called once per answer from the recorder's goroutine (in
+	// arrival order, never concurrently); it must be quick. The chaos suite uses it to
+	// time a fault's effect.
+	Observe func(Observation)
+}
+
+// Observation is one answer as Observe sees it.
+type Observation struct {
+	// Target is the index of the target the request went to (in Config.Target order).
+	Target int
+	// Status is the HTTP status, 0 for no answer (Reason then says why).
+	Status int
+	// Reason is the rejection reason or error name (unavailable, timeout, ...).
+	Reason   string
+	Replayed bool
+	// Due is when the request was scheduled; Done when its answer (or error) came.
+	Due, Done time.Time
+}
+
+// Targets splits Target into its base URLs.
+func (c *Config) Targets() []string {
+	var out []string
+	for _, t := range strings.Split(c.Target, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func (c *Config) validate() error {
@@ -69,10 +99,17 @@ func (c *Config) validate() error {
 	if c.LagBudget == 0 {
 		c.LagBudget = time.Millisecond
 	}
-	u, err := url.Parse(c.Target)
+	targets := c.Targets()
+	if len(targets) == 0 || len(targets) > 64 {
+		return fmt.Errorf("target %q: want 1..64 base URLs like http://127.0.0.1:8080, comma-separated", c.Target)
+	}
+	for _, t := range targets {
+		u, err := url.Parse(t)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("target %q: want a base URL like http://127.0.0.1:8080", t)
+		}
+	}
 	switch {
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return fmt.Errorf("target %q: want a base URL like http://127.0.0.1:8080", c.Target)
 	case !strings.HasPrefix(c.Path, "/"):
 		return fmt.Errorf("path %q: must start with /", c.Path)
 	case !(c.Rate > 0) || c.Rate > 10_000_000 || math.IsInf(c.Rate, 0):

@@ -20,6 +20,7 @@ import (
 // job is one scheduled request on its way to a connection.
 type job struct {
 	req      *traffic.Request
+	target   int           // index into the run's targets
 	at       time.Duration // intended send time, from the run's start
 	lag      time.Duration // how late the scheduler handed it over
 	dispatch time.Duration
@@ -59,34 +60,37 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	u, _ := url.Parse(cfg.Target)
-	addr := u.Host
-	if u.Port() == "" {
-		if u.Scheme == "https" {
-			addr += ":443"
-		} else {
-			addr += ":80"
+	var dests []dest
+	for _, t := range cfg.Targets() {
+		u, _ := url.Parse(t)
+		addr := u.Host
+		if u.Port() == "" {
+			if u.Scheme == "https" {
+				addr += ":443"
+			} else {
+				addr += ":80"
+			}
 		}
+		hc := &fasthttp.HostClient{
+			Addr:                addr,
+			IsTLS:               u.Scheme == "https",
+			MaxConns:            cfg.Connections,
+			MaxConnWaitTimeout:  cfg.Timeout,
+			ReadTimeout:         cfg.Timeout,
+			WriteTimeout:        cfg.Timeout,
+			MaxIdleConnDuration: 30 * time.Second,
+			// A claim is not idempotent at the HTTP layer: the client must not resend it on
+			// its own; bench's retries are the traffic model's, with their request_id.
+			MaxIdemponentCallAttempts: 1,
+			NoDefaultUserAgentHeader:  true,
+		}
+		defer hc.CloseIdleConnections()
+		dests = append(dests, dest{hc: hc, uri: u.Scheme + "://" + u.Host + cfg.Path})
 	}
-	uri := u.Scheme + "://" + u.Host + cfg.Path
-	hc := &fasthttp.HostClient{
-		Addr:                addr,
-		IsTLS:               u.Scheme == "https",
-		MaxConns:            cfg.Connections,
-		MaxConnWaitTimeout:  cfg.Timeout,
-		ReadTimeout:         cfg.Timeout,
-		WriteTimeout:        cfg.Timeout,
-		MaxIdleConnDuration: 30 * time.Second,
-		// A claim is not idempotent at the HTTP layer: the client must not resend it on
-		// its own; bench's retries are the traffic model's, with their request_id.
-		MaxIdemponentCallAttempts: 1,
-		NoDefaultUserAgentHeader:  true,
-	}
-	defer hc.CloseIdleConnections()
 
 	sch := newSchedule(cfg.Rate, cfg.Duration, cfg.Burst)
 	tcfg := model.Config()
-	rec := newRecorder(&cfg, tcfg, sch)
+	rec := newRecorder(&cfg, tcfg, sch, len(dests))
 	jobs := make(chan job, 1<<16)
 	answers := make(chan *answer, 1<<15)
 
@@ -100,7 +104,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		go func() {
 			defer wg.Done()
 			ready.Done()
-			worker(hc, uri, cfg.Timeout, <-startc, jobs, answers)
+			worker(dests, cfg.Timeout, <-startc, jobs, answers)
 		}()
 	}
 	ready.Wait()
@@ -127,7 +131,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			break
 		}
 		now := time.Since(base)
-		j := job{req: r, at: at, lag: max(now-at, 0), dispatch: now}
+		j := job{req: r, target: int(i % int64(len(dests))), at: at, lag: max(now-at, 0), dispatch: now}
 		select {
 		case jobs <- j:
 		default:
@@ -177,7 +181,13 @@ func sleepUntil(ctx context.Context, base time.Time, at time.Duration, timer **t
 	}
 }
 
-func worker(hc *fasthttp.HostClient, uri string, timeout time.Duration, base time.Time, jobs <-chan job, out chan<- *answer) {
+// dest is one target: its connection pool and claim URI.
+type dest struct {
+	hc  *fasthttp.HostClient
+	uri string
+}
+
+func worker(dests []dest, timeout time.Duration, base time.Time, jobs <-chan job, out chan<- *answer) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -185,9 +195,10 @@ func worker(hc *fasthttp.HostClient, uri string, timeout time.Duration, base tim
 	for j := range jobs {
 		a := &answer{job: j, pickup: time.Since(base)}
 		r := j.req
+		d := dests[j.target]
 		req.Reset()
 		resp.Reset()
-		req.SetRequestURI(uri)
+		req.SetRequestURI(d.uri)
 		req.Header.SetMethod(fasthttp.MethodPost)
 		req.Header.SetContentType(r.ContentType)
 		req.Header.SetUserAgentBytes(userAgent)
@@ -195,7 +206,7 @@ func worker(hc *fasthttp.HostClient, uri string, timeout time.Duration, base tim
 		// that every request's IP is bench's own loopback address.
 		req.Header.Set(hdrForwarded, r.IP)
 		req.SetBodyRaw(r.Body)
-		err := hc.DoTimeout(req, resp, timeout)
+		err := d.hc.DoTimeout(req, resp, timeout)
 		a.done = time.Since(base)
 		if err != nil {
 			a.reason = transportError(err)

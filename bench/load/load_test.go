@@ -331,6 +331,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		want string
 	}{
 		{func(c *Config) { c.Target = "localhost:8080" }, "target"},
+		{func(c *Config) { c.Target = "http://127.0.0.1:1,ftp://x" }, "ftp://x"},
+		{func(c *Config) { c.Target = " , " }, "target"},
 		{func(c *Config) { c.Rate = 0 }, "rate"},
 		{func(c *Config) { c.Duration = 0 }, "duration"},
 		{func(c *Config) { c.Connections = -1 }, "connections"},
@@ -383,5 +385,52 @@ func TestRampFindsTheKnee(t *testing.T) {
 		if s.Result.Sent != s.Result.Intended {
 			t.Errorf("step @%v sent %d of %d", s.Rate, s.Result.Sent, s.Result.Intended)
 		}
+	}
+}
+
+// Several comma-separated targets share the schedule round-robin: each gets its share
+// of requests, the result splits the answers per target, and Observe sees every answer
+// with the target it went to.
+func TestSeveralTargetsRoundRobin(t *testing.T) {
+	var hits [2]atomic.Int64
+	var ids atomic.Int64
+	handler := func(i int) fasthttp.RequestHandler {
+		return func(ctx *fasthttp.RequestCtx) {
+			hits[i].Add(1)
+			if i == 1 {
+				ctx.SetStatusCode(503)
+				ctx.SetBodyString(`{"error":"unavailable"}`)
+				return
+			}
+			accept(ctx, "c-test.m"+strconv.FormatInt(ids.Add(1), 10))
+		}
+	}
+	a, b := serve(t, handler(0)), serve(t, handler(1))
+	cfg := baseConfig(a + ", " + b)
+	cfg.Duration = time.Second
+	var seen [2]int64
+	var unavailable int64
+	cfg.Observe = func(o Observation) {
+		seen[o.Target]++
+		if o.Status == 503 && o.Reason == "unavailable" && !o.Done.Before(o.Due) {
+			unavailable++
+		}
+	}
+	res := runBounded(t, cfg)
+	h0, h1 := hits[0].Load(), hits[1].Load()
+	if h0+h1 != res.Intended || h0-h1 > 1 || h1-h0 > 1 {
+		t.Fatalf("hits %d and %d, want %d split evenly", h0, h1, res.Intended)
+	}
+	if len(res.PerTarget) != 2 || res.PerTarget[0].Target != a || res.PerTarget[1].Target != b {
+		t.Fatalf("per target %+v, want one entry per target in order", res.PerTarget)
+	}
+	if p := res.PerTarget[0]; p.Answered != h0 || p.Accepted != h0 || p.Errors != 0 {
+		t.Errorf("target 0: %+v, want %d answered and accepted", p, h0)
+	}
+	if p := res.PerTarget[1]; p.Answered != h1 || p.Accepted != 0 || p.Errors != h1 {
+		t.Errorf("target 1: %+v, want %d answered, all errors (503)", p, h1)
+	}
+	if seen[0] != h0 || seen[1] != h1 || unavailable != h1 {
+		t.Errorf("observed %v (503s %d), want %d and %d", seen, unavailable, h0, h1)
 	}
 }

@@ -69,7 +69,7 @@ type recorder struct {
 	lastTick                            time.Duration
 }
 
-func newRecorder(cfg *Config, tcfg traffic.Config, sch schedule) *recorder {
+func newRecorder(cfg *Config, tcfg traffic.Config, sch schedule, targets int) *recorder {
 	secs := int(math.Ceil(cfg.Duration.Seconds()))
 	r := &recorder{
 		cfg:      cfg,
@@ -88,6 +88,11 @@ func newRecorder(cfg *Config, tcfg traffic.Config, sch schedule) *recorder {
 		Rate: cfg.Rate, Duration: cfg.Duration.String(), Burst: cfg.Burst.String(),
 		Connections: cfg.Connections, Seed: tcfg.Seed, Users: tcfg.Users, Mix: tcfg.Mix.String(),
 		Intended: sch.n,
+	}
+	if targets > 1 {
+		for _, t := range cfg.Targets() {
+			r.res.PerTarget = append(r.res.PerTarget, TargetCounts{Target: t})
+		}
 	}
 	return r
 }
@@ -150,6 +155,20 @@ func (r *recorder) add(a *answer) {
 		reason = "http_" + strconv.Itoa(a.status)
 	}
 	r.outcomes[outcomeKey{a.status, reason, class}]++
+	if r.res.PerTarget != nil {
+		pt := &r.res.PerTarget[a.target]
+		pt.Answered++
+		switch class {
+		case "accepted":
+			pt.Accepted++
+		case "error":
+			pt.Errors++
+		}
+	}
+	if r.cfg.Observe != nil {
+		r.cfg.Observe(Observation{Target: a.target, Status: a.status, Reason: a.reason, Replayed: a.replayed,
+			Due: r.base.Add(a.at), Done: r.base.Add(a.done)})
+	}
 
 	lat := a.done - a.at
 	sec := int(a.at / time.Second)

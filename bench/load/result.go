@@ -130,6 +130,9 @@ type Result struct {
 	AnsweredPerSec float64 `json:"answered_per_s"`
 	AcceptedPerSec float64 `json:"accepted_per_s"`
 
+	// PerTarget splits the answers by target when the run had several.
+	PerTarget []TargetCounts `json:"per_target,omitempty"`
+
 	Latency  Percentiles `json:"latency"`
 	Outcomes []Outcome   `json:"outcomes"`
 	Kinds    KindCounts  `json:"kinds"`
@@ -149,6 +152,14 @@ type Result struct {
 	Histogram string `json:"histogram_hdr_v2"`
 
 	hist *hdrhistogram.Histogram
+}
+
+// TargetCounts is one target's share of a run with several.
+type TargetCounts struct {
+	Target   string `json:"target"`
+	Answered int64  `json:"answered"`
+	Accepted int64  `json:"accepted"`
+	Errors   int64  `json:"errors"`
 }
 
 // KindCounts is how many requests of each traffic kind were sent.
