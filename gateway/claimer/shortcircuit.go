@@ -123,7 +123,7 @@ func (c *Claimer) shortCircuit(b *batch) []*pending {
 
 	// One round trip: for each candidate, write its rejection record unless its
 	// request_id already has one (then GET returns that record and claim.lua decides).
-	ttl := c.cfg.RejectTTL.Milliseconds()
+	var ttl any = c.cfg.RejectTTL.Milliseconds() // boxed once per batch, not per claim
 	pipe := c.rdb.Pipeline()
 	b.cmds = b.cmds[:0]
 	b.valbuf = b.valbuf[:0]
