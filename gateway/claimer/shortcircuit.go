@@ -152,8 +152,7 @@ func (c *Claimer) shortCircuit(b *batch) []*pending {
 			p.err = errUnavailable("idempotency check", err)
 			continue
 		}
-		p.req.Outcome = Outcome{Code: p.short, DecidedAtMs: decided,
-			Risk: risk.Seen{Device: -1, IP: -1, User: -1, FreezeDevice: -1, FreezeUser: -1}}
+		p.req.Outcome = Outcome{Code: p.short, DecidedAtMs: decided, Risk: risk.NotEvaluated}
 		c.countRejection(p.rt.rejects, p.short)
 		c.metrics.shortCircuited[p.short].Inc()
 		c.shortClaims.Add(1)
