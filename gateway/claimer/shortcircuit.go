@@ -264,10 +264,21 @@ func (c *Claimer) listen() {
 	defer c.wg.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { <-c.quit; cancel() }()
 	for ctx.Err() == nil {
 		ps := c.rdb.Subscribe(ctx, rkeys.Changes)
+		// A receive blocked on the socket does not watch ctx: closing the subscription
+		// is what ends it when the claimer closes.
+		stop := make(chan struct{})
+		go func() {
+			select {
+			case <-c.quit:
+				cancel()
+				ps.Close()
+			case <-stop:
+			}
+		}()
 		c.follow(ctx, ps)
+		close(stop)
 		ps.Close()
 		c.subscribed.Store(false)
 		c.routes.invalidateAll()
