@@ -74,7 +74,8 @@ type config struct {
 	batchSize, workers, queue, pgMaxConns                                    int
 	batchWait, redisTimeout, produceLinger, deliveryTimeout                  time.Duration
 	lookupTimeout, shutdownTimeout                                           time.Duration
-	decisions                                                                bool
+	decisions, shortCircuit                                                  bool
+	produceMode                                                              string
 	settlerGroup, recoveryBLs                                                string
 	recoveryInterval, recoveryCatchUp, acceptGrace                           time.Duration
 	// faultExitAfterScript is FLASH_FAULT_EXIT_AFTER_SCRIPT=1 (test-only, see usage).
@@ -107,6 +108,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	f.Duration(&c.redisTimeout, "redis-timeout", "FLASH_REDIS_TIMEOUT", time.Second, "bound of one Redis call on the claim path")
 	f.Duration(&c.produceLinger, "produce-linger", "FLASH_PRODUCE_LINGER", 0, "how long a claim record waits for others to share its produce request; adds directly to claim latency")
 	f.Duration(&c.deliveryTimeout, "delivery-timeout", "FLASH_DELIVERY_TIMEOUT", 5*time.Second, "longest wait for the broker to acknowledge an accepted claim before it is given back and answered 503")
+	f.String(&c.produceMode, "produce-mode", "FLASH_PRODUCE_MODE", claimer.ProduceAsync, "async or sync. A benchmark baseline only: sync makes each claim worker produce its batch's accepted claims and wait for their acknowledgements before taking the next batch; async (the default, for production) lets each client wait on its own produce")
+	f.Bool(&c.shortCircuit, "short-circuit", "FLASH_SHORT_CIRCUIT", true, "answer claims for a SKU known sold out, or a campaign clearly not open, without the claim script (idempotency still checked in Redis); false is a benchmark baseline only")
 	f.Duration(&c.lookupTimeout, "lookup-timeout", "FLASH_LOOKUP_TIMEOUT", 2*time.Second, "bound of the database call of GET /v1/claims/{id} and redeem")
 	f.Int(&c.pgMaxConns, "pg-max-conns", "FLASH_PG_MAX_CONNS", 16, "Postgres pool size (claim lookups, redeems, admin)")
 	f.Bool(&c.decisions, "decisions", "FLASH_DECISIONS", true, "log every claim decision to flash.decisions (best effort, never delays a claim)")
@@ -151,6 +154,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{fmt.Errorf("-delivery-timeout (FLASH_DELIVERY_TIMEOUT)=%s, want 100ms..4m", c.deliveryTimeout)}
 	case c.produceLinger < 0 || c.produceLinger > time.Second:
 		return nil, usageError{fmt.Errorf("-produce-linger (FLASH_PRODUCE_LINGER)=%s, want 0..1s", c.produceLinger)}
+	case c.produceMode != claimer.ProduceAsync && c.produceMode != claimer.ProduceSync:
+		return nil, usageError{fmt.Errorf("-produce-mode (FLASH_PRODUCE_MODE)=%q, want async or sync", c.produceMode)}
 	case c.lookupTimeout <= 0:
 		return nil, usageError{fmt.Errorf("-lookup-timeout (FLASH_LOOKUP_TIMEOUT)=%s, want more than 0", c.lookupTimeout)}
 	case c.shutdownTimeout <= 0:
@@ -276,6 +281,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		// wait for an ack, for the cases franz-go cannot time out safely (see claimer).
 		AckTimeout:  cfg.deliveryTimeout + cfg.deliveryTimeout/5 + 100*time.Millisecond,
 		AcceptGrace: cfg.acceptGrace,
+		// Benchmark baselines (README): both default to the production behaviour.
+		ProduceMode:         cfg.produceMode,
+		DisableShortCircuit: !cfg.shortCircuit,
 	}
 	if cfg.faultExitAfterScript {
 		log.Warn("FLASH_FAULT_EXIT_AFTER_SCRIPT=1: this gateway dies after its first accepted claim (fault tests only)")
@@ -300,6 +308,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return usageError{err}
 	}
 	defer claims.Close() // idempotent; the shutdown below closes it in order
+	// Campaign changes made through this gateway's admin API drop its own short-circuit
+	// conclusions before the call returns; other gateways hear it on fg:changes.
+	cat := catalog.New(pg, rdb)
+	cat.OnChange(claims.Forget)
 	vs, err := vouchers.New(pg)
 	if err != nil {
 		return err
@@ -336,7 +348,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			{Name: "kafka", Ping: kcl.Ping},
 			{Name: "postgres", Ping: pg.Ping},
 		},
-	}, catalog.New(pg, rdb), log)
+	}, cat, log)
 	if err != nil {
 		return usageError{err}
 	}
@@ -384,7 +396,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer func() { stopRecovery(); <-recDone }() // an early return below still waits for it
 	log.Info("gateway listening", "http", pubLn.Addr().String(), "admin", admLn.Addr().String(),
 		"admin_token", cfg.adminToken != "", "trusted_proxies", len(cfg.proxies),
-		"redis", cfg.redisAddr, "kafka", cfg.brokers, "workers", cfg.workers, "batch_size", cfg.batchSize)
+		"redis", cfg.redisAddr, "kafka", cfg.brokers, "workers", cfg.workers, "batch_size", cfg.batchSize,
+		"produce_mode", cfg.produceMode, "short_circuit", cfg.shortCircuit)
 
 	var runErr error
 	select {

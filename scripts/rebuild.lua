@@ -21,6 +21,10 @@
 -- loaded by the Go side into the rebuilt copies; this script adds the in-flight users and
 -- swaps the copies in. A voided claim's inflight entry is dropped (void.lua drops it too;
 -- this only matters if that write was lost).
+--
+-- Rebuilt counters may put stock back on sale (or change the window): the campaign's
+-- meta key is published on fg:changes (rkeys.Changes) so gateways forget what they
+-- concluded about the campaign.
 
 local meta, skus, users, usersNew, released, releasedNew, campaigns, inflight =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -96,4 +100,5 @@ else
   redis.call('DEL', released)
 end
 redis.call('SADD', campaigns, ARGV[2])
+redis.call('PUBLISH', 'fg:changes', meta)
 return {taken, spent, kept, keptValue, dropped}

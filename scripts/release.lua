@@ -19,6 +19,9 @@
 -- Counters: meta and business line keep "spent" (net of releases) and "released" (the
 -- running total given back), so spent + released is everything ever reserved; the SKU
 -- keeps "recycled" (units put back on sale) so stock = total - taken + recycled.
+--
+-- A unit put back on sale is announced: the campaign's meta key is published on
+-- fg:changes (rkeys.Changes) so every gateway stops answering sold_out locally for it.
 
 local m = redis.call('HMGET', KEYS[1], 'bl', 'recovering')
 if not m[1] or (m[2] and m[2] ~= '') then
@@ -32,6 +35,7 @@ if redis.call('HEXISTS', KEYS[2], 'budget') == 0 then
 end
 local recycle = ARGV[1] == '1'
 local out = {}
+local recycled = false
 for i = 1, #KEYS - 3 do
   local cid, v = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
   if redis.call('SADD', KEYS[3], cid) == 1 then
@@ -42,10 +46,14 @@ for i = 1, #KEYS - 3 do
     if recycle then
       redis.call('HINCRBY', KEYS[3 + i], 'stock', 1)
       redis.call('HINCRBY', KEYS[3 + i], 'recycled', 1)
+      recycled = true
     end
     out[i] = 1
   else
     out[i] = 0
   end
+end
+if recycled then
+  redis.call('PUBLISH', 'fg:changes', KEYS[1])
 end
 return out

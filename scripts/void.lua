@@ -12,6 +12,9 @@
 -- it (and the settler skips it if the produce did in fact reach Kafka). That is what
 -- makes a timed-out produce safe to compensate. The amounts given back are read from the
 -- stored record, never taken from the caller.
+--
+-- A unit given back is on sale again: the script publishes the campaign's meta key on
+-- fg:changes (rkeys.Changes) so every gateway stops answering sold_out locally for it.
 
 local prev = redis.call('GET', KEYS[3])
 if not prev then return 0 end
@@ -33,4 +36,5 @@ end
 redis.call('XDEL', KEYS[6], po)
 redis.call('HDEL', KEYS[7], pc)
 redis.call('SET', KEYS[3], 'V\t' .. pc .. '\t' .. pv .. '\t' .. pcl .. '\t' .. pe .. '\t' .. po .. '\t' .. rest, 'KEEPTTL')
+redis.call('PUBLISH', 'fg:changes', KEYS[1])
 return 1

@@ -164,8 +164,13 @@ func (s *Server) claim(ctx *fasthttp.RequestCtx) {
 		st.out = writeInvalid(ctx, st.out, status, msg)
 		return
 	}
+	s.respond(ctx, st, s.claims.Do(context.Background(), &st.req))
+}
+
+// respond writes the answer to a decoded claim from its outcome (or the claimer's
+// error). It allocates nothing in steady state (alloc_test.go).
+func (s *Server) respond(ctx *fasthttp.RequestCtx, st *reqState, err error) {
 	r := &st.req
-	err := s.claims.Do(context.Background(), r)
 	if err != nil {
 		s.metrics.unavailable.Inc()
 		ctx.Response.Header.SetBytesKV(hdrRetryAfter, valOne)
@@ -226,18 +231,23 @@ func (s *Server) decode(ctx *fasthttp.RequestCtx, st *reqState) (int, string) {
 	case b.seen&fRequest != 0 && len(hdrKey) > 0 && !bytes.Equal(hdrKey, b.RequestID):
 		return fasthttp.StatusBadRequest, "request_id: differs from the Idempotency-Key header"
 	}
+	// The messages are constants: a refused request allocates nothing (alloc_test.go).
+	const idRule = ": must be 1-64 characters of [A-Za-z0-9._:-]"
 	for _, f := range [...]struct {
-		name string
-		v    []byte
-	}{{"campaign_id", b.CampaignID}, {"sku", b.SKU}, {"user_id", b.UserID}, {"device_id", b.DeviceID}, {"request_id", b.RequestID}} {
+		v                 []byte
+		required, invalid string
+	}{
+		{b.CampaignID, "campaign_id: required", "campaign_id" + idRule},
+		{b.SKU, "sku: required", "sku" + idRule},
+		{b.UserID, "user_id: required", "user_id" + idRule},
+		{b.DeviceID, "device_id: required", "device_id" + idRule},
+		{b.RequestID, "request_id: required (in the body or the Idempotency-Key header)", "request_id" + idRule},
+	} {
 		if f.v == nil {
-			if f.name == "request_id" {
-				return fasthttp.StatusBadRequest, "request_id: required (in the body or the Idempotency-Key header)"
-			}
-			return fasthttp.StatusBadRequest, f.name + ": required"
+			return fasthttp.StatusBadRequest, f.required
 		}
 		if !validID(f.v) {
-			return fasthttp.StatusBadRequest, f.name + ": must be 1-64 characters of [A-Za-z0-9._:-]"
+			return fasthttp.StatusBadRequest, f.invalid
 		}
 	}
 	ip, ok := s.clientIP(ctx, st.ip[:0])

@@ -172,6 +172,22 @@ type Catalog struct {
 	pg  *pgxpool.Pool
 	rdb *redis.Client
 	now func() time.Time
+	// changed, when set, is told about every campaign this catalog re-warmed, paused or
+	// resumed, after Redis has the change (see OnChange).
+	changed func(campaign string)
+}
+
+// OnChange sets a function told, synchronously and after Redis has the change, about
+// every campaign this catalog re-warms, pauses or resumes. The gateway points it at its
+// claimer, so its own short-circuit flags are gone before the admin call returns (other
+// gateways learn it from the fg:changes message the same write publishes). Call it
+// before the catalog is used.
+func (c *Catalog) OnChange(f func(campaign string)) { c.changed = f }
+
+func (c *Catalog) notify(campaign string) {
+	if c.changed != nil {
+		c.changed(campaign)
+	}
 }
 
 // New builds a catalog.
@@ -311,11 +327,14 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign) error {
 			p.SAdd(ctx, rkeys.SKUs(cp.ID), s.SKU)
 		}
 		p.SAdd(ctx, rkeys.Campaigns, cp.ID)
+		// Stock and window may have changed: gateways forget what they concluded.
+		p.Publish(ctx, rkeys.Changes, meta)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
 	}
+	c.notify(cp.ID)
 	return nil
 }
 
@@ -335,9 +354,17 @@ func (c *Catalog) SetPaused(ctx context.Context, id string, paused bool) error {
 	if paused {
 		v = "1"
 	}
-	if err := c.rdb.HSet(ctx, rkeys.Meta(id), "paused", v).Err(); err != nil {
+	_, err = c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, rkeys.Meta(id), "paused", v)
+		// claim.lua answers paused before ended or sold_out: gateways must stop
+		// answering those locally for this campaign.
+		p.Publish(ctx, rkeys.Changes, rkeys.Meta(id))
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("pause campaign %s in redis: %w", id, err)
 	}
+	c.notify(id)
 	return nil
 }
 

@@ -76,11 +76,32 @@ type Config struct {
 	// Decisions, when set, receives every claim decision the script makes (accepted,
 	// rejected or refused), for the flash.decisions log. Nil: decisions are not logged.
 	Decisions DecisionRecorder
+	// DisableShortCircuit sends every claim to claim.lua (a benchmark baseline: the
+	// short-circuit is on by default, see shortcircuit.go).
+	DisableShortCircuit bool
+	// ClockMargin is how far outside the campaign's window the Redis clock must clearly
+	// be (after the uncertainty of its estimate) before not_started or ended is answered
+	// without claim.lua.
+	ClockMargin time.Duration
+	// RejectFlush is how often the rejection counts of short-circuited claims are added
+	// to the campaign's figures in Redis.
+	RejectFlush time.Duration
+	// ProduceMode is ProduceAsync (the default: each accepted claim's client waits on
+	// its own produce promise while the worker takes its next batch) or ProduceSync, a
+	// benchmark baseline only: the worker produces the batch's accepted claims and waits
+	// for their acknowledgements before it takes its next batch.
+	ProduceMode string
 	// BeforeProduce, when set, is called after the script accepted a claim and before
 	// its record is produced. Test-only: the gateway sets it (FLASH_FAULT_EXIT_AFTER_SCRIPT)
 	// to die in that window, which only the outbox relay can recover. Nil in production.
 	BeforeProduce func()
 }
+
+// Produce modes (Config.ProduceMode).
+const (
+	ProduceAsync = "async"
+	ProduceSync  = "sync"
+)
 
 // DecisionRecorder records claim decisions. Record is called on the claim path once per
 // decision, synchronously: it must copy what it keeps and must never block (the
@@ -106,8 +127,13 @@ func (c *Config) validate() error {
 	defd(&c.RedisTimeout, time.Second)
 	defd(&c.AcceptGrace, 24*time.Hour)
 	defd(&c.RejectTTL, time.Hour)
-	defd(&c.RouteTTL, 5*time.Second)
+	defd(&c.RouteTTL, time.Second)
 	defd(&c.AckTimeout, 6*time.Second)
+	defd(&c.ClockMargin, 100*time.Millisecond)
+	defd(&c.RejectFlush, 100*time.Millisecond)
+	if c.ProduceMode == "" {
+		c.ProduceMode = ProduceAsync
+	}
 	switch {
 	case c.MaxBatch < 1 || c.MaxBatch > 512:
 		return fmt.Errorf("claimer config: MaxBatch=%d, want 1..512", c.MaxBatch)
@@ -123,6 +149,16 @@ func (c *Config) validate() error {
 		return fmt.Errorf("claimer config: RejectTTL=%s, want at least 1s", c.RejectTTL)
 	case c.AckTimeout < 10*time.Millisecond || c.AckTimeout > 5*time.Minute:
 		return fmt.Errorf("claimer config: AckTimeout=%s, want 10ms..5m", c.AckTimeout)
+	case c.RouteTTL < 10*time.Millisecond || c.RouteTTL > time.Minute:
+		// The route carries the short-circuit's conclusions: its TTL is their safety
+		// bound if a change message is lost.
+		return fmt.Errorf("claimer config: RouteTTL=%s, want 10ms..1m", c.RouteTTL)
+	case c.ClockMargin < 0 || c.ClockMargin > time.Minute:
+		return fmt.Errorf("claimer config: ClockMargin=%s, want 0..1m", c.ClockMargin)
+	case c.RejectFlush < time.Millisecond || c.RejectFlush > time.Minute:
+		return fmt.Errorf("claimer config: RejectFlush=%s, want 1ms..1m", c.RejectFlush)
+	case c.ProduceMode != ProduceAsync && c.ProduceMode != ProduceSync:
+		return fmt.Errorf("claimer config: ProduceMode=%q, want %q or %q", c.ProduceMode, ProduceAsync, ProduceSync)
 	}
 	return nil
 }
@@ -158,6 +194,11 @@ type pending struct {
 	err     error
 	done    chan struct{}
 	ack     chan error
+	// short is the code the short-circuit would answer (0: claim.lua decides).
+	short int
+	// durable: the worker already made this accepted claim durable (ProduceSync), with
+	// err its result.
+	durable bool
 }
 
 var pendingPool = sync.Pool{New: func() any {
@@ -171,6 +212,11 @@ type batch struct {
 	// keybuf holds the per-claim risk key names of one script call; keys views into it.
 	// It is overwritten by the next call, after the previous one returned.
 	keybuf []byte
+	// The short-circuit's scratch: claims for the script, candidates, their commands
+	// and their rejection records (valbuf, viewed like keybuf).
+	rest, cand []*pending
+	cmds       []*redis.Cmd
+	valbuf     []byte
 }
 
 // Claimer decides and makes durable claims. Safe for concurrent use.
@@ -192,6 +238,15 @@ type Claimer struct {
 
 	idPrefix [8]byte
 	idSeq    atomic.Uint64
+
+	// The short-circuit (shortcircuit.go).
+	clock        atomic.Pointer[clockSample]
+	subscribed   atomic.Bool
+	rej          rejCounts
+	workersDone  sync.WaitGroup
+	scriptClaims atomic.Int64
+	shortClaims  atomic.Int64
+	changes      atomic.Int64
 }
 
 // New starts a claimer's collector and workers. Close stops them.
@@ -216,13 +271,17 @@ func New(cfg Config, rdb *redis.Client, kcl *kgo.Client, m *Metrics, log *slog.L
 		batches: make(chan *batch),
 		marks:   make(chan mark, 8192),
 		quit:    make(chan struct{}),
+		rej:     rejCounts{m: make(map[rejCount]int64)},
 	}
 	if _, err := rand.Read(c.idPrefix[:]); err != nil {
 		return nil, fmt.Errorf("claimer: claim id prefix: %w", err)
 	}
-	c.wg.Add(2 + cfg.Workers)
+	c.wg.Add(4 + cfg.Workers)
+	c.workersDone.Add(cfg.Workers)
 	go c.collect()
 	go c.markLoop()
+	go c.listen()
+	go c.flushLoop()
 	for range cfg.Workers {
 		go c.work()
 	}
@@ -292,7 +351,7 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		pendingPool.Put(p)
 	}()
 	for attempt := 0; ; attempt++ {
-		p.req, p.rt, p.err = r, rt, nil
+		p.req, p.rt, p.err, p.durable = r, rt, nil, false
 		p.claimID = c.newClaimID(r.CampaignID)
 		p.reqKey = rkeys.Request(r.CampaignID, r.RequestID)
 		select {
@@ -324,6 +383,9 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 	}
 	if r.Code != scripts.CodeAccepted || r.Replayed {
 		return nil
+	}
+	if p.durable {
+		return p.err // ProduceSync: the worker did it
 	}
 	return c.makeDurable(p)
 }
@@ -406,7 +468,12 @@ func (c *Claimer) void(p *pending, produceErr error) error {
 	case scripts.VoidConfirmed:
 		c.metrics.voids[scripts.VoidConfirmed].Inc()
 		return nil
-	case scripts.VoidDone, scripts.VoidAlready, scripts.VoidGone:
+	case scripts.VoidDone:
+		c.metrics.voids[res].Inc()
+		// A unit is on sale again. void.lua announced it on rkeys.Changes; this
+		// gateway forgets at once, without waiting for its own copy of the message.
+		c.routes.invalidate(r.CampaignID)
+	case scripts.VoidAlready, scripts.VoidGone:
 		c.metrics.voids[res].Inc()
 	}
 	return fmt.Errorf("%w: produce: %v", ErrUnavailable, produceErr)
@@ -475,8 +542,12 @@ func (c *Claimer) drainClosed() {
 
 func (c *Claimer) work() {
 	defer c.wg.Done()
+	defer c.workersDone.Done()
 	for b := range c.batches {
 		c.run(b)
+		if c.cfg.ProduceMode == ProduceSync {
+			c.produceBatch(b)
+		}
 		for _, p := range b.items {
 			p.done <- struct{}{}
 		}
@@ -489,13 +560,47 @@ func (c *Claimer) work() {
 // checks on).
 const perClaim = scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim
 
-// run makes one script call for a batch and writes each claim's outcome.
+// produceBatch is the ProduceSync baseline: the worker makes the batch's accepted claims
+// durable (all produced at once, then every acknowledgement awaited) before it takes its
+// next batch. Each claim's error (nil, or 503 after its void) is its answer.
+func (c *Claimer) produceBatch(b *batch) {
+	var wg sync.WaitGroup
+	for _, p := range b.items {
+		if p.err != nil || p.req.Code != scripts.CodeAccepted || p.req.Replayed {
+			continue
+		}
+		p.durable = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.err = c.makeDurable(p)
+		}()
+	}
+	wg.Wait()
+}
+
+func errUnavailable(what string, err error) error {
+	return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
+}
+
+// viewString views b as a string without copying (see appendKey for the lifetime).
+func viewString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// run decides a batch: what the short-circuit can answer without claim.lua, then one
+// script call for the rest, writing each claim's outcome.
 func (c *Claimer) run(b *batch) {
-	n := len(b.items)
+	if items := c.shortCircuit(b); len(items) > 0 {
+		c.runScript(b, items)
+	}
+}
+
+// runScript makes one script call for items and writes each claim's outcome.
+func (c *Claimer) runScript(b *batch, items []*pending) {
+	n := len(items)
 	b.keys = b.keys[:0]
 	b.args = append(b.args[:0], n, c.cfg.AcceptGrace.Milliseconds(), c.cfg.RejectTTL.Milliseconds())
 	b.keybuf = b.keybuf[:0]
-	for _, p := range b.items {
+	for _, p := range items {
 		r, rt := p.req, p.rt
 		b.keys = append(b.keys, rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey,
 			rt.outbox, rt.inflight, rt.rejects, rt.segKey, rt.riskRules, rkeys.RiskGlobalRules)
@@ -513,11 +618,13 @@ func (c *Claimer) run(b *batch) {
 		b.args = append(b.args, r.RequestID, p.claimID, r.CampaignID, r.SKU, r.UserID, r.DeviceID, r.IP)
 	}
 	c.metrics.batchSize.Observe(float64(n))
+	c.scriptClaims.Add(int64(n))
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 	start := time.Now()
 	res, err := scripts.Claim.Run(ctx, c.rdb, b.keys, b.args...).Slice()
 	cancel()
-	c.metrics.scriptSeconds.Observe(time.Since(start).Seconds())
+	end := time.Now()
+	c.metrics.scriptSeconds.Observe(end.Sub(start).Seconds())
 	if err == nil && len(res) != n*perClaim {
 		err = fmt.Errorf("claim script returned %d values for %d claims", len(res), n)
 	}
@@ -526,12 +633,13 @@ func (c *Claimer) run(b *batch) {
 		// the outbox and the relay publishes them; retries get IN_FLIGHT until then.
 		c.metrics.redisErrors.Inc()
 		c.log.Debug("claim script failed", "claims", n, "err", err)
-		for _, p := range b.items {
+		for _, p := range items {
 			p.err = fmt.Errorf("%w: claim script: %v", ErrUnavailable, err)
 		}
 		return
 	}
-	for i, p := range b.items {
+	c.observeClock(asInt(res[8]), start, end)
+	for i, p := range items {
 		o := res[i*perClaim:]
 		out := &p.req.Outcome
 		out.Code = int(asInt(o[0]))
@@ -545,6 +653,13 @@ func (c *Claimer) run(b *batch) {
 		out.DecidedAtMs = asInt(o[8])
 		out.Risk = risk.Seen{Device: asInt(o[9]), IP: asInt(o[10]), User: asInt(o[11]),
 			FreezeDevice: asInt(o[12]), FreezeUser: asInt(o[13]), Flags: risk.Flags(asInt(o[14]))}
+		if out.Code == scripts.CodeSoldOut && !out.Replayed {
+			// Stock was <= 0 when this script ran. Only this claim's route learns it:
+			// if a change was announced since the route was taken, it is dead already.
+			if s, ok := p.rt.skus[p.req.SKU]; ok {
+				s.soldOut.Store(true)
+			}
+		}
 		if c.cfg.Decisions != nil && risk.Recordable(out.Code) {
 			r := p.req
 			d := risk.Decision{

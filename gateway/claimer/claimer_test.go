@@ -26,12 +26,12 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	rdb *redis.Client
 	cat *catalog.Catalog
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	rdb := testenv.Redis(t)
 	return &env{t: t, rdb: rdb, cat: catalog.New(testenv.PG(t), rdb)}
 }

@@ -20,6 +20,8 @@ type Metrics struct {
 	marksDropped   prometheus.Counter
 	ackTimeouts    prometheus.Counter
 	voids          map[int]prometheus.Counter
+	shortCircuited map[int]prometheus.Counter
+	changes        prometheus.Counter
 }
 
 // NewMetrics registers the claimer's metrics with reg (nil: not registered).
@@ -28,6 +30,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "flashgate_gateway_voids_total",
 		Help: "Compensations after a failed produce, by result: voided (given back), already, durable (the claim was in Kafka after all: answered 200), gone, failed (Redis down too).",
 	}, []string{"result"})
+	short := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashgate_claims_short_circuited_total",
+		Help: "Claims answered without the claim script (the SKU known sold out, the campaign clearly not open by the Redis clock), by reason.",
+	}, []string{"reason"})
 	m := &Metrics{
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "flashgate_gateway_script_batch_claims", Help: "Claims decided per claim-script call.",
@@ -53,9 +59,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			scripts.VoidGone:      voids.WithLabelValues("gone"),
 			voidFailed:            voids.WithLabelValues("failed"),
 		},
+		shortCircuited: map[int]prometheus.Counter{
+			scripts.CodeSoldOut:    short.WithLabelValues("sold_out"),
+			scripts.CodeNotStarted: short.WithLabelValues("not_started"),
+			scripts.CodeEnded:      short.WithLabelValues("ended"),
+		},
+		changes: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_change_messages_total",
+			Help: "Campaign change messages received on fg:changes (each drops what the gateway concluded about the campaign)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.batchSize, m.scriptSeconds, m.produceSeconds, m.produceErrors, m.redisErrors, m.shed, m.marksDropped, m.ackTimeouts, voids)
+		reg.MustRegister(m.batchSize, m.scriptSeconds, m.produceSeconds, m.produceErrors, m.redisErrors, m.shed, m.marksDropped, m.ackTimeouts, voids, short, m.changes)
 	}
 	return m
 }

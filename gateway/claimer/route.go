@@ -2,8 +2,10 @@ package claimer
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -32,14 +34,35 @@ type route struct {
 	// riskRules and shadowRejects are the campaign's risk keys (docs/RISK.md).
 	riskRules     string
 	shadowRejects string
-	skuKeys       map[string]string
+	skus          map[string]*skuRoute
 	expiresAt     time.Time
 	missing       bool // negative entry: no such campaign
+
+	// What the short-circuit needs (DESIGN.md "The path of a claim"): the campaign's
+	// window and paused flag as of the load, in Redis milliseconds.
+	startsMs, endsMs int64
+	paused           bool
+	// dead is set when a notification (or this gateway's own void) said the campaign's
+	// stock or definition changed: nothing concluded from this route may short-circuit
+	// a claim any more. A dead route is still a correct source of key names.
+	dead atomic.Bool
+	// refreshing is held by the one caller that reloads an expired route; the others
+	// keep using this one meanwhile.
+	refreshing atomic.Bool
+}
+
+// skuRoute is one SKU's key and what the gateway has concluded about it.
+type skuRoute struct {
+	key string
+	// soldOut: claim.lua answered sold_out for this SKU (stock <= 0) while this route
+	// was alive. Dies with the route: at the latest after RouteTTL, at once on a
+	// notification.
+	soldOut atomic.Bool
 }
 
 func (rt *route) skuKey(sku string) string {
-	if k, ok := rt.skuKeys[sku]; ok {
-		return k
+	if s, ok := rt.skus[sku]; ok {
+		return s.key
 	}
 	return rkeys.SKU(rt.campaign, sku)
 }
@@ -51,6 +74,9 @@ type routes struct {
 
 	mu sync.RWMutex
 	m  map[string]*route
+	// epoch counts invalidations. A route whose load began before one is stored dead:
+	// what it read may predate the change that was announced while it loaded.
+	epoch atomic.Uint64
 }
 
 func newRoutes(rdb *redis.Client, ttl, negative time.Duration) *routes {
@@ -68,8 +94,23 @@ func (rs *routes) get(ctx context.Context, campaign string, now time.Time) (*rou
 		}
 		return rt, nil
 	}
+	// An expired route is reloaded by one caller; the others keep using it meanwhile
+	// (for at most one more TTL), so a hot campaign's expiry is one Redis round trip,
+	// not one per claim in flight at that moment.
+	refresher := false
+	if rt != nil && !rt.missing && now.Before(rt.expiresAt.Add(rs.ttl)) {
+		if !rt.refreshing.CompareAndSwap(false, true) {
+			return rt, nil
+		}
+		refresher = true
+	}
+	old := rt
+	epoch := rs.epoch.Load()
 	rt, err := rs.load(ctx, campaign, now)
 	if err != nil {
+		if refresher {
+			old.refreshing.Store(false)
+		}
 		return nil, err
 	}
 	rs.mu.Lock()
@@ -77,7 +118,22 @@ func (rs *routes) get(ctx context.Context, campaign string, now time.Time) (*rou
 		// Negative entries for hostile campaign ids must not grow without bound.
 		rs.m = make(map[string]*route)
 	}
-	rs.m[rt.campaign] = rt
+	if cur := rs.m[rt.campaign]; cur != nil && cur != old {
+		// Another caller stored a newer route (or a notification removed old): keep
+		// the map's; ours is as good for key names.
+		rs.mu.Unlock()
+		if rt.missing {
+			return nil, nil
+		}
+		return rt, nil
+	}
+	if rs.epoch.Load() != epoch {
+		// Something was invalidated while we loaded: what we read may predate the
+		// change it announced. Good for key names, not for short-circuits.
+		rt.dead.Store(true)
+	} else {
+		rs.m[rt.campaign] = rt
+	}
 	rs.mu.Unlock()
 	if rt.missing {
 		return nil, nil
@@ -85,9 +141,27 @@ func (rs *routes) get(ctx context.Context, campaign string, now time.Time) (*rou
 	return rt, nil
 }
 
+// invalidate forgets a campaign's route and kills it, so claims already holding it stop
+// short-circuiting too.
 func (rs *routes) invalidate(campaign string) {
 	rs.mu.Lock()
-	delete(rs.m, campaign)
+	rs.epoch.Add(1)
+	if rt := rs.m[campaign]; rt != nil {
+		rt.dead.Store(true)
+		delete(rs.m, campaign)
+	}
+	rs.mu.Unlock()
+}
+
+// invalidateAll kills every route (a subscription reconnect: notifications may have been
+// missed).
+func (rs *routes) invalidateAll() {
+	rs.mu.Lock()
+	rs.epoch.Add(1)
+	for _, rt := range rs.m {
+		rt.dead.Store(true)
+	}
+	rs.m = make(map[string]*route)
 	rs.mu.Unlock()
 }
 
@@ -95,7 +169,7 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 	// The caller's string may view a request buffer; the cache keeps its own copy.
 	campaign = strings.Clone(campaign)
 	pipe := rs.rdb.Pipeline()
-	meta := pipe.HMGet(ctx, rkeys.Meta(campaign), "bl", "seg")
+	meta := pipe.HMGet(ctx, rkeys.Meta(campaign), "bl", "seg", "starts", "ends", "paused")
 	skus := pipe.SMembers(ctx, rkeys.SKUs(campaign))
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 		return nil, err
@@ -117,15 +191,23 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 		rejects:       rkeys.Rejections(campaign),
 		riskRules:     rkeys.RiskRules(campaign),
 		shadowRejects: rkeys.ShadowRejections(campaign),
-		skuKeys:       make(map[string]string, len(skus.Val())),
+		skus:          make(map[string]*skuRoute, len(skus.Val())),
 		expiresAt:     now.Add(rs.ttl),
 	}
+	rt.startsMs, rt.endsMs = metaInt(vals[2]), metaInt(vals[3])
+	rt.paused = vals[4] != nil && vals[4] != "0" && vals[4] != ""
 	rt.segKey = rt.meta
 	if seg != "" {
 		rt.segKey = rkeys.Segment(seg)
 	}
 	for _, s := range skus.Val() {
-		rt.skuKeys[s] = rkeys.SKU(campaign, s)
+		rt.skus[s] = &skuRoute{key: rkeys.SKU(campaign, s)}
 	}
 	return rt, nil
+}
+
+func metaInt(v any) int64 {
+	s, _ := v.(string)
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
 }

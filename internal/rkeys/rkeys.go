@@ -172,3 +172,28 @@ const (
 	// FieldRecycled (SKU) is how many units expiry put back on sale.
 	FieldRecycled = "recycled"
 )
+
+// Changes is the pub/sub channel on which everything that raises a SKU's stock or
+// changes a campaign's definition (void.lua, release.lua with recycling, rebuild.lua, a
+// campaign PUT, pause and resume) publishes one of the campaign's key names, after the
+// change. Gateways then forget what they concluded about that campaign (sold out, not
+// started, ended): DESIGN.md "The path of a claim".
+const Changes = "fg:changes"
+
+// CampaignOfKey returns the campaign of a campaign-scoped key ("fg:{c}:..."), or "" for
+// any other string.
+func CampaignOfKey(key string) string {
+	const prefix = "fg:{"
+	if len(key) < len(prefix) || key[:len(prefix)] != prefix {
+		return ""
+	}
+	for i := len(prefix); i < len(key); i++ {
+		if key[i] == '}' {
+			if i+1 < len(key) && key[i+1] == ':' && i > len(prefix) {
+				return key[len(prefix):i]
+			}
+			return ""
+		}
+	}
+	return ""
+}
