@@ -39,7 +39,7 @@ func TestRedisMemoryPerClaim(t *testing.T) {
 	const n = 5000 // accepted claims; as many rejected requests again
 
 	c := fixture.NewCampaign(t, rdb, pg, n)
-	defer c.Forget(t, pg, nil)
+	defer c.Forget(t, pg)
 	req := func(i int, user int) claim.Record {
 		return claim.Record{
 			RequestID: fmt.Sprintf("%08x-1c2b-4d3e-8f40-%012x", i, i),

@@ -55,7 +55,7 @@ func settleOnce(b *testing.B, rdb *redis.Client, pg *pgxpool.Pool, m writeMethod
 	c := fixture.NewCampaign(b, rdb, pg, total)
 	recs := c.Claim(b, total)
 	c.MarkDurable(b, recs)
-	defer c.Forget(b, pg, recs)
+	defer c.Forget(b, pg)
 	cfg, err := Config{Brokers: []string{"127.0.0.1:1"}, Group: "bench", MaxBatch: batch, Writers: writers}.withDefaults()
 	if err != nil {
 		b.Fatal(err)
