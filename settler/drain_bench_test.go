@@ -41,10 +41,10 @@ func BenchmarkDrain(b *testing.B) {
 	rdb, pg := testenv.Redis(b), testenv.PG(b)
 	n, rate := *drainClaims, *drainRate
 	c := fixture.NewCampaign(b, rdb, pg, n)
+	b.Cleanup(func() { c.Forget(b, pg) }) // registered first: it must run even if setup fails
 	start := time.Now()
 	recs := c.Claim(b, n)
 	c.MarkDurable(b, recs)
-	b.Cleanup(func() { c.Forget(b, pg) })
 	b.Logf("%d claims decided by claim.lua in %s", n, time.Since(start).Round(time.Millisecond))
 	topic, group := fixture.NewTopic(b), testenv.ID(b, "settler-drain")
 	kcl := fixture.Producer(b)

@@ -53,9 +53,9 @@ func settleOnce(b *testing.B, rdb *redis.Client, pg *pgxpool.Pool, m writeMethod
 	b.StopTimer()
 	defer b.StartTimer()
 	c := fixture.NewCampaign(b, rdb, pg, total)
+	defer c.Forget(b, pg) // first: it must run even if the setup below fails
 	recs := c.Claim(b, total)
 	c.MarkDurable(b, recs)
-	defer c.Forget(b, pg)
 	cfg, err := Config{Brokers: []string{"127.0.0.1:1"}, Group: "bench", MaxBatch: batch, Writers: writers}.withDefaults()
 	if err != nil {
 		b.Fatal(err)
