@@ -110,6 +110,7 @@ func run(args []string) int {
 	f.String(&cfg.Group, "group", "FLASH_SETTLER_GROUP", kafkaopt.SettlerGroup, "Kafka consumer group; a group with no committed offsets starts at the oldest record")
 	f.Duration(&cfg.SessionTimeout, "session-timeout", "FLASH_SETTLER_SESSION_TIMEOUT", settle.DefaultSessionTimeout, "how long the group waits for a silent (killed) member before its partitions move to another settler")
 	f.Int(&cfg.MaxBatch, "batch", "FLASH_SETTLER_BATCH", settle.DefaultMaxBatch, "most records settled per batch (one Postgres transaction, one offset commit)")
+	f.Int(&cfg.Writers, "writers", "FLASH_SETTLER_WRITERS", settle.DefaultWriters, "batches of one poll settled concurrently, each its own Postgres transaction (a poll takes up to -batch × -writers records; its offsets are committed when all of them are in)")
 	f.Duration(&cfg.PollWait, "poll-wait", "FLASH_SETTLER_POLL_WAIT", settle.DefaultPollWait, "how long a fetch waits for records before the settler settles what it has")
 	f.Duration(&cfg.RetryMin, "retry-min", "FLASH_SETTLER_RETRY_MIN", settle.DefaultRetryMin, "first backoff after a Redis or Postgres failure (doubles per attempt)")
 	f.Duration(&cfg.RetryMax, "retry-max", "FLASH_SETTLER_RETRY_MAX", settle.DefaultRetryMax, "longest backoff between retries of a failed batch")
@@ -169,6 +170,7 @@ var flagOf = map[string]string{
 	"Brokers":        "-brokers (FLASH_KAFKA_BROKERS)",
 	"Group":          "-group (FLASH_SETTLER_GROUP)",
 	"MaxBatch":       "-batch (FLASH_SETTLER_BATCH)",
+	"Writers":        "-writers (FLASH_SETTLER_WRITERS)",
 	"SessionTimeout": "-session-timeout (FLASH_SETTLER_SESSION_TIMEOUT)",
 	"PollWait":       "-poll-wait (FLASH_SETTLER_POLL_WAIT)",
 	"RetryMin":       "-retry-min (FLASH_SETTLER_RETRY_MIN)",
@@ -188,7 +190,8 @@ func serve(cfg settle.Config, bg background, redisAddr, pgURL, addr string, log 
 	}
 	defer ln.Close()
 
-	pg, err := store.Open(ctx, pgURL, 8)
+	// One connection per writer, plus the relay, expiry, reconciliation and recovery.
+	pg, err := store.Open(ctx, pgURL, int32(cfg.Writers+6))
 	if err != nil {
 		return err
 	}

@@ -133,6 +133,8 @@ func TestFlags(t *testing.T) {
 		{"help", []string{"-h"}, nil, 0, "FLASH_SETTLER_GROUP"},
 		{"bad env integer", nil, []string{"FLASH_SETTLER_BATCH=many"}, 2, "FLASH_SETTLER_BATCH"},
 		{"batch out of range", []string{"-batch", "-5"}, nil, 2, "-batch (FLASH_SETTLER_BATCH)"},
+		{"writers out of range", []string{"-writers", "-1"}, nil, 2, "-writers (FLASH_SETTLER_WRITERS)"},
+		{"writers env out of range", nil, []string{"FLASH_SETTLER_WRITERS=33"}, 2, "-writers (FLASH_SETTLER_WRITERS)"},
 		{"retry max below min", []string{"-retry-min", "2s", "-retry-max", "1s"}, nil, 2, "-retry-max"},
 		{"no brokers", []string{"-brokers", " , "}, nil, 2, "-brokers"},
 		{"bad log level", []string{"-log-level", "loud"}, nil, 2, "-log-level"},

@@ -110,6 +110,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"session too short", func(c *Config) { c.SessionTimeout = time.Second }, "SessionTimeout"},
 		{"batch negative", func(c *Config) { c.MaxBatch = -1 }, "MaxBatch"},
 		{"batch too large", func(c *Config) { c.MaxBatch = maxBatchLimit + 1 }, "MaxBatch"},
+		{"writers negative", func(c *Config) { c.Writers = -1 }, "Writers"},
+		{"writers too many", func(c *Config) { c.Writers = maxWriters + 1 }, "Writers"},
 		{"poll wait too long", func(c *Config) { c.PollWait = time.Minute }, "PollWait"},
 		{"retry min negative", func(c *Config) { c.RetryMin = -time.Second }, "RetryMin"},
 		{"retry max below min", func(c *Config) { c.RetryMin, c.RetryMax = time.Second, time.Millisecond }, "RetryMax"},
@@ -134,7 +136,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.MaxBatch != DefaultMaxBatch || got.PollWait != DefaultPollWait || got.RetryMax != DefaultRetryMax ||
+		if got.MaxBatch != DefaultMaxBatch || got.Writers != DefaultWriters || got.PollWait != DefaultPollWait || got.RetryMax != DefaultRetryMax ||
 			got.DrainTimeout != DefaultDrainTimeout {
 			t.Fatalf("defaults not applied: %+v", got)
 		}

@@ -27,6 +27,11 @@ type Config struct {
 	// MaxBatch is the most records one batch settles (one Postgres transaction, one
 	// offset commit).
 	MaxBatch int
+	// Writers is how many batches of one poll are settled concurrently, each in its own
+	// confirm call, Postgres transaction and cleanup. A poll takes up to MaxBatch ×
+	// Writers records; its offsets are committed once every one of its batches has
+	// committed in Postgres, so no offset ever passes an unwritten claim.
+	Writers int
 	// PollWait is how long the broker holds a fetch open waiting for records: the
 	// longest a quiet settler waits before it settles what it has.
 	PollWait time.Duration
@@ -44,10 +49,12 @@ type Config struct {
 	DrainTimeout time.Duration
 }
 
-// Defaults applied by New to zero fields.
+// Defaults applied by New to zero fields. MaxBatch and Writers are the fastest pair
+// BenchmarkSettlePath found (batches of 1000, four in flight: DESIGN.md, The settler).
 const (
 	DefaultSessionTimeout = 10 * time.Second
-	DefaultMaxBatch       = 500
+	DefaultMaxBatch       = 1000
+	DefaultWriters        = 4
 	DefaultPollWait       = 100 * time.Millisecond
 	DefaultRetryMin       = 50 * time.Millisecond
 	DefaultRetryMax       = 5 * time.Second
@@ -59,6 +66,9 @@ const (
 // maxBatchLimit keeps one batch inside Postgres' 65535 bind parameters even for the
 // multi-row VALUES writer (14 per claim) and bounds one confirm script's KEYS.
 const maxBatchLimit = 4000
+
+// maxWriters bounds the concurrent batches (and Postgres connections) of one settler.
+const maxWriters = 32
 
 // ConfigError says which field of Config is wrong and why.
 type ConfigError struct {
@@ -92,6 +102,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
+	if cfg.Writers == 0 {
+		cfg.Writers = DefaultWriters
+	}
 	def(&cfg.SessionTimeout, DefaultSessionTimeout)
 	def(&cfg.PollWait, DefaultPollWait)
 	def(&cfg.RetryMin, DefaultRetryMin)
@@ -120,6 +133,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fieldErr("SessionTimeout", "must be 6s..5m, got %s", cfg.SessionTimeout)
 	case cfg.MaxBatch < 1 || cfg.MaxBatch > maxBatchLimit:
 		return cfg, fieldErr("MaxBatch", "must be 1..%d, got %d", maxBatchLimit, cfg.MaxBatch)
+	case cfg.Writers < 1 || cfg.Writers > maxWriters:
+		return cfg, fieldErr("Writers", "must be 1..%d, got %d", maxWriters, cfg.Writers)
 	case cfg.PollWait < time.Millisecond || cfg.PollWait > 10*time.Second:
 		return cfg, fieldErr("PollWait", "must be 1ms..10s, got %s", cfg.PollWait)
 	case cfg.RetryMin < time.Millisecond:

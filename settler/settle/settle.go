@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,9 +48,9 @@ type Settler struct {
 	m      *Metrics
 	method writeMethod
 
-	// retrying is true while a batch waits to retry a failed Redis or Postgres call:
-	// the settler is alive but not settling, so it reports not ready.
-	retrying atomic.Bool
+	// retrying counts the batches waiting to retry a failed Redis or Postgres call:
+	// while it is above zero the settler is alive but not settling, so not ready.
+	retrying atomic.Int32
 }
 
 // New validates cfg and builds a settler with its own group consumer (the options of
@@ -106,7 +108,7 @@ func (s *Settler) Close() { s.kcl.CloseAllowingRebalance() }
 // Ready reports whether the settler can settle: it is not backing off after a failure,
 // its consumer has joined the group, and Redis, Postgres and a broker answer.
 func (s *Settler) Ready(ctx context.Context) error {
-	if s.retrying.Load() {
+	if s.retrying.Load() > 0 {
 		return errors.New("retrying a batch after a Redis or Postgres failure")
 	}
 	if member, gen := s.kcl.GroupMetadata(); member == "" || gen < 0 {
@@ -132,7 +134,7 @@ func (s *Settler) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		fetches := s.kcl.PollRecords(ctx, s.cfg.MaxBatch)
+		fetches := s.kcl.PollRecords(ctx, s.cfg.MaxBatch*s.cfg.Writers)
 		if fetches.IsClientClosed() {
 			return nil
 		}
@@ -186,15 +188,56 @@ func (s *Settler) drainContext(ctx context.Context) (context.Context, context.Ca
 	}
 }
 
-// settle takes one polled batch through confirm, write, cleanup and commit.
+// settle takes one poll's records through confirm, write, cleanup and commit. The
+// records are split into at most Writers batches of at most MaxBatch claims, settled
+// concurrently; the poll's offsets are committed only after every batch has committed
+// in Postgres (a batch still failing when the drain time runs out leaves the whole poll
+// uncommitted, to be redelivered).
 func (s *Settler) settle(ctx context.Context, recs []*kgo.Record) error {
 	start := time.Now()
 	wctx, cancel := s.drainContext(ctx)
 	defer cancel()
 	s.m.consumed.Add(float64(len(recs)))
 
+	items, dups := s.decodeAll(recs)
+	// Duplicates inside the poll (a redelivery next to the original) are never
+	// confirmed or written; they count as what they are.
+	if dups > 0 {
+		s.m.duplicates.Add(float64(dups))
+	}
+	where := func() string {
+		return fmt.Sprintf("%d records from %s partition %d offset %d", len(recs), s.cfg.Topic, recs[0].Partition, recs[0].Offset)
+	}
+	newest, err := s.settleItems(wctx, items)
+	if err != nil {
+		return fmt.Errorf("settle %s: %w (offsets not committed)", where(), err)
+	}
+
+	if err := s.kcl.CommitRecords(wctx, recs...); err != nil {
+		// The poll is in Postgres; if this commit is lost it is redelivered and
+		// ignored as duplicates.
+		s.m.commitErrors.Inc()
+		s.log.Warn("offset commit failed; the batch will be redelivered and deduplicated", "batch", where(), "err", err)
+	} else {
+		now := time.Now()
+		s.m.lastCommitted.Set(float64(now.UnixMilli()) / 1000)
+		if newest > 0 {
+			s.m.commitLag.Set(now.Sub(time.UnixMilli(newest)).Seconds())
+		}
+	}
+	s.m.batchClaims.Observe(float64(len(recs)))
+	s.m.batchSeconds.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// decodeAll decodes a poll's records in order, skipping (counted, logged once) those
+// that are not storable claims and dropping a claim_id seen earlier in the poll, so
+// each claim is confirmed and written by exactly one batch. dups is how many were
+// dropped as repeats.
+func (s *Settler) decodeAll(recs []*kgo.Record) (items []*item, dups int) {
 	slab := make([]item, 0, len(recs))
-	items := make([]*item, 0, len(recs))
+	items = make([]*item, 0, len(recs))
+	seen := make(map[string]struct{}, len(recs))
 	for _, r := range recs {
 		rec, err := decode(r.Value)
 		if err != nil {
@@ -206,20 +249,71 @@ func (s *Settler) settle(ctx context.Context, recs []*kgo.Record) error {
 				"partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
 		}
+		if _, dup := seen[rec.ClaimID]; dup {
+			dups++
+			continue
+		}
+		seen[rec.ClaimID] = struct{}{}
 		slab = append(slab, item{rec: rec, partition: r.Partition, offset: r.Offset})
 		items = append(items, &slab[len(slab)-1])
 	}
-	groups := group(items)
-	where := func() string {
-		return fmt.Sprintf("%d records from %s partition %d offset %d", len(recs), s.cfg.Topic, recs[0].Partition, recs[0].Offset)
-	}
+	return items, dups
+}
 
+// settleItems settles one poll's claims: split into batches of at most MaxBatch, each
+// settled by settleBatch, concurrently when there are several. It returns claimed_at
+// (ms) of the newest claim written, and an error if any batch failed for good (then
+// the poll must not be committed; batches that did commit are harmless to redo).
+func (s *Settler) settleItems(ctx context.Context, items []*item) (int64, error) {
+	chunks := split(items, s.cfg.MaxBatch)
+	newest := make([]int64, len(chunks))
+	errs := make([]error, len(chunks))
+	if len(chunks) == 1 {
+		newest[0], errs[0] = s.settleBatch(ctx, chunks[0])
+	} else {
+		var wg sync.WaitGroup
+		for i, c := range chunks {
+			wg.Go(func() { newest[i], errs[i] = s.settleBatch(ctx, c) })
+		}
+		wg.Wait()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	return slices.Max(append(newest, 0)), nil
+}
+
+// split cuts items, in order, into the fewest batches of at most max claims, of even
+// sizes (1,001 claims at 500 a batch are batches of 334, 334 and 333, not 500, 500, 1).
+func split(items []*item, max int) [][]*item {
+	if len(items) == 0 {
+		return nil
+	}
+	n := (len(items) + max - 1) / max
+	size := (len(items) + n - 1) / n
+	out := make([][]*item, 0, n)
+	for len(items) > 0 {
+		k := min(size, len(items))
+		out = append(out, items[:k:k])
+		items = items[k:]
+	}
+	return out
+}
+
+// settleBatch confirms, writes and cleans up one batch, retrying Redis and Postgres
+// failures until they pass or ctx ends. It returns claimed_at (ms) of the newest claim
+// it wrote. It commits no offsets: that is settle's, once every batch of the poll is in.
+func (s *Settler) settleBatch(ctx context.Context, items []*item) (newest int64, err error) {
+	if len(items) == 0 {
+		return 0, nil
+	}
+	groups := group(items)
 	// Confirm each campaign's claims once. A campaign confirmed before a later one
 	// failed keeps its answers: confirm.lua already moved those records to S, and the
 	// claims it said to write must be written even if Redis changes its mind later
 	// (an expired record would answer 2, a reused request_id 0).
 	confirmed := 0
-	err := s.retry(wctx, "confirm", s.m.redisConfirm, func(ctx context.Context) error {
+	err = s.retry(ctx, "confirm", s.m.redisConfirm, func(ctx context.Context) error {
 		for ; confirmed < len(groups); confirmed++ {
 			if err := s.confirm(ctx, &groups[confirmed]); err != nil {
 				return err
@@ -228,11 +322,10 @@ func (s *Settler) settle(ctx context.Context, recs []*kgo.Record) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("settle %s: confirm: %w (offsets not committed)", where(), err)
+		return 0, fmt.Errorf("confirm: %w", err)
 	}
 
 	toWrite := make([]*item, 0, len(items))
-	var newest int64
 	for _, g := range groups {
 		for _, it := range g.items {
 			switch it.code {
@@ -246,44 +339,24 @@ func (s *Settler) settle(ctx context.Context, recs []*kgo.Record) error {
 			newest = max(newest, it.rec.ClaimedAtMs)
 		}
 	}
-
+	if len(toWrite) == 0 {
+		return newest, nil
+	}
 	var written int64
-	if len(toWrite) > 0 {
-		err = s.retry(wctx, "write", s.m.pgErrors, func(ctx context.Context) error {
-			ctx, cancel := context.WithTimeout(ctx, s.cfg.PGTimeout)
-			defer cancel()
-			n, err := write(ctx, s.pg, s.method, toWrite)
-			written = n
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("settle %s: %w (rolled back, offsets not committed)", where(), err)
-		}
-		s.m.written.Add(float64(written))
-		s.m.duplicates.Add(float64(int64(len(toWrite)) - written))
-		s.cleanup(wctx, groups)
+	err = s.retry(ctx, "write", s.m.pgErrors, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.PGTimeout)
+		defer cancel()
+		n, err := write(ctx, s.pg, s.method, toWrite)
+		written = n
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%w (rolled back)", err)
 	}
-	// Duplicates inside the batch (dropped by group) were never confirmed or written;
-	// they count as what they are.
-	if dup := len(items) - countItems(groups); dup > 0 {
-		s.m.duplicates.Add(float64(dup))
-	}
-
-	if err := s.kcl.CommitRecords(wctx, recs...); err != nil {
-		// The batch is in Postgres; if this commit is lost the batch is redelivered
-		// and ignored as duplicates.
-		s.m.commitErrors.Inc()
-		s.log.Warn("offset commit failed; the batch will be redelivered and deduplicated", "batch", where(), "err", err)
-	} else {
-		now := time.Now()
-		s.m.lastCommitted.Set(float64(now.UnixMilli()) / 1000)
-		if newest > 0 {
-			s.m.commitLag.Set(now.Sub(time.UnixMilli(newest)).Seconds())
-		}
-	}
-	s.m.batchClaims.Observe(float64(len(recs)))
-	s.m.batchSeconds.Observe(time.Since(start).Seconds())
-	return nil
+	s.m.written.Add(float64(written))
+	s.m.duplicates.Add(float64(int64(len(toWrite)) - written))
+	s.cleanup(ctx, groups)
+	return newest, nil
 }
 
 func countItems(groups []campaignBatch) int {
@@ -367,16 +440,21 @@ func (s *Settler) retry(ctx context.Context, what string, errs prometheus.Counte
 		err := f(ctx)
 		if err == nil {
 			if attempt > 1 {
-				s.setRetrying(false)
+				s.setRetrying(-1)
 				s.log.Info("recovered", "stage", what, "attempts", attempt)
 			}
 			return nil
 		}
 		errs.Inc()
 		if ctx.Err() != nil {
+			if attempt > 1 {
+				s.setRetrying(-1)
+			}
 			return err
 		}
-		s.setRetrying(true)
+		if attempt == 1 {
+			s.setRetrying(1)
+		}
 		// The first failure and then every tenth: a long outage must not flood the log.
 		if attempt == 1 || attempt%10 == 0 {
 			s.log.Warn("batch failed; retrying the same batch", "stage", what, "attempt", attempt,
@@ -385,15 +463,17 @@ func (s *Settler) retry(ctx context.Context, what string, errs prometheus.Counte
 		s.m.retries.Inc()
 		sleep(ctx, wait)
 		if ctx.Err() != nil {
+			s.setRetrying(-1)
 			return err
 		}
 		wait = min(wait*2, s.cfg.RetryMax)
 	}
 }
 
-func (s *Settler) setRetrying(v bool) {
-	s.retrying.Store(v)
-	if v {
+// setRetrying adds delta (+1 when a batch starts backing off, -1 when it stops) to the
+// batches backing off, and mirrors "any" in the retrying gauge.
+func (s *Settler) setRetrying(delta int32) {
+	if s.retrying.Add(delta) > 0 {
 		s.m.retrying.Set(1)
 	} else {
 		s.m.retrying.Set(0)

@@ -443,3 +443,52 @@ func hostPort(t *testing.T, url string) string {
 	}
 	return cfg.ConnConfig.Host + ":" + strconv.Itoa(int(cfg.ConnConfig.Port))
 }
+
+// TestParallelWritersSettleExactlyOnce settles through several concurrent batches per
+// poll (Writers 4 of 50 claims) a stream holding every claim twice, in separate polls
+// and side by side in one poll, plus a voided claim and its retry: every claim is one
+// row with one reserve entry, the voided one none, and the offsets end past everything.
+func TestParallelWritersSettleExactlyOnce(t *testing.T) {
+	rdb, pg := testenv.Redis(t), testenv.PG(t)
+	const n = 600
+	c := fixture.NewCampaign(t, rdb, pg, n+1)
+	recs := c.Claim(t, n)
+	voided := c.Claim(t, 1)[0]
+	c.Void(t, voided)
+	again := c.Reclaim(t, voided)
+	recs = append(recs, again)
+	c.MarkDurable(t, recs)
+	kcl := fixture.Producer(t)
+	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
+	// Each claim, then the voided record, then every claim again interleaved with
+	// itself: polls of up to 200 records see both copies of many claims.
+	stream := append([]claim.Record{}, recs...)
+	stream = append(stream, voided)
+	for i := range recs {
+		stream = append(stream, recs[i], recs[len(recs)-1-i])
+	}
+	krs := fixture.Produce(t, kcl, topic, stream)
+
+	r := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: group, cfg: settle.Config{MaxBatch: 50, Writers: 4}})
+	r.waitMetric("flashgate_settler_records_consumed_total", float64(len(stream)), 60*time.Second)
+	testenv.Eventually(t, 30*time.Second, "offsets committed past every record", func() bool {
+		return committedPast(t, group, krs)
+	})
+	checkBooks(t, c, c.ReadBooks(t, pg), n+1)
+	ids := c.ClaimIDs(t, pg)
+	if ids[voided.ClaimID] || !ids[again.ClaimID] {
+		t.Fatalf("voided claim written: %v; its retry written: %v; want false, true", ids[voided.ClaimID], ids[again.ClaimID])
+	}
+	for name, want := range map[string]float64{
+		"flashgate_settler_claims_written_total":     n + 1,
+		"flashgate_settler_duplicates_ignored_total": 2 * (n + 1),
+		"flashgate_settler_confirm_skipped_total":    1,
+	} {
+		if got := r.metric(name); got != want {
+			t.Fatalf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if ob, inf := c.Leftovers(t); ob != 0 || inf != 0 {
+		t.Fatalf("outbox %d, inflight %d; want 0, 0", ob, inf)
+	}
+}
