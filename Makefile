@@ -23,7 +23,7 @@ wipe: ## stop the dev stack and delete all its data (.stack/)
 
 build: ## build gateway, settler, bench, riskctl and the dev broker into bin/
 	@mkdir -p bin
-	$(GO) build -o bin/ ./gateway ./settler ./bench ./riskctl
+	$(GO) build -o bin/ ./gateway ./settler ./bench ./riskctl ./migrate
 	$(GO) build -o bin/devbroker ./scripts/devbroker
 
 run: build ## run gateway and settler in the foreground against the dev stack (Ctrl-C stops them)

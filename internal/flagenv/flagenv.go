@@ -104,3 +104,15 @@ func Brokers(list string) []string {
 	}
 	return out
 }
+
+// RedisAuth is the Redis ACL user a binary connects as and its password. The user is a
+// flag (-redis-user, FLASH_REDIS_USERNAME); the password is read from FLASH_REDIS_PASSWORD
+// only. Both empty: Redis's default user (the dev stack's tests and operators).
+type RedisAuth struct{ Username, Password string }
+
+// RedisAuth registers -redis-user and reads the password from the environment.
+func (s *Set) RedisAuth(a *RedisAuth) {
+	s.String(&a.Username, "redis-user", "FLASH_REDIS_USERNAME", "",
+		"Redis ACL user to connect as (default: Redis's default user); its password comes from FLASH_REDIS_PASSWORD (environment only)")
+	a.Password = s.Secret("FLASH_REDIS_PASSWORD")
+}
