@@ -6,7 +6,9 @@ package flagenv
 import (
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -42,7 +44,25 @@ func (s *Set) String(p *string, name, env, def, usage string) {
 		def = v
 	}
 	s.fs.StringVar(p, name, def, s.usage(usage, env))
+	// The default shown by -help and by the usage a bad flag prints comes from the
+	// environment: a Postgres URL there carries a password, which must not be printed.
+	if f := s.fs.Lookup(name); f != nil {
+		f.DefValue = Redact(def)
+	}
 }
+
+// Redact replaces the password of a URL ("postgres://u:secret@h/db") or of a key/value
+// connection string ("password=secret") with xxxxx; anything else is returned as is.
+func Redact(v string) string {
+	if u, err := url.Parse(v); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+	}
+	return kvPassword.ReplaceAllString(v, "${1}xxxxx")
+}
+
+var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('[^']*'|\S+)`)
 
 // Int registers an int flag with an environment twin.
 func (s *Set) Int(p *int, name, env string, def int, usage string) {
