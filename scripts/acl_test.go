@@ -27,10 +27,10 @@ var devPassword = map[string]string{
 var goCommands = map[string][]string{
 	"flashgate-gateway": {"PING", "INFO", "TIME", "MULTI", "EXEC", "DISCARD", "EVALSHA", "EVAL", "SCRIPT|LOAD",
 		"GET", "SET", "SETNX", "DEL", "EXISTS", "RENAME", "HGET", "HMGET", "HSET", "HSETNX", "HDEL", "HGETALL", "HLEN",
-		"HEXISTS", "SADD", "SREM", "SMEMBERS", "XRANGE"},
+		"HEXISTS", "SADD", "SREM", "SMEMBERS", "XRANGE", "XINFO|STREAM"},
 	"flashgate-settler": {"PING", "INFO", "TIME", "MULTI", "EXEC", "DISCARD", "EVALSHA", "EVAL", "SCRIPT|LOAD",
 		"GET", "SET", "SETNX", "DEL", "EXISTS", "RENAME", "HGET", "HMGET", "HSET", "HSETNX", "HDEL", "HEXISTS",
-		"SADD", "SMEMBERS", "XRANGE", "XLEN", "XDEL"},
+		"SADD", "SMEMBERS", "XRANGE", "XLEN", "XDEL", "XINFO|STREAM"},
 	"flashgate-riskctl": {"PING", "GET", "SET", "DEL", "PTTL", "HGET", "HGETALL", "HSET", "HDEL", "ZADD", "ZREM",
 		"ZRANGEBYSCORE", "ZREMRANGEBYSCORE", "WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD"},
 	"flashgate-bench": {"PING", "GET", "HGET", "HMGET", "HGETALL", "HLEN", "HKEYS", "SMEMBERS", "XLEN", "XRANGE"},
@@ -85,6 +85,8 @@ func sample(cmd, k string) []string {
 		return []string{"EVALSHA", "0000000000000000000000000000000000000000", "1", k}
 	case "EVAL":
 		return []string{"EVAL", "return 1", "1", k}
+	case "XINFO|STREAM":
+		return []string{"XINFO", "STREAM", k}
 	case "SCRIPT|LOAD":
 		return []string{"SCRIPT", "LOAD", "return 1"}
 	case "GET", "DEL", "EXISTS", "HGETALL", "HLEN", "HKEYS", "SMEMBERS", "XLEN", "ZCARD", "PTTL", "MGET", "SCARD", "WATCH":
