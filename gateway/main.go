@@ -230,8 +230,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// Postgres: the record of campaigns and settled claims. Migrating here means a fresh
-	// database works on first start; golang-migrate's lock makes concurrent starts safe.
+	// Postgres: the record of campaigns and settled claims. As the schema owner the
+	// gateway migrates (a fresh database works on first start; golang-migrate's lock makes
+	// concurrent starts safe); as its own role it only checks the version (store.Prepare).
 	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelStart()
 	pg, err := store.Open(startCtx, cfg.pgURL, int32(cfg.pgMaxConns))
