@@ -57,8 +57,9 @@ Usage:
   riskctl audit [--since 24h]
   riskctl replay --rules FILE [--campaign C] [--since 1h]
 
-Every command takes --help, --json, and the connection flags --redis, --pg, --brokers
-(env FLASH_REDIS_ADDR, FLASH_PG_URL, FLASH_KAFKA_BROKERS). Changes are audited with
+Every command takes --help, --json, and the connection flags --redis, --redis-user, --pg,
+--brokers (env FLASH_REDIS_ADDR, FLASH_REDIS_USERNAME, FLASH_PG_URL, FLASH_KAFKA_BROKERS;
+the Redis password from FLASH_REDIS_PASSWORD only). Changes are audited with
 --actor (default: the OS user). Exit codes: 0 ok, 1 failed, 2 usage.
 Rule keys: ` + "device.max device.window ip.max ip.window user.max user.window freeze.max freeze.window freeze.for shadow" + `
 (docs/RISK.md describes each).

@@ -172,13 +172,16 @@ func CheckVersion(ctx context.Context, pool *pgxpool.Pool) error {
 	if err != nil {
 		return err
 	}
-	want := LatestVersion()
+	return versionOK(v, dirty, LatestVersion())
+}
+
+func versionOK(v uint, dirty bool, want uint) error {
 	switch {
 	case dirty:
 		return fmt.Errorf("schema migration %d failed half-way (dirty); the schema owner must fix and rerun it (bin/migrate)", v)
 	case v < want:
 		return fmt.Errorf("schema is at version %d, this binary needs %d; this role may not migrate: "+
-			"run the migrations as the schema owner first (make up, or bin/migrate -pg-url <owner's URL>)", v, want)
+			"run the migrations as the schema owner first (make up, or bin/migrate with the owner's FLASH_PG_URL)", v, want)
 	}
 	return nil
 }
