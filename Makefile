@@ -23,12 +23,12 @@ wipe: ## stop the dev stack and delete all its data (.stack/)
 
 build: ## build gateway, settler, bench, riskctl and the dev broker into bin/
 	@mkdir -p bin
-	$(GO) build -o bin/ ./gateway ./settler ./bench ./riskctl
+	$(GO) build -o bin/ ./gateway ./settler ./bench ./riskctl ./migrate
 	$(GO) build -o bin/devbroker ./scripts/devbroker
 
-run: build ## run gateway and settler in the foreground against the dev stack (Ctrl-C stops them)
+run: build ## run gateway and settler in the foreground, each as its own Redis user and Postgres role (Ctrl-C stops them)
 	@scripts/stack.sh up
-	@trap 'kill 0' INT TERM EXIT; bin/settler & bin/gateway & wait
+	@trap 'kill 0' INT TERM EXIT; source scripts/dev-credentials.sh; env "$${SETTLER_ENV[@]}" bin/settler & env "$${GATEWAY_ENV[@]}" bin/gateway & wait
 
 demo: ## a whole flash sale end to end: stack up, gateway+settler, sale, settlement, verified guarantees; stops what it started
 	@scripts/demo.sh

@@ -30,6 +30,8 @@ func cmdLimits(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		asJSON                                                                               bool
 	)
 	fe.String(&redisAddr, "redis-addr", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address")
+	var redisAuth flagenv.RedisAuth
+	fe.RedisAuth(&redisAuth)
 	fe.String(&pgURL, "pg-url", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
 	fe.String(&brokers, "kafka-brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka brokers, comma-separated")
 	fs.StringVar(&only, "only", "http,redis,kafka,pg", "which ceilings to measure, comma-separated")
@@ -114,7 +116,7 @@ func cmdLimits(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		cfg.HTTPRamp = rc
 	}
 	if want["redis"] {
-		rdb := redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: 3 * time.Second, PoolSize: 4 * concurrency})
+		rdb := redis.NewClient(&redis.Options{Addr: redisAddr, Username: redisAuth.Username, Password: redisAuth.Password, DialTimeout: 3 * time.Second, PoolSize: 4 * concurrency})
 		defer rdb.Close()
 		cfg.Redis = rdb
 	}

@@ -25,6 +25,8 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		asJSON                                         bool
 	)
 	fe.String(&redisAddr, "redis-addr", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address")
+	var redisAuth flagenv.RedisAuth
+	fe.RedisAuth(&redisAuth)
 	fe.String(&pgURL, "pg-url", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
 	fs.StringVar(&campaign, "campaign", "", "campaign to verify (required)")
 	fs.StringVar(&recordPath, "record", "", "bench's record of 200s: a run's output folder or its accepted.jsonl (without it the record checks are skipped)")
@@ -54,7 +56,7 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		cfg.Record = entries
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: 3 * time.Second, ReadTimeout: 10 * time.Second})
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, Username: redisAuth.Username, Password: redisAuth.Password, DialTimeout: 3 * time.Second, ReadTimeout: 10 * time.Second})
 	defer rdb.Close()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := rdb.Ping(pctx).Err()

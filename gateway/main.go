@@ -71,6 +71,7 @@ func (e usageError) Unwrap() error { return e.error }
 type config struct {
 	httpAddr, adminAddr, redisAddr, brokers, pgURL, trustedProxies, logLevel string
 	adminToken                                                               string
+	redisAuth                                                                flagenv.RedisAuth
 	batchSize, workers, queue, pgMaxConns                                    int
 	batchWait, redisTimeout, produceLinger, deliveryTimeout                  time.Duration
 	lookupTimeout, shutdownTimeout                                           time.Duration
@@ -88,7 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: gateway [flags]\n\nflashgate's claim gateway: the public claim API and the admin API.\nEvery flag has a FLASH_* environment twin; a flag on the command line wins.\nFLASH_ADMIN_TOKEN (the admin API's bearer token) is read from the environment only.\n"+
+		fmt.Fprintln(stderr, "usage: gateway [flags]\n\nflashgate's claim gateway: the public claim API and the admin API.\nEvery flag has a FLASH_* environment twin; a flag on the command line wins.\nFLASH_ADMIN_TOKEN (the admin API's bearer token) and FLASH_REDIS_PASSWORD are read from the environment only.\n"+
 			"FLASH_FAULT_EXIT_AFTER_SCRIPT=1 is for fault tests only: the gateway exits at once (status 137,\n"+
 			"no cleanup) after the claim script accepts a claim and before it is produced. Never set it in production.\n\nflags:")
 		fs.PrintDefaults()
@@ -98,6 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	f.String(&c.httpAddr, "http-addr", "FLASH_HTTP_ADDR", "127.0.0.1:8080", "listen address of the public claim API")
 	f.String(&c.adminAddr, "admin-addr", "FLASH_ADMIN_ADDR", "127.0.0.1:8081", "listen address of the admin API, /metrics, /healthz and /readyz; must be loopback unless FLASH_ADMIN_TOKEN is set")
 	f.String(&c.redisAddr, "redis-addr", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address (host:port)")
+	f.RedisAuth(&c.redisAuth)
 	f.String(&c.brokers, "kafka-brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka seed brokers, comma-separated")
 	f.String(&c.pgURL, "pg-url", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
 	f.String(&c.trustedProxies, "trusted-proxies", "FLASH_TRUSTED_PROXIES", "", "comma-separated CIDRs (or IPs) of proxies whose X-Forwarded-For is believed; default none")
@@ -233,8 +235,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// Postgres: the record of campaigns and settled claims. Migrating here means a fresh
-	// database works on first start; golang-migrate's lock makes concurrent starts safe.
+	// Postgres: the record of campaigns and settled claims. As the schema owner the
+	// gateway migrates (a fresh database works on first start; golang-migrate's lock makes
+	// concurrent starts safe); as its own role it only checks the version (store.Prepare).
 	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelStart()
 	pg, err := store.Open(startCtx, cfg.pgURL, int32(cfg.pgMaxConns))
@@ -242,7 +245,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("postgres (-pg-url): %w", err)
 	}
 	defer pg.Close()
-	if err := store.Migrate(pg); err != nil {
+	if err := store.Prepare(startCtx, pg); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
 
@@ -250,6 +253,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// voids, pending lookups, readiness and the admin API.
 	rdb := redis.NewClient(&redis.Options{
 		Addr:                  cfg.redisAddr,
+		Username:              cfg.redisAuth.Username,
+		Password:              cfg.redisAuth.Password,
 		PoolSize:              cfg.workers*2 + 8,
 		MinIdleConns:          cfg.workers,
 		DialTimeout:           2 * time.Second,

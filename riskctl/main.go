@@ -57,8 +57,9 @@ Usage:
   riskctl audit [--since 24h]
   riskctl replay --rules FILE [--campaign C] [--since 1h]
 
-Every command takes --help, --json, and the connection flags --redis, --pg, --brokers
-(env FLASH_REDIS_ADDR, FLASH_PG_URL, FLASH_KAFKA_BROKERS). Changes are audited with
+Every command takes --help, --json, and the connection flags --redis, --redis-user, --pg,
+--brokers (env FLASH_REDIS_ADDR, FLASH_REDIS_USERNAME, FLASH_PG_URL, FLASH_KAFKA_BROKERS;
+the Redis password from FLASH_REDIS_PASSWORD only). Changes are audited with
 --actor (default: the OS user). Exit codes: 0 ok, 1 failed, 2 usage.
 Rule keys: ` + "device.max device.window ip.max ip.window user.max user.window freeze.max freeze.window freeze.for shadow" + `
 (docs/RISK.md describes each).
@@ -79,6 +80,7 @@ type cmd struct {
 	help           string
 
 	redisAddr, pgURL, brokers string
+	redisAuth                 flagenv.RedisAuth
 	json                      bool
 	actor                     string
 	timeout                   time.Duration
@@ -95,6 +97,7 @@ func newCmd(ctx context.Context, name, help string, stdout, stderr io.Writer, wr
 	c.fs.SetOutput(io.Discard)
 	fe := flagenv.New(c.fs)
 	fe.String(&c.redisAddr, "redis", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address (live rules, blocks)")
+	fe.RedisAuth(&c.redisAuth)
 	fe.String(&c.pgURL, "pg", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL (audit)")
 	fe.String(&c.brokers, "brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka brokers, comma-separated (decision log)")
 	fe.Duration(&c.timeout, "timeout", "FLASH_RISKCTL_TIMEOUT", 30*time.Second, "give up after this long")
@@ -161,7 +164,7 @@ func (c *cmd) redis() (*redis.Client, error) {
 	if c.rdb != nil {
 		return c.rdb, nil
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: c.redisAddr, DialTimeout: 2 * time.Second,
+	rdb := redis.NewClient(&redis.Options{Addr: c.redisAddr, Username: c.redisAuth.Username, Password: c.redisAuth.Password, DialTimeout: 2 * time.Second,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, MaxRetries: 1})
 	if err := rdb.Ping(c.ctx).Err(); err != nil {
 		rdb.Close()
@@ -179,7 +182,7 @@ func (c *cmd) postgres() (*pgxpool.Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := store.Migrate(pg); err != nil {
+	if err := store.Prepare(c.ctx, pg); err != nil {
 		pg.Close()
 		return nil, err
 	}

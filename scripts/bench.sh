@@ -35,14 +35,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if ! scripts/stack.sh status >/dev/null 2>&1; then scripts/stack.sh up; started_stack=1; fi
+# up also on a running stack: it loads the ACL users and the roles idempotently.
+if ! scripts/stack.sh status >/dev/null 2>&1; then started_stack=1; fi
+scripts/stack.sh up
 make -s build
 
 export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-bench-$RANDOM$RANDOM}
-bin/settler >"$OUT/settler.log" 2>&1 & pids+=($!)
+# Each binary as its own Redis ACL user and Postgres role (docs/SECURITY.md).
+source scripts/dev-credentials.sh
+env "${SETTLER_ENV[@]}" bin/settler >"$OUT/settler.log" 2>&1 & pids+=($!)
 # bench's bot farms vary their IP through X-Forwarded-For; the gateway believes it only
 # from a trusted proxy, which bench on loopback stands in for here.
-FLASH_TRUSTED_PROXIES=127.0.0.1/32 bin/gateway >"$OUT/gateway.log" 2>&1 & pids+=($!)
+env "${GATEWAY_ENV[@]}" FLASH_TRUSTED_PROXIES=127.0.0.1/32 bin/gateway >"$OUT/gateway.log" 2>&1 & pids+=($!)
 for url in http://127.0.0.1:8082/readyz http://127.0.0.1:8081/readyz; do
   for i in $(seq 300); do
     if curl -fsS -o /dev/null "$url"; then break; fi
@@ -62,7 +66,7 @@ bin/bench ramp --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-5
   --users 2000000 --seed 2027 --mix bots=5%,retries=10%,invalid=1% --slo "$SLO" \
   --start 1000/s --step x1.5 --step-duration 10s --refine 2 --wait-start 2s --out "$OUT"
 ramp_rc=$?
-bin/bench verify --campaign "$CAMPAIGN" --record "$OUT" --wait 300s
+env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$CAMPAIGN" --record "$OUT" --wait 300s
 verify_rc=$?
 bin/bench limits --from "$OUT"
 set -e

@@ -40,15 +40,19 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "dev stack"
-if ! scripts/stack.sh status >/dev/null 2>&1; then scripts/stack.sh up; started_stack=1; else scripts/stack.sh status; fi
+# up also on a running stack: it loads the ACL users and the roles idempotently.
+if ! scripts/stack.sh status >/dev/null 2>&1; then started_stack=1; fi
+scripts/stack.sh up
 
 say "build"
 make -s build
 
 export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-demo-$RANDOM$RANDOM}
 say "start settler and gateway (logs in $OUT)"
-bin/settler >"$OUT/settler.log" 2>&1 & pids+=($!)
-bin/gateway >"$OUT/gateway.log" 2>&1 & pids+=($!)
+# Each binary as its own Redis ACL user and Postgres role (docs/SECURITY.md).
+source scripts/dev-credentials.sh
+env "${SETTLER_ENV[@]}" bin/settler >"$OUT/settler.log" 2>&1 & pids+=($!)
+env "${GATEWAY_ENV[@]}" bin/gateway >"$OUT/gateway.log" 2>&1 & pids+=($!)
 for url in http://127.0.0.1:8082/readyz http://127.0.0.1:8081/readyz; do
   for i in $(seq 300); do
     if curl -fsS -o /dev/null "$url"; then break; fi
@@ -75,6 +79,6 @@ set -e
 [ $run_rc = 0 ] || [ $run_rc = 1 ] || die "bench run failed (exit $run_rc)"
 
 say "settlement and guarantees"
-bin/bench verify --campaign "$CAMPAIGN" --record "$OUT" --wait 120s
+env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$CAMPAIGN" --record "$OUT" --wait 120s
 
 say "done: report $OUT/report.html, result $OUT/result.json"

@@ -47,19 +47,46 @@ wait_for() { # name, tries (x0.1s), command...
 redis_up() {
   command -v redis-server >/dev/null || apt_install redis-server
   command -v redis-server >/dev/null || die "redis-server is missing after apt-get install"
+  mkdir -p "$STACK/redis"
+  # The aclfile is rewritten from scripts/redis-users.acl on every up (comments stripped:
+  # an aclfile holds only user lines), so a change of the users reaches the next start.
+  grep -v '^[[:space:]]*\(#\|$\)' "$ROOT/scripts/redis-users.acl" >"$STACK/redis/users.acl.tmp"
+  mv "$STACK/redis/users.acl.tmp" "$STACK/redis/users.acl"
   if alive "$STACK/redis.pid" && redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; then
-    say "redis already running on 127.0.0.1:$REDIS_PORT"; return
+    say "redis already running on 127.0.0.1:$REDIS_PORT"; redis_acl; return
   fi
   port_open $REDIS_PORT && die "port $REDIS_PORT is taken by another process (not our redis)"
-  mkdir -p "$STACK/redis"
   # AOF with fsync every second: a kill -9 loses nothing acknowledged (the page cache
   # survives the process); a machine crash may lose the last second (DESIGN.md).
   redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$STACK/redis" \
     --appendonly yes --appendfsync everysec --save "" \
     --daemonize yes --pidfile "$STACK/redis.pid" --logfile "$STACK/logs/redis.log" \
-    --maxclients 10000 --protected-mode yes >/dev/null
+    --maxclients 10000 --protected-mode yes --aclfile "$STACK/redis/users.acl" >/dev/null
   wait_for redis 100 redis-cli -p $REDIS_PORT ping
+  redis_acl
   say "redis up on 127.0.0.1:$REDIS_PORT (AOF everysec, data in $STACK/redis)"
+}
+
+# redis_acl loads flashgate's ACL users (scripts/redis-users.acl) into the running server
+# with ACL SETUSER <name> reset <rules>: idempotent, and it never touches another user (the
+# default user keeps its rights, so tests and operators are unaffected). A server started
+# by this script also reads them from its aclfile at every start; one started before the
+# aclfile existed gets them here, until its next restart (make down && make up) makes
+# the aclfile its own.
+redis_acl() {
+  local line name n=0
+  set -f # the rules hold glob characters (~fg:*)
+  while read -r line; do
+    case "$line" in "user "*) ;; *) continue ;; esac
+    read -ra words <<<"$line"
+    name=${words[1]}
+    [ "$name" = default ] && continue
+    redis-cli -p $REDIS_PORT ACL SETUSER "$name" reset "${words[@]:2}" | grep -qx OK ||
+      { set +f; die "ACL SETUSER $name failed (scripts/redis-users.acl)"; }
+    n=$((n + 1))
+  done <"$STACK/redis/users.acl"
+  set +f
+  say "redis: $n ACL users loaded (scripts/redis-users.acl)"
 }
 
 redis_down() {
@@ -77,7 +104,7 @@ pg_up() {
   local data=$STACK/pg/data sock=$STACK/pg/run
   if [ -f "$data/postmaster.pid" ] && kill -0 "$(head -1 "$data/postmaster.pid")" 2>/dev/null &&
     "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p $PG_PORT; then
-    say "postgres already running on 127.0.0.1:$PG_PORT"; return
+    say "postgres already running on 127.0.0.1:$PG_PORT"; pg_roles; return
   fi
   port_open $PG_PORT && die "port $PG_PORT is taken by another process (not our postgres)"
   mkdir -p "$STACK/pg" "$sock"
@@ -100,6 +127,16 @@ pg_up() {
     -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB" \
     start >/dev/null || die "postgres did not start; see $STACK/logs/postgres.log"
   wait_for postgres 300 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p $PG_PORT
+  pg_roles
+  say "postgres up on 127.0.0.1:$PG_PORT (database flashgate, data in $data)"
+}
+
+# pg_roles creates (idempotently, on every up) the owner role flashgate and its database,
+# and the least-privilege login roles of the binaries (docs/SECURITY.md). Their grants
+# are applied by the owner after migrating (internal/store: Migrate then Grant), so
+# pg_roles ends by running bin/migrate as the owner.
+pg_roles() {
+  local sock=$STACK/pg/run
   local psql=("$PG_BIN/psql" -q -h "$sock" -p $PG_PORT -U postgres -v ON_ERROR_STOP=1)
   if [ "$(runuser -u "$PG_USER" -- "${psql[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname='flashgate'")" != 1 ]; then
     runuser -u "$PG_USER" -- "${psql[@]}" -c "CREATE ROLE flashgate LOGIN PASSWORD 'flashgate'" >/dev/null
@@ -107,7 +144,24 @@ pg_up() {
   if [ "$(runuser -u "$PG_USER" -- "${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname='flashgate'")" != 1 ]; then
     runuser -u "$PG_USER" -- "${psql[@]}" -c "CREATE DATABASE flashgate OWNER flashgate" >/dev/null
   fi
-  say "postgres up on 127.0.0.1:$PG_PORT (database flashgate, data in $data)"
+  # The binaries' roles: LOGIN, no other attribute (not superuser, no CREATEDB/CREATEROLE,
+  # no BYPASSRLS). Dev passwords "<role>_dev" (scripts/dev-credentials.sh).
+  local role
+  for role in flashgate_gateway flashgate_settler flashgate_riskctl flashgate_bench; do
+    if [ "$(runuser -u "$PG_USER" -- "${psql[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname='$role'")" != 1 ]; then
+      runuser -u "$PG_USER" -- "${psql[@]}" -c "CREATE ROLE $role LOGIN PASSWORD '${role}_dev'" >/dev/null
+    fi
+  done
+  # CONNECT only on flashgate's database; no CREATE (a schema) on it. Tables: the grants.
+  runuser -u "$PG_USER" -- "${psql[@]}" -c "REVOKE CREATE ON DATABASE flashgate FROM PUBLIC;
+    GRANT CONNECT ON DATABASE flashgate TO flashgate_gateway, flashgate_settler, flashgate_riskctl, flashgate_bench" >/dev/null
+  command -v go >/dev/null || die "go is not on PATH (needed to build bin/migrate)"
+  mkdir -p "$ROOT/bin"
+  (cd "$ROOT" && go build -o bin/migrate ./migrate) || die "building ./migrate failed"
+  # As the owner (its dev password from the environment, not the command line).
+  FLASH_PG_URL="postgres://flashgate:flashgate@127.0.0.1:$PG_PORT/flashgate?sslmode=disable" "$ROOT/bin/migrate" \
+    >>"$STACK/logs/migrate.log" 2>&1 || die "migrations failed; see $STACK/logs/migrate.log"
+  say "postgres: roles flashgate_gateway, _settler, _riskctl, _bench; schema migrated and granted"
 }
 
 pg_down() {

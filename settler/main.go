@@ -92,6 +92,7 @@ func run(args []string) int {
 	var (
 		redisAddr, brokers, pgURL, addr, logLevel string
 		recoveryBLs                               string
+		redisAuth                                 flagenv.RedisAuth
 		cfg                                       settle.Config
 		bg                                        background
 	)
@@ -103,6 +104,7 @@ func run(args []string) int {
 	}
 	f := flagenv.New(fs)
 	f.String(&redisAddr, "redis", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address (host:port)")
+	f.RedisAuth(&redisAuth)
 	f.String(&brokers, "brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka seed brokers, comma-separated")
 	f.String(&pgURL, "pg", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
 	f.String(&addr, "addr", "FLASH_SETTLER_ADDR", "127.0.0.1:8082", "listen address of /metrics, /healthz and /readyz")
@@ -157,7 +159,7 @@ func run(args []string) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := serve(cfg, bg, redisAddr, pgURL, addr, log); err != nil {
+	if err := serve(cfg, bg, redisAddr, redisAuth, pgURL, addr, log); err != nil {
 		log.Error("settler stopped", "err", err)
 		return 1
 	}
@@ -180,7 +182,7 @@ var flagOf = map[string]string{
 	"DrainTimeout":   "-drain-timeout (FLASH_SETTLER_DRAIN_TIMEOUT)",
 }
 
-func serve(cfg settle.Config, bg background, redisAddr, pgURL, addr string, log *slog.Logger) error {
+func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv.RedisAuth, pgURL, addr string, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
@@ -196,10 +198,10 @@ func serve(cfg settle.Config, bg background, redisAddr, pgURL, addr string, log 
 		return err
 	}
 	defer pg.Close()
-	if err := store.Migrate(pg); err != nil {
+	if err := store.Prepare(ctx, pg); err != nil {
 		return err
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: 2 * time.Second,
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, Username: redisAuth.Username, Password: redisAuth.Password, DialTimeout: 2 * time.Second,
 		ReadTimeout: cfg.RedisTimeout, WriteTimeout: cfg.RedisTimeout})
 	defer rdb.Close()
 

@@ -6,7 +6,9 @@ package flagenv
 import (
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -42,7 +44,25 @@ func (s *Set) String(p *string, name, env, def, usage string) {
 		def = v
 	}
 	s.fs.StringVar(p, name, def, s.usage(usage, env))
+	// The default shown by -help and by the usage a bad flag prints comes from the
+	// environment: a Postgres URL there carries a password, which must not be printed.
+	if f := s.fs.Lookup(name); f != nil {
+		f.DefValue = Redact(def)
+	}
 }
+
+// Redact replaces the password of a URL ("postgres://u:secret@h/db") or of a key/value
+// connection string ("password=secret") with xxxxx; anything else is returned as is.
+func Redact(v string) string {
+	if u, err := url.Parse(v); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+	}
+	return kvPassword.ReplaceAllString(v, "${1}xxxxx")
+}
+
+var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('[^']*'|\S+)`)
 
 // Int registers an int flag with an environment twin.
 func (s *Set) Int(p *int, name, env string, def int, usage string) {
@@ -103,4 +123,16 @@ func Brokers(list string) []string {
 		}
 	}
 	return out
+}
+
+// RedisAuth is the Redis ACL user a binary connects as and its password. The user is a
+// flag (-redis-user, FLASH_REDIS_USERNAME); the password is read from FLASH_REDIS_PASSWORD
+// only. Both empty: Redis's default user (the dev stack's tests and operators).
+type RedisAuth struct{ Username, Password string }
+
+// RedisAuth registers -redis-user and reads the password from the environment.
+func (s *Set) RedisAuth(a *RedisAuth) {
+	s.String(&a.Username, "redis-user", "FLASH_REDIS_USERNAME", "",
+		"Redis ACL user to connect as (default: Redis's default user); its password comes from FLASH_REDIS_PASSWORD (environment only)")
+	a.Password = s.Secret("FLASH_REDIS_PASSWORD")
 }

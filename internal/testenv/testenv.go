@@ -170,6 +170,7 @@ type Proc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
+	out  *testWriter
 }
 
 // Start runs bin with args and extra environment (on top of this process's), logging its
@@ -184,10 +185,31 @@ func Start(t testing.TB, bin string, env []string, args ...string) *Proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
-	p := &Proc{t: t, cmd: cmd, done: make(chan struct{})}
+	p := &Proc{t: t, cmd: cmd, done: make(chan struct{}), out: w}
 	go func() { p.err = cmd.Wait(); w.close(); close(p.done) }()
 	t.Cleanup(func() { p.Kill() })
 	return p
+}
+
+// Output is everything the process wrote to stdout and stderr so far (tests that
+// check what a binary logs, e.g. that no secret appears in it).
+func (p *Proc) Output() string {
+	p.out.mu.Lock()
+	defer p.out.mu.Unlock()
+	return string(p.out.all)
+}
+
+// Wait waits up to d for the process to exit by itself and returns its exit error;
+// it fails the test when the process is still running after d.
+func (p *Proc) Wait(t testing.TB, d time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(d):
+		t.Fatalf("%s still running after %s", filepath.Base(p.cmd.Path), d)
+		return nil
+	}
 }
 
 // Pid is the process id.
@@ -282,6 +304,7 @@ type testWriter struct {
 	t      testing.TB
 	name   string
 	buf    []byte
+	all    []byte
 	closed bool
 }
 
@@ -292,6 +315,7 @@ func (w *testWriter) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	w.buf = append(w.buf, b...)
+	w.all = append(w.all, b...)
 	for {
 		i := strings.IndexByte(string(w.buf), '\n')
 		if i < 0 {
