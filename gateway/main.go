@@ -351,7 +351,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Checks: []admin.Check{
 			{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 			{Name: "kafka", Ping: kcl.Ping},
-			{Name: "postgres", Ping: pg.Ping},
+			{Name: "postgres", Ping: pg.Ping, Degrades: true},
 		},
 	}, cat, log)
 	if err != nil {

@@ -42,6 +42,12 @@ const MaxBodyBytes = 64 << 20
 type Check struct {
 	Name string
 	Ping func(ctx context.Context) error
+	// Degrades marks a dependency the process serves its main traffic without (the
+	// gateway decides and makes claims durable with Redis and the broker alone; Postgres
+	// serves only lookups, redeem and the admin API). While it is down /readyz still
+	// answers 200, naming it under "degraded", so a load balancer does not pull every
+	// gateway out of rotation for a database outage that costs no claim.
+	Degrades bool
 }
 
 // Config configures the admin API.
@@ -434,7 +440,7 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 	c, cancel := context.WithTimeout(context.Background(), s.cfg.ReadyTimeout)
 	defer cancel()
 	var mu sync.Mutex
-	down := map[string]string{}
+	down, degraded := map[string]string{}, map[string]string{}
 	var wg sync.WaitGroup
 	for _, chk := range s.cfg.Checks {
 		wg.Go(func() {
@@ -444,22 +450,38 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 			}
 			if err != nil {
 				mu.Lock()
-				down[chk.Name] = err.Error()
+				if chk.Degrades {
+					degraded[chk.Name] = err.Error()
+				} else {
+					down[chk.Name] = err.Error()
+				}
 				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	if len(down) == 0 {
+	switch {
+	case len(down) == 0 && len(degraded) == 0:
 		writeJSON(ctx, fasthttp.StatusOK, bodyReady)
-		return
+	case len(down) == 0:
+		s.writeValue(ctx, fasthttp.StatusOK, map[string]any{"status": "degraded", "degraded": sortedKeys(degraded), "errors": degraded})
+	default:
+		body := map[string]any{"status": "not_ready", "down": sortedKeys(down), "degraded": sortedKeys(degraded)}
+		for n, e := range degraded {
+			down[n] = e
+		}
+		body["errors"] = down
+		s.writeValue(ctx, fasthttp.StatusServiceUnavailable, body)
 	}
-	names := make([]string, 0, len(down))
-	for n := range down {
+}
+
+func sortedKeys(m map[string]string) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	s.writeValue(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"status": "not_ready", "down": names, "errors": down})
+	return names
 }
 
 // decodeStrict decodes one JSON object, refusing unknown fields and trailing data.

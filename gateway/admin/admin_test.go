@@ -538,6 +538,21 @@ func TestHealthAndMetrics(t *testing.T) {
 	if r := down.do(t, "GET", "/healthz", "", ""); r.status != 200 {
 		t.Errorf("healthz with a dead dependency: %d; liveness must not depend on others", r.status)
 	}
+
+	// A dependency the main traffic does without (the gateway's Postgres) degrades the
+	// process but leaves it ready; with a required one down too, it is not ready.
+	deadDB := admin.Check{Name: "postgres-replica", Degrades: true, Ping: func(ctx context.Context) error { return dead.Ping(ctx).Err() }}
+	degraded := start(t, admin.Config{Token: token, ReadyTimeout: 500 * time.Millisecond, Checks: append(checks[:3:3], deadDB)})
+	r = degraded.do(t, "GET", "/readyz", "", "")
+	if m := r.json(t); r.status != 200 || m["status"] != "degraded" || fmt.Sprint(m["degraded"]) != "[postgres-replica]" {
+		t.Errorf("readyz with a degrading dependency down: %d %s; want 200, status degraded, degraded [postgres-replica]", r.status, r.body)
+	}
+	both := start(t, admin.Config{Token: token, ReadyTimeout: 500 * time.Millisecond, Checks: append(checks[:3:3], deadDB,
+		admin.Check{Name: "redis-replica", Ping: func(ctx context.Context) error { return dead.Ping(ctx).Err() }})})
+	r = both.do(t, "GET", "/readyz", "", "")
+	if m := r.json(t); r.status != 503 || fmt.Sprint(m["down"]) != "[redis-replica]" || fmt.Sprint(m["degraded"]) != "[postgres-replica]" {
+		t.Errorf("readyz with a required and a degrading dependency down: %d %s; want 503 naming each", r.status, r.body)
+	}
 }
 
 // Go's profiles show internals (goroutine stacks, command line), so they sit behind the

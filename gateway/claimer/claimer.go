@@ -194,6 +194,9 @@ type pending struct {
 	err     error
 	done    chan struct{}
 	ack     chan error
+	// queued is when Do put the claim in the queue: a claim that waited there longer
+	// than RedisTimeout is answered 503 unrun (see run).
+	queued time.Time
 	// short is the code the short-circuit would answer (0: claim.lua decides).
 	short int
 	// durable: the worker already made this accepted claim durable (ProduceSync), with
@@ -215,8 +218,10 @@ type batch struct {
 	// The short-circuit's scratch: claims for the script, candidates, their commands
 	// and their rejection records (valbuf, viewed like keybuf).
 	rest, cand []*pending
-	cmds       []*redis.Cmd
-	valbuf     []byte
+	// fresh is the batch less the claims that waited too long (dropStale).
+	fresh  []*pending
+	cmds   []*redis.Cmd
+	valbuf []byte
 }
 
 // Claimer decides and makes durable claims. Safe for concurrent use.
@@ -354,6 +359,7 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		p.req, p.rt, p.err, p.durable = r, rt, nil, false
 		p.claimID = c.newClaimID(r.CampaignID)
 		p.reqKey = rkeys.Request(r.CampaignID, r.RequestID)
+		p.queued = time.Now()
 		select {
 		case c.in <- p:
 		default:
@@ -589,9 +595,35 @@ func viewString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len
 // run decides a batch: what the short-circuit can answer without claim.lua, then one
 // script call for the rest, writing each claim's outcome.
 func (c *Claimer) run(b *batch) {
-	if items := c.shortCircuit(b); len(items) > 0 {
-		c.runScript(b, items)
+	all := b.items
+	b.items = c.dropStale(b)
+	if len(b.items) > 0 {
+		if items := c.shortCircuit(b); len(items) > 0 {
+			c.runScript(b, items)
+		}
 	}
+	b.items = all
+}
+
+// dropStale answers ErrOverloaded, without running them, the claims of b that waited in
+// the queue longer than RedisTimeout, and returns the rest. Each Redis call is bounded
+// by RedisTimeout, but while Redis stalls every worker waits out its own call and the
+// queue grows behind them: without this a claim's wait would grow with the rate and the
+// stall's length instead of staying near one timeout. Nothing was taken for a dropped
+// claim; its client retries with the same request_id.
+func (c *Claimer) dropStale(b *batch) []*pending {
+	cutoff := time.Now().Add(-c.cfg.RedisTimeout)
+	fresh := b.fresh[:0]
+	for _, p := range b.items {
+		if p.queued.Before(cutoff) {
+			p.err = ErrOverloaded
+			c.metrics.queueExpired.Inc()
+			continue
+		}
+		fresh = append(fresh, p)
+	}
+	b.fresh = fresh
+	return fresh
 }
 
 // runScript makes one script call for items and writes each claim's outcome.
