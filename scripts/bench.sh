@@ -15,45 +15,16 @@ SLO=${BENCH_SLO:-p99=10ms}
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=$ROOT/out/bench/$STAMP
 mkdir -p "$OUT"
-die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 3; }
-
-for port in 8080 8081 8082; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port is in use (a gateway or settler from 'make run'?); stop it and rerun"
-  fi
-done
-
-started_stack=0
-pids=()
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ $started_stack = 1 ]; then scripts/stack.sh down; fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# up also on a running stack: it loads the ACL users and the roles idempotently.
-if ! scripts/stack.sh status >/dev/null 2>&1; then started_stack=1; fi
-scripts/stack.sh up
+source scripts/lib.sh
+lib_init bench
 make -s build
 
 export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-bench-$RANDOM$RANDOM}
-# Each binary as its own Redis ACL user and Postgres role (docs/SECURITY.md).
-source scripts/dev-credentials.sh
-env "${SETTLER_ENV[@]}" bin/settler >"$OUT/settler.log" 2>&1 & pids+=($!)
+lib_start settler env "${SETTLER_ENV[@]}" bin/settler
 # bench's bot farms vary their IP through X-Forwarded-For; the gateway believes it only
 # from a trusted proxy, which bench on loopback stands in for here.
-env "${GATEWAY_ENV[@]}" FLASH_TRUSTED_PROXIES=127.0.0.1/32 bin/gateway >"$OUT/gateway.log" 2>&1 & pids+=($!)
-for url in http://127.0.0.1:8082/readyz http://127.0.0.1:8081/readyz; do
-  for i in $(seq 300); do
-    if curl -fsS -o /dev/null "$url"; then break; fi
-    [ "$i" = 300 ] && die "$url not ready after 30s; see $OUT/*.log"
-    sleep 0.1
-  done
-done
+lib_start gateway env "${GATEWAY_ENV[@]}" FLASH_TRUSTED_PROXIES=127.0.0.1/32 bin/gateway
+lib_wait_ready http://127.0.0.1:8082/readyz http://127.0.0.1:8081/readyz
 
 CAMPAIGN=bench-$STAMP
 BL=bench-bl-$STAMP

@@ -19,47 +19,18 @@ OUT=$ROOT/out/demo/$STAMP
 mkdir -p "$OUT"
 
 say() { printf '\n== %s\n' "$*"; }
-die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
-
-for port in 8080 8081 8082; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port is in use (a gateway or settler from 'make run'?); stop it and rerun"
-  fi
-done
-
-started_stack=0
-pids=()
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ $started_stack = 1 ]; then scripts/stack.sh down; fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 say "dev stack"
-# up also on a running stack: it loads the ACL users and the roles idempotently.
-if ! scripts/stack.sh status >/dev/null 2>&1; then started_stack=1; fi
-scripts/stack.sh up
+source scripts/lib.sh
+lib_init demo
 
 say "build"
 make -s build
 
 export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-demo-$RANDOM$RANDOM}
 say "start settler and gateway (logs in $OUT)"
-# Each binary as its own Redis ACL user and Postgres role (docs/SECURITY.md).
-source scripts/dev-credentials.sh
-env "${SETTLER_ENV[@]}" bin/settler >"$OUT/settler.log" 2>&1 & pids+=($!)
-env "${GATEWAY_ENV[@]}" bin/gateway >"$OUT/gateway.log" 2>&1 & pids+=($!)
-for url in http://127.0.0.1:8082/readyz http://127.0.0.1:8081/readyz; do
-  for i in $(seq 300); do
-    if curl -fsS -o /dev/null "$url"; then break; fi
-    [ "$i" = 300 ] && die "$url not ready after 30s; see $OUT/*.log"
-    sleep 0.1
-  done
-done
+lib_start settler env "${SETTLER_ENV[@]}" bin/settler
+lib_start gateway env "${GATEWAY_ENV[@]}" bin/gateway
+lib_wait_ready http://127.0.0.1:8082/readyz http://127.0.0.1:8081/readyz
 
 CAMPAIGN=demo-$STAMP
 BL=demo-payments-$STAMP
@@ -76,7 +47,7 @@ bin/bench run --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50
   --mix bots=5%,retries=10%,invalid=1% --wait-start 3s --out "$OUT"
 run_rc=$?
 set -e
-[ $run_rc = 0 ] || [ $run_rc = 1 ] || die "bench run failed (exit $run_rc)"
+[ $run_rc = 0 ] || [ $run_rc = 1 ] || lib_die "bench run failed (exit $run_rc)"
 
 say "settlement and guarantees"
 env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$CAMPAIGN" --record "$OUT" --wait 120s

@@ -17,7 +17,11 @@ lib_init() { # name
   done
   trap lib_cleanup EXIT
   trap 'exit 130' INT TERM
-  if ! scripts/stack.sh status >/dev/null 2>&1; then scripts/stack.sh up; LIB_STARTED_STACK=1; fi
+  # up also on a running stack: it loads the ACL users and the roles idempotently.
+  if ! scripts/stack.sh status >/dev/null 2>&1; then LIB_STARTED_STACK=1; fi
+  scripts/stack.sh up
+  # Each binary as its own Redis ACL user and Postgres role (docs/SECURITY.md).
+  source scripts/dev-credentials.sh
 }
 
 lib_cleanup() {

@@ -32,13 +32,13 @@ make -s build
 
 export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-peak-$RANDOM$RANDOM}
 AUTH="Authorization: Bearer $FLASH_ADMIN_TOKEN"
-lib_start settler bin/settler
+lib_start settler env "${SETTLER_ENV[@]}" bin/settler
 lib_wait_ready http://127.0.0.1:8082/readyz
 
 campaigns=()
 gateway() { # name flags...: start a gateway; bench's bot farms vary X-Forwarded-For
   local name=$1; shift
-  lib_start "gateway-$name" env FLASH_TRUSTED_PROXIES=127.0.0.1/32 bin/gateway "$@"
+  lib_start "gateway-$name" env "${GATEWAY_ENV[@]}" FLASH_TRUSTED_PROXIES=127.0.0.1/32 bin/gateway "$@"
   GW_PID=$LIB_LAST_PID
   lib_wait_ready http://127.0.0.1:8081/readyz
 }
@@ -117,13 +117,13 @@ for nc in "${campaigns[@]}"; do
   name=${nc%%:*}; camp=${nc#*:}
   rec=$OUT/$name
   [ -d "$rec" ] || continue
-  if ! bin/bench verify --campaign "$camp" --record "$rec" --wait 300s >"$OUT/verify-$name.txt" 2>&1; then verify_rc=2; fi
+  if ! env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$camp" --record "$rec" --wait 300s >"$OUT/verify-$name.txt" 2>&1; then verify_rc=2; fi
   echo "$name: $(grep -c PASS "$OUT/verify-$name.txt") PASS, $(grep -c FAIL "$OUT/verify-$name.txt") FAIL"
 done
 # The profile run claimed from the batched campaign too: its 200s are checked as well.
 [ -d "$OUT/batched-profile-run" ] && for nc in "${campaigns[@]}"; do
   [ "${nc%%:*}" = batched ] || continue
-  bin/bench verify --campaign "${nc#*:}" --record "$OUT/batched-profile-run" --wait 300s >"$OUT/verify-batched-profile.txt" 2>&1 || verify_rc=2
+  env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "${nc#*:}" --record "$OUT/batched-profile-run" --wait 300s >"$OUT/verify-batched-profile.txt" 2>&1 || verify_rc=2
 done
 
 python3 scripts/peak_summary.py "$OUT" | tee "$OUT/summary.md"
