@@ -584,7 +584,7 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	if cfg.readTimeout != 5*time.Second || cfg.writeTimeout != 5*time.Second || cfg.idleTimeout != time.Minute ||
-		cfg.maxHeaderBytes != 8192 || cfg.maxConns != 16384 || cfg.maxConnsPerIP != 2048 {
+		cfg.maxHeaderBytes != 8192 || cfg.maxConns != 16384 || cfg.maxConnsPerIP != 8192 {
 		t.Errorf("listener defaults: %+v", cfg)
 	}
 	t.Setenv("FLASH_MAX_CONNS_PER_IP", "0")
