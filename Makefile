@@ -33,8 +33,18 @@ run: build ## run gateway and settler in the foreground, each as its own Redis u
 demo: ## a whole flash sale end to end: stack up, gateway+settler, sale, settlement, verified guarantees; stops what it started
 	@scripts/demo.sh
 
-test: vet ## every test (vet, gofmt, unit + integration against real servers with -race); starts and stops the stack as needed
+# make fuzz runs each fuzz target for FUZZTIME; make test runs them all for TEST_FUZZTIME
+# each after the unit tests (9 targets x 5s: keep the total under a minute).
+.PHONY: fuzz
+FUZZTIME ?= 10s
+TEST_FUZZTIME ?= 5s
+
+test: vet ## every test (vet, gofmt, unit + integration against real servers with -race, then a short fuzz run); starts and stops the stack as needed
 	@scripts/with-stack.sh $(GO) test -race -count=1 -timeout 40m ./...
+	@GO=$(GO) FUZZTIME=$(TEST_FUZZTIME) scripts/fuzz.sh
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 10s): make fuzz FUZZTIME=3m; crashers land in testdata/fuzz/
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 vet: ## go vet and gofmt check
 	$(GO) vet ./...

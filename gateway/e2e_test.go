@@ -571,7 +571,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
-	for _, env := range []string{"FLASH_HTTP_ADDR", "FLASH_ADMIN_ADDR", "FLASH_TRUSTED_PROXIES", "FLASH_BATCH_WAIT", "FLASH_ADMIN_TOKEN", "FLASH_WORKERS"} {
+	for _, env := range []string{"FLASH_HTTP_ADDR", "FLASH_ADMIN_ADDR", "FLASH_TRUSTED_PROXIES", "FLASH_BATCH_WAIT", "FLASH_ADMIN_TOKEN", "FLASH_WORKERS",
+		"FLASH_READ_TIMEOUT", "FLASH_WRITE_TIMEOUT", "FLASH_IDLE_TIMEOUT", "FLASH_MAX_HEADER_BYTES", "FLASH_MAX_CONNS", "FLASH_MAX_CONNS_PER_IP"} {
 		t.Setenv(env, "")
 	}
 	cfg, err := parseFlags(nil, io.Discard)
@@ -582,6 +583,16 @@ func TestParseFlags(t *testing.T) {
 		cfg.batchSize != 64 || cfg.workers != 4 || cfg.deliveryTimeout != 5*time.Second {
 		t.Errorf("defaults: %+v", cfg)
 	}
+	if cfg.readTimeout != 5*time.Second || cfg.writeTimeout != 5*time.Second || cfg.idleTimeout != time.Minute ||
+		cfg.maxHeaderBytes != 8192 || cfg.maxConns != 16384 || cfg.maxConnsPerIP != 8192 {
+		t.Errorf("listener defaults: %+v", cfg)
+	}
+	t.Setenv("FLASH_MAX_CONNS_PER_IP", "0")
+	if cfg, err := parseFlags([]string{"-max-conns", "10", "-read-timeout", "250ms"}, io.Discard); err != nil ||
+		cfg.maxConnsPerIP != 0 || cfg.maxConns != 10 || cfg.readTimeout != 250*time.Millisecond {
+		t.Errorf("per-IP limit off from env: %+v, %v", cfg, err)
+	}
+	t.Setenv("FLASH_MAX_CONNS_PER_IP", "")
 	cfg, err = parseFlags([]string{"-trusted-proxies", " 10.0.0.0/8, 192.168.1.7 ,::ffff:172.16.0.1, fd00::/8,"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -606,6 +617,16 @@ func TestParseFlags(t *testing.T) {
 		{"stray argument", nil, []string{"serve"}, "unexpected arguments: serve"},
 		{"no brokers", nil, []string{"-kafka-brokers", " , "}, "FLASH_KAFKA_BROKERS"},
 		{"tiny delivery timeout", nil, []string{"-delivery-timeout", "1ms"}, "FLASH_DELIVERY_TIMEOUT"},
+		{"read timeout too short", nil, []string{"-read-timeout", "10ms"}, "-read-timeout (FLASH_READ_TIMEOUT)=10ms, want 100ms..1m"},
+		{"read timeout off", []string{"FLASH_READ_TIMEOUT", "0s"}, nil, "-read-timeout (FLASH_READ_TIMEOUT)=0s"},
+		{"write timeout too long", nil, []string{"-write-timeout", "2m"}, "-write-timeout (FLASH_WRITE_TIMEOUT)=2m0s, want 100ms..1m"},
+		{"idle timeout too short", nil, []string{"-idle-timeout", "10ms"}, "-idle-timeout (FLASH_IDLE_TIMEOUT)=10ms, want 1s..1h"},
+		{"header buffer too small", nil, []string{"-max-header-bytes", "1024"}, "-max-header-bytes (FLASH_MAX_HEADER_BYTES)=1024, want 4096..65536"},
+		{"header buffer too big", []string{"FLASH_MAX_HEADER_BYTES", "1048576"}, nil, "FLASH_MAX_HEADER_BYTES"},
+		{"no connections", nil, []string{"-max-conns", "0"}, "-max-conns (FLASH_MAX_CONNS)=0, want 1..1048576"},
+		{"negative per-IP limit", nil, []string{"-max-conns-per-ip", "-1"}, "-max-conns-per-ip (FLASH_MAX_CONNS_PER_IP)=-1"},
+		{"per-IP limit above the total", nil, []string{"-max-conns", "100", "-max-conns-per-ip", "200"}, "-max-conns-per-ip (FLASH_MAX_CONNS_PER_IP)=200, want 0 (no limit) up to -max-conns (100)"},
+		{"per-IP limit not a number", []string{"FLASH_MAX_CONNS_PER_IP", "lots"}, nil, "FLASH_MAX_CONNS_PER_IP"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

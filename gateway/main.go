@@ -39,13 +39,27 @@ import (
 	"github.com/flashgate/flashgate/settler/reconcile"
 )
 
-// Limits of the public listener. A claim is one small request: anything slower or
-// bigger than this is a broken or hostile client.
+// Defaults of the public listener's limits (docs/INPUT.md lists each limit, its flag
+// and what a client sees). A claim is one small request: anything slower or bigger than
+// this is a broken or hostile client.
 const (
-	publicReadTimeout  = 5 * time.Second
-	publicWriteTimeout = 5 * time.Second // writing the answer, after the handler returned
+	// publicReadTimeout bounds reading one whole request (line, headers, body) from its
+	// first byte; dribbling bytes does not extend it, so a slowloris client is cut off
+	// (408) after it.
+	publicReadTimeout = 5 * time.Second
+	// publicWriteTimeout bounds writing the answer, after the handler returned.
+	publicWriteTimeout = 5 * time.Second
 	publicIdleTimeout  = 60 * time.Second
-	publicHeaderBuffer = 8 << 10 // the largest request line + headers accepted
+	// publicHeaderBytes is the read buffer: the largest request line + headers (431 above).
+	publicHeaderBytes = 8 << 10
+	// publicMaxConns bounds open connections overall (fasthttp's Concurrency); each costs
+	// about two buffers of publicHeaderBytes, so the default caps them near 256 MiB.
+	publicMaxConns = 16384
+	// publicMaxConnsPerIP bounds open connections per TCP peer: one address can hold at
+	// most half the listener. bench opens up to --connections (default 512, used by make
+	// bench and make demo; the chaos suite uses up to 4096) to each target from one
+	// address; the default leaves twice the largest of those.
+	publicMaxConnsPerIP = 8192
 )
 
 func main() {
@@ -75,6 +89,8 @@ type config struct {
 	batchSize, workers, queue, pgMaxConns                                    int
 	batchWait, redisTimeout, produceLinger, deliveryTimeout                  time.Duration
 	lookupTimeout, shutdownTimeout                                           time.Duration
+	readTimeout, writeTimeout, idleTimeout                                   time.Duration
+	maxHeaderBytes, maxConns, maxConnsPerIP                                  int
 	decisions, shortCircuit                                                  bool
 	produceMode                                                              string
 	settlerGroup, recoveryBLs                                                string
@@ -121,6 +137,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	f.Duration(&c.recoveryInterval, "recovery-interval", "FLASH_RECOVERY_INTERVAL", 500*time.Millisecond, "Redis-loss recovery: detection period (the longest a restarted Redis goes unnoticed)")
 	f.Duration(&c.recoveryCatchUp, "recovery-catchup-timeout", "FLASH_RECOVERY_CATCHUP_TIMEOUT", time.Minute, "Redis-loss recovery: longest wait for the settler group before a rebuild (the business line stays fenced and is retried after it)")
 	f.String(&c.recoveryBLs, "recovery-business-lines", "FLASH_RECOVERY_BUSINESS_LINES", "", "Redis-loss recovery: only these business lines (comma-separated); default every business line in Postgres. For a Redis that serves some business lines of a shared database")
+	f.Duration(&c.readTimeout, "read-timeout", "FLASH_READ_TIMEOUT", publicReadTimeout, "public listener: longest time to read one whole request from its first byte (100ms..1m); a slower client gets 408 and is disconnected")
+	f.Duration(&c.writeTimeout, "write-timeout", "FLASH_WRITE_TIMEOUT", publicWriteTimeout, "public listener: longest time to write an answer (100ms..1m)")
+	f.Duration(&c.idleTimeout, "idle-timeout", "FLASH_IDLE_TIMEOUT", publicIdleTimeout, "public listener: how long a keep-alive connection may wait for its next request (1s..1h)")
+	f.Int(&c.maxHeaderBytes, "max-header-bytes", "FLASH_MAX_HEADER_BYTES", publicHeaderBytes, "public listener: largest request line plus headers (4096..65536); larger gets 431")
+	f.Int(&c.maxConns, "max-conns", "FLASH_MAX_CONNS", publicMaxConns, "public listener: most open connections overall (1..1048576); one more is answered 503 and closed")
+	f.Int(&c.maxConnsPerIP, "max-conns-per-ip", "FLASH_MAX_CONNS_PER_IP", publicMaxConnsPerIP, "public listener: most open connections from one TCP peer address (0 = no limit, else at most -max-conns); one more is answered 429 and closed. Behind a load balancer every connection comes from it: raise or disable")
 	f.String(&c.logLevel, "log-level", "FLASH_LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -173,7 +195,29 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	case c.recoveryCatchUp < 100*time.Millisecond:
 		return nil, usageError{fmt.Errorf("-recovery-catchup-timeout (FLASH_RECOVERY_CATCHUP_TIMEOUT)=%s, want at least 100ms", c.recoveryCatchUp)}
 	}
+	if err := c.checkListenerLimits(); err != nil {
+		return nil, usageError{err}
+	}
 	return c, nil
+}
+
+// checkListenerLimits validates the public listener's limits; each error names its flag.
+func (c *config) checkListenerLimits() error {
+	switch {
+	case c.readTimeout < 100*time.Millisecond || c.readTimeout > time.Minute:
+		return fmt.Errorf("-read-timeout (FLASH_READ_TIMEOUT)=%s, want 100ms..1m", c.readTimeout)
+	case c.writeTimeout < 100*time.Millisecond || c.writeTimeout > time.Minute:
+		return fmt.Errorf("-write-timeout (FLASH_WRITE_TIMEOUT)=%s, want 100ms..1m", c.writeTimeout)
+	case c.idleTimeout < time.Second || c.idleTimeout > time.Hour:
+		return fmt.Errorf("-idle-timeout (FLASH_IDLE_TIMEOUT)=%s, want 1s..1h", c.idleTimeout)
+	case c.maxHeaderBytes < 4096 || c.maxHeaderBytes > 65536:
+		return fmt.Errorf("-max-header-bytes (FLASH_MAX_HEADER_BYTES)=%d, want 4096..65536", c.maxHeaderBytes)
+	case c.maxConns < 1 || c.maxConns > 1<<20:
+		return fmt.Errorf("-max-conns (FLASH_MAX_CONNS)=%d, want 1..1048576", c.maxConns)
+	case c.maxConnsPerIP < 0 || c.maxConnsPerIP > c.maxConns:
+		return fmt.Errorf("-max-conns-per-ip (FLASH_MAX_CONNS_PER_IP)=%d, want 0 (no limit) up to -max-conns (%d)", c.maxConnsPerIP, c.maxConns)
+	}
+	return nil
 }
 
 // splitList reads a comma-separated list, dropping empty entries.
@@ -363,11 +407,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Name:                         "flashgate",
 		Handler:                      pub.Handler,
 		ErrorHandler:                 api.ErrorHandler,
-		MaxRequestBodySize:           api.MaxBodyBytes,
-		ReadBufferSize:               publicHeaderBuffer,
-		ReadTimeout:                  publicReadTimeout,
-		WriteTimeout:                 publicWriteTimeout,
-		IdleTimeout:                  publicIdleTimeout,
+		MaxRequestBodySize:           api.MaxBodyBytes, // declared, undeclared and chunked: 413
+		ReadBufferSize:               cfg.maxHeaderBytes,
+		ReadTimeout:                  cfg.readTimeout,
+		WriteTimeout:                 cfg.writeTimeout,
+		IdleTimeout:                  cfg.idleTimeout,
+		Concurrency:                  cfg.maxConns,
+		MaxConnsPerIP:                cfg.maxConnsPerIP,
 		DisablePreParseMultipartForm: true,
 		NoDefaultContentType:         true,
 		Logger:                       fastLog,

@@ -255,7 +255,21 @@ func skipWS(data []byte, i int) int {
 	return i
 }
 
-// validID reports whether id is 1-64 characters of [A-Za-z0-9._:-].
+// validID reports whether id is 1-64 characters of [A-Za-z0-9._:-] (CONTRACT.md).
+//
+// Every id ends up inside Redis key names (internal/rkeys), Lua-built records and log
+// lines, so the charset is also what keeps it from meaning anything there:
+//   - '{' and '}' are refused: a campaign id is a hash tag ("fg:{c}:meta"), and a brace
+//     in it would move keys to another slot and let one key alias another (campaign
+//     "c}:sku:x" would own "fg:{c}:sku:x}:meta", SKU "x}:meta" of campaign "c");
+//   - '*', '?', '[', ']' and '\' are refused: they are glob syntax in KEYS/SCAN/MATCH;
+//   - whitespace and control characters are refused: the idempotency record and the
+//     freeze-window members are tab-separated ("sku\tuser\tdevice",
+//     "campaign\trequest"), so a tab would let two different requests share one;
+//   - ':' is allowed and safe: every key's kind is fixed by the constant prefix before
+//     the first id byte ("fg:{c}:rq:", "fg:{c}:sku:", "fg:bl:{"), never found by
+//     splitting on ':', and a campaign id cannot close its tag, so no id can make two
+//     different keys equal. TestIDsCannotAliasKeys and FuzzKeyLayout check this.
 func validID(id []byte) bool {
 	if len(id) == 0 || len(id) > MaxIDLen {
 		return false

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/flashgate/flashgate/internal/rkeys"
 )
 
 const validBody = `{"campaign_id":"cny-2027","sku":"rp-50","user_id":"u-1001","device_id":"d-9f2c","request_id":"6f1c2b"}`
@@ -297,5 +299,55 @@ func TestHotPathAllocs(t *testing.T) {
 	want := `{"result":"accepted","claim_id":"cny-2027.0123456789abcdefghijklmnop","campaign_id":"cny-2027","sku":"rp-50","user_id":"u-1001","value":50,"expires_at":"2027-01-15T08:00:00.000Z"}`
 	if !bytes.Equal(st.out, []byte(want)) {
 		t.Errorf("answer\n got %s\nwant %s", st.out, want)
+	}
+}
+
+// TestIDsCannotAliasKeys is FuzzKeyLayout over a fixed set of ids chosen to look like
+// the layout's own separators and kind prefixes: every key built from them is distinct.
+// ':' is in the contract's charset and is safe: the kind of a key is fixed by the
+// prefix before the first user-controlled byte, never by splitting on ':'. '{' and '}'
+// are not: the control below shows a brace in a campaign id would alias another key.
+func TestIDsCannotAliasKeys(t *testing.T) {
+	ids := []string{"c", "risk", ":", "::", "c:sku", "sku:x", "rq:x", "x:rq:y", "meta", "skus", "a:b:c", "bl:x",
+		"vd:x", "rej", "rebuild:uc", "fg:c", "fg:{c}:meta"[3:6]} // the last is "{c}", which must be refused
+	owner := map[string]laidOut{}
+	n := 0
+	for k := range keyKinds() {
+		for _, c := range ids {
+			for _, x := range ids {
+				if !validID([]byte(c)) || !validID([]byte(x)) {
+					continue
+				}
+				l := layoutKey(uint8(k), c, x)
+				if prev, ok := owner[l.key]; ok && prev != l {
+					t.Errorf("%s(%q, %q) and %s(%q, %q) are both Redis key %q", prev.kind, prev.c, prev.x, l.kind, l.c, l.x, l.key)
+				}
+				owner[l.key] = l
+				n++
+			}
+		}
+	}
+	if n == 0 || len(owner) < 100 {
+		t.Fatalf("only %d keys built from %d combinations", len(owner), n)
+	}
+
+	// The control: if ids could hold '}', campaign "c}:sku:x" would share its meta hash
+	// with SKU "x}:meta" of campaign "c" (and leave its own hash-tag slot).
+	if rkeys.Meta("c}:sku:x") != rkeys.SKU("c", "x}:meta") {
+		t.Fatalf("the control collision no longer collides: %q vs %q", rkeys.Meta("c}:sku:x"), rkeys.SKU("c", "x}:meta"))
+	}
+	for _, id := range []string{"c}:sku:x", "x}:meta", "{c}"} {
+		if validID([]byte(id)) {
+			t.Errorf("validID(%q) = true; a brace in an id can alias keys", id)
+		}
+	}
+	// Hash-tag braces, glob characters (KEYS/SCAN patterns), whitespace and the tab that
+	// separates the idempotency record's fields are refused wherever they appear.
+	for _, c := range "{}*?[]\\ \t\n\r\x00/\"'," {
+		for _, id := range []string{string(c), "a" + string(c), string(c) + "a", "a" + string(c) + "b"} {
+			if validID([]byte(id)) {
+				t.Errorf("validID(%q) = true", id)
+			}
+		}
 	}
 }

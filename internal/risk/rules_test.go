@@ -1,6 +1,8 @@
 package risk
 
 import (
+	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -176,15 +178,70 @@ func FuzzDecodeDecision(f *testing.F) {
 	f.Add([]byte(`{"v":1,"t":1,"code":30,"campaign_id":"c","result":"rejected","reason":"blocked","hits":["frozen_device"],"seen":{"freeze_device":4}}`))
 	f.Add([]byte(`{"v":1,"t":1,"code":1,"campaign_id":"c","result":"accepted","retry_after_ms":-5,"seen":{"ip":-3}}`))
 	f.Add([]byte(`{"v":1,"t":1,"code":11,"campaign_id":"c\xff","result":"rejected","reason":"sold_out","hits":["ip_velocity","ip_velocity"]}`))
+	f.Add([]byte(`{"v":1,"t":1,"code":1,"campaign_id":"c","result":"accepted","seen":{"bogus":1}}`))
+	f.Add([]byte(`{"v":1,"t":1,"code":1,"campaign_id":"c","result":"accepted","extra":1}`))
+	f.Add([]byte(`{"v":1,"t":1,"code":1,"campaign_id":"c","result":"accepted","campaign_id":""}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := DecodeDecision(b)
 		if err != nil {
+			if !errors.Is(err, ErrDecision) || d != (Decision{}) {
+				t.Fatalf("DecodeDecision(%q) = %+v, %v; a refusal must wrap ErrDecision and return nothing", b, d, err)
+			}
 			return
 		}
+		// What the decoder lets through is what riskctl relies on.
+		s := d.Seen
+		if d.CampaignID == "" || d.RetryAfterMs < 0 || s.Device < -1 || s.IP < -1 || s.User < -1 ||
+			s.FreezeDevice < -1 || s.FreezeUser < -1 || s.Flags&^(Hits|ShadowMode|FrozeDevice|FrozeUser) != 0 {
+			t.Fatalf("DecodeDecision(%q) accepted %+v", b, d)
+		}
+		enc := d.AppendJSON(nil)
+		if !json.Valid(enc) {
+			t.Fatalf("AppendJSON(%+v) = %q: not JSON", d, enc)
+		}
 		// What decodes re-encodes to something that decodes to the same decision.
-		again, err := DecodeDecision(d.AppendJSON(nil))
+		again, err := DecodeDecision(enc)
 		if err != nil || again != d {
 			t.Fatalf("re-encoding %q: %+v, %v (was %+v)", b, again, err, d)
+		}
+	})
+}
+
+// FuzzDecisionRoundTrip: every decision the gateway can encode, riskctl decodes back to
+// the same decision (up to what the record does not carry: a non-positive
+// retry_after_ms, counters below -1, flags outside the record's vocabulary, and invalid
+// UTF-8, which becomes U+FFFD the way encoding/json writes it).
+func FuzzDecisionRoundTrip(f *testing.F) {
+	s := sample()
+	f.Add(s.TimeMs, s.CampaignID, s.SKU, s.UserID, s.DeviceID, s.IP, s.RequestID, s.ClaimID, s.Code, s.Replayed, s.RetryAfterMs,
+		s.Seen.Device, s.Seen.IP, s.Seen.User, s.Seen.FreezeDevice, s.Seen.FreezeUser, int64(s.Seen.Flags))
+	f.Add(int64(-1), "c\xff", "s\t", "u\"", "d\x00", "::1", "r:1", "", 999, true, int64(-5), int64(-7), int64(0), int64(-1), int64(3), int64(-2), int64(-1))
+	f.Fuzz(func(t *testing.T, tm int64, camp, sku, user, dev, ip, rq, claimID string, code int, replayed bool, retry,
+		sd, si, su, sfd, sfu, flags int64) {
+		if camp == "" {
+			return // the gateway never decides a claim without a campaign
+		}
+		d := Decision{TimeMs: tm, CampaignID: camp, SKU: sku, UserID: user, DeviceID: dev, IP: ip, RequestID: rq,
+			Code: code, Replayed: replayed, ClaimID: claimID, RetryAfterMs: retry,
+			Seen: Seen{Device: sd, IP: si, User: su, FreezeDevice: sfd, FreezeUser: sfu, Flags: Flags(flags)}}
+		got, err := DecodeDecision(d.AppendJSON(nil))
+		if err != nil {
+			t.Fatalf("DecodeDecision(AppendJSON(%+v)): %v", d, err)
+		}
+		carried := func(s string) string { // what encoding/json would carry of s
+			b, _ := json.Marshal(s)
+			var out string
+			_ = json.Unmarshal(b, &out)
+			return out
+		}
+		counter := func(v int64) int64 { return max(v, -1) }
+		want := Decision{TimeMs: tm, CampaignID: carried(camp), SKU: carried(sku), UserID: carried(user),
+			DeviceID: carried(dev), IP: carried(ip), RequestID: carried(rq), Code: code, Replayed: replayed,
+			ClaimID: carried(claimID), RetryAfterMs: max(retry, 0),
+			Seen: Seen{Device: counter(sd), IP: counter(si), User: counter(su), FreezeDevice: counter(sfd),
+				FreezeUser: counter(sfu), Flags: Flags(flags) & (Hits | ShadowMode | FrozeDevice | FrozeUser)}}
+		if got != want {
+			t.Fatalf("round trip of %+v:\n got %+v\nwant %+v", d, got, want)
 		}
 	})
 }
