@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
@@ -48,7 +49,8 @@ type opts struct {
 
 func start(t *testing.T, o opts) *system {
 	t.Helper()
-	if o.brokers == "" {
+	shared := o.brokers == ""
+	if shared {
 		testenv.RequireBroker(t)
 		o.brokers = testenv.BrokerList()
 	}
@@ -73,6 +75,11 @@ func start(t *testing.T, o opts) *system {
 		"FLASH_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(pub),
 		"FLASH_ADMIN_ADDR=127.0.0.1:"+strconv.Itoa(adm),
 		"FLASH_ADMIN_TOKEN="+adminToken), o.gatewayExtra...)
+	if shared {
+		// The shared broker's flash.claims holds every earlier test's claims: this
+		// test's settler starts at its end (a private broker starts empty).
+		testenv.GroupAtEnd(t, testenv.Brokers(), s.group, kafkaopt.ClaimsTopic)
+	}
 	s.startGateway()
 	if !o.noSettler {
 		sp := testenv.FreePort(t)

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
@@ -115,6 +116,7 @@ func TestLeastPrivilegeSale(t *testing.T) {
 		"FLASH_ADMIN_TOKEN="+adminToken, "FLASH_SETTLER_GROUP="+s.group)
 	s.stEnv = append(settlerID.env(t), "FLASH_KAFKA_BROKERS="+s.brokers,
 		"FLASH_SETTLER_ADDR=127.0.0.1:"+strconv.Itoa(sp), "FLASH_SETTLER_GROUP="+s.group)
+	testenv.GroupAtEnd(t, testenv.Brokers(), s.group, kafkaopt.ClaimsTopic)
 	s.startGateway()
 	s.startSettler()
 	testenv.WaitHTTP(t, s.admin+"/readyz", 30*time.Second, nil)

@@ -27,7 +27,7 @@ var devPassword = map[string]string{
 var goCommands = map[string][]string{
 	"flashgate-gateway": {"PING", "INFO", "TIME", "MULTI", "EXEC", "DISCARD", "EVALSHA", "EVAL", "SCRIPT|LOAD",
 		"GET", "SET", "SETNX", "DEL", "EXISTS", "RENAME", "HGET", "HMGET", "HSET", "HSETNX", "HDEL", "HGETALL", "HLEN",
-		"HEXISTS", "SADD", "SREM", "SMEMBERS", "XRANGE", "XINFO|STREAM"},
+		"HEXISTS", "HINCRBY", "SADD", "SREM", "SMEMBERS", "XRANGE", "XINFO|STREAM", "PUBLISH", "SUBSCRIBE"},
 	"flashgate-settler": {"PING", "INFO", "TIME", "MULTI", "EXEC", "DISCARD", "EVALSHA", "EVAL", "SCRIPT|LOAD",
 		"GET", "SET", "SETNX", "DEL", "EXISTS", "RENAME", "HGET", "HMGET", "HSET", "HSETNX", "HDEL", "HEXISTS",
 		"SADD", "SMEMBERS", "XRANGE", "XLEN", "XDEL", "XINFO|STREAM"},
@@ -85,6 +85,10 @@ func sample(cmd, k string) []string {
 		return []string{"EVALSHA", "0000000000000000000000000000000000000000", "1", k}
 	case "EVAL":
 		return []string{"EVAL", "return 1", "1", k}
+	case "PUBLISH": // the one channel a user may use; the key is not a channel
+		return []string{cmd, "fg:changes", "m"}
+	case "SUBSCRIBE":
+		return []string{cmd, "fg:changes"}
 	case "XINFO|STREAM":
 		return []string{"XINFO", "STREAM", k}
 	case "SCRIPT|LOAD":

@@ -26,6 +26,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/store"
@@ -94,6 +96,35 @@ func RequireBroker(t testing.TB) {
 			t.Fatalf("broker %s: %v; %s", b, err, hint)
 		}
 		c.Close()
+	}
+}
+
+// GroupAtEnd commits, for a consumer group that does not exist yet, the current end
+// offset of every partition of topic, so a settler started in that group settles only
+// what is produced from now on. A test's settler in a fresh group would otherwise start
+// at the oldest record of the shared dev broker's flash.claims and re-read everything
+// every earlier test and benchmark produced (hundreds of MB on a used stack) before it
+// reached the test's own claims. The product is unchanged: a new production group still
+// starts at the oldest record.
+func GroupAtEnd(t testing.TB, brokers []string, group, topic string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatalf("group %s at the end of %s: %v", group, topic, err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err == nil {
+		err = adm.CommitAllOffsets(ctx, group, ends.Offsets())
+	}
+	if err != nil {
+		t.Fatalf("group %s at the end of %s: %v; %s", group, topic, err, hint)
 	}
 }
 
