@@ -175,9 +175,12 @@ func sleepUntil(ctx context.Context, base time.Time, at time.Duration, timer **t
 			}
 			continue
 		}
+		// nanosleep returns early (EINTR) when a signal arrives, and the Go runtime
+		// signals its threads often (preemption, and more under -race): loop until the
+		// time has really come, or a request would leave before it was due and its
+		// latency would be understated.
 		ts := syscall.NsecToTimespec(int64(wait))
 		_ = syscall.Nanosleep(&ts, nil)
-		return
 	}
 }
 
