@@ -179,7 +179,7 @@ func cmdRamp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var lf loadFlags
 	lf.register(fs, fe, "none")
 	var start, step, maxRate, minRate, slo string
-	var stepDur, pause time.Duration
+	var stepDur, pause, warmup time.Duration
 	var refine int
 	fs.StringVar(&slo, "slo", "p99=10ms", "the latency objective each step must hold, like p99=10ms or p99=10ms,p99.9=50ms")
 	fs.StringVar(&start, "start", "1000/s", "rate of the first step")
@@ -189,6 +189,7 @@ func cmdRamp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&stepDur, "step-duration", 10*time.Second, "how long each step offers its rate")
 	fs.DurationVar(&pause, "pause", 2*time.Second, "pause between steps so one step's backlog does not spill into the next")
 	fs.IntVar(&refine, "refine", 2, "bisection steps between the highest rate that held and the lowest that broke")
+	fs.DurationVar(&warmup, "warmup", 3*time.Second, "offer the start rate this long before the first step, judging nothing (connections, caches, pools); 0 for none")
 	if code, stop := parse(fs, fe.Parse, args, stdout); stop {
 		return code
 	}
@@ -199,7 +200,7 @@ func cmdRamp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageErr(stderr, "ramp", err)
 	}
-	rc := load.RampConfig{Run: cfg, StepDuration: stepDur, Refine: refine, Pause: pause, Progress: stderr}
+	rc := load.RampConfig{Run: cfg, StepDuration: stepDur, Refine: refine, Pause: pause, Warmup: warmup, Progress: stderr}
 	if lf.quiet {
 		rc.Progress = nil
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -385,6 +386,48 @@ func TestRampFindsTheKnee(t *testing.T) {
 		if s.Result.Sent != s.Result.Intended {
 			t.Errorf("step @%v sent %d of %d", s.Rate, s.Result.Sent, s.Result.Intended)
 		}
+	}
+}
+
+// A warm-up offers the start rate before the first step and is not judged: a server
+// that is slow only while cold (here its first 100 answers) breaks no step, and the
+// warm-up's requests are sent, answered and reported apart from the steps'.
+func TestRampWarmupIsNotJudged(t *testing.T) {
+	var served atomic.Int64
+	target := serve(t, func(ctx *fasthttp.RequestCtx) {
+		if served.Add(1) <= 100 {
+			time.Sleep(300 * time.Millisecond) // cold: far beyond the objective
+		}
+		accept(ctx, "c-test.w")
+	})
+	run := baseConfig(target)
+	run.LagBudget = 200 * time.Millisecond // the race detector slows the generator itself
+	cfg := RampConfig{Run: run, Start: 100, Step: Step{Factor: 2}, StepDuration: time.Second,
+		MaxRate: 150, Objective: Objective{Bounds: mustSLO(t, "p99=200ms"), ErrorBudget: 0.01},
+		Pause: 100 * time.Millisecond, Warmup: 2 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, err := Ramp(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.WarmupResult == nil || r.WarmupResult.Sent != 200 || r.WarmupResult.Answered != 200 {
+		t.Fatalf("warm-up result %+v; want 200 requests sent and answered (100/s for 2s)", r.WarmupResult)
+	}
+	if len(r.Steps) != 1 || r.Steps[0].Rate != 100 || r.Steps[0].Result.Sent != 100 {
+		t.Fatalf("steps %+v; want one step at the start rate with its own 100 requests (next step is over max)", r.Steps)
+	}
+	if !r.Steps[0].Held || r.HighestHeld != 100 || r.Limit != "max_rate" {
+		t.Errorf("first step held %v %v, highest %v, limit %s; the cold answers were the warm-up's, so it must hold",
+			r.Steps[0].Held, r.Steps[0].Why, r.HighestHeld, r.Limit)
+	}
+	if got := served.Load(); got != 300 {
+		t.Errorf("server saw %d requests; want 200 warm-up + 100 step", got)
+	}
+	bad := cfg
+	bad.Warmup = -time.Second
+	if _, err := Ramp(ctx, bad); err == nil || !strings.Contains(err.Error(), "warm-up") {
+		t.Errorf("negative warm-up: err %v; want one naming the warm-up", err)
 	}
 }
 

@@ -64,6 +64,11 @@ type RampConfig struct {
 	// Pause between steps lets queues drain so one step's backlog does not count
 	// against the next.
 	Pause time.Duration
+	// Warmup, when set, offers the Start rate for this long before the first step and
+	// judges nothing: connections are opened, caches and pools filled, code paths
+	// warmed, so a cold start is not mistaken for the deployment's limit. Its answers are
+	// still recorded (and verified) like any other.
+	Warmup time.Duration
 	// Progress gets a line per step (and the runs' own progress lines).
 	Progress io.Writer
 }
@@ -88,6 +93,8 @@ type RampResult struct {
 	HighestHeld float64 `json:"highest_held"`
 	// HeldResult is that step's result (accepted/s, latencies).
 	HeldResult *Result `json:"-"`
+	// WarmupResult is the warm-up's measurements (not judged), if there was one.
+	WarmupResult *Result `json:"warmup,omitempty"`
 	// LowestBroken is the lowest rate that broke it (0: none did).
 	LowestBroken float64 `json:"lowest_broken"`
 	// Limit says what ended the ramp: "objective", "generator" (bench could not send
@@ -112,6 +119,8 @@ func (c *RampConfig) validate() error {
 		return fmt.Errorf("ramp max rate %v: below the start %v", c.MaxRate, c.Start)
 	case c.StepDuration < 500*time.Millisecond:
 		return fmt.Errorf("ramp step duration %s: want at least 500ms", c.StepDuration)
+	case c.Warmup < 0 || c.Warmup > 10*time.Minute:
+		return fmt.Errorf("ramp warm-up %s: want 0..10m", c.Warmup)
 	case c.Refine < 0 || c.Refine > 10:
 		return fmt.Errorf("ramp refine %d: want 0..10", c.Refine)
 	case len(c.Objective.Bounds) == 0:
@@ -172,6 +181,26 @@ func Ramp(ctx context.Context, cfg RampConfig) (*RampResult, error) {
 			return false
 		case <-time.After(cfg.Pause):
 			return true
+		}
+	}
+
+	if cfg.Warmup > 0 {
+		rc := cfg.Run
+		rc.Rate, rc.Duration = cfg.Start, cfg.Warmup
+		rc.Label = "warm-up @" + fmtInt(cfg.Start) + "/s"
+		rc.Traffic.IDPrefix = prefix + "w"
+		rc.Traffic.Seed = cfg.Run.Traffic.Seed + 1<<32
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "-- %s for %s (not judged)\n", rc.Label, cfg.Warmup)
+		}
+		res, err := Run(ctx, rc)
+		if err != nil {
+			return nil, err
+		}
+		out.WarmupResult = res
+		if res.Interrupted || !pause() {
+			out.Limit = "interrupted"
+			return out, nil
 		}
 	}
 
