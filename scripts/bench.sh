@@ -35,7 +35,8 @@ bin/bench setup --admin http://127.0.0.1:8081 --campaign "$CAMPAIGN" --business-
 set +e
 bin/bench ramp --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 \
   --users 2000000 --seed 2027 --mix bots=5%,retries=10%,invalid=1% --slo "$SLO" \
-  --start 1000/s --step x1.5 --step-duration 10s --refine 2 --wait-start 2s --out "$OUT"
+  --start 500/s --step x1.4 --step-duration 10s --refine 2 --wait-start 2s --lag-budget "${BENCH_LAG_BUDGET:-3ms}" \
+  --out "$OUT"
 ramp_rc=$?
 env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$CAMPAIGN" --record "$OUT" --wait 300s
 verify_rc=$?

@@ -13,7 +13,7 @@
 # fasthttp ceiling, claim.lua direct, broker, Postgres) and `bench verify` of every
 # campaign. Everything lands in out/peak/<time>/; summary.md has the table.
 #
-# Knobs: PEAK_SLO (p99=10ms), PEAK_STEP_DURATION (8s), PEAK_START (2000/s),
+# Knobs: PEAK_SLO (p99=10ms), PEAK_STEP_DURATION (8s), PEAK_START (500/s), PEAK_LAG_BUDGET (3ms),
 # PEAK_VARIANTS ("batched per-req sync soldout light").
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,7 +21,11 @@ cd "$ROOT"
 export PATH=/usr/local/go/bin:$PATH
 SLO=${PEAK_SLO:-p99=10ms}
 STEPDUR=${PEAK_STEP_DURATION:-8s}
-START=${PEAK_START:-2000/s}
+START=${PEAK_START:-500/s}
+# Everything shares 2 cores, so the generator's own schedule lag reaches 1-2 ms at p99
+# even at low rates; latency is measured from each request's due time, so lag below the
+# objective only makes the verdict stricter. PEAK_LAG_BUDGET overrides.
+LAG=${PEAK_LAG_BUDGET:-3ms}
 VARIANTS=${PEAK_VARIANTS:-batched per-req sync soldout light}
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=$ROOT/out/peak/$STAMP
@@ -53,7 +57,7 @@ ramp() { # name extra-flags...
   echo "== $name: ramp to $SLO"
   bin/bench ramp --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 \
     --users 2000000 --seed 2027 --mix bots=5%,retries=10%,invalid=1% --slo "$SLO" \
-    --start "$START" --step x1.4 --step-duration "$STEPDUR" --refine 2 --wait-start 2s --quiet \
+    --start "$START" --step x1.4 --step-duration "$STEPDUR" --refine 2 --wait-start 2s --quiet --lag-budget "$LAG" \
     --out "$OUT/$name" "$@" || true
 }
 
