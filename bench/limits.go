@@ -25,7 +25,7 @@ func cmdLimits(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fe := flagenv.New(fs)
 	var (
 		redisAddr, pgURL, brokers, only, from, gwRate, gwAcc, slo, start, step, maxRate, out string
-		each, stepDur                                                                        time.Duration
+		each, stepDur, lagBudget                                                             time.Duration
 		concurrency, batch, pgBatch                                                          int
 		asJSON                                                                               bool
 	)
@@ -44,6 +44,7 @@ func cmdLimits(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&step, "step", "x1.5", "step of the bare HTTP handler's ramp")
 	fs.StringVar(&maxRate, "max-rate", "500000/s", "highest rate the bare HTTP handler's ramp tries")
 	fs.DurationVar(&stepDur, "step-duration", 3*time.Second, "duration of each bare HTTP step")
+	fs.DurationVar(&lagBudget, "lag-budget", time.Millisecond, "schedule lag (p99) of the bare HTTP ramp beyond which bench says it could not keep its schedule (use the gateway ramp's)")
 	fs.StringVar(&from, "from", "", "a ramp's output folder (or result.json): the gateway figures to compare the ceilings with")
 	fs.StringVar(&gwRate, "gateway-rate", "", "the gateway's highest request rate that held, if not --from")
 	fs.StringVar(&gwAcc, "gateway-accepted", "", "the gateway's accepted claims per second at that rate, if not --from")
@@ -99,9 +100,12 @@ func cmdLimits(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if cfg.HTTP {
 		var err error
 		rc := load.RampConfig{StepDuration: stepDur, Refine: 2, Pause: 500 * time.Millisecond,
-			Run: load.Config{Traffic: traffic.Config{Campaign: "bench-limits", SKUs: []string{"rp-50", "rp-100"}, Seed: 1}}}
+			Run: load.Config{LagBudget: lagBudget, Traffic: traffic.Config{Campaign: "bench-limits", SKUs: []string{"rp-50", "rp-100"}, Seed: 1}}}
 		if rc.Objective.Bounds, err = load.ParseSLO(slo); err != nil {
 			return usageErr(stderr, "limits", err)
+		}
+		if lagBudget < 0 {
+			return usageErr(stderr, "limits", fmt.Errorf("--lag-budget %s: must not be negative", lagBudget))
 		}
 		rc.Objective.ErrorBudget = 0.01
 		if rc.Start, err = load.ParseRate(start); err != nil {

@@ -63,6 +63,8 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"verify"}, "--campaign"},
 		{[]string{"verify", "--campaign", "c", "--record", "/nonexistent"}, "record"},
 		{[]string{"limits", "--only", "gpu"}, "--only"},
+		{[]string{"limits", "--only", "http", "--lag-budget", "-1ms"}, "--lag-budget"},
+		{[]string{"ramp", "--campaign", "c", "--skus", "a", "--warmup", "-1s"}, "warm-up"},
 		{[]string{"report"}, "folder"},
 	} {
 		code, _, errs := call(t, tc.args...)

@@ -40,7 +40,7 @@ bin/bench ramp --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-5
 ramp_rc=$?
 env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$CAMPAIGN" --record "$OUT" --wait 300s
 verify_rc=$?
-bin/bench limits --from "$OUT"
+bin/bench limits --from "$OUT" --lag-budget "${BENCH_LAG_BUDGET:-3ms}"
 set -e
 
 echo "report: $OUT/report.html"

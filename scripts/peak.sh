@@ -112,7 +112,7 @@ done
 echo "== ceilings (bench limits)"
 src=$OUT/batched
 [ -f "$src/result.json" ] || src=
-bin/bench limits ${src:+--from "$src"} --out "$OUT" >"$OUT/limits.txt" 2>&1 || true
+bin/bench limits ${src:+--from "$src"} --out "$OUT" --lag-budget "$LAG" >"$OUT/limits.txt" 2>&1 || true
 cat "$OUT/limits.txt"
 
 echo "== verify every campaign"
