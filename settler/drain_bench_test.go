@@ -51,16 +51,7 @@ func BenchmarkDrain(b *testing.B) {
 
 	port := testenv.FreePort(b)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	env := []string{
-		"FLASH_REDIS_ADDR=" + testenv.RedisAddr(),
-		"FLASH_PG_URL=" + testenv.PGURL(),
-		"FLASH_KAFKA_BROKERS=" + testenv.BrokerList(),
-		"FLASH_SETTLER_ADDR=127.0.0.1:" + strconv.Itoa(port),
-		"FLASH_SETTLER_TOPIC=" + topic,
-		"FLASH_SETTLER_GROUP=" + group,
-		"FLASH_RELAY_MIN_AGE=1h",
-		"FLASH_LOG_LEVEL=warn",
-	}
+	env := settlerEnv(port, topic, group, "FLASH_RELAY_MIN_AGE=1h")
 	bin := testenv.Build(b, "./settler")
 
 	acked := make(map[[2]int64]time.Time, n)

@@ -17,6 +17,20 @@ import (
 // TestKill9MidStream kills the settler binary with SIGKILL while it is writing a stream
 // of claims, checks it never committed an offset past a claim that is not a row, then
 // restarts it and checks every claim is exactly one row with one reserve entry.
+// settlerEnv is the environment of a settler binary on the dev stack that serves on
+// port and settles topic in group, quietly, plus extra settings.
+func settlerEnv(port int, topic, group string, extra ...string) []string {
+	return append([]string{
+		"FLASH_REDIS_ADDR=" + testenv.RedisAddr(),
+		"FLASH_PG_URL=" + testenv.PGURL(),
+		"FLASH_KAFKA_BROKERS=" + testenv.BrokerList(),
+		"FLASH_SETTLER_ADDR=127.0.0.1:" + strconv.Itoa(port),
+		"FLASH_SETTLER_TOPIC=" + topic,
+		"FLASH_SETTLER_GROUP=" + group,
+		"FLASH_LOG_LEVEL=warn",
+	}, extra...)
+}
+
 func TestKill9MidStream(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const total, first = 3000, 1500
@@ -28,16 +42,8 @@ func TestKill9MidStream(t *testing.T) {
 
 	port := testenv.FreePort(t)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	env := []string{
-		"FLASH_REDIS_ADDR=" + testenv.RedisAddr(),
-		"FLASH_PG_URL=" + testenv.PGURL(),
-		"FLASH_KAFKA_BROKERS=" + testenv.BrokerList(),
-		"FLASH_SETTLER_ADDR=127.0.0.1:" + strconv.Itoa(port),
-		"FLASH_SETTLER_TOPIC=" + topic,
-		"FLASH_SETTLER_GROUP=" + group,
-		"FLASH_SETTLER_BATCH=50", // many small transactions: a kill lands between or inside one
-		"FLASH_LOG_LEVEL=warn",
-	}
+	env := settlerEnv(port, topic, group,
+		"FLASH_SETTLER_BATCH=50") // many small transactions: a kill lands between or inside one
 	bin := testenv.Build(t, "./settler")
 	p := testenv.Start(t, bin, env)
 	p.WaitReady(t, base+"/readyz")

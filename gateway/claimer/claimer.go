@@ -36,7 +36,8 @@ var (
 	// ErrUnavailable: Redis or the broker could not be reached, or the claim could not be
 	// made durable and was compensated.
 	ErrUnavailable = errors.New("claimer: unavailable")
-	// ErrOverloaded: the queue in front of Redis is full; shedding load is better than
+	// ErrOverloaded: the queue in front of Redis is full, or a claim waited in it longer
+	// than RedisTimeout (Redis stalled); shedding load is better than
 	// letting every waiting client time out.
 	ErrOverloaded = errors.New("claimer: overloaded")
 	// ErrClosed: the claimer is shutting down.
