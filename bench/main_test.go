@@ -66,6 +66,8 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"limits", "--only", "http", "--lag-budget", "-1ms"}, "--lag-budget"},
 		{[]string{"ramp", "--campaign", "c", "--skus", "a", "--warmup", "-1s"}, "warm-up"},
 		{[]string{"report"}, "folder"},
+		{[]string{"run", "--campaign", "c", "--skus", "a", "--cpu", "gateway"}, "--cpu"},
+		{[]string{"run", "--campaign", "c", "--skus", "a", "--cpu", "gateway=2147483000"}, "no such process"},
 	} {
 		code, _, errs := call(t, tc.args...)
 		if code != exitUsage || !strings.Contains(errs, tc.want) {
@@ -150,5 +152,49 @@ func TestRunExitCodesAndOutputs(t *testing.T) {
 	base = append(base, "--mix", "retries=30%")
 	if code, out, _ := call(t, base...); code != exitViolated || !strings.Contains(out, "VIOLATIONS") {
 		t.Errorf("run against a server that gives retries new claims: exit %d\n%s", code, out)
+	}
+}
+
+// run --cpu charges the run's CPU to the named processes and to bench, per answered
+// request and per accepted claim, in the summary and in result.json. Here the "gateway"
+// is this test process (the server runs in it), so it used CPU answering.
+func TestRunReportsCPUByProcess(t *testing.T) {
+	var m atomic.Int64
+	srv := serve(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetStatusCode(200)
+		ctx.SetBodyString(`{"result":"accepted","claim_id":"c-cpu.` + strconv.FormatInt(m.Add(1), 10) + `","value":50}`)
+	})
+	dir := filepath.Join(t.TempDir(), "out")
+	code, out, errs := call(t, "run", "--target", srv, "--campaign", "c-cpu", "--skus", "rp-50", "--rate", "300/s",
+		"--duration", "1s", "--burst", "none", "--mix", "none", "--quiet", "--lag-budget", "1s",
+		"--cpu", "gateway="+strconv.Itoa(os.Getpid()), "--out", dir)
+	if code != exitHeld {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	for _, want := range []string{"us/accepted", "gateway", "bench", "machine", "idle"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	f, err := report.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.CPU
+	if c == nil {
+		t.Fatal("result.json has no cpu section")
+	}
+	if c.Answered != f.Run.Answered || c.Accepted != f.Run.Accepted || c.Accepted != 300 {
+		t.Errorf("cpu divides by answered %d accepted %d; run answered %d accepted %d (want 300)", c.Answered, c.Accepted, f.Run.Answered, f.Run.Accepted)
+	}
+	if len(c.Parts) != 2 || c.Parts[0].Name != "gateway" || c.Parts[1].Name != "bench" {
+		t.Fatalf("parts %+v: want gateway then bench", c.Parts)
+	}
+	// The test process is both: the gateway tree's CPU includes bench's own.
+	if g, b := c.Parts[0], c.Parts[1]; g.Seconds <= 0 || g.Seconds+0.02 < b.Seconds || g.PerAcceptedUs <= 0 {
+		t.Errorf("gateway %+v, bench %+v: the gateway process ran both", g, b)
+	}
+	if c.WindowSeconds < 0.9 || c.Machine.Seconds <= 0 {
+		t.Errorf("window %.2fs, machine %.2fs", c.WindowSeconds, c.Machine.Seconds)
 	}
 }

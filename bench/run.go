@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flashgate/flashgate/bench/cpu"
 	"github.com/flashgate/flashgate/bench/load"
 	"github.com/flashgate/flashgate/bench/record"
 	"github.com/flashgate/flashgate/bench/report"
@@ -120,9 +121,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fe := flagenv.New(fs)
 	var lf loadFlags
 	lf.register(fs, fe, "5x:1s")
-	var rate, slo string
+	var rate, slo, cpuSpec string
 	var duration time.Duration
 	fs.StringVar(&rate, "rate", "1000/s", "requests per second after the burst (like 5000/s, 5k/s, 300/m)")
+	fs.StringVar(&cpuSpec, "cpu", "", "processes whose CPU to report per answered request and accepted claim, as name=PID pairs (children included), like gateway=4121,redis=3990; bench and the whole machine are added (Linux /proc)")
 	fs.DurationVar(&duration, "duration", 10*time.Second, "how long to send, burst included")
 	fs.StringVar(&slo, "slo", "", "latency objective to judge the run by, like p99=10ms or p99=10ms,p99.9=50ms (default: none, only the error budget)")
 	if code, stop := parse(fs, fe.Parse, args, stdout); stop {
@@ -145,6 +147,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return usageErr(stderr, "run", err)
 		}
 	}
+	var procs []cpu.Proc
+	if cpuSpec != "" {
+		if procs, err = cpu.ParseSpec(cpuSpec); err != nil {
+			return usageErr(stderr, "run", err)
+		}
+	}
 	rec, err := record.Create(lf.out)
 	if err != nil {
 		return failed(stderr, "run", err)
@@ -154,7 +162,23 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		rec.Close()
 		return failed(stderr, "run", ctx.Err())
 	}
+	var before *cpu.Snapshot
+	if procs != nil {
+		if before, err = cpu.Take(procs); err != nil {
+			rec.Close()
+			return failed(stderr, "run", err)
+		}
+	}
 	res, err := load.Run(ctx, cfg)
+	var cpuReport *cpu.Report
+	if before != nil && err == nil {
+		after, cerr := cpu.Take(procs)
+		if cerr != nil {
+			rec.Close()
+			return failed(stderr, "run", cerr)
+		}
+		cpuReport = cpu.Between(before, after, res.Answered, res.Accepted)
+	}
 	if cerr := rec.Close(); err == nil && cerr != nil {
 		return failed(stderr, "run", cerr)
 	}
@@ -169,8 +193,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case !v.Held:
 		code = exitBroke
 	}
-	f := &report.File{Mode: "run", Command: append([]string{"bench", "run"}, args...), Run: res, Exit: code}
-	return finish(f, lf, stdout, stderr, code, func(w io.Writer) { report.Summary(w, res) })
+	f := &report.File{Mode: "run", Command: append([]string{"bench", "run"}, args...), Run: res, CPU: cpuReport, Exit: code}
+	return finish(f, lf, stdout, stderr, code, func(w io.Writer) {
+		report.Summary(w, res)
+		report.CPUSummary(w, cpuReport)
+	})
 }
 
 func cmdRamp(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -54,3 +54,12 @@ lib_wait_ready() { # url...: each answers 200 within 30 s
     done
   done
 }
+
+lib_cpu_spec() { # gateway-pid settler-pid: bench run's --cpu value for the whole system
+  local stack=${FLASH_STACK_DIR:-$ROOT/.stack} spec="gateway=$1,settler=$2" pid
+  pid=$(cat "$stack/redis.pid" 2>/dev/null) && [ -n "$pid" ] && spec+=",redis=$pid"
+  pid=$(cat "$stack/broker.pid" 2>/dev/null) && [ -n "$pid" ] && spec+=",broker=$pid"
+  # The postmaster with its children: the backends, the WAL writer, the checkpointer.
+  pid=$(head -1 "$stack/pg/data/postmaster.pid" 2>/dev/null) && [ -n "$pid" ] && spec+=",postgres=$pid"
+  echo "$spec"
+}

@@ -9,12 +9,15 @@
 #             gateway has that flag
 #   soldout   the stampede after stock is gone (answered without claim.lua)
 #   light     1,000 claims/s, p99 end to end, broker acknowledgement included
+#   budget    fixed rates (PEAK_BUDGET_RATES) with bench run --cpu: microseconds of CPU
+#             per accepted claim in each process (gateway, settler, Redis, broker,
+#             Postgres, bench) and how busy the whole machine was
 # then a CPU profile of the batched gateway at its peak, `bench limits` (the bare
 # fasthttp ceiling, claim.lua direct, broker, Postgres) and `bench verify` of every
 # campaign. Everything lands in out/peak/<time>/; summary.md has the table.
 #
 # Knobs: PEAK_SLO (p99=10ms), PEAK_STEP_DURATION (8s), PEAK_START (500/s), PEAK_LAG_BUDGET (3ms),
-# PEAK_VARIANTS ("batched per-req sync soldout light").
+# PEAK_VARIANTS ("batched per-req sync soldout light budget"), PEAK_BUDGET_RATES ("500 1000 2000").
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -26,7 +29,8 @@ START=${PEAK_START:-500/s}
 # even at low rates; latency is measured from each request's due time, so lag below the
 # objective only makes the verdict stricter. PEAK_LAG_BUDGET overrides.
 LAG=${PEAK_LAG_BUDGET:-3ms}
-VARIANTS=${PEAK_VARIANTS:-batched per-req sync soldout light}
+VARIANTS=${PEAK_VARIANTS:-batched per-req sync soldout light budget}
+BUDGET_RATES=${PEAK_BUDGET_RATES:-500 1000 2000}
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=$ROOT/out/peak/$STAMP
 mkdir -p "$OUT"
@@ -37,6 +41,7 @@ make -s build
 export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-peak-$RANDOM$RANDOM}
 AUTH="Authorization: Bearer $FLASH_ADMIN_TOKEN"
 lib_start settler env "${SETTLER_ENV[@]}" bin/settler
+SETTLER_PID=$LIB_LAST_PID
 lib_wait_ready http://127.0.0.1:8082/readyz
 
 campaigns=()
@@ -71,7 +76,8 @@ for v in $VARIANTS; do
       if [ "$held" -gt 0 ]; then
         echo "== batched: CPU profile at $held/s"
         bin/bench run --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 --users 2000000 \
-          --seed 7 --rate "$held" --duration 16s --burst none --quiet --out "$OUT/batched-profile-run" >/dev/null 2>&1 &
+          --seed 7 --rate "$held" --duration 16s --burst none --quiet --cpu "$(lib_cpu_spec "$GW_PID" "$SETTLER_PID")" \
+          --out "$OUT/batched-profile-run" >/dev/null 2>&1 &
         prof=$!
         sleep 4
         curl -fsS -H "$AUTH" "http://127.0.0.1:8081/debug/pprof/profile?seconds=10" -o "$OUT/gateway-cpu.pprof" || true
@@ -103,7 +109,22 @@ for v in $VARIANTS; do
       campaign light 50000000 1000
       echo "== light: 1000 claims/s for 20 s"
       bin/bench run --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 --users 2000000 \
-        --seed 11 --rate 1000 --duration 20s --burst none --mix none --wait-start 2s --quiet --out "$OUT/light" >/dev/null || true
+        --seed 11 --rate 1000 --duration 20s --burst none --mix none --wait-start 2s --quiet \
+        --cpu "$(lib_cpu_spec "$GW_PID" "$SETTLER_PID")" --out "$OUT/light" >/dev/null || true
+      lib_stop "$GW_PID" ;;
+    budget)
+      # Where each claim's CPU goes, at rates below and at saturation: plain claims (no
+      # bots, retries or invalid requests), each rate on a fresh campaign, 10 s each.
+      gateway budget
+      for rate in $BUDGET_RATES; do
+        campaign "budget-$rate" 50000000 1000
+        echo "== budget: $rate claims/s for 10 s with --cpu"
+        bin/bench run --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 --users 2000000 \
+          --seed 13 --rate "$rate" --duration 10s --burst none --mix none --wait-start 2s --quiet \
+          --cpu "$(lib_cpu_spec "$GW_PID" "$SETTLER_PID")" --out "$OUT/budget-$rate" >"$OUT/budget-$rate.txt" || true
+        sed -n '/^  cpu /,$p' "$OUT/budget-$rate.txt" | grep -v '^report:\|^result:\|^record:'
+        sleep 3 # let the settler catch up before the next rate
+      done
       lib_stop "$GW_PID" ;;
     *) lib_die "unknown variant $v" ;;
   esac

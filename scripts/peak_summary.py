@@ -82,3 +82,27 @@ print(f"| accepted/s, asynchronous ÷ synchronous produce | {ratio(acc('batched'
 print(f"| batched accepted/s ÷ bare fasthttp ceiling | {ratio(acc('batched'), bare)} |")
 sold = rows.get("soldout")
 print(f"| sold-out answers/s held ÷ bare fasthttp ceiling | {ratio(sold['rate'] if sold else None, bare)} |")
+
+# Where the CPU goes (bench run --cpu): microseconds of CPU per accepted claim in each
+# process, at each fixed rate of the budget variant (and the light and profile runs).
+budgets = []
+for name in sorted(os.listdir(out)):
+    f = load(name, "result.json") if os.path.isdir(os.path.join(out, name)) else None
+    if f and f.get("cpu") and f.get("run"):
+        budgets.append((f["run"]["rate"], name, f))
+budgets.sort()
+if budgets:
+    names = []
+    for _, _, f in budgets:
+        for p in f["cpu"]["parts"]:
+            if p["name"] not in names:
+                names.append(p["name"])
+    print("\n| CPU µs per accepted claim | " + " | ".join(f"{n}" for n in names) + " | other | whole machine | machine busy (cores) | p99 (ms) |")
+    print("|---" * (len(names) + 5) + "|")
+    for rate, name, f in budgets:
+        c = f["cpu"]
+        per = {p["name"]: p for p in c["parts"]}
+        cells = [fmt(per[n]["us_per_accepted"]) if n in per and not per[n].get("note") else "-" for n in names]
+        print(f"| {name} ({fmt(rate)}/s, {fmt(c['accepted'])} accepted) | " + " | ".join(cells) +
+              f" | {fmt(c['unaccounted']['us_per_accepted'])} | {fmt(c['machine']['us_per_accepted'])} | "
+              f"{c['machine']['cores']:.2f} of {c['cpus']} | {fmt(f['run']['latency']['p99_ms'], 1)} |")

@@ -25,6 +25,7 @@ import (
 	"github.com/go-echarts/go-echarts/v2/charts"
 	"github.com/go-echarts/go-echarts/v2/opts"
 
+	"github.com/flashgate/flashgate/bench/cpu"
 	"github.com/flashgate/flashgate/bench/load"
 )
 
@@ -69,6 +70,8 @@ type File struct {
 	Command []string         `json:"command,omitempty"`
 	Run     *load.Result     `json:"run,omitempty"`
 	Ramp    *load.RampResult `json:"ramp,omitempty"`
+	// CPU is where the run's CPU went, by process (bench run --cpu).
+	CPU *cpu.Report `json:"cpu,omitempty"`
 	// Exit is the exit code the command chose (0 held, 1 objective broke, 2 guarantee
 	// violated on the wire).
 	Exit int `json:"exit"`
@@ -154,6 +157,31 @@ func Summary(w io.Writer, r *load.Result) {
 			fmt.Fprintf(w, "  objective  BROKE (%s): %s\n", v.Objective, strings.Join(v.Why, "; "))
 		}
 	}
+}
+
+// CPUSummary prints a run's CPU budget: each watched process's CPU, the cores it kept
+// busy, and its microseconds per answered request and per accepted claim. Nothing when
+// the run had no --cpu.
+func CPUSummary(w io.Writer, c *cpu.Report) {
+	if c == nil {
+		return
+	}
+	fmt.Fprintf(w, "  cpu        %.1fs window on %d CPUs, %s answered, %s accepted (us = microseconds of CPU)\n",
+		c.WindowSeconds, c.CPUs, load.FmtInt(float64(c.Answered)), load.FmtInt(float64(c.Accepted)))
+	fmt.Fprintf(w, "    %-10s %8s %7s %12s %14s\n", "process", "cpu s", "cores", "us/answer", "us/accepted")
+	row := func(p cpu.Part) {
+		fmt.Fprintf(w, "    %-10s %8.2f %7.2f %12.0f %14.0f", p.Name, p.Seconds, p.Cores, p.PerAnswerUs, p.PerAcceptedUs)
+		if p.Note != "" {
+			fmt.Fprintf(w, "  (%s)", p.Note)
+		}
+		fmt.Fprintln(w)
+	}
+	for _, p := range c.Parts {
+		row(p)
+	}
+	row(c.Unaccounted)
+	row(c.Machine)
+	fmt.Fprintf(w, "    idle       %.2f cores\n", c.IdleCores)
 }
 
 func byReason(r *load.Result, class string) string {
@@ -258,6 +286,7 @@ func HTML(w io.Writer, f *File) error {
 		p.Mode = "run"
 		var b strings.Builder
 		Summary(&b, r)
+		CPUSummary(&b, f.CPU)
 		p.Summary = b.String()
 		timeline, total = r.Seconds, r
 		p.Held = !r.Violated() && (r.Verdict == nil || r.Verdict.Held)
