@@ -17,7 +17,10 @@
 # campaign. Everything lands in out/peak/<time>/; summary.md has the table.
 #
 # Knobs: PEAK_SLO (p99=10ms), PEAK_STEP_DURATION (8s), PEAK_START (500/s), PEAK_LAG_BUDGET (3ms),
-# PEAK_VARIANTS ("batched per-req sync soldout light budget"), PEAK_BUDGET_RATES ("500 1000 2000").
+# PEAK_VARIANTS ("batched per-req sync soldout light budget"), PEAK_BUDGET_RATES ("500 1000 2000"),
+# PEAK_BASELINE_BIN (a folder with another build's gateway and settler: the budget
+# variant runs them too, interleaved, e.g. git worktree add /tmp/base <commit> &&
+# make -C /tmp/base build && PEAK_VARIANTS=budget PEAK_BASELINE_BIN=/tmp/base/bin make peak).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -47,7 +50,7 @@ lib_wait_ready http://127.0.0.1:8082/readyz
 campaigns=()
 gateway() { # name flags...: start a gateway; bench's bot farms vary X-Forwarded-For
   local name=$1; shift
-  lib_start "gateway-$name" env "${GATEWAY_ENV[@]}" FLASH_TRUSTED_PROXIES=127.0.0.1/32 bin/gateway "$@"
+  lib_start "gateway-$name" env "${GATEWAY_ENV[@]}" FLASH_TRUSTED_PROXIES=127.0.0.1/32 "${GW_BIN:-bin/gateway}" "$@"
   GW_PID=$LIB_LAST_PID
   lib_wait_ready http://127.0.0.1:8081/readyz
 }
@@ -115,17 +118,32 @@ for v in $VARIANTS; do
     budget)
       # Where each claim's CPU goes, at rates below and at saturation: plain claims (no
       # bots, retries or invalid requests), each rate on a fresh campaign, 10 s each.
-      gateway budget
+      # With PEAK_BASELINE_BIN (another build's bin/), its gateway and settler run each
+      # rate too, interleaved with this build's, for a side-by-side ratio.
+      sets=cur
+      [ -n "${PEAK_BASELINE_BIN:-}" ] && sets="base cur"
+      running=bin
       for rate in $BUDGET_RATES; do
-        campaign "budget-$rate" 50000000 1000
-        echo "== budget: $rate claims/s for 10 s with --cpu"
-        bin/bench run --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 --users 2000000 \
-          --seed 13 --rate "$rate" --duration 10s --burst none --mix none --wait-start 2s --quiet \
-          --cpu "$(lib_cpu_spec "$GW_PID" "$SETTLER_PID")" --out "$OUT/budget-$rate" >"$OUT/budget-$rate.txt" || true
-        sed -n '/^  cpu /,$p' "$OUT/budget-$rate.txt" | grep -v '^report:\|^result:\|^record:'
-        sleep 3 # let the settler catch up before the next rate
-      done
-      lib_stop "$GW_PID" ;;
+        for set in $sets; do
+          bindir=bin name=budget-$rate
+          [ "$set" = base ] && bindir=$PEAK_BASELINE_BIN name=budget-base-$rate
+          if [ "$bindir" != "$running" ]; then # the settler of the same build
+            lib_stop "$SETTLER_PID"
+            lib_start "settler-$set" env "${SETTLER_ENV[@]}" "$bindir/settler"
+            SETTLER_PID=$LIB_LAST_PID running=$bindir
+            lib_wait_ready http://127.0.0.1:8082/readyz
+          fi
+          GW_BIN=$bindir/gateway gateway "$name"
+          campaign "$name" 50000000 1000
+          echo "== $name: $rate claims/s for 10 s with --cpu ($bindir)"
+          bin/bench run --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 --users 2000000 \
+            --seed 13 --rate "$rate" --duration 10s --burst none --mix none --wait-start 2s --quiet \
+            --cpu "$(lib_cpu_spec "$GW_PID" "$SETTLER_PID")" --out "$OUT/$name" >"$OUT/$name.txt" || true
+          sed -n '/^  latency/p;/^  cpu /,$p' "$OUT/$name.txt" | grep -v '^report:\|^result:\|^record:'
+          lib_stop "$GW_PID"
+          sleep 3 # let the settler catch up before the next run
+        done
+      done ;;
     *) lib_die "unknown variant $v" ;;
   esac
 done

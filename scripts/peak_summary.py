@@ -106,3 +106,21 @@ if budgets:
         print(f"| {name} ({fmt(rate)}/s, {fmt(c['accepted'])} accepted) | " + " | ".join(cells) +
               f" | {fmt(c['unaccounted']['us_per_accepted'])} | {fmt(c['machine']['us_per_accepted'])} | "
               f"{c['machine']['cores']:.2f} of {c['cpus']} | {fmt(f['run']['latency']['p99_ms'], 1)} |")
+
+# The budget variant with PEAK_BASELINE_BIN: this build against the baseline, rate by rate.
+pairs = []
+for rate, name, f in budgets:
+    if name.startswith("budget-base-"):
+        cur = load("budget-" + name[len("budget-base-"):], "result.json")
+        if cur and cur.get("cpu"):
+            pairs.append((rate, f, cur))
+if pairs:
+    print("\n| rate | part | baseline µs/claim | this build µs/claim | baseline ÷ this build |")
+    print("|---|---|---|---|---|")
+    for rate, base, cur in pairs:
+        b = {p["name"]: p for p in base["cpu"]["parts"] + [base["cpu"]["machine"]]}
+        c = {p["name"]: p for p in cur["cpu"]["parts"] + [cur["cpu"]["machine"]]}
+        for n in c:
+            if n in b and not b[n].get("note") and not c[n].get("note"):
+                bu, cu = b[n]["us_per_accepted"], c[n]["us_per_accepted"]
+                print(f"| {fmt(rate)}/s | {n} | {fmt(bu)} | {fmt(cu)} | {ratio(bu, cu)} |")
