@@ -234,13 +234,11 @@ type Claimer struct {
 	routes  *routes
 	metrics *Metrics
 
-	in          chan *pending
-	batches     chan *batch
-	freeBatches chan *batch
-	marks       chan mark
-	wg          sync.WaitGroup
-	closed      atomic.Bool
-	quit        chan struct{}
+	in     chan *pending
+	marks  chan mark
+	wg     sync.WaitGroup
+	closed atomic.Bool
+	quit   chan struct{}
 
 	idPrefix [8]byte
 	idSeq    atomic.Uint64
@@ -255,7 +253,7 @@ type Claimer struct {
 	changes      atomic.Int64
 }
 
-// New starts a claimer's collector and workers. Close stops them.
+// New starts a claimer's workers and its background loops. Close stops them.
 func New(cfg Config, rdb *redis.Client, kcl *kgo.Client, m *Metrics, log *slog.Logger) (*Claimer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -274,7 +272,6 @@ func New(cfg Config, rdb *redis.Client, kcl *kgo.Client, m *Metrics, log *slog.L
 		routes:  newRoutes(rdb, cfg.RouteTTL, 250*time.Millisecond),
 		metrics: m,
 		in:      make(chan *pending, cfg.QueueSize),
-		batches: make(chan *batch),
 		marks:   make(chan mark, 8192),
 		quit:    make(chan struct{}),
 		rej:     rejCounts{m: make(map[rejCount]int64)},
@@ -282,9 +279,8 @@ func New(cfg Config, rdb *redis.Client, kcl *kgo.Client, m *Metrics, log *slog.L
 	if _, err := rand.Read(c.idPrefix[:]); err != nil {
 		return nil, fmt.Errorf("claimer: claim id prefix: %w", err)
 	}
-	c.wg.Add(4 + cfg.Workers)
+	c.wg.Add(3 + cfg.Workers)
 	c.workersDone.Add(cfg.Workers)
-	go c.collect()
 	go c.markLoop()
 	go c.listen()
 	go c.flushLoop()
@@ -486,52 +482,33 @@ func (c *Claimer) void(p *pending, produceErr error) error {
 	return fmt.Errorf("%w: produce: %v", ErrUnavailable, produceErr)
 }
 
-// collect gathers queued claims into batches: it takes the first waiting claim, then
-// whatever else is already queued, then waits up to BatchWait for more, up to MaxBatch.
-// While every worker is busy the queue grows, so batches grow with load by themselves.
-func (c *Claimer) collect() {
-	defer c.wg.Done()
-	defer close(c.batches)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	free := make(chan *batch, c.cfg.Workers+1)
-	for range c.cfg.Workers + 1 {
-		free <- &batch{items: make([]*pending, 0, c.cfg.MaxBatch)}
-	}
-	c.freeBatches = free
-	for {
-		var first *pending
+// fill makes b a batch: first, then whatever else is already queued, then what arrives
+// within BatchWait (timer is nil when BatchWait is 0), up to MaxBatch. While every
+// worker is busy the queue grows, so batches grow with load by themselves. Each worker
+// fills its own batch from the queue: there is no collector goroutine between the
+// handlers and the workers, so a claim changes goroutine once on its way to Redis.
+func (c *Claimer) fill(b *batch, first *pending, timer *time.Timer) {
+	b.items = append(b.items[:0], first)
+	for len(b.items) < c.cfg.MaxBatch {
 		select {
-		case first = <-c.in:
-		case <-c.quit:
-			c.drainClosed()
-			return
-		}
-		b := <-free
-		b.items = append(b.items[:0], first)
-	fill:
-		for len(b.items) < c.cfg.MaxBatch {
-			select {
-			case p := <-c.in:
-				b.items = append(b.items, p)
-			default:
-				break fill
+		case p := <-c.in:
+			b.items = append(b.items, p)
+		default:
+			if timer == nil {
+				return
 			}
-		}
-		if len(b.items) < c.cfg.MaxBatch && c.cfg.BatchWait > 0 {
 			timer.Reset(c.cfg.BatchWait)
-		wait:
 			for len(b.items) < c.cfg.MaxBatch {
 				select {
 				case p := <-c.in:
 					b.items = append(b.items, p)
 				case <-timer.C:
-					break wait
+					return
 				}
 			}
 			timer.Stop()
+			return
 		}
-		c.batches <- b
 	}
 }
 
@@ -550,7 +527,21 @@ func (c *Claimer) drainClosed() {
 func (c *Claimer) work() {
 	defer c.wg.Done()
 	defer c.workersDone.Done()
-	for b := range c.batches {
+	b := &batch{items: make([]*pending, 0, c.cfg.MaxBatch)}
+	var timer *time.Timer
+	if c.cfg.BatchWait > 0 {
+		timer = time.NewTimer(time.Hour)
+		timer.Stop()
+	}
+	for {
+		var first *pending
+		select {
+		case first = <-c.in:
+		case <-c.quit:
+			c.drainClosed()
+			return
+		}
+		c.fill(b, first, timer)
 		c.run(b)
 		if c.cfg.ProduceMode == ProduceSync {
 			c.produceBatch(b)
@@ -559,7 +550,6 @@ func (c *Claimer) work() {
 			p.done <- struct{}{}
 		}
 		b.items = b.items[:0]
-		c.freeBatches <- b
 	}
 }
 

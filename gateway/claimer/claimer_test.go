@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -335,5 +336,70 @@ func TestConfigValidation(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("config %+v: err %v, want one naming %s", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// Concurrent claims share one script call: with one worker and a batch wait, claims
+// that arrive together are decided by a single claim.lua call (the batch-size histogram
+// sees one batch of all of them), and each still gets its own answer.
+func TestConcurrentClaimsShareOneScriptCall(t *testing.T) {
+	e := newEnv(t)
+	testenv.RequireBroker(t)
+	kcl, err := kgo.NewClient(kafkaopt.Producer(testenv.Brokers(), time.Millisecond, 10*time.Second)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	const n = 4
+	c, err := claimer.New(claimer.Config{Workers: 1, MaxBatch: n, BatchWait: 50 * time.Millisecond},
+		e.rdb, kcl, claimer.NewMetrics(reg), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); kcl.Close() })
+	camp := e.campaign("", campaignSpec{skus: `[{"sku":"rp-50","stock":10,"value":50}]`})
+	batches := func() (calls uint64, claims float64) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "flashgate_gateway_script_batch_claims" {
+				h := mf.GetMetric()[0].GetHistogram()
+				return h.GetSampleCount(), h.GetSampleSum()
+			}
+		}
+		t.Fatal("no batch-size histogram")
+		return 0, 0
+	}
+	// A first claim alone warms the campaign's route, so the concurrent ones below reach
+	// the queue together; alone, it waited at most BatchWait and went as a batch of one.
+	if err := e.do(c, req(camp, "rp-50", "warm", "r-warm")); err != nil {
+		t.Fatal(err)
+	}
+	if calls, claims := batches(); calls != 1 || claims != 1 {
+		t.Fatalf("a lone claim: %d calls for %.0f claims", calls, claims)
+	}
+	var wg sync.WaitGroup
+	reqs := make([]*claimer.Request, n)
+	errs := make([]error, n)
+	for i := range n {
+		reqs[i] = req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = e.do(c, reqs[i]) }()
+	}
+	wg.Wait()
+	ids := map[string]bool{}
+	for i := range n {
+		if errs[i] != nil || reqs[i].Code != scripts.CodeAccepted {
+			t.Fatalf("claim %d: err %v, %s", i, errs[i], reason(reqs[i].Code))
+		}
+		ids[reqs[i].ClaimID] = true
+	}
+	if len(ids) != n {
+		t.Fatalf("%d distinct claim ids for %d claims", len(ids), n)
+	}
+	if calls, claims := batches(); calls != 2 || claims != n+1 {
+		t.Fatalf("%d more script calls decided %.0f claims; want 1 call for all %d", calls-1, claims-1, n)
 	}
 }
