@@ -73,6 +73,11 @@ func TestUsageAndHelp(t *testing.T) {
 		if code != exitUsage || !strings.Contains(errs, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want 3 naming %q", tc.args, code, errs, tc.want)
 		}
+		// A usage error changes nothing: no output folder (the default is out/...).
+		if _, err := os.Stat("out"); err == nil {
+			t.Errorf("%v: a usage error created ./out", tc.args)
+			_ = os.RemoveAll("out")
+		}
 	}
 	// A store that cannot be reached is "could not run" (1), not a violation.
 	if code, _, errs := call(t, "verify", "--campaign", "c", "--redis-addr", closedAddr(t)); code != exitBroke || !strings.Contains(errs, "redis") {

@@ -147,6 +147,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return usageErr(stderr, "run", err)
 		}
 	}
+	if err := cfg.Validate(); err != nil {
+		return usageErr(stderr, "run", err)
+	}
 	var procs []cpu.Proc
 	if cpuSpec != "" {
 		if procs, err = cpu.ParseSpec(cpuSpec); err != nil {
@@ -249,6 +252,9 @@ func cmdRamp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if gate, err = load.ParseRate(minRate); err != nil {
 			return usageErr(stderr, "ramp", fmt.Errorf("--min-rate: %w", err))
 		}
+	}
+	if err := rc.Validate(); err != nil {
+		return usageErr(stderr, "ramp", err)
 	}
 	rec, err := record.Create(lf.out)
 	if err != nil {

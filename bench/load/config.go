@@ -86,6 +86,10 @@ func (c *Config) Targets() []string {
 	return out
 }
 
+// Validate reports what is wrong with the configuration, without running anything (so
+// a caller can refuse bad flags before it creates output folders).
+func (c Config) Validate() error { return c.validate() }
+
 func (c *Config) validate() error {
 	if c.Path == "" {
 		c.Path = "/v1/claims"

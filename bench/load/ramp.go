@@ -103,6 +103,10 @@ type RampResult struct {
 	Limit string `json:"limit"`
 }
 
+// Validate reports what is wrong with the configuration, without running anything (so
+// a caller can refuse bad flags before it creates output folders).
+func (c RampConfig) Validate() error { return c.validate() }
+
 func (c *RampConfig) validate() error {
 	if c.StepDuration == 0 {
 		c.StepDuration = 10 * time.Second
