@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +41,51 @@ func New(t testing.TB) *Env {
 	rdb := testenv.Redis(t)
 	pg := testenv.PG(t)
 	return &Env{T: t, RDB: rdb, PG: pg, Cat: catalog.New(pg, rdb)}
+}
+
+// Private is New with a redis-server of the test's own (no persistence, a free loopback
+// port, killed when the test ends) in place of the shared one: for tests that read its
+// statistics (INFO commandstats), which other agents' work on the shared server would
+// move. Postgres stays the shared one (every id is fresh).
+func Private(t testing.TB) *Env {
+	t.Helper()
+	port := strconv.Itoa(testenv.FreePort(t))
+	testenv.Start(t, "redis-server", nil, "--bind", "127.0.0.1", "--port", port,
+		"--save", "", "--appendonly", "no")
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port})
+	t.Cleanup(func() { rdb.Close() })
+	testenv.Eventually(t, 10*time.Second, "private redis-server to answer", func() bool {
+		return rdb.Ping(context.Background()).Err() == nil
+	})
+	pg := testenv.PG(t)
+	return &Env{T: t, RDB: rdb, PG: pg, Cat: catalog.New(pg, rdb)}
+}
+
+// CommandCalls returns how many times each command ran on e's Redis since it started
+// (INFO commandstats: "hmget" -> calls), commands run by scripts included.
+func (e *Env) CommandCalls() map[string]int64 {
+	e.T.Helper()
+	info, err := e.RDB.Info(Ctx(e.T, 5*time.Second), "commandstats").Result()
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	calls := map[string]int64{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					e.T.Fatalf("commandstats line %q: %v", line, err)
+				}
+				calls[strings.TrimPrefix(name, "cmdstat_")] = n
+			}
+		}
+	}
+	return calls
 }
 
 // Ctx is a context bounded to d, cancelled when the test ends.
