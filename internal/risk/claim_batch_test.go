@@ -146,9 +146,9 @@ func TestBatchLeavesWhatSingleCallsLeave(t *testing.T) {
 		return cs
 	}
 
-	before := e.CommandCalls()
+	before := e.CommandStats()
 	gotBatch := runClaims(t, e, claimsOf(batched))
-	cmds := scriptCommands(before, e.CommandCalls())
+	cmds := scriptCommands(before, e.CommandStats())
 	var gotSingle []int64
 	for _, c := range claimsOf(single) {
 		gotSingle = append(gotSingle, runClaims(t, e, []call{c})...)

@@ -55,18 +55,23 @@ func runClaims(tb testing.TB, e *risktest.Env, claims []call) []int64 {
 
 // scriptCommands is what ran inside claim.lua between two INFO commandstats readings:
 // the client's own commands (the script call, loading it, INFO itself) are left out.
-func scriptCommands(before, after map[string]int64) map[string]int64 {
+func scriptCommands(before, after map[string]risktest.CommandStat) map[string]int64 {
 	d := map[string]int64{}
-	for name, n := range after {
+	for name, st := range after {
 		switch name {
 		case "evalsha", "eval", "script|load", "script", "info":
 			continue
 		}
-		if n -= before[name]; n != 0 {
+		if n := st.Calls - before[name].Calls; n != 0 {
 			d[name] = n
 		}
 	}
 	return d
+}
+
+// scriptUsec is the time Redis spent running claim.lua between two readings.
+func scriptUsec(before, after map[string]risktest.CommandStat) int64 {
+	return after["evalsha"].Usec - before["evalsha"].Usec + after["eval"].Usec - before["eval"].Usec
 }
 
 func total(m map[string]int64) int64 {
@@ -93,10 +98,14 @@ func breakdown(m map[string]int64, claims int) string {
 // BenchmarkClaimCommands counts the Redis commands claim.lua runs per claim - the
 // figure that sets its cost, since every redis.call pays the Lua<->Redis bridge - on a
 // redis-server of its own (INFO commandstats; the shared one is never reset or read
-// for this). Batches of 64 claims of one SKU in the gateway's layout, as the claimer
+// for this), and what a claim costs Redis: redis-us is the script call's time in INFO
+// commandstats (elapsed time inside Redis, so it grows when other work preempts it),
+// redis-cpu-us the CPU time of Redis's main thread around the call (INFO cpu: the
+// script plus parsing the call and answering it, plus a constant bit of the INFO calls
+// around it; steadier on a shared machine). Both depend on the machine; the command
+// counts do not. Batches of 64 claims of one SKU in the gateway's layout, as the claimer
 // sends them under load, in three variants: accepted with no rules set, accepted with
-// every rule on (3 velocity rules and the freeze rule), and sold out. The figures are
-// deterministic (they do not depend on the machine); run:
+// every rule on (3 velocity rules and the freeze rule), and sold out. Run:
 //
 //	go test -run XXX -bench ClaimCommands -benchtime 10x ./internal/risk/
 func BenchmarkClaimCommands(b *testing.B) {
@@ -116,6 +125,8 @@ func BenchmarkClaimCommands(b *testing.B) {
 	type state struct {
 		camp, bl string
 		cmds     map[string]int64
+		usec     int64
+		cpu      time.Duration
 		claims   int
 	}
 	st := make([]state, len(variants))
@@ -152,11 +163,15 @@ func BenchmarkClaimCommands(b *testing.B) {
 		for i, v := range variants {
 			s := &st[i]
 			claims := batch(s)
-			before := e.CommandCalls()
+			before := e.CommandStats()
+			cpu := e.MainThreadCPU()
 			codes := runClaims(b, e, claims)
-			for name, n := range scriptCommands(before, e.CommandCalls()) {
+			s.cpu += e.MainThreadCPU() - cpu
+			after := e.CommandStats()
+			for name, n := range scriptCommands(before, after) {
 				s.cmds[name] += n
 			}
+			s.usec += scriptUsec(before, after)
 			s.claims += len(claims)
 			for j, c := range codes {
 				if c != v.want {
@@ -169,6 +184,8 @@ func BenchmarkClaimCommands(b *testing.B) {
 	for i, v := range variants {
 		s := st[i]
 		b.ReportMetric(float64(total(s.cmds))/float64(s.claims), v.name+"-cmds/claim")
+		b.ReportMetric(float64(s.usec)/float64(s.claims), v.name+"-redis-us/claim")
+		b.ReportMetric(float64(s.cpu.Microseconds())/float64(s.claims), v.name+"-redis-cpu-us/claim")
 		b.Logf("%s: %d claims, per claim:%s", v.name, s.claims, breakdown(s.cmds, s.claims))
 	}
 }

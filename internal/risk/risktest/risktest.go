@@ -61,31 +61,69 @@ func Private(t testing.TB) *Env {
 	return &Env{T: t, RDB: rdb, PG: pg, Cat: catalog.New(pg, rdb)}
 }
 
-// CommandCalls returns how many times each command ran on e's Redis since it started
-// (INFO commandstats: "hmget" -> calls), commands run by scripts included.
-func (e *Env) CommandCalls() map[string]int64 {
+// CommandStat is one command's line of INFO commandstats.
+type CommandStat struct {
+	Calls int64 // times it ran
+	Usec  int64 // microseconds Redis spent in it (a script call's includes its commands)
+}
+
+// CommandStats returns INFO commandstats of e's Redis ("hmget" -> calls, usec) since it
+// started; commands run by scripts are counted too.
+func (e *Env) CommandStats() map[string]CommandStat {
 	e.T.Helper()
 	info, err := e.RDB.Info(Ctx(e.T, 5*time.Second), "commandstats").Result()
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	calls := map[string]int64{}
+	stats := map[string]CommandStat{}
 	for _, line := range strings.Split(info, "\n") {
 		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok || !strings.HasPrefix(name, "cmdstat_") {
 			continue
 		}
+		var st CommandStat
 		for _, kv := range strings.Split(rest, ",") {
-			if v, ok := strings.CutPrefix(kv, "calls="); ok {
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err != nil {
-					e.T.Fatalf("commandstats line %q: %v", line, err)
-				}
-				calls[strings.TrimPrefix(name, "cmdstat_")] = n
+			k, v, _ := strings.Cut(kv, "=")
+			var dst *int64
+			switch k {
+			case "calls":
+				dst = &st.Calls
+			case "usec":
+				dst = &st.Usec
+			default:
+				continue
 			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				e.T.Fatalf("commandstats line %q: %v", line, err)
+			}
+			*dst = n
+		}
+		stats[strings.TrimPrefix(name, "cmdstat_")] = st
+	}
+	return stats
+}
+
+// MainThreadCPU is the CPU time (user + system) e's Redis main thread has used (INFO
+// cpu): what running commands and scripts costs it, whatever else the machine runs.
+func (e *Env) MainThreadCPU() time.Duration {
+	e.T.Helper()
+	info, err := e.RDB.Info(Ctx(e.T, 5*time.Second), "cpu").Result()
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				e.T.Fatalf("INFO cpu line %q: %v", line, err)
+			}
+			sum += f
 		}
 	}
-	return calls
+	return time.Duration(sum * float64(time.Second))
 }
 
 // Ctx is a context bounded to d, cancelled when the test ends.
