@@ -101,8 +101,9 @@ end
 local META_FIELDS = {'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl', 'taken'}
 local SKU_FIELDS = {'stock', 'value', 'taken'}
 local BL_FIELDS = {'budget', 'spent'}
-local cache = {}
-local function cached(key, fields)
+-- One cache per role, so a key can never be read with another role's fields.
+local metas, skus, bls = {}, {}, {}
+local function cached(cache, key, fields)
   local h = cache[key]
   if not h then
     h = redis.call('HMGET', key, unpack(fields))
@@ -285,7 +286,7 @@ local function decide(i)
     -- A voided claim (its produce failed and was compensated) is decided anew.
   end
 
-  local m = cached(KEYS[k + 1], META_FIELDS)
+  local m = cached(metas, KEYS[k + 1], META_FIELDS)
   if not m[1] then
     return UNKNOWN_CAMPAIGN, 0, '', 0, 0, 0, '', 0
   end
@@ -298,7 +299,7 @@ local function decide(i)
   if seg ~= '' and KEYS[k + 9] ~= 'fg:seg:{' .. seg .. '}' then
     return STALE, 0, '', 0, 0, 0, '', 0
   end
-  local s = cached(KEYS[k + 2], SKU_FIELDS)
+  local s = cached(skus, KEYS[k + 2], SKU_FIELDS)
   if not s[1] then
     return UNKNOWN_SKU, 0, '', 0, 0, 0, '', 0
   end
@@ -341,7 +342,7 @@ local function decide(i)
   if tonumber(m[6]) + value > tonumber(m[5]) then
     return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, '', 0
   end
-  local b = cached(KEYS[k + 5], BL_FIELDS)
+  local b = cached(bls, KEYS[k + 5], BL_FIELDS)
   if not b[1] then
     return NOT_WARM, 0, '', 0, 0, 0, '', 0
   end
