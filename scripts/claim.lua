@@ -63,12 +63,57 @@ local function parse(rec)
   return string.match(rec, '^(%a)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
 end
 
+-- Rejection counts (the rejections and shadow rejections hashes) are summed in this call
+-- and written once per key and code at its end (flushcounts): a count writes nothing a
+-- claim depends on, so deferring it can never let a claim take more than is left.
+local counts, countorder = {}, {}
+local function count1(key, code)
+  local id = key .. '\t' .. code
+  local c = counts[id]
+  if not c then
+    c = {key, code, 0}
+    counts[id] = c
+    countorder[#countorder + 1] = c
+  end
+  c[3] = c[3] + 1
+end
+local function flushcounts()
+  for _, c in ipairs(countorder) do
+    redis.call('HINCRBY', c[1], c[2], c[3])
+  end
+end
+
 local function reject(k, code, fp, store)
-  redis.call('HINCRBY', KEYS[k + 8], code, 1)
+  count1(KEYS[k + 8], code)
   if store then
     redis.call('SET', KEYS[k + 3], 'R\t' .. code .. '\t\t\t\t\t' .. fp, 'PX', rejttl)
   end
   return code
+end
+
+-- The counter hashes - campaign meta, SKU, business line - are read at most once per
+-- call (one HMGET, by the first claim that needs each) and kept current here as this
+-- call takes from them: within one atomic call nothing else writes them, so a value
+-- read here is still the value in Redis. An accepted claim writes the new values back
+-- at once (one HSET per hash), before its outbox entry and idempotency record, so a
+-- call that dies midway has written counters for at least every claim it published
+-- (it can only under-sell).
+local META_FIELDS = {'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl', 'taken'}
+local SKU_FIELDS = {'stock', 'value', 'taken'}
+local BL_FIELDS = {'budget', 'spent'}
+-- One cache per role, so a key can never be read with another role's fields.
+local metas, skus, bls = {}, {}, {}
+local function cached(cache, key, fields)
+  local h = cache[key]
+  if not h then
+    h = redis.call('HMGET', key, unpack(fields))
+    cache[key] = h
+  end
+  return h
+end
+-- int formats a counter as Redis stores it (tostring would write 1e+15).
+local function int(v)
+  return string.format('%d', v)
 end
 
 -- Rules: the campaign's hash overrides the global one field by field (the freeze rule
@@ -172,7 +217,7 @@ local function risk(k, user, dev, ip)
   if flags % 512 >= 256 then
     -- Shadow mode: evaluated and recorded, never enforced.
     if code ~= 0 then
-      redis.call('HINCRBY', KEYS[k + 22], code, 1)
+      count1(KEYS[k + 22], code)
     end
     return 0, 0, r
   end
@@ -241,7 +286,7 @@ local function decide(i)
     -- A voided claim (its produce failed and was compensated) is decided anew.
   end
 
-  local m = redis.call('HMGET', KEYS[k + 1], 'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl')
+  local m = cached(metas, KEYS[k + 1], META_FIELDS)
   if not m[1] then
     return UNKNOWN_CAMPAIGN, 0, '', 0, 0, 0, '', 0
   end
@@ -254,7 +299,7 @@ local function decide(i)
   if seg ~= '' and KEYS[k + 9] ~= 'fg:seg:{' .. seg .. '}' then
     return STALE, 0, '', 0, 0, 0, '', 0
   end
-  local s = redis.call('HMGET', KEYS[k + 2], 'stock', 'value')
+  local s = cached(skus, KEYS[k + 2], SKU_FIELDS)
   if not s[1] then
     return UNKNOWN_SKU, 0, '', 0, 0, 0, '', 0
   end
@@ -297,7 +342,7 @@ local function decide(i)
   if tonumber(m[6]) + value > tonumber(m[5]) then
     return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, '', 0
   end
-  local b = redis.call('HMGET', KEYS[k + 5], 'budget', 'spent')
+  local b = cached(bls, KEYS[k + 5], BL_FIELDS)
   if not b[1] then
     return NOT_WARM, 0, '', 0, 0, 0, '', 0
   end
@@ -305,11 +350,15 @@ local function decide(i)
     return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, '', 0
   end
 
-  redis.call('HINCRBY', KEYS[k + 2], 'stock', -1)
-  redis.call('HINCRBY', KEYS[k + 2], 'taken', 1)
-  redis.call('HINCRBY', KEYS[k + 1], 'spent', value)
-  redis.call('HINCRBY', KEYS[k + 1], 'taken', 1)
-  redis.call('HINCRBY', KEYS[k + 5], 'spent', value)
+  -- Take: the cached values and Redis move together (what HINCRBY did, one HSET a hash).
+  s[1] = int(tonumber(s[1]) - 1)
+  s[3] = int((tonumber(s[3]) or 0) + 1)
+  redis.call('HSET', KEYS[k + 2], 'stock', s[1], 'taken', s[3])
+  m[6] = int(tonumber(m[6]) + value)
+  m[10] = int((tonumber(m[10]) or 0) + 1)
+  redis.call('HSET', KEYS[k + 1], 'spent', m[6], 'taken', m[10])
+  b[2] = int((tonumber(b[2]) or 0) + value)
+  redis.call('HSET', KEYS[k + 5], 'spent', b[2])
   redis.call('HINCRBY', KEYS[k + 4], user, 1)
   if risky then
     record(k, r, reqid, camp, user, dev)
@@ -346,4 +395,5 @@ for i = 1, n do
     end
   end
 end
+flushcounts()
 return out

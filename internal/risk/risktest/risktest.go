@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +41,89 @@ func New(t testing.TB) *Env {
 	rdb := testenv.Redis(t)
 	pg := testenv.PG(t)
 	return &Env{T: t, RDB: rdb, PG: pg, Cat: catalog.New(pg, rdb)}
+}
+
+// Private is New with a redis-server of the test's own (no persistence, a free loopback
+// port, killed when the test ends) in place of the shared one: for tests that read its
+// statistics (INFO commandstats), which other agents' work on the shared server would
+// move. Postgres stays the shared one (every id is fresh).
+func Private(t testing.TB) *Env {
+	t.Helper()
+	port := strconv.Itoa(testenv.FreePort(t))
+	testenv.Start(t, "redis-server", nil, "--bind", "127.0.0.1", "--port", port,
+		"--save", "", "--appendonly", "no")
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port})
+	t.Cleanup(func() { rdb.Close() })
+	testenv.Eventually(t, 10*time.Second, "private redis-server to answer", func() bool {
+		return rdb.Ping(context.Background()).Err() == nil
+	})
+	pg := testenv.PG(t)
+	return &Env{T: t, RDB: rdb, PG: pg, Cat: catalog.New(pg, rdb)}
+}
+
+// CommandStat is one command's line of INFO commandstats.
+type CommandStat struct {
+	Calls int64 // times it ran
+	Usec  int64 // microseconds Redis spent in it (a script call's includes its commands)
+}
+
+// CommandStats returns INFO commandstats of e's Redis ("hmget" -> calls, usec) since it
+// started; commands run by scripts are counted too.
+func (e *Env) CommandStats() map[string]CommandStat {
+	e.T.Helper()
+	info, err := e.RDB.Info(Ctx(e.T, 5*time.Second), "commandstats").Result()
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	stats := map[string]CommandStat{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		var st CommandStat
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			var dst *int64
+			switch k {
+			case "calls":
+				dst = &st.Calls
+			case "usec":
+				dst = &st.Usec
+			default:
+				continue
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				e.T.Fatalf("commandstats line %q: %v", line, err)
+			}
+			*dst = n
+		}
+		stats[strings.TrimPrefix(name, "cmdstat_")] = st
+	}
+	return stats
+}
+
+// MainThreadCPU is the CPU time (user + system) e's Redis main thread has used (INFO
+// cpu): what running commands and scripts costs it, whatever else the machine runs.
+func (e *Env) MainThreadCPU() time.Duration {
+	e.T.Helper()
+	info, err := e.RDB.Info(Ctx(e.T, 5*time.Second), "cpu").Result()
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				e.T.Fatalf("INFO cpu line %q: %v", line, err)
+			}
+			sum += f
+		}
+	}
+	return time.Duration(sum * float64(time.Second))
 }
 
 // Ctx is a context bounded to d, cancelled when the test ends.
