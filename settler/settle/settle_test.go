@@ -513,6 +513,8 @@ func TestTrickleSettlesBelowFetchMinBytes(t *testing.T) {
 		krs := fixture.Produce(t, kcl, topic, recs[i:i+1])
 		if n := len(krs[0].Value); n*100 > 1<<20 {
 			t.Fatalf("a claim record is %d bytes; the test needs it far below the 1 MiB minimum", n)
+		} else {
+			t.Logf("claim record of %d bytes produced alone", n)
 		}
 		b := waitRows(t, c, pg, int64(i+1))
 		checkBooks(t, c, b, int64(i+1))
