@@ -1,16 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/testenv"
@@ -31,11 +36,21 @@ var (
 // commit follows within one batch). It runs once whatever -benchtime says, and deletes
 // its claims from Redis and Postgres at the end.
 //
+// It also reports CPU per claim from /proc (Linux): the settler process's own
+// (settler-cpu-us/claim), its Postgres backends' (pg-cpu-us/claim: the connections
+// whose application_name is this run's, found in pg_stat_activity) and the whole
+// Postgres server's (pg-all-cpu-us/claim: the postmaster and all its children, WAL
+// writer and checkpointer included, but also whatever else uses the shared server
+// meanwhile), over the run: from the first produce (with -drain.rate) or the settler's
+// start (pre-filled) until every claim is a row.
+//
 //	go test -run '^$' -bench BenchmarkDrain -benchtime 1x ./settler/ -args -drain.claims=500000
 //	go test -run '^$' -bench BenchmarkDrain -benchtime 1x ./settler/ -args -drain.claims=300000 -drain.rate=50000
 //
 // The settler's settings come from the environment (FLASH_SETTLER_BATCH,
-// FLASH_SETTLER_WRITERS, ...). The relay's MinAge is set to an hour: pre-filled claims
+// FLASH_SETTLER_WRITERS, FLASH_SETTLER_FETCH_MIN_BYTES, ...); voucher expiry and
+// reconciliation are off unless FLASH_EXPIRE_INTERVAL / FLASH_RECONCILE_INTERVAL say
+// otherwise. The relay's MinAge is set to an hour: pre-filled claims
 // are older than its default 15 s, and re-publishing them is not what is measured.
 func BenchmarkDrain(b *testing.B) {
 	rdb, pg := testenv.Redis(b), testenv.PG(b)
@@ -51,7 +66,17 @@ func BenchmarkDrain(b *testing.B) {
 
 	port := testenv.FreePort(b)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	env := settlerEnv(port, topic, group, "FLASH_RELAY_MIN_AGE=1h")
+	app := testenv.ID(b, "drain")
+	env := settlerEnv(port, topic, group, "FLASH_RELAY_MIN_AGE=1h", "FLASH_PG_URL="+withAppName(testenv.PGURL(), app))
+	// Expiry and reconciliation are off unless the environment sets them: their passes
+	// cost the same whatever the consume loop does, and a reconciliation pass scans the
+	// whole claims table (nothing indexes business_line), which on the shared dev stack
+	// would swamp the consume loop's Postgres CPU in a run of a few seconds.
+	for _, v := range []string{"FLASH_EXPIRE_INTERVAL", "FLASH_RECONCILE_INTERVAL"} {
+		if _, set := os.LookupEnv(v); !set {
+			env = append(env, v+"=0")
+		}
+	}
 	bin := testenv.Build(b, "./settler")
 
 	acked := make(map[[2]int64]time.Time, n)
@@ -64,6 +89,7 @@ func BenchmarkDrain(b *testing.B) {
 	}
 	b.ResetTimer()
 	var p *testenv.Proc
+	var cpu0 cpuSample
 	if rate == 0 {
 		start = time.Now()
 		for i := 0; i < n; i += 20_000 {
@@ -71,9 +97,11 @@ func BenchmarkDrain(b *testing.B) {
 		}
 		b.Logf("%d records produced to %s in %s", n, topic, time.Since(start).Round(time.Millisecond))
 		p = testenv.Start(b, bin, env)
+		cpu0 = sampleCPU(b, pg, p.Pid(), app)
 	} else {
 		p = testenv.Start(b, bin, env)
 		p.WaitReady(b, base+"/readyz")
+		cpu0 = sampleCPU(b, pg, p.Pid(), app)
 		// Produce in ticks of 10 ms, each waited for (ProduceSync), like a gateway at
 		// rate claims/s; a tick that falls behind is caught up by the next.
 		start = time.Now()
@@ -101,6 +129,7 @@ func BenchmarkDrain(b *testing.B) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+	cpu := sampleCPU(b, pg, p.Pid(), app).since(cpu0)
 	b.Logf("settler: %s", settlerStats(b, base))
 	wall := time.Since(start)
 	b.StopTimer()
@@ -147,7 +176,14 @@ func BenchmarkDrain(b *testing.B) {
 	}
 	span := last.Sub(first)
 	b.ReportMetric(float64(n)/span.Seconds(), "claims/s")
+	b.ReportMetric(float64(q(0.5).Milliseconds()), "p50-lag-ms")
 	b.ReportMetric(float64(q(0.99).Milliseconds()), "p99-lag-ms")
+	perClaim := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	b.ReportMetric(perClaim(cpu.settler), "settler-cpu-us/claim")
+	b.ReportMetric(perClaim(cpu.backends), "pg-cpu-us/claim")
+	b.ReportMetric(perClaim(cpu.server), "pg-all-cpu-us/claim")
+	b.Logf("CPU per 10k claims (FLASH_SETTLER_FETCH_MIN_BYTES=%q): settler %.2f s, its Postgres backends %.2f s, the whole Postgres server %.2f s",
+		os.Getenv("FLASH_SETTLER_FETCH_MIN_BYTES"), perClaim(cpu.settler)/100, perClaim(cpu.backends)/100, perClaim(cpu.server)/100)
 	b.Logf("%s", fmt.Sprintf("settled %d claims: %.0f claims/s over the transactions' span (%s), %.0f/s wall clock from the first produce (%s); lag p50 %s p99 %s max %s",
 		n, float64(n)/span.Seconds(), span.Round(time.Millisecond), float64(n)/wall.Seconds(), wall.Round(time.Millisecond), q(0.5), q(0.99), lags[len(lags)-1].Round(time.Millisecond)))
 }
@@ -185,4 +221,109 @@ func settlerStats(b *testing.B, base string) string {
 		1000*metric(b, base, "flashgate_settler_batch_seconds_sum")/max(polls, 1),
 		metric(b, base, "flashgate_settler_claims_written_total"), metric(b, base, "flashgate_settler_duplicates_ignored_total"),
 		metric(b, base, "flashgate_settler_batch_retries_total"))
+}
+
+// withAppName adds application_name to a Postgres URL, so the settler's backends can be
+// told apart in pg_stat_activity.
+func withAppName(pgURL, app string) string {
+	sep := "?"
+	if strings.Contains(pgURL, "?") {
+		sep = "&"
+	}
+	return pgURL + sep + "application_name=" + app
+}
+
+// cpuSample is the CPU time used so far by the settler process, by each of its Postgres
+// backends (by pid), and by the whole Postgres server (the postmaster with its reaped
+// children, plus its live children).
+type cpuSample struct {
+	settler  time.Duration
+	backends map[int]time.Duration
+	server   time.Duration
+}
+
+// cpuDelta is what was used between two samples.
+type cpuDelta struct{ settler, backends, server time.Duration }
+
+// since is the CPU used from s0 to s. A backend that started after s0 counts from 0; one
+// gone by s (the pool closed it) is not counted: its time is in server only.
+func (s cpuSample) since(s0 cpuSample) cpuDelta {
+	d := cpuDelta{settler: s.settler - s0.settler, server: s.server - s0.server}
+	for pid, t := range s.backends {
+		d.backends += t - s0.backends[pid]
+	}
+	return d
+}
+
+func sampleCPU(b *testing.B, pg *pgxpool.Pool, settlerPid int, app string) cpuSample {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := cpuSample{backends: map[int]time.Duration{}}
+	st, err := procStat(settlerPid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.settler = st.cpu
+	rows, err := pg.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, app)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, pid := range pids {
+		if st, err := procStat(int(pid)); err == nil { // a backend may just have exited
+			s.backends[int(pid)] = st.cpu
+		}
+	}
+	var own int32
+	if err := pg.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&own); err != nil {
+		b.Fatal(err)
+	}
+	me, err := procStat(int(own))
+	if err != nil {
+		b.Fatalf("Postgres backend %d not readable in /proc (is Postgres on this machine?): %v", own, err)
+	}
+	pm, err := procStat(me.ppid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.server = pm.cpu + pm.children
+	procs, _ := os.ReadDir("/proc")
+	for _, e := range procs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := procStat(pid); err == nil && st.ppid == me.ppid {
+			s.server += st.cpu
+		}
+	}
+	return s
+}
+
+type stat struct {
+	ppid          int
+	cpu, children time.Duration // utime+stime; cutime+cstime of reaped children
+}
+
+// procStat reads /proc/<pid>/stat. Its times are in USER_HZ ticks, 100 a second on
+// every Linux.
+func procStat(pid int) (stat, error) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return stat{}, err
+	}
+	// The command name (field 2) may hold spaces; what follows its ')' starts at
+	// field 3 (state): ppid is field 4, utime..cstime fields 14..17.
+	rest := string(raw[bytes.LastIndexByte(raw, ')')+1:])
+	f := strings.Fields(rest)
+	if len(f) < 15 {
+		return stat{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	num := func(i int) int64 { v, _ := strconv.ParseInt(f[i-3], 10, 64); return v }
+	tick := func(v int64) time.Duration { return time.Duration(v) * 10 * time.Millisecond }
+	return stat{ppid: int(num(4)), cpu: tick(num(14) + num(15)), children: tick(num(16) + num(17))}, nil
 }

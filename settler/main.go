@@ -114,6 +114,7 @@ func run(args []string) int {
 	f.Int(&cfg.MaxBatch, "batch", "FLASH_SETTLER_BATCH", settle.DefaultMaxBatch, "most records settled per batch (one Postgres transaction, one offset commit)")
 	f.Int(&cfg.Writers, "writers", "FLASH_SETTLER_WRITERS", settle.DefaultWriters, "batches of one poll settled concurrently, each its own Postgres transaction (a poll takes up to -batch × -writers records; its offsets are committed when all of them are in)")
 	f.Duration(&cfg.PollWait, "poll-wait", "FLASH_SETTLER_POLL_WAIT", settle.DefaultPollWait, "how long a fetch waits for records before the settler settles what it has")
+	f.Int(&cfg.FetchMinBytes, "fetch-min-bytes", "FLASH_SETTLER_FETCH_MIN_BYTES", settle.DefaultFetchMinBytes, "bytes of records a fetch gathers before the broker answers it early (1..1048576); short of it the fetch is answered after -poll-wait, which stays the lag bound. Larger means fewer, fuller batches (less CPU per claim) at up to -poll-wait more lag")
 	f.Duration(&cfg.RetryMin, "retry-min", "FLASH_SETTLER_RETRY_MIN", settle.DefaultRetryMin, "first backoff after a Redis or Postgres failure (doubles per attempt)")
 	f.Duration(&cfg.RetryMax, "retry-max", "FLASH_SETTLER_RETRY_MAX", settle.DefaultRetryMax, "longest backoff between retries of a failed batch")
 	f.Duration(&cfg.RedisTimeout, "redis-timeout", "FLASH_SETTLER_REDIS_TIMEOUT", settle.DefaultRedisTimeout, "timeout of one Redis call")
@@ -148,6 +149,12 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "settler:", err)
 		return 2
 	}
+	if cfg.FetchMinBytes == 0 {
+		// settle.Config reads 0 as "the default"; typed on the command line it would
+		// silently mean 256 KiB, not "no minimum".
+		fmt.Fprintf(os.Stderr, "settler: -fetch-min-bytes (FLASH_SETTLER_FETCH_MIN_BYTES): must be 1..1048576 (1 = answer as soon as any record exists), got 0\n")
+		return 2
+	}
 	if err := cfg.Validate(); err != nil {
 		var ce *settle.ConfigError
 		if errors.As(err, &ce) {
@@ -175,6 +182,7 @@ var flagOf = map[string]string{
 	"Writers":        "-writers (FLASH_SETTLER_WRITERS)",
 	"SessionTimeout": "-session-timeout (FLASH_SETTLER_SESSION_TIMEOUT)",
 	"PollWait":       "-poll-wait (FLASH_SETTLER_POLL_WAIT)",
+	"FetchMinBytes":  "-fetch-min-bytes (FLASH_SETTLER_FETCH_MIN_BYTES)",
 	"RetryMin":       "-retry-min (FLASH_SETTLER_RETRY_MIN)",
 	"RetryMax":       "-retry-max (FLASH_SETTLER_RETRY_MAX)",
 	"RedisTimeout":   "-redis-timeout (FLASH_SETTLER_REDIS_TIMEOUT)",

@@ -113,6 +113,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"writers negative", func(c *Config) { c.Writers = -1 }, "Writers"},
 		{"writers too many", func(c *Config) { c.Writers = maxWriters + 1 }, "Writers"},
 		{"poll wait too long", func(c *Config) { c.PollWait = time.Minute }, "PollWait"},
+		{"fetch min bytes negative", func(c *Config) { c.FetchMinBytes = -1 }, "FetchMinBytes"},
+		{"fetch min bytes too large", func(c *Config) { c.FetchMinBytes = maxFetchMinBytes + 1 }, "FetchMinBytes"},
 		{"retry min negative", func(c *Config) { c.RetryMin = -time.Second }, "RetryMin"},
 		{"retry max below min", func(c *Config) { c.RetryMin, c.RetryMax = time.Second, time.Millisecond }, "RetryMax"},
 		{"retry max huge", func(c *Config) { c.RetryMax = time.Hour }, "RetryMax"},
@@ -136,7 +138,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.MaxBatch != DefaultMaxBatch || got.Writers != DefaultWriters || got.PollWait != DefaultPollWait || got.RetryMax != DefaultRetryMax ||
+		if got.MaxBatch != DefaultMaxBatch || got.Writers != DefaultWriters || got.PollWait != DefaultPollWait || got.FetchMinBytes != DefaultFetchMinBytes || got.RetryMax != DefaultRetryMax ||
 			got.DrainTimeout != DefaultDrainTimeout {
 			t.Fatalf("defaults not applied: %+v", got)
 		}

@@ -35,6 +35,13 @@ type Config struct {
 	// PollWait is how long the broker holds a fetch open waiting for records: the
 	// longest a quiet settler waits before it settles what it has.
 	PollWait time.Duration
+	// FetchMinBytes is how many bytes of records the broker gathers before it answers a
+	// fetch early; short of it, the fetch is answered after PollWait with whatever there
+	// is. 1 answers as soon as any record exists (franz-go's default), so at moderate
+	// rates every poll is tiny and pays a fetch, a confirm call, a Postgres transaction
+	// and a cleanup of its own; a larger value trades up to PollWait of lag for fewer,
+	// fuller polls. The lag bound stays PollWait either way.
+	FetchMinBytes int
 	// RetryMin and RetryMax bound the backoff between attempts when Redis or Postgres
 	// fails; the wait doubles from RetryMin up to RetryMax and the batch is retried for
 	// as long as it takes.
@@ -56,6 +63,7 @@ const (
 	DefaultMaxBatch       = 1000
 	DefaultWriters        = 4
 	DefaultPollWait       = 100 * time.Millisecond
+	DefaultFetchMinBytes  = 256 << 10
 	DefaultRetryMin       = 50 * time.Millisecond
 	DefaultRetryMax       = 5 * time.Second
 	DefaultRedisTimeout   = 2 * time.Second
@@ -66,6 +74,10 @@ const (
 // maxBatchLimit keeps one batch inside Postgres' 65535 bind parameters even for the
 // multi-row VALUES writer (14 per claim) and bounds one confirm script's KEYS.
 const maxBatchLimit = 4000
+
+// maxFetchMinBytes is franz-go's default FetchMaxPartitionBytes (1 MiB): a single
+// partition's answer is never larger, so more could never be met before PollWait.
+const maxFetchMinBytes = 1 << 20
 
 // maxWriters bounds the concurrent batches (and Postgres connections) of one settler.
 const maxWriters = 32
@@ -105,6 +117,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Writers == 0 {
 		cfg.Writers = DefaultWriters
 	}
+	if cfg.FetchMinBytes == 0 {
+		cfg.FetchMinBytes = DefaultFetchMinBytes
+	}
 	def(&cfg.SessionTimeout, DefaultSessionTimeout)
 	def(&cfg.PollWait, DefaultPollWait)
 	def(&cfg.RetryMin, DefaultRetryMin)
@@ -137,6 +152,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fieldErr("Writers", "must be 1..%d, got %d", maxWriters, cfg.Writers)
 	case cfg.PollWait < time.Millisecond || cfg.PollWait > 10*time.Second:
 		return cfg, fieldErr("PollWait", "must be 1ms..10s, got %s", cfg.PollWait)
+	case cfg.FetchMinBytes < 1 || cfg.FetchMinBytes > maxFetchMinBytes:
+		return cfg, fieldErr("FetchMinBytes", "must be 1..%d (1 MiB), got %d", maxFetchMinBytes, cfg.FetchMinBytes)
 	case cfg.RetryMin < time.Millisecond:
 		return cfg, fieldErr("RetryMin", "must be at least 1ms, got %s", cfg.RetryMin)
 	case cfg.RetryMax < cfg.RetryMin:

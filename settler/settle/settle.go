@@ -77,6 +77,7 @@ func New(cfg Config, rdb *redis.Client, pg *pgxpool.Pool, m *Metrics, log *slog.
 	opts := append(kafkaopt.Consumer(cfg.Brokers, cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic), // replaces the topic kafkaopt.Consumer set
 		kgo.FetchMaxWait(cfg.PollWait),
+		kgo.FetchMinBytes(int32(cfg.FetchMinBytes)),
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.WithLogger(kgoLogger{log}),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {

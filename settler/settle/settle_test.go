@@ -492,3 +492,40 @@ func TestParallelWritersSettleExactlyOnce(t *testing.T) {
 		t.Fatalf("outbox %d, inflight %d; want 0, 0", ob, inf)
 	}
 }
+
+// TestTrickleSettlesBelowFetchMinBytes: with the largest fetch minimum (1 MiB) a claim
+// produced alone - a few hundred bytes, far below it - is still settled: the broker
+// answers the fetch after PollWait with what it has, so a trickle is never held back
+// waiting for volume. Twice, one claim at a time, each its own row, ledger entry and
+// committed offset before the next is produced.
+func TestTrickleSettlesBelowFetchMinBytes(t *testing.T) {
+	rdb, pg := testenv.Redis(t), testenv.PG(t)
+	c := fixture.NewCampaign(t, rdb, pg, 10)
+	recs := c.Claim(t, 2)
+	c.MarkDurable(t, recs)
+	kcl := fixture.Producer(t)
+	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
+	r := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: group,
+		cfg: settle.Config{FetchMinBytes: 1 << 20, PollWait: 100 * time.Millisecond}})
+	testenv.Eventually(t, 30*time.Second, "the settler to join its group", func() bool { return r.ready() == nil })
+
+	for i := range recs {
+		krs := fixture.Produce(t, kcl, topic, recs[i:i+1])
+		if n := len(krs[0].Value); n*100 > 1<<20 {
+			t.Fatalf("a claim record is %d bytes; the test needs it far below the 1 MiB minimum", n)
+		} else {
+			t.Logf("claim record of %d bytes produced alone", n)
+		}
+		b := waitRows(t, c, pg, int64(i+1))
+		checkBooks(t, c, b, int64(i+1))
+		if !c.ClaimIDs(t, pg)[recs[i].ClaimID] {
+			t.Fatalf("claim %s is not a row", recs[i].ClaimID)
+		}
+		testenv.Eventually(t, 10*time.Second, "the offset committed past the claim", func() bool {
+			return committedPast(t, group, krs)
+		})
+	}
+	if got := r.metric("flashgate_settler_claims_written_total"); got != 2 {
+		t.Fatalf("claims written metric %v, want 2", got)
+	}
+}
