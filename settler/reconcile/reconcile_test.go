@@ -138,6 +138,35 @@ func TestCleanSaleHasNoDrift(t *testing.T) {
 	}
 }
 
+// A business line's books are the books of all its campaigns: with two campaigns on
+// one line, one settled and one in flight, each campaign's check sees the line's whole
+// spend (both campaigns' rows and in-flight claims) and no drift, and a campaign on
+// another line is not counted in it.
+func TestBusinessLineBooksSpanItsCampaigns(t *testing.T) {
+	e := settletest.New(t)
+	ctx := settletest.Ctx(t, 60*time.Second)
+	bl := e.BusinessLine(1_000_000)
+	a := e.Campaign(settletest.Spec{BusinessLine: bl, SKUs: []settletest.SKU{{SKU: "rp-50", Stock: 10, Value: 50}}})
+	b := e.Campaign(settletest.Spec{BusinessLine: bl, SKUs: []settletest.SKU{{SKU: "rp-100", Stock: 10, Value: 100}}})
+	other := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: 10, Value: 50}}})
+	claimN(t, e, a, "rp-50", 0, 4)     // 200, settled below
+	claimN(t, e, b, "rp-100", 100, 3)  // 300, left in flight
+	claimN(t, e, other, "rp-50", 0, 5) // 250, another line
+	for _, c := range []settletest.Campaign{a, other} {
+		if _, err := settletest.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rc := checker(t, e)
+	for _, id := range []string{a.ID, b.ID} {
+		r := mustCheck(t, rc, id)
+		bb := r.BusinessLineBudget
+		if !r.BusinessLineStable || bb.Spent != 500 || bb.Reserved != 200 || bb.InFlightValue != 300 || bb.Drift != 0 {
+			t.Fatalf("campaign %s: business line %+v; want spent 500 = 200 in the books + 300 in flight", id, bb)
+		}
+	}
+}
+
 // Injected faults are reported with their exact size, and repaired: counters that
 // disagree with the books are rebuilt from them; an orphan is re-published and settled.
 func TestInjectedDriftIsExactAndRepaired(t *testing.T) {
