@@ -17,7 +17,8 @@
 # campaign. Everything lands in out/peak/<time>/; summary.md has the table.
 #
 # Knobs: PEAK_SLO (p99=10ms), PEAK_STEP_DURATION (8s), PEAK_START (500/s), PEAK_LAG_BUDGET (3ms),
-# PEAK_VARIANTS ("batched per-req sync soldout light budget"), PEAK_BUDGET_RATES ("500 1000 2000"),
+# PEAK_VARIANTS ("batched per-req sync soldout light budget"), PEAK_BUDGET_RATES ("500 1000 2000";
+# a rate may repeat, for medians),
 # PEAK_BASELINE_BIN (a folder with another build's gateway and settler: the budget
 # variant runs them too, interleaved, e.g. git worktree add /tmp/base <commit> &&
 # make -C /tmp/base build && PEAK_VARIANTS=budget PEAK_BASELINE_BIN=/tmp/base/bin make peak).
@@ -127,6 +128,9 @@ for v in $VARIANTS; do
         for set in $sets; do
           bindir=bin name=budget-$rate
           [ "$set" = base ] && bindir=$PEAK_BASELINE_BIN name=budget-base-$rate
+          if [ -e "$OUT/$name" ]; then # a rate given twice: budget-500-r2, ...
+            i=2; while [ -e "$OUT/$name-r$i" ]; do i=$((i + 1)); done; name=$name-r$i
+          fi
           if [ "$bindir" != "$running" ]; then # the settler of the same build
             lib_stop "$SETTLER_PID"
             lib_start "settler-$set" env "${SETTLER_ENV[@]}" "$bindir/settler"
