@@ -104,6 +104,9 @@ func TestBetweenChargesEachTreeItsOwnCPU(t *testing.T) {
 	if want := p.Seconds * 1e6 / 1000; p.PerAnswerUs != want || p.PerAcceptedUs != p.Seconds*1e6/250 {
 		t.Errorf("per-answer %.1f us (want %.1f), per-accepted %.1f us", p.PerAnswerUs, want, p.PerAcceptedUs)
 	}
+	if want := got["busy"].Seconds + got["idle"].Seconds + got["bench"].Seconds; r.Sum.Seconds != want {
+		t.Errorf("sum of parts %.3fs, want %.3fs", r.Sum.Seconds, want)
+	}
 	if r.Machine.Seconds+0.05 < got["busy"].Seconds+got["bench"].Seconds {
 		t.Errorf("machine busy %.2fs is less than its parts (%.2fs + %.2fs)", r.Machine.Seconds, got["busy"].Seconds, got["bench"].Seconds)
 	}

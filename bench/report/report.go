@@ -179,6 +179,7 @@ func CPUSummary(w io.Writer, c *cpu.Report) {
 	for _, p := range c.Parts {
 		row(p)
 	}
+	row(c.Sum)
 	row(c.Unaccounted)
 	row(c.Machine)
 	fmt.Fprintf(w, "    idle       %.2f cores\n", c.IdleCores)
