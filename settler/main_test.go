@@ -42,8 +42,12 @@ func TestKill9MidStream(t *testing.T) {
 
 	port := testenv.FreePort(t)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	env := settlerEnv(port, topic, group,
-		"FLASH_SETTLER_BATCH=50") // many small transactions: a kill lands between or inside one
+	// Many small transactions one after another (150 for the first 1,500 claims, each
+	// with its commit's fsync), so the kill lands between or inside one: with the
+	// defaults (four writers, large polls) a fast settler could write all 1,500 before
+	// the test saw the first row, and the test then refused to call that a mid-stream
+	// kill (seen once under a parallel suite).
+	env := settlerEnv(port, topic, group, "FLASH_SETTLER_BATCH=10", "FLASH_SETTLER_WRITERS=1")
 	bin := testenv.Build(t, "./settler")
 	p := testenv.Start(t, bin, env)
 	p.WaitReady(t, base+"/readyz")
