@@ -570,9 +570,35 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 }
 
+// -reject-ttl bounds how long a rejection is remembered for its request_id, on both
+// paths that remember one: claim.lua (the first sold_out) and the short-circuit (later
+// ones, once the SKU is known sold out). The retry within the TTL still gets the same
+// answer.
+func TestRejectTTLBoundsRememberedRejections(t *testing.T) {
+	g := startGateway(t, "-reject-ttl", "7s")
+	camp, _, rdb, _ := setupCampaign(t, `[{"sku":"rp-0","stock":0,"value":50}]`)
+	waitStart(t, rdb, camp)
+	c := newClaimant(t, g)
+	ctx := context.Background()
+	for i := range 2 {
+		rq := testenv.ID(t, "rq")
+		if r := c.claim(camp, "rp-0", testenv.ID(t, "u"), "d-1", rq); r.status != 409 || r.json(t)["reason"] != "sold_out" {
+			t.Fatalf("claim %d: %s; want 409 sold_out", i, r)
+		}
+		ttl, err := rdb.PTTL(ctx, rkeys.Request(camp, rq)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl <= 0 || ttl > 7*time.Second {
+			t.Errorf("claim %d: the rejection is remembered for %s; want at most -reject-ttl 7s", i, ttl)
+		}
+	}
+}
+
 func TestParseFlags(t *testing.T) {
 	for _, env := range []string{"FLASH_HTTP_ADDR", "FLASH_ADMIN_ADDR", "FLASH_TRUSTED_PROXIES", "FLASH_BATCH_WAIT", "FLASH_ADMIN_TOKEN", "FLASH_WORKERS",
-		"FLASH_READ_TIMEOUT", "FLASH_WRITE_TIMEOUT", "FLASH_IDLE_TIMEOUT", "FLASH_MAX_HEADER_BYTES", "FLASH_MAX_CONNS", "FLASH_MAX_CONNS_PER_IP"} {
+		"FLASH_READ_TIMEOUT", "FLASH_WRITE_TIMEOUT", "FLASH_IDLE_TIMEOUT", "FLASH_MAX_HEADER_BYTES", "FLASH_MAX_CONNS", "FLASH_MAX_CONNS_PER_IP",
+		"FLASH_REJECT_TTL"} {
 		t.Setenv(env, "")
 	}
 	cfg, err := parseFlags(nil, io.Discard)
@@ -580,7 +606,7 @@ func TestParseFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.httpAddr != "127.0.0.1:8080" || cfg.adminAddr != "127.0.0.1:8081" || cfg.adminToken != "" || len(cfg.proxies) != 0 ||
-		cfg.batchSize != 64 || cfg.workers != 4 || cfg.deliveryTimeout != 5*time.Second {
+		cfg.batchSize != 64 || cfg.workers != 4 || cfg.deliveryTimeout != 5*time.Second || cfg.rejectTTL != time.Hour {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	if cfg.readTimeout != 5*time.Second || cfg.writeTimeout != 5*time.Second || cfg.idleTimeout != time.Minute ||
@@ -627,6 +653,8 @@ func TestParseFlags(t *testing.T) {
 		{"negative per-IP limit", nil, []string{"-max-conns-per-ip", "-1"}, "-max-conns-per-ip (FLASH_MAX_CONNS_PER_IP)=-1"},
 		{"per-IP limit above the total", nil, []string{"-max-conns", "100", "-max-conns-per-ip", "200"}, "-max-conns-per-ip (FLASH_MAX_CONNS_PER_IP)=200, want 0 (no limit) up to -max-conns (100)"},
 		{"per-IP limit not a number", []string{"FLASH_MAX_CONNS_PER_IP", "lots"}, nil, "FLASH_MAX_CONNS_PER_IP"},
+		{"rejections not remembered", nil, []string{"-reject-ttl", "500ms"}, "-reject-ttl (FLASH_REJECT_TTL)=500ms, want 1s..24h"},
+		{"rejections remembered for days", []string{"FLASH_REJECT_TTL", "48h"}, nil, "-reject-ttl (FLASH_REJECT_TTL)=48h0m0s, want 1s..24h"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -94,7 +94,7 @@ type config struct {
 	decisions, shortCircuit                                                  bool
 	produceMode                                                              string
 	settlerGroup, recoveryBLs                                                string
-	recoveryInterval, recoveryCatchUp, acceptGrace                           time.Duration
+	recoveryInterval, recoveryCatchUp, acceptGrace, rejectTTL                time.Duration
 	// faultExitAfterScript is FLASH_FAULT_EXIT_AFTER_SCRIPT=1 (test-only, see usage).
 	faultExitAfterScript bool
 
@@ -133,6 +133,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	f.Bool(&c.decisions, "decisions", "FLASH_DECISIONS", true, "log every claim decision to flash.decisions (best effort, never delays a claim)")
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", "FLASH_SHUTDOWN_TIMEOUT", 20*time.Second, "longest graceful shutdown: draining requests, then flushing the producer")
 	f.Duration(&c.acceptGrace, "accept-grace", "FLASH_ACCEPT_GRACE", 24*time.Hour, "how long after a campaign's end its accepted requests' idempotency records live, so late retries get their claim back")
+	f.Duration(&c.rejectTTL, "reject-ttl", "FLASH_REJECT_TTL", time.Hour, "how long a business rejection (sold_out, user_limit, ...) is remembered for its request_id, so a retry gets the same answer (1s..24h); it is most of Redis's memory in a huge sale (DESIGN.md)")
 	f.String(&c.settlerGroup, "settler-group", "FLASH_SETTLER_GROUP", kafkaopt.SettlerGroup, "the settler's Kafka consumer group: a Redis-loss recovery waits for it to settle what is in Kafka before rebuilding")
 	f.Duration(&c.recoveryInterval, "recovery-interval", "FLASH_RECOVERY_INTERVAL", 500*time.Millisecond, "Redis-loss recovery: detection period (the longest a restarted Redis goes unnoticed)")
 	f.Duration(&c.recoveryCatchUp, "recovery-catchup-timeout", "FLASH_RECOVERY_CATCHUP_TIMEOUT", time.Minute, "Redis-loss recovery: longest wait for the settler group before a rebuild (the business line stays fenced and is retried after it)")
@@ -188,6 +189,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{fmt.Errorf("-pg-max-conns (FLASH_PG_MAX_CONNS)=%d, want at least 1", c.pgMaxConns)}
 	case c.acceptGrace < 0:
 		return nil, usageError{fmt.Errorf("-accept-grace (FLASH_ACCEPT_GRACE)=%s, want 0 or more", c.acceptGrace)}
+	case c.rejectTTL < time.Second || c.rejectTTL > 24*time.Hour:
+		return nil, usageError{fmt.Errorf("-reject-ttl (FLASH_REJECT_TTL)=%s, want 1s..24h", c.rejectTTL)}
 	case strings.TrimSpace(c.settlerGroup) == "":
 		return nil, usageError{errors.New("-settler-group (FLASH_SETTLER_GROUP): required")}
 	case c.recoveryInterval < 10*time.Millisecond:
@@ -330,6 +333,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		// wait for an ack, for the cases franz-go cannot time out safely (see claimer).
 		AckTimeout:  cfg.deliveryTimeout + cfg.deliveryTimeout/5 + 100*time.Millisecond,
 		AcceptGrace: cfg.acceptGrace,
+		RejectTTL:   cfg.rejectTTL,
 		// Benchmark baselines (README): both default to the production behaviour.
 		ProduceMode:         cfg.produceMode,
 		DisableShortCircuit: !cfg.shortCircuit,
