@@ -328,6 +328,8 @@ func TestConfigValidation(t *testing.T) {
 	}{
 		{claimer.Config{MaxBatch: 1000}, "MaxBatch"},
 		{claimer.Config{BatchWait: time.Second}, "BatchWait"},
+		{claimer.Config{MarkLinger: 2 * time.Second}, "MarkLinger"},
+		{claimer.Config{MarkLinger: -time.Millisecond}, "MarkLinger"},
 		{claimer.Config{Workers: 1000}, "Workers"},
 		{claimer.Config{MaxBatch: 64, QueueSize: 10}, "QueueSize"},
 		{claimer.Config{RejectTTL: time.Millisecond}, "RejectTTL"},
@@ -402,4 +404,62 @@ func TestConcurrentClaimsShareOneScriptCall(t *testing.T) {
 	if calls, claims := batches(); calls != 2 || claims != n+1 {
 		t.Fatalf("%d more script calls decided %.0f claims; want 1 call for all %d", calls-1, claims-1, n)
 	}
+}
+
+// Durable marks of claims accepted close together share one durable.lua call (the
+// first waits MarkLinger for the others), and every one of them is written: each
+// claim's retry is then answered 200 with its claim.
+func TestDurableMarksShareOneCall(t *testing.T) {
+	e := newEnv(t)
+	testenv.RequireBroker(t)
+	kcl, err := kgo.NewClient(kafkaopt.Producer(testenv.Brokers(), time.Millisecond, 10*time.Second)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	c, err := claimer.New(claimer.Config{MarkLinger: time.Second}, e.rdb, kcl, claimer.NewMetrics(reg), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); kcl.Close() })
+	camp := e.campaign("", campaignSpec{skus: `[{"sku":"rp-50","stock":10,"value":50}]`})
+	const n = 3
+	reqs := make([]*claimer.Request, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		reqs[i] = req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = e.do(c, reqs[i]) }()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || reqs[i].Code != scripts.CodeAccepted {
+			t.Fatalf("claim %d: err %v, %s", i, errs[i], reason(reqs[i].Code))
+		}
+	}
+	for i := range n {
+		var again *claimer.Request
+		testenv.Eventually(t, 10*time.Second, "the retry is answered with the claim", func() bool {
+			again = req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
+			return e.do(c, again) == nil
+		})
+		if !again.Replayed || again.ClaimID != reqs[i].ClaimID {
+			t.Fatalf("retry %d: replayed=%v claim %q; want claim %q", i, again.Replayed, again.ClaimID, reqs[i].ClaimID)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "flashgate_gateway_durable_mark_batch" {
+			h := mf.GetMetric()[0].GetHistogram()
+			if h.GetSampleCount() != 1 || h.GetSampleSum() != n {
+				t.Fatalf("%d durable.lua calls wrote %.0f marks; want 1 call for all %d", h.GetSampleCount(), h.GetSampleSum(), n)
+			}
+			return
+		}
+	}
+	t.Fatal("no durable mark histogram")
 }

@@ -19,6 +19,7 @@ type Metrics struct {
 	shed           prometheus.Counter
 	queueExpired   prometheus.Counter
 	marksDropped   prometheus.Counter
+	markBatch      prometheus.Histogram
 	ackTimeouts    prometheus.Counter
 	voids          map[int]prometheus.Counter
 	shortCircuited map[int]prometheus.Counter
@@ -52,8 +53,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		redisErrors:   prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_redis_errors_total", Help: "Failed Redis calls on the claim path."}),
 		shed:          prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_shed_total", Help: "Claims refused with 503 because the queue in front of Redis was full."}),
 		queueExpired:  prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_queue_expired_total", Help: "Claims answered 503 unrun because they waited in the queue longer than the Redis timeout (Redis stalled or far too slow)."}),
-		marksDropped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_durable_marks_dropped_total", Help: "Durable marks not written (a retry sees in-flight until the settler confirms)."}),
-		ackTimeouts:   prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_ack_timeouts_total", Help: "Accepted claims voided because the broker did not acknowledge them within the ack timeout."}),
+		markBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flashgate_gateway_durable_mark_batch", Help: "Durable marks written per durable.lua call.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
+		marksDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_durable_marks_dropped_total", Help: "Durable marks not written (a retry sees in-flight until the settler confirms)."}),
+		ackTimeouts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_ack_timeouts_total", Help: "Accepted claims voided because the broker did not acknowledge them within the ack timeout."}),
 		voids: map[int]prometheus.Counter{
 			scripts.VoidDone:      voids.WithLabelValues("voided"),
 			scripts.VoidAlready:   voids.WithLabelValues("already"),
@@ -70,7 +75,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Campaign change messages received on fg:changes (each drops what the gateway concluded about the campaign)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.batchSize, m.scriptSeconds, m.produceSeconds, m.produceErrors, m.redisErrors, m.shed, m.queueExpired, m.marksDropped, m.ackTimeouts, voids, short, m.changes)
+		reg.MustRegister(m.batchSize, m.scriptSeconds, m.produceSeconds, m.produceErrors, m.redisErrors, m.shed, m.queueExpired, m.marksDropped, m.markBatch, m.ackTimeouts, voids, short, m.changes)
 	}
 	return m
 }
