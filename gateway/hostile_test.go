@@ -8,7 +8,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -412,9 +411,12 @@ func TestConnectionLimits(t *testing.T) {
 		}
 		held = append(held, c)
 	}
+	// Refusals are the contract's JSON (a 429 shaped like the claim API's, with its own
+	// reason), before any request is read, and the connection is closed.
 	a := refusedConn(t, addr, "127.0.0.1")
-	if a.status != 429 || !a.closed || !bytes.Contains(a.body, []byte("MaxConnsPerIP")) {
-		t.Fatalf("connection %d from 127.0.0.1: %s; want 429 and closed", perIP+1, a)
+	if a.status != 429 || !a.closed || a.header.Get("Content-Type") != "application/json" || a.header.Get("Retry-After") != "1" ||
+		string(a.body) != `{"result":"rejected","reason":"too_many_connections","retry_after_ms":1000}` {
+		t.Fatalf("connection %d from 127.0.0.1: %s; want 429 too_many_connections and closed", perIP+1, a)
 	}
 	// Another address is not limited by 127.0.0.1's connections...
 	for i := range total - perIP {
@@ -423,8 +425,9 @@ func TestConnectionLimits(t *testing.T) {
 		}
 	}
 	// ...but the total is reached now.
-	if a := refusedConn(t, addr, "127.0.0.3"); a.status != 503 || !a.closed {
-		t.Fatalf("connection %d overall: %s; want 503 and closed", total+1, a)
+	if a := refusedConn(t, addr, "127.0.0.3"); a.status != 503 || !a.closed || a.header.Get("Content-Type") != "application/json" ||
+		string(a.body) != `{"error":"unavailable"}` {
+		t.Fatalf("connection %d overall: %s; want 503 unavailable and closed", total+1, a)
 	}
 	// Closing one of 127.0.0.1's frees its place (once the server has seen the close).
 	held[0].Close()

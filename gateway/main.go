@@ -408,16 +408,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	fastLog := fasthttpLogger{log}
 	publicSrv := &fasthttp.Server{
-		Name:                         "flashgate",
-		Handler:                      pub.Handler,
-		ErrorHandler:                 api.ErrorHandler,
-		MaxRequestBodySize:           api.MaxBodyBytes, // declared, undeclared and chunked: 413
-		ReadBufferSize:               cfg.maxHeaderBytes,
-		ReadTimeout:                  cfg.readTimeout,
-		WriteTimeout:                 cfg.writeTimeout,
-		IdleTimeout:                  cfg.idleTimeout,
-		Concurrency:                  cfg.maxConns,
-		MaxConnsPerIP:                cfg.maxConnsPerIP,
+		Name:               "flashgate",
+		Handler:            pub.Handler,
+		ErrorHandler:       api.ErrorHandler,
+		MaxRequestBodySize: api.MaxBodyBytes, // declared, undeclared and chunked: 413
+		ReadBufferSize:     cfg.maxHeaderBytes,
+		ReadTimeout:        cfg.readTimeout,
+		WriteTimeout:       cfg.writeTimeout,
+		IdleTimeout:        cfg.idleTimeout,
+		// The connection limits are limitListener's (connlimit.go), which refuses with
+		// the contract's JSON; fasthttp's own, which would answer in plain text, is only
+		// a backstop above it (a worker is released a moment after its connection's
+		// place is, so at exactly -max-conns fasthttp could otherwise refuse first).
+		Concurrency:                  2 * cfg.maxConns,
 		DisablePreParseMultipartForm: true,
 		NoDefaultContentType:         true,
 		Logger:                       fastLog,
@@ -443,7 +446,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("listen -admin-addr (FLASH_ADMIN_ADDR): %w", err)
 	}
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- publicSrv.Serve(pubLn) }()
+	go func() { serveErr <- publicSrv.Serve(newLimitListener(pubLn, cfg.maxConns, cfg.maxConnsPerIP)) }()
 	go func() { serveErr <- adminSrv.Serve(admLn) }()
 	recCtx, stopRecovery := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
