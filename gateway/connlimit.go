@@ -63,12 +63,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		l.mu.Unlock()
 		if refuse != nil {
-			// Answer off the accept loop: a peer that does not read must not hold it.
-			go func() {
-				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-				_, _ = c.Write(refuse)
-				_ = c.Close()
-			}()
+			// On the accept loop, like fasthttp's own refusal: a fresh connection's send
+			// buffer is empty, so the short answer is copied at once (the deadline only
+			// guards the impossible), and a flood of refused connections costs no
+			// goroutine each.
+			_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			_, _ = c.Write(refuse)
+			_ = c.Close()
 			continue
 		}
 		return &limitedConn{Conn: c, l: l, ip: ip}, nil

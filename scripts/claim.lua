@@ -101,7 +101,8 @@ end
 local META_FIELDS = {'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl', 'taken'}
 local SKU_FIELDS = {'stock', 'value', 'taken'}
 local BL_FIELDS = {'budget', 'spent'}
--- One cache per role, so a key can never be read with another role's fields.
+-- One cache per role (the rules hashes below have theirs), so a key can never be read
+-- with another role's fields.
 local metas, skus, bls = {}, {}, {}
 local function cached(cache, key, fields)
   local h = cache[key]
@@ -123,20 +124,12 @@ end
 -- or zero max turns a rule off.
 local RULE_FIELDS = {'device.max', 'device.window_ms', 'ip.max', 'ip.window_ms', 'user.max',
   'user.window_ms', 'freeze.max', 'freeze.window_ms', 'freeze.for_ms', 'shadow'}
-local hashes = {}
-local function hash(key)
-  local h = hashes[key]
-  if not h then
-    h = redis.call('HMGET', key, unpack(RULE_FIELDS))
-    hashes[key] = h
-  end
-  return h
-end
+local rulehashes = {}
 local merged = {}
 local function rules(ckey, gkey)
   local r = merged[ckey]
   if r then return r end
-  local c, g = hash(ckey), hash(gkey)
+  local c, g = cached(rulehashes, ckey, RULE_FIELDS), cached(rulehashes, gkey, RULE_FIELDS)
   r = {}
   for j = 1, #RULE_FIELDS do
     local v = c[j]

@@ -37,7 +37,7 @@ func TestClientAllocsPerClaim(t *testing.T) {
 		{"sold out decided by claim.lua", benchConfig(64, false), 0, scripts.CodeSoldOut, 60},
 		{"sold out short-circuited", benchConfig(64, true), 0, scripts.CodeSoldOut, 20},
 	} {
-		c := e.claimerWith(testenv.Brokers(), 10*time.Second, tc.cfg)
+		c := e.claimerWith(testenv.Brokers(), 10*time.Second, tc.cfg, nil)
 		cmp := e.bigCampaign(tc.stock)
 		// Warm up: routes, connections, pools, and (for sold out) the claimer's knowledge.
 		if _, err := mallocsPerClaim(c, claims(cmp, "warm", 200), tc.want); err != nil {

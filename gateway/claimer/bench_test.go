@@ -81,7 +81,7 @@ func BenchmarkClaimerAccepted(b *testing.B) {
 	for _, batch := range []int{1, 64} {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
 			e := newEnv(b)
-			c := e.claimerWith(testenv.Brokers(), 10*time.Second, benchConfig(batch, true))
+			c := e.claimerWith(testenv.Brokers(), 10*time.Second, benchConfig(batch, true), nil)
 			cmp := e.bigCampaign(1_000_000_000)
 			reqs := claims(cmp, "a", b.N)
 			b.ReportAllocs()
@@ -106,7 +106,7 @@ func BenchmarkClaimerSoldOut(b *testing.B) {
 	}{{"script", false}, {"short-circuit", true}} {
 		b.Run(mode.name, func(b *testing.B) {
 			e := newEnv(b)
-			c := e.claimerWith(testenv.Brokers(), 10*time.Second, benchConfig(64, mode.short))
+			c := e.claimerWith(testenv.Brokers(), 10*time.Second, benchConfig(64, mode.short), nil)
 			cmp := e.bigCampaign(0)
 			// One claim.lua answer teaches the claimer the SKU is sold out.
 			if _, wrong := drive(c, claims(cmp, "warm", 1), 1, scripts.CodeSoldOut); wrong > 0 {

@@ -756,46 +756,39 @@ func (c *Claimer) markLoop() {
 		}
 	}
 	add := func(m mark) { byCampaign[m.campaign] = append(byCampaign[m.campaign], m) }
-	drain := func(n int) {
-		for ; n < maxMarks; n++ {
-			select {
-			case m := <-c.marks:
-				add(m)
-			default:
-				return
-			}
-		}
-	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
+		stop := false
 		select {
 		case m := <-c.marks:
 			add(m)
-			n := 1
 			timer.Reset(c.cfg.MarkLinger)
 		gather:
-			for n < maxMarks {
+			for n := 1; n < maxMarks; n++ {
 				select {
 				case m := <-c.marks:
 					add(m)
-					n++
 				case <-timer.C:
 					break gather
 				case <-c.quit:
-					timer.Stop()
-					drain(n)
-					flush()
-					return
+					stop = true
+					break gather
 				}
 			}
 			timer.Stop()
-			flush()
 		case <-c.quit:
-			drain(0)
+			stop = true
+		}
+		if stop {
+			// Every mark already queued is written before Close returns.
+			for len(c.marks) > 0 {
+				add(<-c.marks)
+			}
 			flush()
 			return
 		}
+		flush()
 	}
 }
 

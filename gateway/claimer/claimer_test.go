@@ -347,18 +347,10 @@ func TestConfigValidation(t *testing.T) {
 func TestConcurrentClaimsShareOneScriptCall(t *testing.T) {
 	e := newEnv(t)
 	testenv.RequireBroker(t)
-	kcl, err := kgo.NewClient(kafkaopt.Producer(testenv.Brokers(), time.Millisecond, 10*time.Second)...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewRegistry()
 	const n = 4
-	c, err := claimer.New(claimer.Config{Workers: 1, MaxBatch: n, BatchWait: 50 * time.Millisecond},
-		e.rdb, kcl, claimer.NewMetrics(reg), quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); kcl.Close() })
+	c := e.claimerWith(testenv.Brokers(), 10*time.Second,
+		claimer.Config{Workers: 1, MaxBatch: n, BatchWait: 50 * time.Millisecond}, claimer.NewMetrics(reg))
 	camp := e.campaign("", campaignSpec{skus: `[{"sku":"rp-50","stock":10,"value":50}]`})
 	batches := func() (calls uint64, claims float64) {
 		mfs, err := reg.Gather()
@@ -412,16 +404,8 @@ func TestConcurrentClaimsShareOneScriptCall(t *testing.T) {
 func TestDurableMarksShareOneCall(t *testing.T) {
 	e := newEnv(t)
 	testenv.RequireBroker(t)
-	kcl, err := kgo.NewClient(kafkaopt.Producer(testenv.Brokers(), time.Millisecond, 10*time.Second)...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewRegistry()
-	c, err := claimer.New(claimer.Config{MarkLinger: time.Second}, e.rdb, kcl, claimer.NewMetrics(reg), quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); kcl.Close() })
+	c := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, claimer.NewMetrics(reg))
 	camp := e.campaign("", campaignSpec{skus: `[{"sku":"rp-50","stock":10,"value":50}]`})
 	const n = 3
 	reqs := make([]*claimer.Request, n)
@@ -462,4 +446,23 @@ func TestDurableMarksShareOneCall(t *testing.T) {
 		}
 	}
 	t.Fatal("no durable mark histogram")
+}
+
+// Close writes the durable marks still waiting out MarkLinger: the accepted claim's
+// record is "D" (durable) once Close returns, not left "A" for a retry to meet as
+// in_flight.
+func TestCloseWritesWaitingMarks(t *testing.T) {
+	e := newEnv(t)
+	testenv.RequireBroker(t)
+	c := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, nil)
+	camp := e.campaign("", campaignSpec{})
+	r := req(camp, "rp-50", "u1", "r-close")
+	if err := e.do(c, r); err != nil || r.Code != scripts.CodeAccepted {
+		t.Fatalf("claim: %s %v", reason(r.Code), err)
+	}
+	c.Close() // well inside the 1 s linger
+	rec, err := e.rdb.Get(context.Background(), rkeys.Request(camp, "r-close")).Result()
+	if err != nil || !strings.HasPrefix(rec, "D\t"+r.ClaimID+"\t") {
+		t.Fatalf("record after Close: %q (%v); want it marked durable (D)", rec, err)
+	}
 }

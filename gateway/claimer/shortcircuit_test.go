@@ -19,9 +19,10 @@ import (
 	"github.com/flashgate/flashgate/scripts"
 )
 
-// claimerWith starts a claimer with cfg whose producer talks to brokers, and waits until
-// its change subscription is confirmed (before that it never short-circuits).
-func (e *env) claimerWith(brokers []string, delivery time.Duration, cfg claimer.Config) *claimer.Claimer {
+// claimerWith starts a claimer with cfg and metrics m (nil: unregistered) whose producer
+// talks to brokers, and waits until its change subscription is confirmed (before that it
+// never short-circuits).
+func (e *env) claimerWith(brokers []string, delivery time.Duration, cfg claimer.Config, m *claimer.Metrics) *claimer.Claimer {
 	e.t.Helper()
 	kcl, err := kgo.NewClient(kafkaopt.Producer(brokers, time.Millisecond, delivery)...)
 	if err != nil {
@@ -35,7 +36,7 @@ func (e *env) claimerWith(brokers []string, delivery time.Duration, cfg claimer.
 		// must come from claim.lua answers and change messages, not from the safety TTL.
 		cfg.RouteTTL = time.Minute
 	}
-	c, err := claimer.New(cfg, e.rdb, kcl, nil, quiet)
+	c, err := claimer.New(cfg, e.rdb, kcl, m, quiet)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -48,12 +49,12 @@ func (e *env) claimerWith(brokers []string, delivery time.Duration, cfg claimer.
 
 func (e *env) liveClaimer(cfg claimer.Config) *claimer.Claimer {
 	testenv.RequireBroker(e.t)
-	return e.claimerWith(testenv.Brokers(), 10*time.Second, cfg)
+	return e.claimerWith(testenv.Brokers(), 10*time.Second, cfg, nil)
 }
 
 // deadClaimer's produces fail after delivery: every claim it accepts is voided.
 func (e *env) deadClaimer(delivery time.Duration) *claimer.Claimer {
-	return e.claimerWith([]string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(e.t))}, delivery, claimer.Config{})
+	return e.claimerWith([]string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(e.t))}, delivery, claimer.Config{}, nil)
 }
 
 // expect makes one claim and checks its answer and whether claim.lua decided it.
@@ -349,7 +350,7 @@ func TestProduceModes(t *testing.T) {
 			// A failed produce in this mode: 503 and nothing taken.
 			cmp2 := e.campaign("", campaignSpec{start: -time.Minute})
 			dead := e.claimerWith([]string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}, time.Second,
-				claimer.Config{ProduceMode: mode})
+				claimer.Config{ProduceMode: mode}, nil)
 			before := e.snapshot(cmp2)
 			if err := e.do(dead, req(cmp2, "rp-50", "u1", "r1")); !errors.Is(err, claimer.ErrUnavailable) {
 				t.Fatalf("claim with no broker: %v, want ErrUnavailable", err)
