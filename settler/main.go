@@ -109,6 +109,7 @@ func run(args []string) int {
 	f.String(&pgURL, "pg", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
 	f.String(&addr, "addr", "FLASH_SETTLER_ADDR", "127.0.0.1:8082", "listen address of /metrics, /healthz and /readyz")
 	f.String(&cfg.Topic, "topic", "FLASH_SETTLER_TOPIC", kafkaopt.ClaimsTopic, "topic of accepted claims (the gateway produces to "+kafkaopt.ClaimsTopic+"; another name isolates a test or staging settler)")
+	f.String(&cfg.RejectTopic, "reject-topic", "FLASH_SETTLER_REJECT_TOPIC", "", "topic where records that are not storable claims of a known campaign are set aside, with why (default: the -topic name + \".rejected\", "+kafkaopt.ClaimsRejectedTopic+")")
 	f.String(&cfg.Group, "group", "FLASH_SETTLER_GROUP", kafkaopt.SettlerGroup, "Kafka consumer group; a group with no committed offsets starts at the oldest record")
 	f.Duration(&cfg.SessionTimeout, "session-timeout", "FLASH_SETTLER_SESSION_TIMEOUT", settle.DefaultSessionTimeout, "how long the group waits for a silent (killed) member before its partitions move to another settler")
 	f.Int(&cfg.MaxBatch, "batch", "FLASH_SETTLER_BATCH", settle.DefaultMaxBatch, "most records settled per batch (one Postgres transaction, one offset commit)")
@@ -178,6 +179,7 @@ func run(args []string) int {
 var flagOf = map[string]string{
 	"Brokers":        "-brokers (FLASH_KAFKA_BROKERS)",
 	"Group":          "-group (FLASH_SETTLER_GROUP)",
+	"RejectTopic":    "-reject-topic (FLASH_SETTLER_REJECT_TOPIC)",
 	"MaxBatch":       "-batch (FLASH_SETTLER_BATCH)",
 	"Writers":        "-writers (FLASH_SETTLER_WRITERS)",
 	"SessionTimeout": "-session-timeout (FLASH_SETTLER_SESSION_TIMEOUT)",

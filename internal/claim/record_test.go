@@ -3,6 +3,7 @@ package claim
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -129,5 +130,46 @@ func TestDecodeRefuses(t *testing.T) {
 	}
 	if _, err := Decode([]byte(`{"v":1,"claim_id":`)); !errors.Is(err, ErrMalformed) {
 		t.Errorf("truncated record: %v", err)
+	}
+}
+
+func TestCheckIDs(t *testing.T) {
+	good := Record{Version: 1, ClaimID: "camp-1.0123456789abcdefghijklmnop", RequestID: "r:1", CampaignID: "camp-1",
+		BusinessLine: "bl_1", SKU: "rp-50", UserID: "u.1", DeviceID: "d-1", IP: "2001:db8::1", Value: 50,
+		ClaimedAtMs: 1, ExpiresAtMs: 2, OutboxID: "1712345678901-0"}
+	if err := good.CheckIDs(); err != nil {
+		t.Fatalf("good record: %v", err)
+	}
+	long := strings.Repeat("a", 65)
+	for _, tc := range []struct {
+		name  string
+		edit  func(r *Record)
+		field string
+	}{
+		{"oversized user", func(r *Record) { r.UserID = long }, "user_id:"},
+		{"64 is fine", func(r *Record) { r.UserID = long[:64] }, ""},
+		{"brace in device", func(r *Record) { r.DeviceID = "d}x" }, "device_id:"},
+		{"tab in request", func(r *Record) { r.RequestID = "r\t1" }, "request_id:"},
+		{"oversized campaign", func(r *Record) { r.CampaignID = long; r.ClaimID = long + ".0123456789abcdefghijklmnop" }, "campaign_id:"},
+		{"claim of another campaign", func(r *Record) { r.ClaimID = "camp-2.0123456789abcdefghijklmnop" }, "claim_id:"},
+		{"claim id short", func(r *Record) { r.ClaimID = "camp-1.0123" }, "claim_id:"},
+		{"claim id outside base32", func(r *Record) { r.ClaimID = "camp-1.0123456789abcdefghijklmnoz" }, "claim_id:"},
+		{"claim id without dot", func(r *Record) { r.ClaimID = "camp-1x0123456789abcdefghijklmnop" }, "claim_id:"},
+		{"sku empty", func(r *Record) { r.SKU = "" }, "sku:"},
+		{"ip with space", func(r *Record) { r.IP = "1.2.3.4 x" }, "ip:"},
+		{"ip oversized", func(r *Record) { r.IP = long }, "ip:"},
+		{"ip empty is fine", func(r *Record) { r.IP = "" }, ""},
+		{"outbox not a stream id", func(r *Record) { r.OutboxID = "abc" }, "outbox_id:"},
+		{"outbox no seq", func(r *Record) { r.OutboxID = "12-" }, "outbox_id:"},
+	} {
+		r := good
+		tc.edit(&r)
+		err := r.CheckIDs()
+		switch {
+		case tc.field == "" && err != nil:
+			t.Errorf("%s: %v; want accepted", tc.name, err)
+		case tc.field != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.field)):
+			t.Errorf("%s: err %v; want one starting %q", tc.name, err, tc.field)
+		}
 	}
 }

@@ -13,6 +13,22 @@ import (
 const (
 	ClaimsTopic    = "flash.claims"
 	DecisionsTopic = "flash.decisions"
+	// ClaimsRejectedTopic holds the flash.claims records the settler set aside instead
+	// of settling: records that do not decode, that name no campaign, SKU or value of
+	// Postgres' catalog, whose ids break the contract's limits, or that Postgres refused
+	// for good. Each keeps its original key and bytes; headers say why and where from
+	// (RejectHeader*).
+	ClaimsRejectedTopic = "flash.claims.rejected"
+)
+
+// Headers of a record on ClaimsRejectedTopic.
+const (
+	RejectHeaderReason    = "reject-reason"    // a word: undecodable, bad_id, unknown_campaign, ...
+	RejectHeaderError     = "reject-error"     // the detail, "field: what is wrong"
+	RejectHeaderTopic     = "source-topic"     // the topic the record was read from
+	RejectHeaderPartition = "source-partition" // its partition (decimal)
+	RejectHeaderOffset    = "source-offset"    // its offset (decimal)
+	RejectHeaderTime      = "rejected-at-ms"   // Unix ms when the settler set it aside
 )
 
 // SettlerGroup is the settler's consumer group.

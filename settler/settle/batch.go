@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/flashgate/flashgate/internal/claim"
 )
 
@@ -16,6 +18,11 @@ type item struct {
 	offset    int64
 	// code is confirm.lua's answer for the claim (scripts.Confirm*), set once per batch.
 	code int
+	// src is the Kafka record the claim was decoded from (set aside as is if rejected).
+	src *kgo.Record
+	// refused is set when Postgres refused the claim for good (reject.go): it was not
+	// written and is set aside with its poll.
+	refused error
 }
 
 // campaignBatch is one campaign's share of a batch: the unit of a confirm script call

@@ -16,6 +16,12 @@ type Config struct {
 	// Topic is the topic of accepted claims: kafkaopt.ClaimsTopic (flash.claims) unless
 	// a deployment or a test isolates its own.
 	Topic string
+	// RejectTopic is where records that are not storable claims of a known campaign are
+	// set aside (reject.go): Topic + ".rejected" unless set (kafkaopt.ClaimsRejectedTopic
+	// for flash.claims).
+	RejectTopic string
+	// RejectTimeout bounds one produce of set-aside records to RejectTopic.
+	RejectTimeout time.Duration
 	// Group is the consumer group. Offsets committed under it are where a restarted
 	// settler resumes; a group with no committed offsets starts at the oldest record.
 	Group string
@@ -69,6 +75,14 @@ const (
 	DefaultRedisTimeout   = 2 * time.Second
 	DefaultPGTimeout      = 10 * time.Second
 	DefaultDrainTimeout   = 15 * time.Second
+	DefaultRejectTimeout  = 10 * time.Second
+)
+
+// The catalog cache (reject.go): an entry is reloaded after catalogTTL, and at most
+// catalogMax campaigns are held.
+const (
+	catalogTTL = 30 * time.Second
+	catalogMax = 10_000
 )
 
 // maxBatchLimit keeps one batch inside Postgres' 65535 bind parameters even for the
@@ -111,6 +125,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Topic == "" {
 		cfg.Topic = kafkaopt.ClaimsTopic
 	}
+	if cfg.RejectTopic == "" {
+		cfg.RejectTopic = cfg.Topic + ".rejected"
+	}
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
@@ -127,6 +144,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	def(&cfg.RedisTimeout, DefaultRedisTimeout)
 	def(&cfg.PGTimeout, DefaultPGTimeout)
 	def(&cfg.DrainTimeout, DefaultDrainTimeout)
+	def(&cfg.RejectTimeout, DefaultRejectTimeout)
 
 	if len(cfg.Brokers) == 0 {
 		return cfg, fieldErr("Brokers", "at least one broker address is required")
@@ -139,6 +157,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	switch {
 	case !validTopic(cfg.Topic):
 		return cfg, fieldErr("Topic", "%q: 1..249 characters of [A-Za-z0-9._-]", cfg.Topic)
+	case !validTopic(cfg.RejectTopic) || cfg.RejectTopic == cfg.Topic:
+		return cfg, fieldErr("RejectTopic", "%q: 1..249 characters of [A-Za-z0-9._-], not the claims topic", cfg.RejectTopic)
+	case cfg.RejectTimeout < time.Millisecond:
+		return cfg, fieldErr("RejectTimeout", "must be at least 1ms, got %s", cfg.RejectTimeout)
 	case strings.TrimSpace(cfg.Group) == "":
 		return cfg, fieldErr("Group", "a consumer group name is required")
 	case len(cfg.Group) > 249 || strings.ContainsAny(cfg.Group, " \t\r\n"):

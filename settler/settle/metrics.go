@@ -24,6 +24,9 @@ type Metrics struct {
 	retrying      prometheus.Gauge
 	retries       prometheus.Counter
 	lastCommitted prometheus.Gauge
+	// rejected counts records set aside on the rejected topic, by reason (reject.go).
+	rejected     map[string]prometheus.Counter
+	rejectErrors prometheus.Counter
 }
 
 // NewMetrics registers the settler's metrics with reg (nil: not registered).
@@ -83,7 +86,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "flashgate_settler_last_commit_timestamp_seconds", Help: "Unix time of the last successful offset commit.",
 		}),
 	}
+	rejectedVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashgate_settler_records_rejected_total",
+		Help: "Records set aside on the rejected topic instead of settled, by reason (undecodable, bad_id, unknown_campaign, unknown_sku, business_line, value_mismatch, postgres_refused). Their offsets are committed.",
+	}, []string{"reason"})
+	m.rejected = make(map[string]prometheus.Counter, len(rejectReasons))
+	for _, r := range rejectReasons {
+		m.rejected[r] = rejectedVec.WithLabelValues(r)
+	}
+	m.rejectErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flashgate_settler_reject_errors_total", Help: "Failed produces to the rejected topic (retried; the poll's offsets wait).",
+	})
 	if reg != nil {
+		reg.MustRegister(rejectedVec, m.rejectErrors)
 		reg.MustRegister(m.consumed, m.written, m.duplicates, m.confirmSkips, m.noTrace, m.decodeErrors,
 			m.batchSeconds, m.batchClaims, m.pgErrors, redisErrors, m.commitErrors, m.fetchErrors,
 			m.commitLag, m.retrying, m.retries, m.lastCommitted)

@@ -2,6 +2,8 @@ package settle
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -60,10 +62,14 @@ func equal(a, b []int) bool {
 }
 
 // TestOneFailingBatchFailsThePoll settles a poll as four concurrent batches, one of
-// which Postgres refuses on every attempt (a value its CHECK rejects): the other three
-// commit, the poll reports an error (so Run would not commit its offsets), and the
-// whole poll settled again once the bad claim is fixed writes every claim exactly once,
-// the three committed batches as duplicates.
+// which Postgres fails on every attempt with an error that is not a data or
+// constraint refusal (a request_id too large for its unique index, SQLSTATE 54000: such a
+// failure is retried, never blamed on the record; a record like it never gets here,
+// validate refuses ids over 64 characters): the other three commit, the poll reports
+// an error (so Run would not commit its offsets), and the whole poll settled again
+// once the bad claim is fixed writes every claim exactly once, the three committed
+// batches as duplicates. (A refusal for good - class 22/23 - is set aside instead:
+// TestRefusedClaimIsSetAsideFromItsBatch.)
 func TestOneFailingBatchFailsThePoll(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 200
@@ -79,8 +85,10 @@ func TestOneFailingBatchFailsThePoll(t *testing.T) {
 		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	items := benchItems(recs)
 	bad := items[120] // in the third batch (100..149)
-	good := bad.rec.Value
-	bad.rec.Value = -1
+	good := bad.rec.RequestID
+	huge := make([]byte, 4000)
+	rand.Read(huge)
+	bad.rec.RequestID = hex.EncodeToString(huge) // 8000 random characters: over the btree row limit
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -97,7 +105,7 @@ func TestOneFailingBatchFailsThePoll(t *testing.T) {
 		}
 	}
 
-	bad.rec.Value = good
+	bad.rec.RequestID = good
 	if _, err := s.settleItems(context.Background(), items); err != nil {
 		t.Fatal(err)
 	}
@@ -108,5 +116,48 @@ func TestOneFailingBatchFailsThePoll(t *testing.T) {
 	}
 	if ob, inf := c.Leftovers(t); ob != 0 || inf != 0 {
 		t.Fatalf("outbox %d, inflight %d; want 0, 0", ob, inf)
+	}
+}
+
+// TestRefusedClaimIsSetAsideFromItsBatch: the same poll of four concurrent batches,
+// one claim of which Postgres refuses for good (a value its CHECK rejects, SQLSTATE
+// 23514). The poll settles without error within the bounded tries: that claim alone
+// is marked refused (to be set aside) and every other claim, its batch's included, is
+// written exactly once.
+func TestRefusedClaimIsSetAsideFromItsBatch(t *testing.T) {
+	rdb, pg := testenv.Redis(t), testenv.PG(t)
+	const n = 200
+	c := fixture.NewCampaign(t, rdb, pg, n)
+	recs := c.Claim(t, n)
+	c.MarkDurable(t, recs)
+	cfg, err := Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", MaxBatch: 50, Writers: 4,
+		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Settler{cfg: cfg, rdb: rdb, pg: pg, m: NewMetrics(nil), method: writeChosen,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	items := benchItems(recs)
+	bad := items[120]
+	bad.rec.Value = -1
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := s.settleItems(ctx, items); err != nil {
+		t.Fatalf("settleItems with a refused claim: %v; want it set aside and the rest written", err)
+	}
+	if s.retrying.Load() != 0 {
+		t.Fatalf("retrying = %d after the poll settled, want 0", s.retrying.Load())
+	}
+	ids := c.ClaimIDs(t, pg)
+	for i, it := range items {
+		if in := ids[it.rec.ClaimID]; in != (i != 120) {
+			t.Fatalf("claim %d written: %v; want all but the refused one", i, in)
+		}
+		if refused := it.refused != nil; refused != (i == 120) {
+			t.Fatalf("claim %d refused: %v (%v); want only claim 120", i, refused, it.refused)
+		}
+	}
+	if !permanent(bad.refused) {
+		t.Fatalf("refusal %v is not classed permanent", bad.refused)
 	}
 }

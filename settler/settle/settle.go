@@ -47,6 +47,7 @@ type Settler struct {
 	log    *slog.Logger
 	m      *Metrics
 	method writeMethod
+	cat    *catalogCache // campaigns' business lines and SKU values, for validate
 
 	// retrying counts the batches waiting to retry a failed Redis or Postgres call:
 	// while it is above zero the settler is alive but not settling, so not ready.
@@ -73,13 +74,19 @@ func New(cfg Config, rdb *redis.Client, pg *pgxpool.Pool, m *Metrics, log *slog.
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Settler{cfg: cfg, rdb: rdb, pg: pg, log: log, m: m, method: writeChosen}
+	s := &Settler{cfg: cfg, rdb: rdb, pg: pg, log: log, m: m, method: writeChosen,
+		cat: newCatalogCache(pg, catalogTTL, catalogMax)}
 	opts := append(kafkaopt.Consumer(cfg.Brokers, cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic), // replaces the topic kafkaopt.Consumer set
 		kgo.FetchMaxWait(cfg.PollWait),
 		kgo.FetchMinBytes(int32(cfg.FetchMinBytes)),
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.WithLogger(kgoLogger{log}),
+		// The same client sets rejected records aside (reject.go): bounded, and the
+		// rejected topic is created on first use where the broker allows it.
+		kgo.RecordDeliveryTimeout(cfg.RejectTimeout),
+		kgo.ProduceRequestTimeout(cfg.RejectTimeout),
+		kgo.AllowAutoTopicCreation(),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
 			log.Info("partitions assigned", "group", cfg.Group, "partitions", a[cfg.Topic])
 		}),
@@ -200,18 +207,36 @@ func (s *Settler) settle(ctx context.Context, recs []*kgo.Record) error {
 	defer cancel()
 	s.m.consumed.Add(float64(len(recs)))
 
-	items, dups := s.decodeAll(recs)
+	items, rejects := s.decodeAll(recs)
+	where := func() string {
+		return fmt.Sprintf("%d records from %s partition %d offset %d", len(recs), s.cfg.Topic, recs[0].Partition, recs[0].Offset)
+	}
+	// Every record is checked against the contract and the catalog before anything
+	// reaches Redis or Postgres, and before duplicates are dropped (a forged copy of a
+	// claim must not displace the real one).
+	items, bad, err := s.validate(wctx, items)
+	if err != nil {
+		return fmt.Errorf("settle %s: check records: %w (offsets not committed)", where(), err)
+	}
+	rejects = append(rejects, bad...)
+	items, dups := dedup(items)
 	// Duplicates inside the poll (a redelivery next to the original) are never
 	// confirmed or written; they count as what they are.
 	if dups > 0 {
 		s.m.duplicates.Add(float64(dups))
 	}
-	where := func() string {
-		return fmt.Sprintf("%d records from %s partition %d offset %d", len(recs), s.cfg.Topic, recs[0].Partition, recs[0].Offset)
-	}
 	newest, err := s.settleItems(wctx, items)
 	if err != nil {
 		return fmt.Errorf("settle %s: %w (offsets not committed)", where(), err)
+	}
+	for _, it := range items {
+		if it.refused != nil {
+			rejects = append(rejects, rejected{rec: it.src, reason: reasonPostgresRefus, err: it.refused})
+		}
+	}
+	// What is set aside is on the rejected topic before the offsets pass it.
+	if err := s.setAside(wctx, rejects); err != nil {
+		return fmt.Errorf("settle %s: set %d records aside on %s: %w (offsets not committed)", where(), len(rejects), s.cfg.RejectTopic, err)
 	}
 
 	if err := s.kcl.CommitRecords(wctx, recs...); err != nil {
@@ -231,34 +256,39 @@ func (s *Settler) settle(ctx context.Context, recs []*kgo.Record) error {
 	return nil
 }
 
-// decodeAll decodes a poll's records in order, skipping (counted, logged once) those
-// that are not storable claims and dropping a claim_id seen earlier in the poll, so
-// each claim is confirmed and written by exactly one batch. dups is how many were
-// dropped as repeats.
-func (s *Settler) decodeAll(recs []*kgo.Record) (items []*item, dups int) {
+// decodeAll decodes a poll's records in order. A record that is not a storable claim
+// can never become one: it is counted and returned to be set aside, and committed
+// with its poll like any other, so one bad record never blocks its partition.
+func (s *Settler) decodeAll(recs []*kgo.Record) (items []*item, rejects []rejected) {
 	slab := make([]item, 0, len(recs))
 	items = make([]*item, 0, len(recs))
-	seen := make(map[string]struct{}, len(recs))
 	for _, r := range recs {
 		rec, err := decode(r.Value)
 		if err != nil {
-			// A record that is not a claim can never become one: it is counted,
-			// logged once here, and committed with its batch like any other, so one
-			// bad record never blocks its partition.
 			s.m.decodeErrors.Inc()
-			s.log.Warn("skipping a record that is not a storable claim",
-				"partition", r.Partition, "offset", r.Offset, "err", err)
+			rejects = append(rejects, rejected{rec: r, reason: reasonUndecodable, err: err})
 			continue
 		}
-		if _, dup := seen[rec.ClaimID]; dup {
+		slab = append(slab, item{rec: rec, partition: r.Partition, offset: r.Offset, src: r})
+		items = append(items, &slab[len(slab)-1])
+	}
+	return items, rejects
+}
+
+// dedup drops a claim_id seen earlier in the poll, so each claim is confirmed and
+// written by exactly one batch. dups is how many were dropped as repeats.
+func dedup(items []*item) (out []*item, dups int) {
+	out = items[:0]
+	seen := make(map[string]struct{}, len(items))
+	for _, it := range items {
+		if _, dup := seen[it.rec.ClaimID]; dup {
 			dups++
 			continue
 		}
-		seen[rec.ClaimID] = struct{}{}
-		slab = append(slab, item{rec: rec, partition: r.Partition, offset: r.Offset})
-		items = append(items, &slab[len(slab)-1])
+		seen[it.rec.ClaimID] = struct{}{}
+		out = append(out, it)
 	}
-	return items, dups
+	return out, dups
 }
 
 // settleItems settles one poll's claims: split into batches of at most MaxBatch, each
@@ -343,19 +373,20 @@ func (s *Settler) settleBatch(ctx context.Context, items []*item) (newest int64,
 	if len(toWrite) == 0 {
 		return newest, nil
 	}
-	var written int64
-	err = s.retry(ctx, "write", s.m.pgErrors, func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.PGTimeout)
-		defer cancel()
-		n, err := write(ctx, s.pg, s.method, toWrite)
-		written = n
-		return err
-	})
+	// A claim Postgres refuses for good is marked refused and set aside with the poll
+	// (reject.go); transient failures are retried as long as they last.
+	written, err := s.writeRefusing(ctx, toWrite, refusalTries)
 	if err != nil {
 		return 0, fmt.Errorf("%w (rolled back)", err)
 	}
+	refused := 0
+	for _, it := range toWrite {
+		if it.refused != nil {
+			refused++
+		}
+	}
 	s.m.written.Add(float64(written))
-	s.m.duplicates.Add(float64(int64(len(toWrite)) - written))
+	s.m.duplicates.Add(float64(int64(len(toWrite)-refused) - written))
 	s.cleanup(ctx, groups)
 	return newest, nil
 }
