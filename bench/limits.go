@@ -120,7 +120,7 @@ func cmdLimits(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		cfg.HTTPRamp = rc
 	}
 	if want["redis"] {
-		rdb := redis.NewClient(&redis.Options{Addr: redisAddr, Username: redisAuth.Username, Password: redisAuth.Password, DialTimeout: 3 * time.Second, PoolSize: 4 * concurrency})
+		rdb := redisAuth.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: 3 * time.Second, PoolSize: 4 * concurrency})
 		defer rdb.Close()
 		cfg.Redis = rdb
 	}

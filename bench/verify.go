@@ -56,7 +56,7 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		cfg.Record = entries
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, Username: redisAuth.Username, Password: redisAuth.Password, DialTimeout: 3 * time.Second, ReadTimeout: 10 * time.Second})
+	rdb := redisAuth.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: 3 * time.Second, ReadTimeout: 10 * time.Second})
 	defer rdb.Close()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := rdb.Ping(pctx).Err()

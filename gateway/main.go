@@ -298,10 +298,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	// Redis: one connection per in-flight script call, plus room for durable marks,
 	// voids, pending lookups, readiness and the admin API.
-	rdb := redis.NewClient(&redis.Options{
+	rdb := cfg.redisAuth.NewClient(&redis.Options{
 		Addr:                  cfg.redisAddr,
-		Username:              cfg.redisAuth.Username,
-		Password:              cfg.redisAuth.Password,
 		PoolSize:              cfg.workers*2 + 8,
 		MinIdleConns:          cfg.workers,
 		DialTimeout:           2 * time.Second,

@@ -164,7 +164,7 @@ func (c *cmd) redis() (*redis.Client, error) {
 	if c.rdb != nil {
 		return c.rdb, nil
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: c.redisAddr, Username: c.redisAuth.Username, Password: c.redisAuth.Password, DialTimeout: 2 * time.Second,
+	rdb := c.redisAuth.NewClient(&redis.Options{Addr: c.redisAddr, DialTimeout: 2 * time.Second,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, MaxRetries: 1})
 	if err := rdb.Ping(c.ctx).Err(); err != nil {
 		rdb.Close()

@@ -211,7 +211,7 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 	if err := store.Prepare(ctx, pg); err != nil {
 		return err
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, Username: redisAuth.Username, Password: redisAuth.Password, DialTimeout: 2 * time.Second,
+	rdb := redisAuth.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: 2 * time.Second,
 		ReadTimeout: cfg.RedisTimeout, WriteTimeout: cfg.RedisTimeout})
 	defer rdb.Close()
 

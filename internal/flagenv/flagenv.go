@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The shared settings of CONTRACT.md, with the dev stack's addresses as defaults so a
@@ -125,14 +127,84 @@ func Brokers(list string) []string {
 	return out
 }
 
-// RedisAuth is the Redis ACL user a binary connects as and its password. The user is a
-// flag (-redis-user, FLASH_REDIS_USERNAME); the password is read from FLASH_REDIS_PASSWORD
-// only. Both empty: Redis's default user (the dev stack's tests and operators).
-type RedisAuth struct{ Username, Password string }
+// RedisAuth is how a binary reaches Redis beyond its address: the ACL user it connects
+// as and its password, and, for a Redis run under Sentinel, the Sentinels to ask and the
+// name of the primary they watch. The user is a flag (-redis-user,
+// FLASH_REDIS_USERNAME); the passwords are read from FLASH_REDIS_PASSWORD and
+// FLASH_REDIS_SENTINEL_PASSWORD only. Both users empty: Redis's default user (the dev
+// stack's tests and operators).
+type RedisAuth struct {
+	Username, Password string
+	// Sentinels (-redis-sentinels, FLASH_REDIS_SENTINELS, comma-separated host:port):
+	// when set, the binary asks them for the primary named Master and follows its
+	// failovers (go-redis's failover client), and the Redis address is not used.
+	Sentinels []string
+	// Master (-redis-master, FLASH_REDIS_MASTER) is the name the Sentinels monitor.
+	Master           string
+	SentinelPassword string
 
-// RedisAuth registers -redis-user and reads the password from the environment.
+	sentinels string
+}
+
+// DefaultRedisMaster is the primary's name under the dev stack's Sentinels
+// (scripts/stack.sh, REDIS=sentinel).
+const DefaultRedisMaster = "flashgate"
+
+// RedisAuth registers -redis-user, -redis-sentinels and -redis-master and reads the
+// passwords from the environment; NewClient builds the client from them.
 func (s *Set) RedisAuth(a *RedisAuth) {
 	s.String(&a.Username, "redis-user", "FLASH_REDIS_USERNAME", "",
 		"Redis ACL user to connect as (default: Redis's default user); its password comes from FLASH_REDIS_PASSWORD (environment only)")
+	s.String(&a.sentinels, "redis-sentinels", "FLASH_REDIS_SENTINELS", "",
+		"Redis Sentinels, comma-separated host:port: when set, the primary is found through them and followed across failovers, and the Redis address is ignored (Sentinel's own password, if any, from FLASH_REDIS_SENTINEL_PASSWORD)")
+	s.String(&a.Master, "redis-master", "FLASH_REDIS_MASTER", DefaultRedisMaster,
+		"name of the Redis primary the Sentinels monitor (with -redis-sentinels)")
 	a.Password = s.Secret("FLASH_REDIS_PASSWORD")
+	a.SentinelPassword = s.Secret("FLASH_REDIS_SENTINEL_PASSWORD")
+}
+
+// NewClient builds the binary's Redis client from o (its address and tuning) and a:
+// the ACL user and password always, and when Sentinels are given, go-redis's failover
+// client for the primary named Master with the same tuning - still a *redis.Client,
+// so nothing else changes. The one place every binary builds its Redis client.
+func (a *RedisAuth) NewClient(o *redis.Options) *redis.Client {
+	opts := *o
+	opts.Username, opts.Password = a.Username, a.Password
+	sentinels := a.Sentinels
+	if len(sentinels) == 0 {
+		sentinels = Brokers(a.sentinels)
+	}
+	if len(sentinels) == 0 {
+		return redis.NewClient(&opts)
+	}
+	master := a.Master
+	if master == "" {
+		master = DefaultRedisMaster
+	}
+	return redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:            master,
+		SentinelAddrs:         sentinels,
+		SentinelPassword:      a.SentinelPassword,
+		Username:              opts.Username,
+		Password:              opts.Password,
+		DB:                    opts.DB,
+		MaxRetries:            opts.MaxRetries,
+		MinRetryBackoff:       opts.MinRetryBackoff,
+		MaxRetryBackoff:       opts.MaxRetryBackoff,
+		DialTimeout:           opts.DialTimeout,
+		ReadTimeout:           opts.ReadTimeout,
+		WriteTimeout:          opts.WriteTimeout,
+		ContextTimeoutEnabled: opts.ContextTimeoutEnabled,
+		PoolFIFO:              opts.PoolFIFO,
+		PoolSize:              opts.PoolSize,
+		PoolTimeout:           opts.PoolTimeout,
+		MinIdleConns:          opts.MinIdleConns,
+		MaxIdleConns:          opts.MaxIdleConns,
+		MaxActiveConns:        opts.MaxActiveConns,
+		ConnMaxIdleTime:       opts.ConnMaxIdleTime,
+		ConnMaxLifetime:       opts.ConnMaxLifetime,
+		Protocol:              opts.Protocol,
+		// A replica is never written: claims are decided on the primary only.
+		ReplicaOnly: false,
+	})
 }

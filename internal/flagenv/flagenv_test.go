@@ -5,6 +5,8 @@ import (
 	"flag"
 	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // A password in the environment must not be printed by -help or by the usage a bad flag
@@ -56,5 +58,40 @@ func TestRedact(t *testing.T) {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestRedisSentinelSettings(t *testing.T) {
+	t.Setenv("FLASH_REDIS_SENTINELS", "127.0.0.1:26379, 127.0.0.1:26380,,127.0.0.1:26381")
+	t.Setenv("FLASH_REDIS_PASSWORD", "pw")
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var a RedisAuth
+	New(fs).RedisAuth(&a)
+	if err := fs.Parse([]string{"-redis-master", "mymaster", "-redis-user", "u"}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := a.NewClient(&redis.Options{Addr: "127.0.0.1:1", PoolSize: 7})
+	defer rdb.Close()
+	o := rdb.Options()
+	// go-redis's failover client names its address "FailoverClient" and dials the
+	// primary the Sentinels report.
+	if o.Addr != "FailoverClient" || o.Username != "u" || o.Password != "pw" || o.PoolSize != 7 {
+		t.Fatalf("with sentinels: addr %q user %q pool %d; want a failover client as u with pool 7", o.Addr, o.Username, o.PoolSize)
+	}
+	if a.Master != "mymaster" {
+		t.Fatalf("master %q", a.Master)
+	}
+
+	t.Setenv("FLASH_REDIS_SENTINELS", "")
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	var b RedisAuth
+	New(fs).RedisAuth(&b)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	plain := b.NewClient(&redis.Options{Addr: "127.0.0.1:16379"})
+	defer plain.Close()
+	if o := plain.Options(); o.Addr != "127.0.0.1:16379" || b.Master != DefaultRedisMaster {
+		t.Fatalf("without sentinels: addr %q master %q; want the address and the default master", o.Addr, b.Master)
 	}
 }
