@@ -7,9 +7,14 @@
 #   scripts/stack.sh down     stop what is running, by PID
 #   scripts/stack.sh status   exit 0 when all three answer
 #   scripts/stack.sh wipe     down, then delete .stack/ (all data)
+#   REDIS=sentinel scripts/stack.sh up   (make up REDIS=sentinel) also a replica of Redis
+#                             and three Sentinels (quorum 2) watching the primary as
+#                             "flashgate": real failover (RELIABILITY.md, Redis HA)
 #
 # Ports (the defaults of FLASH_REDIS_ADDR, FLASH_PG_URL, FLASH_KAFKA_BROKERS):
 #   Redis 127.0.0.1:16379, Postgres 127.0.0.1:15432, broker 127.0.0.1:19092.
+#   With REDIS=sentinel: replica 127.0.0.1:16380, Sentinels 127.0.0.1:26379-26381
+#   (FLASH_REDIS_SENTINELS=127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,6 +22,9 @@ STACK=${FLASH_STACK_DIR:-$ROOT/.stack}
 REDIS_PORT=16379
 PG_PORT=15432
 BROKER_PORT=19092
+REPLICA_PORT=16380
+SENTINEL_PORTS="26379 26380 26381"
+REDIS_MASTER_NAME=flashgate
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_USER=postgres # the unprivileged OS user the Postgres server runs as
 
@@ -61,7 +69,8 @@ redis_up() {
   redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$STACK/redis" \
     --appendonly yes --appendfsync everysec --save "" \
     --daemonize yes --pidfile "$STACK/redis.pid" --logfile "$STACK/logs/redis.log" \
-    --maxclients 10000 --protected-mode yes --aclfile "$STACK/redis/users.acl" >/dev/null
+    --maxclients 10000 --protected-mode yes --aclfile "$STACK/redis/users.acl" \
+    --masteruser flashgate-replica --masterauth flashgate-replica-dev >/dev/null
   wait_for redis 100 redis-cli -p $REDIS_PORT ping
   redis_acl
   say "redis up on 127.0.0.1:$REDIS_PORT (AOF everysec, data in $STACK/redis)"
@@ -73,20 +82,20 @@ redis_up() {
 # by this script also reads them from its aclfile at every start; one started before the
 # aclfile existed gets them here, until its next restart (make down && make up) makes
 # the aclfile its own.
-redis_acl() {
-  local line name n=0
+redis_acl() { # [port]: the primary's unless given (the replica loads the same users)
+  local port=${1:-$REDIS_PORT} line name n=0
   set -f # the rules hold glob characters (~fg:*)
   while read -r line; do
     case "$line" in "user "*) ;; *) continue ;; esac
     read -ra words <<<"$line"
     name=${words[1]}
     [ "$name" = default ] && continue
-    redis-cli -p $REDIS_PORT ACL SETUSER "$name" reset "${words[@]:2}" | grep -qx OK ||
+    redis-cli -p "$port" ACL SETUSER "$name" reset "${words[@]:2}" | grep -qx OK ||
       { set +f; die "ACL SETUSER $name failed (scripts/redis-users.acl)"; }
     n=$((n + 1))
   done <"$STACK/redis/users.acl"
   set +f
-  say "redis: $n ACL users loaded (scripts/redis-users.acl)"
+  say "redis :$port: $n ACL users loaded (scripts/redis-users.acl)"
 }
 
 redis_down() {
@@ -94,6 +103,73 @@ redis_down() {
     redis-cli -p $REDIS_PORT shutdown >/dev/null 2>&1 || kill "$(cat "$STACK/redis.pid")" 2>/dev/null || true
     stop_pid redis "$STACK/redis.pid"
   fi
+}
+
+# --- Redis high availability (REDIS=sentinel) ------------------------------------------
+# A replica of the primary and three Sentinels (quorum 2: one Sentinel alone can neither
+# fail over nor block one), on loopback beside the primary. Every node loads the ACL
+# users; the replica (and the primary, after a failover demotes it) replicates as the
+# flashgate-replica user. The binaries reach the primary through the Sentinels
+# (FLASH_REDIS_SENTINELS, FLASH_REDIS_MASTER=flashgate; internal/flagenv).
+redis_ha_up() {
+  command -v redis-sentinel >/dev/null || apt_install redis-sentinel
+  command -v redis-sentinel >/dev/null || die "redis-sentinel is missing after apt-get install redis-sentinel"
+  mkdir -p "$STACK/redis-replica"
+  if alive "$STACK/redis-replica.pid" && redis-cli -p $REPLICA_PORT ping >/dev/null 2>&1; then
+    say "redis replica already running on 127.0.0.1:$REPLICA_PORT"
+  else
+    port_open $REPLICA_PORT && die "port $REPLICA_PORT is taken by another process (not our replica)"
+    # A first start replicates 16379; after a failover the Sentinels re-point it.
+    redis-server --bind 127.0.0.1 --port $REPLICA_PORT --dir "$STACK/redis-replica" \
+      --appendonly yes --appendfsync everysec --save "" \
+      --daemonize yes --pidfile "$STACK/redis-replica.pid" --logfile "$STACK/logs/redis-replica.log" \
+      --maxclients 10000 --protected-mode yes --aclfile "$STACK/redis/users.acl" \
+      --replicaof 127.0.0.1 $REDIS_PORT --masteruser flashgate-replica --masterauth flashgate-replica-dev >/dev/null
+    wait_for redis-replica 100 redis-cli -p $REPLICA_PORT ping
+  fi
+  redis_acl $REPLICA_PORT
+  local p dir
+  for p in $SENTINEL_PORTS; do
+    dir=$STACK/sentinel-$p
+    mkdir -p "$dir"
+    if alive "$STACK/sentinel-$p.pid" && redis-cli -p "$p" ping >/dev/null 2>&1; then continue; fi
+    port_open "$p" && die "port $p is taken by another process (not our sentinel)"
+    # Sentinel rewrites its own file with what it learns (the current primary, the
+    # other Sentinels); it is written only once, so a restart keeps that knowledge.
+    if [ ! -f "$dir/sentinel.conf" ]; then
+      printf '%s\n' "bind 127.0.0.1" "port $p" "dir $dir" \
+        "sentinel monitor $REDIS_MASTER_NAME 127.0.0.1 $REDIS_PORT 2" \
+        "sentinel down-after-milliseconds $REDIS_MASTER_NAME 1000" \
+        "sentinel failover-timeout $REDIS_MASTER_NAME 10000" \
+        "sentinel parallel-syncs $REDIS_MASTER_NAME 1" >"$dir/sentinel.conf"
+    fi
+    redis-sentinel "$dir/sentinel.conf" --daemonize yes --pidfile "$STACK/sentinel-$p.pid" \
+      --logfile "$STACK/logs/sentinel-$p.log" >/dev/null
+    wait_for "sentinel-$p" 100 redis-cli -p "$p" ping
+  done
+  say "redis HA: replica 127.0.0.1:$REPLICA_PORT, sentinels ${SENTINEL_PORTS// /,} watching '$REDIS_MASTER_NAME'" \
+    "(primary now: $(redis-cli -p 26379 sentinel get-master-addr-by-name $REDIS_MASTER_NAME 2>/dev/null | paste -sd: -))"
+}
+
+redis_ha_down() { # whatever of the HA set is running, by PID
+  local p
+  for p in $SENTINEL_PORTS; do
+    alive "$STACK/sentinel-$p.pid" && kill "$(cat "$STACK/sentinel-$p.pid")" 2>/dev/null
+    stop_pid "sentinel-$p" "$STACK/sentinel-$p.pid"
+  done
+  if alive "$STACK/redis-replica.pid"; then
+    redis-cli -p $REPLICA_PORT shutdown >/dev/null 2>&1 || kill "$(cat "$STACK/redis-replica.pid")" 2>/dev/null || true
+    stop_pid redis-replica "$STACK/redis-replica.pid"
+  fi
+}
+
+redis_ha_status() {
+  alive "$STACK/redis-replica.pid" || return 0
+  if redis-cli -p $REPLICA_PORT ping >/dev/null 2>&1; then echo "replica  up   127.0.0.1:$REPLICA_PORT"; else echo "replica  down"; fi
+  local p
+  for p in $SENTINEL_PORTS; do
+    if redis-cli -p "$p" ping >/dev/null 2>&1; then echo "sentinel up   127.0.0.1:$p"; else echo "sentinel down 127.0.0.1:$p"; fi
+  done
 }
 
 # --- Postgres --------------------------------------------------------------------------
@@ -210,9 +286,16 @@ status() {
 
 mkdir -p "$STACK/logs"
 case "${1:-}" in
-  up) redis_up; pg_up; broker_up ;;
-  down) broker_down || true; redis_down || true; pg_down || true; say "stopped" ;;
-  status) status ;;
+  up)
+    redis_up
+    case "${REDIS:-}" in
+      sentinel) redis_ha_up ;;
+      "" | single) ;;
+      *) die "REDIS=$REDIS: want sentinel (a replica and three Sentinels) or nothing" ;;
+    esac
+    pg_up; broker_up ;;
+  down) broker_down || true; redis_ha_down || true; redis_down || true; pg_down || true; say "stopped" ;;
+  status) st=0; status || st=$?; redis_ha_status; exit $st ;;
   wipe) "$0" down; rm -rf "$STACK"; say "wiped $STACK" ;;
   *) echo "usage: scripts/stack.sh up|down|status|wipe" >&2; exit 2 ;;
 esac
