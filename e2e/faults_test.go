@@ -174,13 +174,25 @@ type faultSys struct {
 
 type faultOpts struct {
 	pg           *privPG
+	// redis, when set, replaces the private redis-server: the environment that points
+	// the binaries at it (FLASH_REDIS_SENTINELS, ...) and the test's own client of it.
+	redis *customRedis
 	gatewayExtra []string
 	settlerExtra []string
 }
 
 func startFaults(t *testing.T, o faultOpts) *faultSys {
 	t.Helper()
-	rs := startRedis(t)
+	var rs *privRedis
+	var rdb *redis.Client
+	redisEnv := o.redis.env()
+	if o.redis != nil {
+		rdb = o.redis.rdb
+	} else {
+		rs = startRedis(t)
+		rdb = rs.client()
+		redisEnv = []string{"FLASH_REDIS_ADDR=" + rs.addr()}
+	}
 	bport := testenv.FreePort(t)
 	startBroker(t, tempDir(t, "broker"), bport)
 	brokers := "127.0.0.1:" + strconv.Itoa(bport)
@@ -190,10 +202,11 @@ func startFaults(t *testing.T, o faultOpts) *faultSys {
 	if o.pg != nil {
 		pgURL = o.pg.url()
 	}
-	common := []string{"FLASH_REDIS_ADDR=" + rs.addr(), "FLASH_PG_URL=" + pgURL, "FLASH_KAFKA_BROKERS=" + brokers,
+	common := []string{redisEnv[0], "FLASH_PG_URL=" + pgURL, "FLASH_KAFKA_BROKERS=" + brokers,
 		"FLASH_SETTLER_GROUP=" + group, "FLASH_RECOVERY_BUSINESS_LINES=" + bl}
+	common = append(common, redisEnv[1:]...)
 	// Not start(): it connects to the dev stack's Redis, which this system never uses.
-	s := &system{t: t, rdb: rs.client(), brokers: brokers, group: group,
+	s := &system{t: t, rdb: rdb, brokers: brokers, group: group,
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}}
 	if o.pg != nil {
 		s.pg = o.pg.pool()
@@ -475,4 +488,17 @@ func TestReconciliationCleanSale(t *testing.T) {
 	if code != 200 || json.Unmarshal(b, &view) != nil || view.Reconciliation.State != "in_sync" || view.Reconciliation.Drift != 0 {
 		t.Errorf("GET campaign reconciliation: %d %s", code, b)
 	}
+}
+
+// customRedis is a Redis set-up of a test's own that startFaults points the binaries at.
+type customRedis struct {
+	envs []string // at least one entry
+	rdb  *redis.Client
+}
+
+func (c *customRedis) env() []string {
+	if c == nil {
+		return nil
+	}
+	return c.envs
 }
