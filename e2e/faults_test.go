@@ -173,10 +173,10 @@ type faultSys struct {
 }
 
 type faultOpts struct {
-	pg           *privPG
+	pg *privPG
 	// redis, when set, replaces the private redis-server: the environment that points
 	// the binaries at it (FLASH_REDIS_SENTINELS, ...) and the test's own client of it.
-	redis *customRedis
+	redis        *customRedis
 	gatewayExtra []string
 	settlerExtra []string
 }
