@@ -95,7 +95,9 @@ func (ss *sentinelSet) custom() *customRedis {
 // attempt is one claim request of a timed sale: when it was answered and how.
 type attempt struct {
 	at     time.Time
+	took   time.Duration
 	status int
+	why    string // the 503's reason or error
 }
 
 // timedSale is sale() that also records every attempt (503s included) with its time.
@@ -115,9 +117,10 @@ func (s *system) timedSale(campaign, skuID string, us []string, conc int) (wait 
 				r := claimReq{CampaignID: campaign, SKU: skuID, UserID: u, DeviceID: "dev-" + u, RequestID: "req-" + u}
 				deadline := time.Now().Add(60 * time.Second)
 				for {
+					sent := time.Now()
 					a := s.claim(r)
 					mu.Lock()
-					atts = append(atts, attempt{at: time.Now(), status: a.Status})
+					atts = append(atts, attempt{at: time.Now(), took: time.Since(sent), status: a.Status, why: a.Reason + a.Error})
 					mu.Unlock()
 					if (a.Status != 503 && a.Status != -1) || time.Now().After(deadline) {
 						out[i] = a
@@ -149,29 +152,37 @@ func (s *system) timedSale(campaign, skuID string, us []string, conc int) (wait 
 type faultFigures struct {
 	requests, unavailable int
 	recover, fence        time.Duration
+	slowest               time.Duration // the longest any request waited for its answer
+	why                   map[string]int
 }
 
-func figures(atts []attempt, fault time.Time) faultFigures {
+// figures measures a run: fault is when the fault began, restored when it ended (the
+// same instant for a kill, whose repair is the system's own). Time to recover is from
+// restored to the first 200 sent after it; the fence from the fault to the last 503.
+func figures(atts []attempt, fault, restored time.Time) faultFigures {
 	var f faultFigures
 	f.recover = -1
+	f.why = map[string]int{}
 	for _, a := range atts {
 		f.requests++
+		f.slowest = max(f.slowest, a.took)
 		if a.status == 503 || a.status == -1 {
 			f.unavailable++
+			f.why[a.why]++
 			if a.at.After(fault) {
 				f.fence = a.at.Sub(fault)
 			}
 		}
-		if a.status == 200 && a.at.After(fault) && f.recover < 0 {
-			f.recover = a.at.Sub(fault)
+		if a.status == 200 && a.at.Add(-a.took).After(restored) && f.recover < 0 {
+			f.recover = a.at.Sub(restored)
 		}
 	}
 	return f
 }
 
 func (f faultFigures) String() string {
-	return fmt.Sprintf("requests %d, 503s %d, time to recover (first 200 after the fault) %s, fence (last 503 after the fault) %s",
-		f.requests, f.unavailable, f.recover.Round(time.Millisecond), f.fence.Round(time.Millisecond))
+	return fmt.Sprintf("requests %d, 503s %d, time to recover (first 200 sent after the repair) %s, fence (last 503 after the fault) %s, slowest answer %s; 503s by reason %v",
+		f.requests, f.unavailable, f.recover.Round(time.Millisecond), f.fence.Round(time.Millisecond), f.slowest.Round(time.Millisecond), f.why)
 }
 
 // TestSentinelFailoverUnderLoad (issue 21, real Redis HA): a gateway and a settler
@@ -197,7 +208,7 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	killed := time.Now()
 	t.Logf("primary killed -9 with %d of %d claims answered", answered(), n)
 	answers := wait()
-	fig := figures(atts(), killed)
+	fig := figures(atts(), killed, killed)
 	t.Logf("sentinel failover under load: %s", fig)
 	if fig.recover < 0 {
 		t.Fatal("no claim was accepted after the primary was killed: the binaries did not follow the failover")

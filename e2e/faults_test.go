@@ -177,6 +177,7 @@ type faultOpts struct {
 	// redis, when set, replaces the private redis-server: the environment that points
 	// the binaries at it (FLASH_REDIS_SENTINELS, ...) and the test's own client of it.
 	redis        *customRedis
+	brokers      string // when set, used instead of a private broker process (kfake in the test)
 	gatewayExtra []string
 	settlerExtra []string
 }
@@ -193,9 +194,12 @@ func startFaults(t *testing.T, o faultOpts) *faultSys {
 		rdb = rs.client()
 		redisEnv = []string{"FLASH_REDIS_ADDR=" + rs.addr()}
 	}
-	bport := testenv.FreePort(t)
-	startBroker(t, tempDir(t, "broker"), bport)
-	brokers := "127.0.0.1:" + strconv.Itoa(bport)
+	brokers := o.brokers
+	if brokers == "" {
+		bport := testenv.FreePort(t)
+		startBroker(t, tempDir(t, "broker"), bport)
+		brokers = "127.0.0.1:" + strconv.Itoa(bport)
+	}
 	bl := testenv.ID(t, "bl")
 	group := testenv.ID(t, "e2e-settler")
 	pgURL := testenv.PGURL()
