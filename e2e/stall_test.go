@@ -296,4 +296,3 @@ func TestBrokerTakesProducesButNeverAcks(t *testing.T) {
 		t.Errorf("a claim waited %s: waits are not bounded by the delivery timeout", r.fig.slowest)
 	}
 }
-
