@@ -111,6 +111,8 @@ var (
 	unfenceSrc string
 	//go:embed warm.lua
 	warmSrc string
+	//go:embed budget.lua
+	budgetSrc string
 
 	// Release gives expired vouchers' value back to their budgets, once per claim.
 	Release = redis.NewScript(releaseSrc)
@@ -125,6 +127,9 @@ var (
 	// Warm writes a campaign's definition into Redis, deciding by the Redis clock what
 	// may change (gateway/catalog).
 	Warm = redis.NewScript(warmSrc)
+	// Budget sets a business line's budget unless a recovery fences it (then the
+	// recovery's unfence applies it).
+	Budget = redis.NewScript(budgetSrc)
 )
 
 // Results of release.lua (besides one 1/0 per claim), fence.lua, rebuild.lua and

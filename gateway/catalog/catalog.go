@@ -210,13 +210,10 @@ func (c *Catalog) PutBusinessLine(ctx context.Context, id string, budget int64) 
 		ON CONFLICT (id) DO UPDATE SET budget = EXCLUDED.budget, updated_at = now()`, id, budget); err != nil {
 		return fmt.Errorf("store business line %s: %w", id, err)
 	}
-	key := rkeys.BusinessLine(id)
-	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, "budget", budget)
-		p.HSetNX(ctx, key, "spent", 0)
-		return nil
-	})
-	if err != nil {
+	// budget.lua: while a recovery fences the line (the budget field is the fence) the
+	// new budget waits in "budget_next" for the unfence; writing it now would let claims
+	// be decided on counters not yet rebuilt.
+	if err := scripts.Budget.Run(ctx, c.rdb, []string{rkeys.BusinessLine(id), rkeys.RecoveryLock(id)}, budget).Err(); err != nil {
 		return fmt.Errorf("warm business line %s: %w", id, err)
 	}
 	return nil
