@@ -39,7 +39,7 @@ var goCommands = map[string][]string{
 // The scripts each binary runs: every command a script calls is checked against the
 // user running it, because Redis applies ACLs inside Lua too.
 var scriptsOf = map[string][]string{
-	"flashgate-gateway": {"claim", "void", "durable", "fence", "lease", "rebuild", "unfence"},
+	"flashgate-gateway": {"claim", "void", "durable", "fence", "lease", "rebuild", "unfence", "warm", "budget"},
 	"flashgate-settler": {"confirm", "durable", "release", "fence", "lease", "rebuild", "unfence"},
 }
 

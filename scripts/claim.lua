@@ -297,12 +297,16 @@ local function decide(i)
     return UNKNOWN_SKU, 0, '', 0, 0, 0, '', 0
   end
 
+  -- paused and not_started are not remembered: they stop being true (a resume, the
+  -- opening), and a request_id tried early must then be decided like any other
+  -- (DESIGN.md "Which rejections are remembered"). Not remembering them also means a
+  -- flood of unique request_ids against a closed campaign leaves no key per request.
   if m[7] == '1' then
-    return reject(k, PAUSED, fp, true), 0, '', 0, 0, 0, '', 0
+    return reject(k, PAUSED, fp, false), 0, '', 0, 0, 0, '', 0
   end
   local ends = tonumber(m[3])
   if now < tonumber(m[2]) then
-    return reject(k, NOT_STARTED, fp, true), 0, '', 0, 0, 0, '', 0
+    return reject(k, NOT_STARTED, fp, false), 0, '', 0, 0, 0, '', 0
   end
   if now >= ends then
     return reject(k, ENDED, fp, true), 0, '', 0, 0, 0, '', 0

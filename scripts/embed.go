@@ -109,6 +109,10 @@ var (
 	rebuildSrc string
 	//go:embed unfence.lua
 	unfenceSrc string
+	//go:embed warm.lua
+	warmSrc string
+	//go:embed budget.lua
+	budgetSrc string
 
 	// Release gives expired vouchers' value back to their budgets, once per claim.
 	Release = redis.NewScript(releaseSrc)
@@ -120,6 +124,12 @@ var (
 	Rebuild = redis.NewScript(rebuildSrc)
 	// Unfence restores a business line's budget and totals and drops the lock.
 	Unfence = redis.NewScript(unfenceSrc)
+	// Warm writes a campaign's definition into Redis, deciding by the Redis clock what
+	// may change (gateway/catalog).
+	Warm = redis.NewScript(warmSrc)
+	// Budget sets a business line's budget unless a recovery fences it (then the
+	// recovery's unfence applies it).
+	Budget = redis.NewScript(budgetSrc)
 )
 
 // Results of release.lua (besides one 1/0 per claim), fence.lua, rebuild.lua and
@@ -132,4 +142,10 @@ const (
 	FenceDone = 1
 
 	RebuildLost = -1
+
+	WarmDone       = 1
+	WarmStarted    = 2
+	WarmRecovering = 3
+	WarmSKUsMoved  = 4
+	WarmBelowTaken = 5
 )

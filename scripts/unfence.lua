@@ -3,12 +3,16 @@
 -- the recovery lock.
 --
 -- KEYS: recovery lock, business line
--- ARGV: token, budget, spent, released
+-- ARGV: token, budget (unless budget_next is set: see budget.lua), spent, released
 -- returns: 1 done, 0 this run no longer holds the lock (nothing written: the run that
 --          holds it finishes the job)
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[2], 'budget', ARGV[2], 'spent', ARGV[3], 'released', ARGV[4])
+-- A budget set by the admin API while the fence held (budget.lua) wins over the one the
+-- recovery read from Postgres.
+local budget = redis.call('HGET', KEYS[2], 'budget_next') or ARGV[2]
+redis.call('HDEL', KEYS[2], 'budget_next')
+redis.call('HSET', KEYS[2], 'budget', budget, 'spent', ARGV[3], 'released', ARGV[4])
 redis.call('DEL', KEYS[1])
 return 1

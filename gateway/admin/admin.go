@@ -508,6 +508,8 @@ func decodeStrict(body []byte, v any) error {
 // writeErr is the one place that maps errors of the admin API to statuses.
 func (s *Server) writeErr(ctx *fasthttp.RequestCtx, err error) {
 	var fe *catalog.FieldError
+	var se *catalog.StartedError
+	var ce *catalog.ConflictError
 	switch {
 	case errors.As(err, &fe):
 		s.writeValue(ctx, fasthttp.StatusBadRequest, map[string]string{"error": "invalid_request", "message": fe.Error()})
@@ -516,9 +518,19 @@ func (s *Server) writeErr(ctx *fasthttp.RequestCtx, err error) {
 	case errors.Is(err, recovery.ErrBusy):
 		s.writeValue(ctx, fasthttp.StatusConflict, map[string]string{"error": "recovery_in_progress",
 			"message": "another process is rebuilding this campaign's business line; check again shortly"})
+	case errors.As(err, &se):
+		s.writeValue(ctx, fasthttp.StatusConflict, map[string]string{"error": "campaign_started",
+			"field": se.Field, "message": se.Error()})
 	case errors.Is(err, catalog.ErrStarted):
 		s.writeValue(ctx, fasthttp.StatusConflict, map[string]string{"error": "campaign_started",
 			"message": "a campaign can be changed only before it starts (pause it instead)"})
+	case errors.As(err, &ce):
+		s.writeValue(ctx, fasthttp.StatusConflict, map[string]string{"error": "conflict",
+			"field": ce.Field, "message": ce.Error()})
+	case errors.Is(err, catalog.ErrRecovering):
+		ctx.Response.Header.Set("Retry-After", "1")
+		s.writeValue(ctx, fasthttp.StatusServiceUnavailable, map[string]string{"error": "recovery_in_progress",
+			"message": "the campaign's Redis state is being rebuilt after a Redis loss; retry shortly"})
 	default:
 		// Postgres or Redis failed or timed out: the caller may retry the same PUT, which
 		// is idempotent.

@@ -372,8 +372,8 @@ func TestCampaign(t *testing.T) {
 		t.Fatalf("PUT started campaign (first time): %d %s", r.status, r.body)
 	}
 	r = e.do(t, "PUT", "/admin/v1/campaigns/"+started, token, campaignBody(bl, time.Hour, ""))
-	if r.status != 409 || r.json(t)["error"] != "campaign_started" {
-		t.Errorf("change of a started campaign: %d %s; want 409 campaign_started", r.status, r.body)
+	if r.status != 409 || r.json(t)["error"] != "campaign_started" || r.json(t)["field"] != "starts_at" {
+		t.Errorf("change of a started campaign: %d %s; want 409 campaign_started naming starts_at", r.status, r.body)
 	}
 
 	if r := e.do(t, "GET", "/admin/v1/campaigns/"+testenv.ID(t, "none"), token, ""); r.status != 404 || r.body != `{"error":"not_found"}` {

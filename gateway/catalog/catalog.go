@@ -20,12 +20,14 @@ import (
 
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
+	"github.com/flashgate/flashgate/scripts"
 )
 
 // Errors of the catalog. The admin API maps them to statuses in one place.
 var (
 	ErrNotFound = errors.New("not found")
-	// ErrStarted: a campaign can be changed only before it starts.
+	// ErrStarted: the change is not allowed once the campaign has started (a
+	// *StartedError names the field).
 	ErrStarted = errors.New("campaign already started")
 )
 
@@ -208,34 +210,33 @@ func (c *Catalog) PutBusinessLine(ctx context.Context, id string, budget int64) 
 		ON CONFLICT (id) DO UPDATE SET budget = EXCLUDED.budget, updated_at = now()`, id, budget); err != nil {
 		return fmt.Errorf("store business line %s: %w", id, err)
 	}
-	key := rkeys.BusinessLine(id)
-	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, "budget", budget)
-		p.HSetNX(ctx, key, "spent", 0)
-		return nil
-	})
-	if err != nil {
+	// budget.lua: while a recovery fences the line (the budget field is the fence) the
+	// new budget waits in "budget_next" for the unfence; writing it now would let claims
+	// be decided on counters not yet rebuilt.
+	if err := scripts.Budget.Run(ctx, c.rdb, []string{rkeys.BusinessLine(id), rkeys.RecoveryLock(id)}, budget).Err(); err != nil {
 		return fmt.Errorf("warm business line %s: %w", id, err)
 	}
 	return nil
 }
 
-// PutCampaign creates or changes a campaign before it starts and warms Redis.
+// PutCampaign creates or changes a campaign and warms Redis.
+//
+// Before the campaign starts anything may change. Once it has started - by the Redis
+// clock, the one claims are decided by, in the same atomic step as the warm - only the
+// name, ends_at, paused, the budget and the SKUs' stocks may; any other change is a
+// *StartedError naming the field (ErrStarted). Whatever changes, what was taken is never
+// reset: a SKU's stock left is its new total minus what it has given out, and a total
+// below that is a *ConflictError. The Redis step runs inside the Postgres transaction,
+// which commits only once Redis has the definition, so the two agree; concurrent PUTs of
+// one campaign are serialized by its row lock.
 func (c *Catalog) PutCampaign(ctx context.Context, cp *Campaign) error {
 	tx, err := c.pg.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
 	}
 	defer tx.Rollback(ctx)
-	var startsAt time.Time
-	err = tx.QueryRow(ctx, `SELECT starts_at FROM campaigns WHERE id = $1 FOR UPDATE`, cp.ID).Scan(&startsAt)
-	switch {
-	case err == nil:
-		if !c.now().Before(startsAt) {
-			return ErrStarted
-		}
-	case errors.Is(err, pgx.ErrNoRows):
-	default:
+	prev, err := storedCampaign(ctx, tx, cp.ID)
+	if err != nil {
 		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
 	}
 	var exists bool
@@ -275,22 +276,117 @@ func (c *Catalog) PutCampaign(ctx context.Context, cp *Campaign) error {
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"campaign_skus"}, []string{"campaign_id", "sku", "stock", "value"}, pgx.CopyFromRows(rows)); err != nil {
 		return fmt.Errorf("put campaign %s skus: %w", cp.ID, err)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
+	if err := c.warm(ctx, cp, prev); err != nil {
+		return err
 	}
-	return c.warm(ctx, cp)
+	if err := tx.Commit(ctx); err != nil {
+		// Redis has the new definition, Postgres the old one: a retry of the same PUT
+		// (idempotent) makes them agree again.
+		return fmt.Errorf("put campaign %s: commit after the warm (retry the PUT): %w", cp.ID, err)
+	}
+	c.notify(cp.ID)
+	return nil
 }
 
-// warm writes a campaign that has not started into Redis in one MULTI/EXEC.
-func (c *Catalog) warm(ctx context.Context, cp *Campaign) error {
-	old, err := c.rdb.SMembers(ctx, rkeys.SKUs(cp.ID)).Result()
+// stored is a campaign's definition as Postgres has it (nil: a new campaign).
+type stored struct {
+	bl       string
+	starts   time.Time
+	limit    int64
+	ttlMs    int64
+	segment  *string
+	recycle  bool
+	skuValue map[string]int64
+	skuOrder []string
+}
+
+// storedCampaign reads the campaign's stored definition and locks its row until tx ends.
+func storedCampaign(ctx context.Context, tx pgx.Tx, id string) (*stored, error) {
+	var p stored
+	err := tx.QueryRow(ctx, `SELECT business_line, starts_at, per_user_limit, voucher_ttl_ms, segment, recycle_stock
+		FROM campaigns WHERE id = $1 FOR UPDATE`, id).Scan(&p.bl, &p.starts, &p.limit, &p.ttlMs, &p.segment, &p.recycle)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
 	if err != nil {
-		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
+		return nil, err
 	}
-	keep := make(map[string]bool, len(cp.SKUs))
-	for _, s := range cp.SKUs {
-		keep[s.SKU] = true
+	rows, err := tx.Query(ctx, `SELECT sku, value FROM campaign_skus WHERE campaign_id = $1 ORDER BY sku`, id)
+	if err != nil {
+		return nil, err
 	}
+	defer rows.Close()
+	p.skuValue = map[string]int64{}
+	for rows.Next() {
+		var sku string
+		var v int64
+		if err := rows.Scan(&sku, &v); err != nil {
+			return nil, err
+		}
+		p.skuValue[sku] = v
+		p.skuOrder = append(p.skuOrder, sku)
+	}
+	return &p, rows.Err()
+}
+
+// frozenChange names the first field cp changes that may not change once the campaign
+// has started ("" when none, or when the campaign is new). Allowed after the start:
+// name, ends_at, paused, budget and each SKU's stock (what was taken is never reset).
+func frozenChange(prev *stored, cp *Campaign) string {
+	if prev == nil {
+		return ""
+	}
+	switch {
+	case prev.bl != cp.BusinessLine:
+		return "business_line"
+	case !prev.starts.Equal(cp.StartsAt):
+		return "starts_at"
+	case prev.limit != cp.PerUserLimit:
+		return "per_user_limit"
+	case prev.ttlMs != cp.ttl.Milliseconds():
+		return "voucher_ttl"
+	case (prev.segment == nil) != (cp.Segment == nil) || prev.segment != nil && *prev.segment != *cp.Segment:
+		return "segment"
+	case prev.recycle != cp.RecycleStock:
+		return "recycle_stock"
+	case len(prev.skuValue) != len(cp.SKUs):
+		return "skus"
+	}
+	for i, s := range cp.SKUs {
+		v, ok := prev.skuValue[s.SKU]
+		if !ok {
+			return "skus[" + strconv.Itoa(i) + "].sku"
+		}
+		if v != s.Value {
+			return "skus[" + strconv.Itoa(i) + "].value"
+		}
+	}
+	return ""
+}
+
+// StartedError refuses a change that a started campaign may not take; Field names it.
+type StartedError struct{ Field string }
+
+func (e *StartedError) Error() string {
+	return e.Field + ": cannot change once the campaign has started (by the Redis clock); after the start only name, ends_at, paused, budget and the SKUs' stock may change"
+}
+
+// Is makes errors.Is(err, ErrStarted) hold.
+func (e *StartedError) Is(target error) bool { return target == ErrStarted }
+
+// ConflictError refuses a change that the campaign's live state does not allow (409).
+type ConflictError struct{ Field, Msg string }
+
+func (e *ConflictError) Error() string { return e.Field + ": " + e.Msg }
+
+// ErrRecovering: the campaign's Redis state is being rebuilt (or must be first); the
+// PUT can be retried shortly.
+var ErrRecovering = errors.New("campaign is being rebuilt after a Redis loss")
+
+// warm writes a campaign into Redis in one warm.lua call (one slot: the campaign's),
+// which decides by the Redis clock whether the campaign has started and keeps what was
+// taken. It runs inside PutCampaign's transaction, before its commit.
+func (c *Catalog) warm(ctx context.Context, cp *Campaign, prev *stored) error {
 	seg := ""
 	if cp.Segment != nil {
 		seg = *cp.Segment
@@ -299,43 +395,71 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign) error {
 	if cp.Paused {
 		paused = "1"
 	}
-	// The run id stamp tells internal/recovery these counters are good on this Redis
-	// server: a restart right after the warm (which may have lost it) is then noticed.
-	// HSETNX: re-warming a campaign on a restarted server must not vouch for counters
-	// that server may have lost.
+	var prevStarts int64
+	if prev != nil {
+		prevStarts = prev.starts.UnixMilli()
+	}
 	runID, err := recovery.RunID(ctx, c.rdb)
 	if err != nil {
 		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
 	}
-	_, err = c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for _, s := range old {
-			if !keep[s] {
-				p.Del(ctx, rkeys.SKU(cp.ID, s))
-				p.SRem(ctx, rkeys.SKUs(cp.ID), s)
-			}
-		}
-		meta := rkeys.Meta(cp.ID)
-		p.HSet(ctx, meta, "bl", cp.BusinessLine, "starts", cp.StartsAt.UnixMilli(), "ends", cp.EndsAt.UnixMilli(),
-			"limit", cp.PerUserLimit, "budget", cp.Budget, "ttl", cp.ttl.Milliseconds(), "paused", paused, "seg", seg)
-		p.HSetNX(ctx, meta, "spent", 0)
-		p.HSetNX(ctx, meta, "taken", 0)
-		p.HSetNX(ctx, meta, rkeys.FieldRunID, runID)
-		for _, s := range cp.SKUs {
-			k := rkeys.SKU(cp.ID, s.SKU)
-			p.HSet(ctx, k, "stock", s.Stock, "value", s.Value, "total", s.Stock)
-			p.HSetNX(ctx, k, "taken", 0)
-			p.SAdd(ctx, rkeys.SKUs(cp.ID), s.SKU)
-		}
-		p.SAdd(ctx, rkeys.Campaigns, cp.ID)
-		// Stock and window may have changed: gateways forget what they concluded.
-		p.Publish(ctx, rkeys.Changes, meta)
-		return nil
-	})
-	if err != nil {
+	// In the set first: a campaign whose warm then fails is only an id without state,
+	// while one warmed but missing from the set would be skipped by the relay.
+	if err := c.rdb.SAdd(ctx, rkeys.Campaigns, cp.ID).Err(); err != nil {
 		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
 	}
-	c.notify(cp.ID)
-	return nil
+	keep := make(map[string]bool, len(cp.SKUs))
+	for _, s := range cp.SKUs {
+		keep[s.SKU] = true
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		old, err := c.rdb.SMembers(ctx, rkeys.SKUs(cp.ID)).Result()
+		if err != nil {
+			return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
+		}
+		keys := []string{rkeys.Meta(cp.ID), rkeys.SKUs(cp.ID)}
+		args := []any{runID, cp.BusinessLine, cp.StartsAt.UnixMilli(), cp.EndsAt.UnixMilli(), cp.PerUserLimit,
+			cp.Budget, cp.ttl.Milliseconds(), paused, seg, prevStarts, frozenChange(prev, cp), len(cp.SKUs)}
+		for _, s := range cp.SKUs {
+			keys = append(keys, rkeys.SKU(cp.ID, s.SKU))
+			args = append(args, s.SKU, s.Stock, s.Value)
+		}
+		var gone []string
+		for _, s := range old {
+			if !keep[s] {
+				gone = append(gone, s)
+			}
+		}
+		args = append(args, len(gone))
+		for _, s := range gone {
+			keys = append(keys, rkeys.SKU(cp.ID, s))
+			args = append(args, s)
+		}
+		res, err := scripts.Warm.Run(ctx, c.rdb, keys, args...).Slice()
+		if err != nil {
+			return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
+		}
+		code, _ := res[0].(int64)
+		switch code {
+		case scripts.WarmDone:
+			return nil
+		case scripts.WarmStarted:
+			f, _ := res[1].(string)
+			return &StartedError{Field: f}
+		case scripts.WarmRecovering:
+			return fmt.Errorf("warm campaign %s: %w", cp.ID, ErrRecovering)
+		case scripts.WarmBelowTaken:
+			i, _ := res[1].(int64)
+			out, _ := res[2].(int64)
+			return &ConflictError{Field: "skus[" + strconv.FormatInt(i, 10) + "].stock",
+				Msg: fmt.Sprintf("must be at least the %d units this SKU has already given out", out)}
+		case scripts.WarmSKUsMoved:
+			continue // another PUT changed the SKU set in between: read it again
+		default:
+			return fmt.Errorf("warm campaign %s: warm.lua answered %v", cp.ID, res)
+		}
+	}
+	return fmt.Errorf("warm campaign %s: its SKU set kept changing", cp.ID)
 }
 
 // SetPaused pauses or resumes a campaign: Postgres first, then the live flag in Redis.

@@ -20,7 +20,8 @@ import (
 // claim is answered without running claim.lua. What stays is the idempotency check, in
 // one pipelined round trip per batch: SET <request key> <rejection> NX PX <RejectTTL>
 // GET writes the same rejection record claim.lua would have written when the request_id
-// has none, and returns the record when it has one; only those requests go on to
+// has none, and returns the record when it has one (for not_started, which claim.lua
+// does not remember, a plain GET: nothing is written); only those requests go on to
 // claim.lua, which replays accepted claims (200, same claim_id), rejections, in-flight
 // claims and key reuse (422) exactly as before.
 //
@@ -128,6 +129,12 @@ func (c *Claimer) shortCircuit(b *batch) []*pending {
 	b.cmds = b.cmds[:0]
 	b.valbuf = b.valbuf[:0]
 	for _, p := range b.cand {
+		if p.short == scripts.CodeNotStarted {
+			// not_started is never remembered (claim.lua neither): only look for a
+			// record the request_id may already have (then claim.lua replays it).
+			b.cmds = append(b.cmds, pipe.Do(context.Background(), "get", p.reqKey))
+			continue
+		}
 		b.cmds = append(b.cmds, pipe.Do(context.Background(), "set", p.reqKey, b.rejection(p), "px", ttl, "nx", "get"))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)

@@ -22,7 +22,8 @@
 //     total - taken + recycled, spent = reserved - released + in-flight value, per-user
 //     counts, the released set, the idempotency records of settled claims (so a retry
 //     gets its claim back instead of a second one), the segment if it was lost;
-//  4. unfence: write the business line's budget, spent and released back.
+//  4. unfence: write the business line's budget (read from Postgres again, or the one an
+//     admin PUT left in "budget_next" while fenced: budget.lua), spent and released back.
 //
 // A business line is the unit because its budget is shared by its campaigns: its
 // "spent" can only be rebuilt with all of them still.
@@ -529,6 +530,12 @@ func (r *Recoverer) RecoverBusinessLine(ctx context.Context, bl string) (Outcome
 	}
 	out.Spent += restValue - restReleased
 	out.Released += restReleased
+	// The budget again, now: an admin PUT that committed after the first read ran its
+	// Redis step before the fence (which then deleted it) or after (budget_next, which
+	// unfence.lua prefers).
+	if err := r.pg.QueryRow(wctx, `SELECT budget FROM business_lines WHERE id = $1`, bl).Scan(&budget); err != nil {
+		return fail("read budget", err)
+	}
 	done, err := scripts.Unfence.Run(wctx, r.rdb, []string{lock, rkeys.BusinessLine(bl)}, token, budget, out.Spent, out.Released).Int()
 	if err != nil {
 		return fail("unfence", err)
