@@ -85,6 +85,9 @@ func (e usageError) Unwrap() error { return e.error }
 type config struct {
 	httpAddr, adminAddr, redisAddr, brokers, pgURL, trustedProxies, logLevel string
 	adminToken                                                               string
+	adminTokens                                                              []admin.NamedToken
+	userTokenSecret                                                          string
+	trustBodyUser                                                            bool
 	redisAuth                                                                flagenv.RedisAuth
 	batchSize, workers, queue, pgMaxConns                                    int
 	batchWait, redisTimeout, produceLinger, deliveryTimeout                  time.Duration
@@ -105,7 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: gateway [flags]\n\nflashgate's claim gateway: the public claim API and the admin API.\nEvery flag has a FLASH_* environment twin; a flag on the command line wins.\nFLASH_ADMIN_TOKEN (the admin API's bearer token) and FLASH_REDIS_PASSWORD are read from the environment only.\n"+
+		fmt.Fprintln(stderr, "usage: gateway [flags]\n\nflashgate's claim gateway: the public claim API and the admin API.\nEvery flag has a FLASH_* environment twin; a flag on the command line wins.\nFLASH_ADMIN_TOKENS (name:token,... the admin API's bearer tokens, at least 32 characters each; their names\n"+
+			"are the actors in the audit), FLASH_ADMIN_TOKEN (deprecated: one token named \"admin\"), FLASH_USER_TOKEN_SECRET\n"+
+			"(the HS256 key of end-user tokens) and FLASH_REDIS_PASSWORD are read from the environment only.\n"+
 			"FLASH_FAULT_EXIT_AFTER_SCRIPT=1 is for fault tests only: the gateway exits at once (status 137,\n"+
 			"no cleanup) after the claim script accepts a claim and before it is produced. Never set it in production.\n\nflags:")
 		fs.PrintDefaults()
@@ -113,7 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	f := flagenv.New(fs)
 	f.String(&c.httpAddr, "http-addr", "FLASH_HTTP_ADDR", "127.0.0.1:8080", "listen address of the public claim API")
-	f.String(&c.adminAddr, "admin-addr", "FLASH_ADMIN_ADDR", "127.0.0.1:8081", "listen address of the admin API, /metrics, /healthz and /readyz; must be loopback unless FLASH_ADMIN_TOKEN is set")
+	f.String(&c.adminAddr, "admin-addr", "FLASH_ADMIN_ADDR", "127.0.0.1:8081", "listen address of the admin API, /metrics, /healthz and /readyz; must be loopback unless FLASH_ADMIN_TOKENS is set; /metrics then needs a token too")
 	f.String(&c.redisAddr, "redis-addr", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address (host:port)")
 	f.RedisAuth(&c.redisAuth)
 	f.String(&c.brokers, "kafka-brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka seed brokers, comma-separated")
@@ -144,6 +149,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	f.Int(&c.maxHeaderBytes, "max-header-bytes", "FLASH_MAX_HEADER_BYTES", publicHeaderBytes, "public listener: largest request line plus headers (4096..65536); larger gets 431")
 	f.Int(&c.maxConns, "max-conns", "FLASH_MAX_CONNS", publicMaxConns, "public listener: most open connections overall (1..1048576); one more is answered 503 and closed")
 	f.Int(&c.maxConnsPerIP, "max-conns-per-ip", "FLASH_MAX_CONNS_PER_IP", publicMaxConnsPerIP, "public listener: most open connections from one TCP peer address (0 = no limit, else at most -max-conns); one more is answered 429 and closed. Behind a load balancer every connection comes from it: raise or disable")
+	f.Bool(&c.trustBodyUser, "trust-body-user", "FLASH_TRUST_BODY_USER", false, "without FLASH_USER_TOKEN_SECRET, believe the user_id a request names even on a non-loopback -http-addr: an authenticating proxy in front vouches for it")
 	f.String(&c.logLevel, "log-level", "FLASH_LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -155,6 +161,14 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
 	}
 	c.adminToken = f.Secret("FLASH_ADMIN_TOKEN")
+	var err error
+	if c.adminTokens, err = admin.ParseTokens(f.Secret("FLASH_ADMIN_TOKENS")); err != nil {
+		return nil, usageError{err}
+	}
+	c.userTokenSecret = f.Secret("FLASH_USER_TOKEN_SECRET")
+	if c.userTokenSecret != "" && len(c.userTokenSecret) < 32 {
+		return nil, usageError{fmt.Errorf("FLASH_USER_TOKEN_SECRET: %d bytes, at least 32 are required", len(c.userTokenSecret))}
+	}
 	switch v := f.Secret("FLASH_FAULT_EXIT_AFTER_SCRIPT"); v {
 	case "", "0":
 	case "1":
@@ -162,7 +176,6 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	default:
 		return nil, usageError{fmt.Errorf("FLASH_FAULT_EXIT_AFTER_SCRIPT=%q, want 1 or unset", v)}
 	}
-	var err error
 	if c.proxies, err = parseProxies(c.trustedProxies); err != nil {
 		return nil, usageError{err}
 	}
@@ -200,6 +213,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if err := c.checkListenerLimits(); err != nil {
 		return nil, usageError{err}
+	}
+	// Without user tokens the gateway believes whatever user_id a request names: fine on
+	// a developer's loopback, an open door anywhere else unless a proxy authenticates.
+	if c.userTokenSecret == "" && !c.trustBodyUser && !admin.Loopback(c.httpAddr) {
+		return nil, usageError{fmt.Errorf("-http-addr (FLASH_HTTP_ADDR) %q is not loopback and FLASH_USER_TOKEN_SECRET is not set: "+
+			"anyone could claim and redeem as any user. Set the secret, or FLASH_TRUST_BODY_USER=true when an authenticating proxy stands in front", c.httpAddr)}
 	}
 	return c, nil
 }
@@ -367,8 +386,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pub, err := api.New(api.Config{TrustedProxies: cfg.proxies, LookupTimeout: cfg.lookupTimeout},
-		claims, vs, claims, api.NewMetrics(reg), log)
+	acfg := api.Config{TrustedProxies: cfg.proxies, LookupTimeout: cfg.lookupTimeout}
+	if cfg.userTokenSecret != "" {
+		if acfg.Auth, err = api.NewAuth([]byte(cfg.userTokenSecret)); err != nil {
+			return usageError{err}
+		}
+	}
+	if acfg.Blocker, err = vouchers.NewBlocks(rdb); err != nil {
+		return err
+	}
+	if acfg.PendingMine, err = vouchers.NewPendingScan(rdb, claims); err != nil {
+		return err
+	}
+	pub, err := api.New(acfg, claims, vs, claims, api.NewMetrics(reg), log)
 	if err != nil {
 		return err
 	}
@@ -392,6 +422,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	adm, err := admin.New(admin.Config{
 		Addr:       cfg.adminAddr,
 		Token:      cfg.adminToken,
+		Tokens:     cfg.adminTokens,
+		Audit:      pg,
 		Gatherer:   reg,
 		Reconciler: recon,
 		Checks: []admin.Check{
@@ -450,8 +482,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	recDone := make(chan struct{})
 	go func() { defer close(recDone); rec.Run(recCtx) }()
 	defer func() { stopRecovery(); <-recDone }() // an early return below still waits for it
+	if cfg.adminToken != "" {
+		log.Warn("FLASH_ADMIN_TOKEN is deprecated: use FLASH_ADMIN_TOKENS=name:token (its changes are audited as \"admin\")")
+	}
+	if cfg.userTokenSecret == "" {
+		log.Warn("no FLASH_USER_TOKEN_SECRET: the user_id a request names is believed", "trust_body_user", cfg.trustBodyUser)
+	}
 	log.Info("gateway listening", "http", pubLn.Addr().String(), "admin", admLn.Addr().String(),
-		"admin_token", cfg.adminToken != "", "trusted_proxies", len(cfg.proxies),
+		"admin_tokens", len(cfg.adminTokens)+min(len(cfg.adminToken), 1), "user_tokens", cfg.userTokenSecret != "", "trusted_proxies", len(cfg.proxies),
 		"redis", cfg.redisAddr, "kafka", cfg.brokers, "workers", cfg.workers, "batch_size", cfg.batchSize,
 		"produce_mode", cfg.produceMode, "short_circuit", cfg.shortCircuit)
 

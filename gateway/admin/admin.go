@@ -9,8 +9,6 @@ package admin
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/catalog"
 	"github.com/flashgate/flashgate/internal/recovery"
+	"github.com/flashgate/flashgate/internal/risk/audit"
 	"github.com/flashgate/flashgate/settler/reconcile"
 )
 
@@ -55,9 +55,15 @@ type Config struct {
 	// Addr is the listen address. It is checked here, not used: without a Token the
 	// admin API refuses anything but a loopback address.
 	Addr string
-	// Token is the bearer token every /admin/ request must carry. Empty: no token, and
-	// then Addr must be loopback. It comes from the environment only and is never logged.
+	// Tokens are the named admin tokens (FLASH_ADMIN_TOKENS, auth.go); a request's
+	// changes are audited under its token's name. None (and no Token): Addr must be
+	// loopback. They come from the environment only and are never logged.
+	Tokens []NamedToken
+	// Token is the deprecated single token (FLASH_ADMIN_TOKEN), named "admin".
 	Token string
+	// Audit, when set, is the Postgres pool every change made through this API is
+	// audited in (audit.go) and GET /admin/v1/audit reads.
+	Audit *pgxpool.Pool
 	// ReadyTimeout bounds each /readyz check (default 1s).
 	ReadyTimeout time.Duration
 	// Checks are the dependencies /readyz reports on.
@@ -73,12 +79,13 @@ type Config struct {
 
 // Server is the admin API.
 type Server struct {
-	cfg       Config
-	tokenHash [sha256.Size]byte
-	cat       *catalog.Catalog
-	log       *slog.Logger
-	metrics   fasthttp.RequestHandler
-	draining  atomic.Bool
+	cfg      Config
+	tokens   []tokenDigest
+	loopback bool
+	cat      *catalog.Catalog
+	log      *slog.Logger
+	metrics  fasthttp.RequestHandler
+	draining atomic.Bool
 }
 
 // New validates cfg and builds the admin API.
@@ -92,9 +99,9 @@ func New(cfg Config, cat *catalog.Catalog, log *slog.Logger) (*Server, error) {
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("admin config: Addr (FLASH_ADMIN_ADDR) %q: %v", cfg.Addr, err)
 	}
-	if cfg.Token == "" && !Loopback(cfg.Addr) {
+	if cfg.Token == "" && len(cfg.Tokens) == 0 && !Loopback(cfg.Addr) {
 		return nil, fmt.Errorf("admin config: Addr (FLASH_ADMIN_ADDR) %q is not a loopback address; "+
-			"set FLASH_ADMIN_TOKEN to serve the admin API beyond this machine", cfg.Addr)
+			"set FLASH_ADMIN_TOKENS to serve the admin API beyond this machine", cfg.Addr)
 	}
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = time.Second
@@ -113,10 +120,10 @@ func New(cfg Config, cat *catalog.Catalog, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, cat: cat, log: log}
-	// Comparing digests keeps the comparison constant-time in the token's length too:
-	// ConstantTimeCompare returns at once on a length mismatch.
-	s.tokenHash = sha256.Sum256([]byte(cfg.Token))
+	s := &Server{cfg: cfg, cat: cat, log: log, loopback: Loopback(cfg.Addr)}
+	if err := s.setTokens(); err != nil {
+		return nil, err
+	}
 	s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	return s, nil
 }
@@ -151,6 +158,10 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
 	switch path {
 	case "/metrics":
+		if !s.operational(ctx) {
+			s.unauthorized(ctx)
+			return
+		}
 		if s.method(ctx, "GET") {
 			s.metrics(ctx)
 		}
@@ -170,8 +181,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		// Go's profiles (CPU, heap, goroutines, ...): what an SRE takes from a gateway at
 		// peak. They reveal internals, so they need the admin token like /admin/v1/.
 		if !s.authorized(ctx) {
-			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="flashgate-admin"`)
-			writeJSON(ctx, fasthttp.StatusUnauthorized, bodyUnauthorized)
+			s.unauthorized(ctx)
 			return
 		}
 		pprofhandler.PprofHandler(ctx)
@@ -184,21 +194,34 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	// Authenticate before routing so that without a token nothing, not even which
 	// routes exist, is learned.
-	if !s.authorized(ctx) {
-		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="flashgate-admin"`)
-		writeJSON(ctx, fasthttp.StatusUnauthorized, bodyUnauthorized)
+	actor, ok := s.actor(ctx)
+	if !ok {
+		s.unauthorized(ctx)
 		return
 	}
+	if crossSite(ctx) {
+		writeJSON(ctx, fasthttp.StatusForbidden, bodyCrossSite)
+		return
+	}
+	ctx.SetUserValue(actorKey, actor)
 	parts := strings.Split(rest, "/")
 	switch {
+	case len(parts) == 1 && parts[0] == "audit":
+		if s.method(ctx, "GET") {
+			s.listAudit(ctx)
+		}
 	case len(parts) == 2 && parts[0] == "business-lines" && parts[1] != "":
 		if s.method(ctx, "PUT") {
-			s.putBusinessLine(ctx, parts[1])
+			id := parts[1]
+			s.audited(ctx, audit.ActionBusinessLine, "business_line:"+id, snapBusinessLine, id,
+				func() bool { s.putBusinessLine(ctx, id); return ok2xx(ctx) })
 		}
 	case len(parts) == 2 && parts[0] == "campaigns" && parts[1] != "":
 		switch {
 		case ctx.IsPut():
-			s.putCampaign(ctx, parts[1])
+			id := parts[1]
+			s.audited(ctx, audit.ActionCampaign, "campaign:"+id, snapCampaign, id,
+				func() bool { s.putCampaign(ctx, id); return ok2xx(ctx) })
 		case ctx.IsGet():
 			s.getCampaign(ctx, parts[1])
 		default:
@@ -206,7 +229,13 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 	case len(parts) == 3 && parts[0] == "campaigns" && parts[1] != "" && (parts[2] == "pause" || parts[2] == "resume"):
 		if s.method(ctx, "POST") {
-			s.setPaused(ctx, parts[1], parts[2] == "pause")
+			id, pause := parts[1], parts[2] == "pause"
+			action := audit.ActionResume
+			if pause {
+				action = audit.ActionPause
+			}
+			s.audited(ctx, action, "campaign:"+id, snapPaused, id,
+				func() bool { s.setPaused(ctx, id, pause); return ok2xx(ctx) })
 		}
 	case len(parts) == 3 && parts[0] == "campaigns" && parts[1] != "" && parts[2] == "report":
 		if s.method(ctx, "GET") {
@@ -217,13 +246,17 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		case ctx.IsGet() || ctx.IsHead():
 			s.reconcile(ctx, parts[1], false)
 		case ctx.IsPost():
-			s.reconcile(ctx, parts[1], true)
+			id := parts[1]
+			s.audited(ctx, audit.ActionReconcile, "campaign:"+id, snapNothing, id,
+				func() bool { s.reconcile(ctx, id, true); return ok2xx(ctx) })
 		default:
 			s.notAllowed(ctx, "GET, HEAD, POST")
 		}
 	case len(parts) == 2 && parts[0] == "segments" && parts[1] != "":
 		if s.method(ctx, "PUT") {
-			s.putSegment(ctx, parts[1])
+			id := parts[1]
+			s.audited(ctx, audit.ActionSegment, "segment:"+id, snapSegment, id,
+				func() bool { s.putSegment(ctx, id); return ok2xx(ctx) })
 		}
 	default:
 		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
@@ -246,20 +279,6 @@ func (s *Server) method(ctx *fasthttp.RequestCtx, want string) bool {
 func (s *Server) notAllowed(ctx *fasthttp.RequestCtx, allow string) {
 	ctx.Response.Header.Set("Allow", allow)
 	writeJSON(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
-}
-
-var bearer = []byte("Bearer ")
-
-func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
-	if s.cfg.Token == "" {
-		return true // loopback only: checked in New
-	}
-	h := ctx.Request.Header.Peek("Authorization")
-	if len(h) < len(bearer) || !bytes.EqualFold(h[:len(bearer)], bearer) {
-		return false
-	}
-	got := sha256.Sum256(bytes.TrimSpace(h[len(bearer):]))
-	return subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) == 1
 }
 
 // opContext bounds one admin call. Segment uploads of millions of ids take a while;

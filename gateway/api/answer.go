@@ -61,8 +61,8 @@ var (
 	bodyNotFound     = []byte(`{"error":"not_found"}`)
 	bodyMethod       = []byte(`{"error":"method_not_allowed"}`)
 	bodyNoSuchClaim  = []byte(`{"error":"unknown_claim"}`)
-	bodyNotOwner     = []byte(`{"result":"rejected","reason":"not_owner"}`)
 	bodyExpired      = []byte(`{"result":"rejected","reason":"expired"}`)
+	bodyRevoked      = []byte(`{"result":"rejected","reason":"revoked"}`)
 	bodyNotSettled   = []byte(`{"result":"rejected","reason":"pending"}`)
 	expiresAtLayout  = "2006-01-02T15:04:05.000Z07:00"
 	invalidPrefix    = []byte(`{"error":"invalid_request","message":`)

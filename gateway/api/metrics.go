@@ -12,6 +12,8 @@ type Metrics struct {
 	byCode      map[int]prometheus.Counter
 	unavailable prometheus.Counter
 	invalid     prometheus.Counter
+	// unauthenticated and mismatch count refused end-user tokens (auth.go).
+	unauthenticated, mismatch prometheus.Counter
 }
 
 // NewMetrics registers the API's metrics with reg (nil: not registered).
@@ -26,6 +28,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.unavailable = vec.WithLabelValues(answerUnavailable.label)
 	m.invalid = vec.WithLabelValues(labelInvalid)
+	m.unauthenticated = vec.WithLabelValues("unauthenticated")
+	m.mismatch = vec.WithLabelValues("user_mismatch")
 	if reg != nil {
 		reg.MustRegister(vec)
 	}

@@ -36,6 +36,7 @@ const (
 	RedeemUnknown
 	RedeemNotOwner
 	RedeemExpired
+	RedeemRevoked // voided by the risk team (riskctl revoke)
 )
 
 // Vouchers reads and writes settled claims (Postgres). Defined here, where it is used,
@@ -43,6 +44,14 @@ const (
 type Vouchers interface {
 	Voucher(ctx context.Context, claimID string) (Voucher, bool, error)
 	Redeem(ctx context.Context, claimID, userID string) (Voucher, int, error)
+	// Mine lists a user's settled vouchers, newest first, older than the cursor (the
+	// zero cursor: from the newest), at most limit.
+	Mine(ctx context.Context, userID string, before Cursor, limit int) ([]Voucher, error)
+}
+
+// Blocker answers whether a user is blocked or frozen by the risk team (Redis).
+type Blocker interface {
+	Blocked(ctx context.Context, userID string) (bool, error)
 }
 
 // Pending answers for claims accepted but not yet in Postgres (Redis).
@@ -56,6 +65,14 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// LookupTimeout bounds a GET or redeem's database call.
 	LookupTimeout time.Duration
+	// Auth verifies end-user tokens (auth.go). Nil: the user named in the request is
+	// believed (a loopback dev gateway, or FLASH_TRUST_BODY_USER behind a proxy).
+	Auth *Auth
+	// Blocker, when set, refuses redeems by blocked or frozen users (403 blocked).
+	Blocker Blocker
+	// PendingMine, when set, adds a user's accepted-but-unsettled claims to
+	// GET /v1/me/claims.
+	PendingMine PendingMine
 }
 
 // Server is the public claim API.
@@ -87,6 +104,7 @@ type reqState struct {
 	req  claimer.Request
 	out  []byte
 	ip   []byte // the client IP's text; req.IP views it
+	sub  []byte // the verified user (auth.go), nil without user tokens
 }
 
 var statePool = sync.Pool{New: func() any { return &reqState{out: make([]byte, 0, 512)} }}
@@ -94,6 +112,7 @@ var statePool = sync.Pool{New: func() any { return &reqState{out: make([]byte, 0
 var (
 	pathClaims       = []byte("/v1/claims")
 	pathClaimsPrefix = []byte("/v1/claims/")
+	pathMeClaims     = []byte("/v1/me/claims")
 	suffixRedeem     = []byte("/redeem")
 	hdrIdempotency   = []byte("Idempotency-Key")
 	hdrXFF           = []byte("X-Forwarded-For")
@@ -127,6 +146,13 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.get(ctx, rest)
+	case bytes.Equal(path, pathMeClaims):
+		if !ctx.IsGet() {
+			ctx.Response.Header.Set("Allow", "GET")
+			writeJSON(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
+			return
+		}
+		s.mine(ctx)
 	default:
 		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
 	}
@@ -159,9 +185,18 @@ func (s *Server) claim(ctx *fasthttp.RequestCtx) {
 	defer statePool.Put(st)
 	st.out = st.out[:0]
 
+	sub, ok := s.caller(ctx)
+	if !ok {
+		return
+	}
+	st.sub = sub
 	if status, msg := s.decode(ctx, st); status != 0 {
 		s.metrics.invalid.Inc()
 		st.out = writeInvalid(ctx, st.out, status, msg)
+		return
+	}
+	if sub != nil && st.req.UserID != str(sub) {
+		s.mismatch(ctx)
 		return
 	}
 	s.respond(ctx, st, s.claims.Do(context.Background(), &st.req))
@@ -223,6 +258,9 @@ func (s *Server) decode(ctx *fasthttp.RequestCtx, st *reqState) (int, string) {
 	b := &st.body
 	if err := b.parse(body); err != nil {
 		return fasthttp.StatusBadRequest, err.Error()
+	}
+	if b.UserID == nil && st.sub != nil {
+		b.UserID = st.sub // with a token the body need not repeat the user
 	}
 	hdrKey := ctx.Request.Header.PeekBytes(hdrIdempotency)
 	switch {
@@ -313,7 +351,38 @@ func (s *Server) trusted(a netip.Addr) bool {
 	return false
 }
 
+// reader answers who a GET is for: the token's user, or, without user tokens, the
+// user_id query parameter (required: a voucher is shown to its owner alone).
+func (s *Server) reader(ctx *fasthttp.RequestCtx) (string, bool) {
+	sub, ok := s.caller(ctx)
+	if !ok {
+		return "", false
+	}
+	q := ctx.QueryArgs().Peek("user_id")
+	switch {
+	case sub != nil && len(q) > 0 && !bytes.Equal(q, sub):
+		s.mismatch(ctx)
+		return "", false
+	case sub != nil:
+		return string(sub), true
+	case len(q) == 0:
+		writeInvalid(ctx, nil, fasthttp.StatusBadRequest, "user_id: required (a query parameter when the gateway has no user tokens)")
+		return "", false
+	case !validID(q):
+		writeInvalid(ctx, nil, fasthttp.StatusBadRequest, "user_id: must be 1-64 characters of [A-Za-z0-9._:-]")
+		return "", false
+	}
+	return string(q), true
+}
+
+// get answers GET /v1/claims/{id} for the voucher's owner. Anyone else hears exactly
+// what an id that never existed gets (CONTRACT.md "Owner only"): the same status,
+// body and headers, so a claim id learned from someone else says nothing.
 func (s *Server) get(ctx *fasthttp.RequestCtx, id []byte) {
+	user, ok := s.reader(ctx)
+	if !ok {
+		return
+	}
 	if !validClaimID(id) {
 		writeJSON(ctx, fasthttp.StatusNotFound, bodyNoSuchClaim)
 		return
@@ -329,6 +398,10 @@ func (s *Server) get(ctx *fasthttp.RequestCtx, id []byte) {
 			return
 		}
 		if ok {
+			if v.UserID != user {
+				writeJSON(ctx, fasthttp.StatusNotFound, bodyNoSuchClaim)
+				return
+			}
 			writeJSON(ctx, fasthttp.StatusOK, appendVoucher(nil, &v))
 			return
 		}
@@ -339,10 +412,8 @@ func (s *Server) get(ctx *fasthttp.RequestCtx, id []byte) {
 			writeJSON(ctx, answerUnavailable.status, answerUnavailable.body)
 			return
 		}
-		if ok {
-			v := Voucher{ClaimID: claimID, CampaignID: r.CampaignID, SKU: r.SKU, UserID: r.UserID,
-				State: "pending", Value: o.Value, ClaimedAt: time.UnixMilli(o.ClaimedAtMs).UTC(),
-				ExpiresAt: time.UnixMilli(o.ExpiresAtMs).UTC()}
+		if ok && r.UserID == user {
+			v := pendingVoucher(claimID, o, r)
 			writeJSON(ctx, fasthttp.StatusOK, appendVoucher(nil, &v))
 			return
 		}
@@ -350,23 +421,47 @@ func (s *Server) get(ctx *fasthttp.RequestCtx, id []byte) {
 	writeJSON(ctx, fasthttp.StatusNotFound, bodyNoSuchClaim)
 }
 
+func pendingVoucher(claimID string, o claimer.Outcome, r claimer.Request) Voucher {
+	return Voucher{ClaimID: claimID, CampaignID: r.CampaignID, SKU: r.SKU, UserID: r.UserID,
+		State: "pending", Value: o.Value, ClaimedAt: time.UnixMilli(o.ClaimedAtMs).UTC(),
+		ExpiresAt: time.UnixMilli(o.ExpiresAtMs).UTC()}
+}
+
 func (s *Server) redeem(ctx *fasthttp.RequestCtx, id []byte) {
+	sub, ok := s.caller(ctx)
+	if !ok {
+		return
+	}
 	if !validClaimID(id) {
 		writeJSON(ctx, fasthttp.StatusNotFound, bodyNoSuchClaim)
 		return
 	}
-	ct := ctx.Request.Header.ContentType()
-	if i := bytes.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	if !bytes.EqualFold(bytes.TrimSpace(ct), jsonType) {
-		writeInvalid(ctx, nil, fasthttp.StatusUnsupportedMediaType, "Content-Type must be application/json")
-		return
-	}
-	user, msg := parseRedeem(ctx.Request.Body())
-	if msg != "" {
-		writeInvalid(ctx, nil, fasthttp.StatusBadRequest, msg)
-		return
+	body := ctx.Request.Body()
+	var user string
+	if sub != nil && len(bytes.TrimSpace(body)) == 0 {
+		user = string(sub) // with a token, redeem needs no body
+	} else {
+		ct := ctx.Request.Header.ContentType()
+		if i := bytes.IndexByte(ct, ';'); i >= 0 {
+			ct = ct[:i]
+		}
+		if !bytes.EqualFold(bytes.TrimSpace(ct), jsonType) {
+			writeInvalid(ctx, nil, fasthttp.StatusUnsupportedMediaType, "Content-Type must be application/json")
+			return
+		}
+		var msg string
+		user, msg = parseRedeem(body, sub != nil)
+		if msg != "" {
+			writeInvalid(ctx, nil, fasthttp.StatusBadRequest, msg)
+			return
+		}
+		switch {
+		case user == "" && sub != nil:
+			user = string(sub)
+		case sub != nil && user != string(sub):
+			s.mismatch(ctx)
+			return
+		}
 	}
 	if s.vouchers == nil {
 		writeJSON(ctx, answerUnavailable.status, answerUnavailable.body)
@@ -374,6 +469,20 @@ func (s *Server) redeem(ctx *fasthttp.RequestCtx, id []byte) {
 	}
 	lctx, cancel := context.WithTimeout(context.Background(), s.cfg.LookupTimeout)
 	defer cancel()
+	if s.cfg.Blocker != nil {
+		// A blocked or frozen user redeems nothing (CONTRACT.md; docs/SECURITY.md). Told
+		// before the voucher is looked up, so it says nothing about the id.
+		blocked, err := s.cfg.Blocker.Blocked(lctx, user)
+		if err != nil {
+			s.log.Warn("redeem: block check failed", "err", err)
+			writeJSON(ctx, answerUnavailable.status, answerUnavailable.body)
+			return
+		}
+		if blocked {
+			writeJSON(ctx, fasthttp.StatusForbidden, answers[scripts.CodeBlocked].body)
+			return
+		}
+	}
 	claimID := string(id)
 	v, res, err := s.vouchers.Redeem(lctx, claimID, user)
 	if err != nil {
@@ -385,13 +494,16 @@ func (s *Server) redeem(ctx *fasthttp.RequestCtx, id []byte) {
 	case RedeemOK:
 		writeJSON(ctx, fasthttp.StatusOK, appendVoucher(nil, &v))
 	case RedeemNotOwner:
-		writeJSON(ctx, fasthttp.StatusForbidden, bodyNotOwner)
+		// Exactly the unknown id's answer: whose voucher it is is not the caller's to learn.
+		writeJSON(ctx, fasthttp.StatusNotFound, bodyNoSuchClaim)
 	case RedeemExpired:
 		writeJSON(ctx, fasthttp.StatusConflict, bodyExpired)
+	case RedeemRevoked:
+		writeJSON(ctx, fasthttp.StatusConflict, bodyRevoked)
 	default:
 		// Not in Postgres: pending (accepted, settling) or unknown.
 		if s.pending != nil {
-			if _, _, ok, err := s.pending.Pending(lctx, claimID); err == nil && ok {
+			if _, r, ok, err := s.pending.Pending(lctx, claimID); err == nil && ok && r.UserID == user {
 				ctx.Response.Header.SetBytesKV(hdrRetryAfter, valOne)
 				writeJSON(ctx, fasthttp.StatusConflict, bodyNotSettled)
 				return
@@ -401,7 +513,8 @@ func (s *Server) redeem(ctx *fasthttp.RequestCtx, id []byte) {
 	}
 }
 
-func parseRedeem(body []byte) (string, string) {
+// parseRedeem reads a redeem body: {"user_id":...}, or, with a token, {} too.
+func parseRedeem(body []byte, optional bool) (string, string) {
 	if len(body) > MaxBodyBytes {
 		return "", "body larger than 4096 bytes"
 	}
@@ -413,6 +526,9 @@ func parseRedeem(body []byte) (string, string) {
 		return "", "only user_id is accepted when redeeming"
 	}
 	if b.UserID == nil {
+		if optional {
+			return "", ""
+		}
 		return "", "user_id: required"
 	}
 	if !validID(b.UserID) {

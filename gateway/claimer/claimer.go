@@ -7,9 +7,6 @@ package claimer
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -249,9 +246,6 @@ type Claimer struct {
 	closed atomic.Bool
 	quit   chan struct{}
 
-	idPrefix [8]byte
-	idSeq    atomic.Uint64
-
 	// The short-circuit (shortcircuit.go).
 	clock        atomic.Pointer[clockSample]
 	subscribed   atomic.Bool
@@ -285,9 +279,6 @@ func New(cfg Config, rdb *redis.Client, kcl *kgo.Client, m *Metrics, log *slog.L
 		quit:    make(chan struct{}),
 		rej:     rejCounts{m: make(map[rejCount]int64)},
 	}
-	if _, err := rand.Read(c.idPrefix[:]); err != nil {
-		return nil, fmt.Errorf("claimer: claim id prefix: %w", err)
-	}
 	c.wg.Add(3 + cfg.Workers)
 	c.workersDone.Add(cfg.Workers)
 	go c.markLoop()
@@ -308,22 +299,6 @@ func (c *Claimer) Close() {
 	}
 	close(c.quit)
 	c.wg.Wait()
-}
-
-var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
-
-// newClaimID returns "<campaign>.<26 chars>": a per-process random 64-bit prefix and a
-// counter, so ids never repeat within a process and collide across processes only if
-// two random prefixes do. The campaign lets GET /v1/claims/{id} find a pending claim.
-func (c *Claimer) newClaimID(campaign string) string {
-	var raw [16]byte
-	copy(raw[:8], c.idPrefix[:])
-	binary.BigEndian.PutUint64(raw[8:], c.idSeq.Add(1))
-	buf := make([]byte, 0, len(campaign)+1+26)
-	buf = append(buf, campaign...)
-	buf = append(buf, '.')
-	buf = idEncoding.AppendEncode(buf, raw[:])
-	return string(buf)
 }
 
 // CampaignOfClaim returns the campaign part of a claim id, or "" if it has none.
@@ -363,7 +338,7 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 	}()
 	for attempt := 0; ; attempt++ {
 		p.req, p.rt, p.err, p.durable = r, rt, nil, false
-		p.claimID = c.newClaimID(r.CampaignID)
+		p.claimID = NewClaimID(r.CampaignID)
 		p.reqKey = rkeys.Request(r.CampaignID, r.RequestID)
 		p.queued = time.Now()
 		select {

@@ -34,17 +34,17 @@ var _ api.Vouchers = (*Store)(nil)
 // The columns every query returns, in scan order. "past" is computed by Postgres so that
 // every gateway judges expiry on one clock, the same one the settler's expiry job uses.
 const columns = `claim_id, campaign_id, sku, user_id, state, value, claimed_at, expires_at,
-	redeemed_at, expired_at, expires_at <= now() AS past`
+	redeemed_at, expired_at, expires_at <= now() AS past, revoked_at IS NOT NULL AS revoked`
 
 type row struct {
 	v                     api.Voucher
 	redeemedAt, expiredAt *time.Time
-	past                  bool
+	past, revoked         bool
 }
 
 func (r *row) dest() []any {
 	return []any{&r.v.ClaimID, &r.v.CampaignID, &r.v.SKU, &r.v.UserID, &r.v.State, &r.v.Value,
-		&r.v.ClaimedAt, &r.v.ExpiresAt, &r.redeemedAt, &r.expiredAt, &r.past}
+		&r.v.ClaimedAt, &r.v.ExpiresAt, &r.redeemedAt, &r.expiredAt, &r.past, &r.revoked}
 }
 
 // voucher finishes a scanned row. A settled voucher past its expiry is reported as
@@ -59,7 +59,14 @@ func (r *row) voucher() api.Voucher {
 	if r.expiredAt != nil {
 		v.ExpiredAt = r.expiredAt.UTC()
 	}
-	if v.State == stateSettled && r.past {
+	switch {
+	case r.revoked && v.State != stateRedeemed:
+		// Voided by riskctl revoke (its value is given back by the expirer, which marks
+		// it expired): shown as revoked throughout. A voucher redeemed before the
+		// revocation stays redeemed - that money is spent.
+		v.State = stateRevoked
+		v.ExpiredAt = time.Time{}
+	case v.State == stateSettled && r.past:
 		v.State = stateExpired
 	}
 	return v
@@ -69,6 +76,7 @@ const (
 	stateSettled  = "settled"
 	stateRedeemed = "redeemed"
 	stateExpired  = "expired"
+	stateRevoked  = "revoked"
 )
 
 // Voucher reads one claim's row. ok is false when the settler has not written it (it
@@ -118,11 +126,13 @@ func (s *Store) Redeem(ctx context.Context, claimID, userID string) (api.Voucher
 		return api.Voucher{}, api.RedeemNotOwner, nil
 	case r.v.State == stateRedeemed:
 		return r.voucher(), api.RedeemOK, nil
+	case r.revoked:
+		return r.voucher(), api.RedeemRevoked, nil
 	case r.v.State == stateExpired || r.past:
 		return r.voucher(), api.RedeemExpired, nil
 	}
 	err = tx.QueryRow(ctx, `UPDATE claims SET state = 'redeemed', redeemed_at = now()
-		WHERE claim_id = $1 AND state = 'settled' RETURNING `+columns, claimID).Scan(r.dest()...)
+		WHERE claim_id = $1 AND state = 'settled' AND revoked_at IS NULL RETURNING `+columns, claimID).Scan(r.dest()...)
 	if err != nil {
 		return api.Voucher{}, 0, fmt.Errorf("redeem %s: %w", claimID, err)
 	}
@@ -130,4 +140,36 @@ func (s *Store) Redeem(ctx context.Context, claimID, userID string) (api.Voucher
 		return api.Voucher{}, 0, fmt.Errorf("redeem %s: commit: %w", claimID, err)
 	}
 	return r.voucher(), api.RedeemOK, nil
+}
+
+// Mine lists a user's settled vouchers newest first: claimed before the cursor's
+// (claimed_at, claim_id), at most limit. The index claims_user_claimed (migration
+// 0005) serves it as one range scan.
+func (s *Store) Mine(ctx context.Context, userID string, before api.Cursor, limit int) ([]api.Voucher, error) {
+	var rows pgx.Rows
+	var err error
+	if before.IsZero() {
+		rows, err = s.pg.Query(ctx, `SELECT `+columns+` FROM claims WHERE user_id = $1
+			ORDER BY claimed_at DESC, claim_id DESC LIMIT $2`, userID, limit)
+	} else {
+		rows, err = s.pg.Query(ctx, `SELECT `+columns+` FROM claims WHERE user_id = $1
+			AND (claimed_at, claim_id) < ($2, $3)
+			ORDER BY claimed_at DESC, claim_id DESC LIMIT $4`, userID, before.ClaimedAt, before.ClaimID, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list claims of a user: %w", err)
+	}
+	defer rows.Close()
+	out := make([]api.Voucher, 0, limit)
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(r.dest()...); err != nil {
+			return nil, fmt.Errorf("list claims of a user: %w", err)
+		}
+		out = append(out, r.voucher())
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list claims of a user: %w", err)
+	}
+	return out, nil
 }

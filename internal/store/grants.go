@@ -37,6 +37,9 @@ var Grants = map[string][]string{
 		// redeem writes a voucher off (its state and time, nothing else).
 		`GRANT SELECT ON claims, budget_ledger, schema_migrations TO flashgate_gateway`,
 		`GRANT UPDATE (state, redeemed_at) ON claims TO flashgate_gateway`,
+		// Admin API changes are audited; GET /admin/v1/audit reads the trail (0005).
+		`GRANT SELECT, INSERT ON risk_audit TO flashgate_gateway`,
+		`GRANT USAGE ON SEQUENCE risk_audit_id_seq TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
@@ -45,12 +48,19 @@ var Grants = map[string][]string{
 		`GRANT SELECT, INSERT ON claims, budget_ledger TO flashgate_settler`,
 		`GRANT UPDATE (state, expired_at) ON claims TO flashgate_settler`,
 		`GRANT USAGE ON SEQUENCE budget_ledger_id_seq TO flashgate_settler`,
+		// The insert trigger that voids claims of revoked users reads revocations (0005).
+		`GRANT SELECT ON revocations TO flashgate_settler`,
 	},
 	RoleRiskctl: {
 		// The audit trail: append and read, never change or delete a row.
 		`GRANT SELECT, INSERT ON risk_audit TO flashgate_riskctl`,
 		`GRANT USAGE ON SEQUENCE risk_audit_id_seq TO flashgate_riskctl`,
 		`GRANT SELECT ON schema_migrations TO flashgate_riskctl`,
+		// riskctl revoke: record the revocation and make the subject's unredeemed
+		// vouchers due (the expirer then gives their value back), nothing else (0005).
+		`GRANT SELECT, INSERT ON revocations TO flashgate_riskctl`,
+		`GRANT SELECT ON claims TO flashgate_riskctl`,
+		`GRANT UPDATE (expires_at, revoked_at) ON claims TO flashgate_riskctl`,
 	},
 	RoleBench: {
 		// bench verify reads the books; it writes nothing.

@@ -15,12 +15,21 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Actions recorded in risk_audit.action.
+// Actions recorded in risk_audit.action (the table's CHECK lists them: migrations
+// 0002 and 0005).
 const (
 	ActionRules   = "rules.set"
 	ActionShadow  = "shadow"
 	ActionBlock   = "block"
 	ActionUnblock = "unblock"
+	ActionRevoke  = "revoke"
+	// The admin API's changes (gateway/admin), audited under the admin token's name.
+	ActionBusinessLine = "admin.business_line"
+	ActionCampaign     = "admin.campaign"
+	ActionPause        = "admin.pause"
+	ActionResume       = "admin.resume"
+	ActionSegment      = "admin.segment"
+	ActionReconcile    = "admin.reconcile"
 )
 
 // State is what a change reads and writes, as it is shown and audited (key → value).
@@ -185,9 +194,23 @@ type Row struct {
 // List returns the audit rows since a time, oldest first, optionally of one scope
 // (exact) and at most limit rows (the newest ones).
 func List(ctx context.Context, pg *pgxpool.Pool, since time.Time, scope string, limit int) ([]Row, error) {
+	return ListBy(ctx, pg, Filter{Since: since, Scope: scope, Limit: limit})
+}
+
+// Filter selects audit rows: at or after Since, of one Scope and one Actor when set,
+// at most Limit (the newest ones).
+type Filter struct {
+	Since        time.Time
+	Scope, Actor string
+	Limit        int
+}
+
+// ListBy returns the rows the filter selects, oldest first.
+func ListBy(ctx context.Context, pg *pgxpool.Pool, f Filter) ([]Row, error) {
 	rows, err := pg.Query(ctx, `SELECT id, at, actor, action, scope, old, new, reason FROM (
-		SELECT * FROM risk_audit WHERE at >= $1 AND ($2 = '' OR scope = $2) ORDER BY id DESC LIMIT $3
-	) r ORDER BY id`, since, scope, limit)
+		SELECT * FROM risk_audit WHERE at >= $1 AND ($2 = '' OR scope = $2) AND ($3 = '' OR actor = $3)
+		ORDER BY id DESC LIMIT $4
+	) r ORDER BY id`, f.Since, f.Scope, f.Actor, f.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("audit: list: %w", err)
 	}
@@ -201,4 +224,30 @@ func List(ctx context.Context, pg *pgxpool.Pool, since time.Time, scope string, 
 		return nil, fmt.Errorf("audit: list: %w", err)
 	}
 	return out, nil
+}
+
+// Querier is what Record writes through: a pool, or a transaction that commits the
+// audit row together with the change it records.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Record appends one audit row for a change made outside Apply (the admin API's
+// Postgres-and-Redis changes, riskctl revoke's Postgres change).
+func Record(ctx context.Context, q Querier, actor, action, scope string, old, nw State, reason string) (Row, error) {
+	if old == nil {
+		old = State{}
+	}
+	if nw == nil {
+		nw = State{}
+	}
+	oj, _ := json.Marshal(old)
+	nj, _ := json.Marshal(nw)
+	r := Row{Actor: actor, Action: action, Scope: scope, Old: old, New: nw, Reason: reason}
+	if err := q.QueryRow(ctx, `INSERT INTO risk_audit (actor, action, scope, old, new, reason)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, at`, actor, action, scope, oj, nj, reason).Scan(&r.ID, &r.At); err != nil {
+		return r, fmt.Errorf("audit: insert: %w", err)
+	}
+	r.At = r.At.UTC()
+	return r, nil
 }
