@@ -246,10 +246,11 @@ func (s *Settler) validate(ctx context.Context, items []*item) ([]*item, []rejec
 	now := time.Now()
 	var stale []string
 	seen := map[string]bool{}
-	for _, it := range items {
+	badID := make([]bool, len(items))
+	for i, it := range items {
 		if err := it.rec.CheckIDs(); err != nil {
 			out = append(out, rejected{rec: it.src, reason: reasonBadID, err: err})
-			it.src = nil
+			badID[i] = true
 			continue
 		}
 		id := it.rec.CampaignID
@@ -271,8 +272,8 @@ func (s *Settler) validate(ctx context.Context, items []*item) ([]*item, []rejec
 	// A record that disagrees with an entry loaded before this poll gets its campaign
 	// reloaded once before it is judged.
 	var recheck []string
-	for _, it := range items {
-		if it.src == nil {
+	for i, it := range items {
+		if badID[i] {
 			continue
 		}
 		if reason, _ := s.cat.check(&it.rec); reason != "" && !seen[it.rec.CampaignID] {
@@ -283,8 +284,8 @@ func (s *Settler) validate(ctx context.Context, items []*item) ([]*item, []rejec
 	if err := load(recheck); err != nil {
 		return nil, nil, err
 	}
-	for _, it := range items {
-		if it.src == nil {
+	for i, it := range items {
+		if badID[i] {
 			continue
 		}
 		if reason, err := s.cat.check(&it.rec); reason != "" {
