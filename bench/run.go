@@ -25,7 +25,7 @@ type loadFlags struct {
 	botUsers, botDevices, botIPs            int
 	zipf                                    float64
 	timeout, lagBudget, waitStart           time.Duration
-	errorBudget                             string
+	errorBudget, userTokenSecret            string
 	quiet, asJSON                           bool
 }
 
@@ -47,6 +47,7 @@ func (l *loadFlags) register(fs *flag.FlagSet, fe *flagenv.Set, defBurst string)
 	fs.DurationVar(&l.waitStart, "wait-start", 0, "wait this long before the first request (for a campaign that opens in a few seconds)")
 	fs.StringVar(&l.errorBudget, "error-budget", "1%", "largest share of requests that may fail (no answer, timeout, 5xx, 4xx to a valid request)")
 	fs.StringVar(&l.out, "out", "", "output folder for result.json, report.html and accepted.jsonl (default out/bench/<command>-<time>)")
+	fe.String(&l.userTokenSecret, "user-token-secret", "FLASH_USER_TOKEN_SECRET", "", "sign an HS256 end-user token per user with this key and send it (a gateway with FLASH_USER_TOKEN_SECRET); one token per user, reused. Prefer the environment variable: a flag shows in ps")
 	fs.BoolVar(&l.quiet, "quiet", false, "no progress line each second")
 	fs.BoolVar(&l.asJSON, "json", false, "print result.json to stdout instead of the summary")
 }
@@ -85,6 +86,7 @@ func (l *loadFlags) config(name string, stderr io.Writer) (load.Config, float64,
 		zipf = -1
 	}
 	cfg = load.Config{Target: l.target, Burst: burst, Connections: l.connections, Timeout: l.timeout, LagBudget: l.lagBudget,
+		UserTokenSecret: l.userTokenSecret,
 		Traffic: traffic.Config{Campaign: l.campaign, SKUs: skus, Users: l.users, Seed: uint64(l.seed), Mix: mix, ZipfS: zipf,
 			BotUsers: l.botUsers, BotDevices: l.botDevices, BotIPs: l.botIPs}}
 	if !l.quiet {

@@ -151,7 +151,7 @@ func TestLeastPrivilegeSale(t *testing.T) {
 		t.Errorf("ledger reserves %d, want 250", ledger)
 	}
 	// The gateway role reads the books and writes a voucher off.
-	get := httpDo(t, "GET", s.public+"/v1/claims/"+accepted[0], "")
+	get := httpDo(t, "GET", s.public+"/v1/claims/"+accepted[0]+"?user_id=u-0", "")
 	if get.status != 200 || !strings.Contains(get.body, `"settled"`) {
 		t.Errorf("GET claim: %d %s", get.status, get.body)
 	}

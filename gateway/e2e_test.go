@@ -304,14 +304,14 @@ func TestClaimEndToEnd(t *testing.T) {
 	}
 
 	// GET: pending in Redis, or settled if a settler on the dev stack got to it.
-	gr := send(t, "GET", g.pub+"/v1/claims/"+claimID, "", nil)
+	gr := send(t, "GET", g.pub+"/v1/claims/"+claimID+"?user_id="+u1, "", nil)
 	if gr.status != 200 {
 		t.Fatalf("GET claim: %s", gr)
 	}
 	if gm := gr.json(t); gm["claim_id"] != claimID || gm["user_id"] != u1 || (gm["state"] != "pending" && gm["state"] != "settled") {
 		t.Errorf("GET claim: %s; want pending or settled for %s", gr.body, u1)
 	}
-	if r := send(t, "GET", g.pub+"/v1/claims/"+camp+".0000000000000000000000000z", "", nil); r.status != 404 {
+	if r := send(t, "GET", g.pub+"/v1/claims/"+camp+".0000000000000000000000000z?user_id="+u1, "", nil); r.status != 404 {
 		t.Errorf("GET unknown claim: %s; want 404", r)
 	}
 	if r := send(t, "GET", g.pub+"/v1/claims", "", nil); r.status != 405 || r.header.Get("Allow") != "POST" {
@@ -338,8 +338,9 @@ func TestClaimEndToEnd(t *testing.T) {
 	redeem := func(id, user string) answer {
 		return send(t, "POST", g.pub+"/v1/claims/"+id+"/redeem", "application/json", []byte(`{"user_id":"`+user+`"}`))
 	}
-	if r := redeem(settled, "someone-else"); r.status != 403 {
-		t.Errorf("redeem by another user: %s; want 403", r)
+	// Another user hears what an unknown id gets (CONTRACT.md "Owner only").
+	if r := redeem(settled, "someone-else"); r.status != 404 || string(r.body) != `{"error":"unknown_claim"}` {
+		t.Errorf("redeem by another user: %s; want 404 unknown_claim", r)
 	}
 	first := redeem(settled, owner)
 	if first.status != 200 || first.json(t)["state"] != "redeemed" || first.json(t)["redeemed_at"] == nil {
@@ -348,7 +349,7 @@ func TestClaimEndToEnd(t *testing.T) {
 	if again := redeem(settled, owner); again.status != 200 || !bytes.Equal(again.body, first.body) {
 		t.Errorf("redeem again: %s; want the same 200 body %s", again, first.body)
 	}
-	if gr := send(t, "GET", g.pub+"/v1/claims/"+settled, "", nil); gr.status != 200 || gr.json(t)["state"] != "redeemed" {
+	if gr := send(t, "GET", g.pub+"/v1/claims/"+settled+"?user_id="+owner, "", nil); gr.status != 200 || gr.json(t)["state"] != "redeemed" {
 		t.Errorf("GET redeemed: %s", gr)
 	}
 	expired := vcamp + ".0000000000000000000000002a"

@@ -12,15 +12,17 @@ import (
 	"github.com/flashgate/flashgate/internal/risk/audit"
 )
 
-const auditHelp = `riskctl audit [--since 24h] [--scope S] [--limit 200]
+const auditHelp = `riskctl audit [--since 24h] [--scope S] [--actor NAME] [--limit 200]
 
-Lists the audited changes of live risk state - rules, shadow mode, blocks and unblocks -
-oldest first: when, who, what, and the values before and after. --scope is "global",
-"campaign:C", "device:D", "ip:A" or "user:U".`
+Lists the audited changes - riskctl's (rules, shadow mode, blocks, unblocks, revokes)
+and the admin API's (admin.*, under the admin token's name) - oldest first: when, who,
+what, and the values before and after. --scope is "global", "campaign:C", "device:D",
+"ip:A", "user:U", "business_line:B" or "segment:S".`
 
 func auditCmd(c *cmd, args []string) error {
 	since := c.fs.String("since", "24h", "how far back (a duration like 30m, 24h, 7d)")
 	scope := c.fs.String("scope", "", "only this scope")
+	actor := c.fs.String("actor", "", "only changes made by this actor")
 	limit := c.fs.Int("limit", 200, "at most this many rows (the newest)")
 	pos, err := c.parse(args)
 	if err != nil {
@@ -40,7 +42,7 @@ func auditCmd(c *cmd, args []string) error {
 	if err != nil {
 		return err
 	}
-	rows, err := audit.List(c.ctx, pg, time.Now().Add(-d), *scope, *limit)
+	rows, err := audit.ListBy(c.ctx, pg, audit.Filter{Since: time.Now().Add(-d), Scope: *scope, Actor: *actor, Limit: *limit})
 	if err != nil {
 		return err
 	}

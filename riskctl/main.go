@@ -52,6 +52,7 @@ Usage:
   riskctl block device|ip|user VALUE [--ttl 24h] --reason TEXT
   riskctl block list [device|ip|user]                 (blocks and auto-freezes in force)
   riskctl unblock device|ip|user VALUE               (lifts a block and a freeze)
+  riskctl revoke user|device VALUE --reason TEXT      (voids unredeemed vouchers, budget back)
   riskctl shadow on|off [--campaign C]               (evaluate and log, do not enforce)
   riskctl top devices|ips|users [--campaign C] [--since 10m]
   riskctl audit [--since 24h]
@@ -60,7 +61,7 @@ Usage:
 Every command takes --help, --json, and the connection flags --redis, --redis-user, --pg,
 --brokers (env FLASH_REDIS_ADDR, FLASH_REDIS_USERNAME, FLASH_PG_URL, FLASH_KAFKA_BROKERS;
 the Redis password from FLASH_REDIS_PASSWORD only). Changes are audited with
---actor (default: the OS user). Exit codes: 0 ok, 1 failed, 2 usage.
+--actor (default: FLASH_ACTOR, else the OS user). Exit codes: 0 ok, 1 failed, 2 usage.
 Rule keys: ` + "device.max device.window ip.max ip.window user.max user.window freeze.max freeze.window freeze.for shadow" + `
 (docs/RISK.md describes each).
 `
@@ -103,7 +104,7 @@ func newCmd(ctx context.Context, name, help string, stdout, stderr io.Writer, wr
 	fe.Duration(&c.timeout, "timeout", "FLASH_RISKCTL_TIMEOUT", 30*time.Second, "give up after this long")
 	c.fs.BoolVar(&c.json, "json", false, "print the result as JSON")
 	if writes {
-		c.fs.StringVar(&c.actor, "actor", "", "who makes the change, for the audit (default: the OS user)")
+		c.fs.StringVar(&c.actor, "actor", "", "who makes the change, for the audit (default: FLASH_ACTOR, else the OS user)")
 	}
 	if err := fe.Parse(nil); err != nil {
 		// Bad FLASH_* environment: reported when the command parses its arguments.
@@ -134,7 +135,10 @@ func (c *cmd) parse(args []string) ([]string, error) {
 		args = args[1:]
 	}
 	if c.actor == "" && c.fs.Lookup("actor") != nil {
-		c.actor = osUser()
+		c.actor = os.Getenv("FLASH_ACTOR")
+		if c.actor == "" {
+			c.actor = osUser()
+		}
 	}
 	var cancel context.CancelFunc
 	c.ctx, cancel = context.WithTimeout(c.ctx, c.timeout)
@@ -223,6 +227,7 @@ var commands = map[string]command{
 	"rules set":  {help: rulesSetHelp, writes: true, run: rulesSet},
 	"block":      {help: blockHelp, writes: true, run: block},
 	"unblock":    {help: unblockHelp, writes: true, run: unblock},
+	"revoke":     {help: revokeHelp, writes: true, run: revoke},
 	"shadow":     {help: shadowHelp, writes: true, run: shadow},
 	"top":        {help: topHelp, run: top},
 	"audit":      {help: auditHelp, run: auditCmd},

@@ -27,6 +27,9 @@ say "build"
 make -s build
 
 export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-demo-$RANDOM$RANDOM}
+# End-user tokens (CONTRACT.md "Verified identity"): the gateway verifies an HS256 JWT
+# per request and bench signs one per user with the same key (both read this variable).
+export FLASH_USER_TOKEN_SECRET=${FLASH_USER_TOKEN_SECRET:-$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')}
 say "start settler and gateway (logs in $OUT)"
 lib_start settler env "${SETTLER_ENV[@]}" bin/settler
 lib_start gateway env "${GATEWAY_ENV[@]}" bin/gateway
@@ -40,7 +43,7 @@ bin/bench setup --admin http://127.0.0.1:8081 --campaign "$CAMPAIGN" --business-
   --bl-budget 250000 --budget 200000 --skus rp-50:2000:50,rp-100:1000:100 \
   --per-user-limit 1 --starts-in 3s --duration 30m --voucher-ttl 72h
 
-say "flash sale: $USERS users, $RATE claims/s for $DURATION, opening-second burst, bots, retries, invalid requests"
+say "flash sale: $USERS users (each with a signed user token), $RATE claims/s for $DURATION, opening-second burst, bots, retries, invalid requests"
 set +e
 bin/bench run --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 \
   --rate "$RATE" --duration "$DURATION" --users "$USERS" --seed 2027 \

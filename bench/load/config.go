@@ -50,6 +50,9 @@ type Config struct {
 	LagBudget time.Duration
 	// Traffic describes the clients.
 	Traffic traffic.Config
+	// UserTokenSecret, when set, makes every request carry an HS256 end-user token for
+	// its user (tokens.go), for a gateway with FLASH_USER_TOKEN_SECRET.
+	UserTokenSecret string
 	// Record, if set, receives every 200.
 	Record *record.Writer
 	// Progress, if set, gets one line per second.

@@ -100,11 +100,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	wg.Add(cfg.Connections)
 	ready.Add(cfg.Connections)
 	startc := make(chan time.Time)
+	toks := newTokens(cfg.UserTokenSecret)
 	for range cfg.Connections {
 		go func() {
 			defer wg.Done()
 			ready.Done()
-			worker(dests, cfg.Timeout, <-startc, jobs, answers)
+			worker(dests, toks, cfg.Timeout, <-startc, jobs, answers)
 		}()
 	}
 	ready.Wait()
@@ -190,7 +191,7 @@ type dest struct {
 	uri string
 }
 
-func worker(dests []dest, timeout time.Duration, base time.Time, jobs <-chan job, out chan<- *answer) {
+func worker(dests []dest, toks *tokens, timeout time.Duration, base time.Time, jobs <-chan job, out chan<- *answer) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -208,6 +209,9 @@ func worker(dests []dest, timeout time.Duration, base time.Time, jobs <-chan job
 		// The gateway believes X-Forwarded-For only from FLASH_TRUSTED_PROXIES; without
 		// that every request's IP is bench's own loopback address.
 		req.Header.Set(hdrForwarded, r.IP)
+		if toks != nil {
+			req.Header.Set("Authorization", toks.header(r.User))
+		}
 		req.SetBodyRaw(r.Body)
 		err := d.hc.DoTimeout(req, resp, timeout)
 		a.done = time.Since(base)

@@ -1,4 +1,5 @@
-// Package audit owns the risk team's audit trail in Postgres (table risk_audit) and the
+// Package audit owns the audit trail in Postgres (table risk_audit) - riskctl's changes
+// and, since issue 14, the admin API's (Record, under the admin token's name) - and the
 // one way riskctl changes live risk state in Redis: Apply makes the Redis change and
 // the audit row one step - both happen or neither does (docs/RISK.md "Audit").
 package audit
