@@ -37,6 +37,10 @@ var Grants = map[string][]string{
 		// redeem writes a voucher off (its state and time, nothing else).
 		`GRANT SELECT ON claims, budget_ledger, schema_migrations TO flashgate_gateway`,
 		`GRANT UPDATE (state, redeemed_at) ON claims TO flashgate_gateway`,
+		// The partner registry (PUT /admin/v1/partners/{id}) and the key lookup of
+		// X-Partner-Key: a quota set is replaced whole.
+		`GRANT SELECT, INSERT, UPDATE ON partners TO flashgate_gateway`,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON partner_quotas TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
