@@ -66,6 +66,7 @@ type Server struct {
 	pending  Pending
 	metrics  *Metrics
 	log      *slog.Logger
+	partners Partners // nil: no partner registry (partner.go)
 }
 
 // New builds the API. vouchers and pending may be nil in tests that only claim.
@@ -102,6 +103,9 @@ var (
 // Handler routes the public API.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
+	if s.partnerRoute(ctx, path) {
+		return
+	}
 	switch {
 	case bytes.Equal(path, pathClaims):
 		if !ctx.IsPost() {
@@ -162,6 +166,11 @@ func (s *Server) claim(ctx *fasthttp.RequestCtx) {
 	if status, msg := s.decode(ctx, st); status != 0 {
 		s.metrics.invalid.Inc()
 		st.out = writeInvalid(ctx, st.out, status, msg)
+		return
+	}
+	if s.partners != nil && s.partners.IsPartner(userPrefix(st.body.UserID)) {
+		s.metrics.invalid.Inc()
+		st.out = writeInvalid(ctx, st.out, fasthttp.StatusBadRequest, msgPartnerUser)
 		return
 	}
 	s.respond(ctx, st, s.claims.Do(context.Background(), &st.req))

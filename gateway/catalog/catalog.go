@@ -175,6 +175,8 @@ type Catalog struct {
 	// changed, when set, is told about every campaign this catalog re-warmed, paused or
 	// resumed, after Redis has the change (see OnChange).
 	changed func(campaign string)
+	// partners is the partner key index (partners.go).
+	partners partnersIndex
 }
 
 // OnChange sets a function told, synchronously and after Redis has the change, about
@@ -307,6 +309,10 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign) error {
 	if err != nil {
 		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
 	}
+	pq, err := c.campaignPartnerQuotas(ctx, cp.ID)
+	if err != nil {
+		return fmt.Errorf("warm campaign %s partner quotas: %w", cp.ID, err)
+	}
 	_, err = c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, s := range old {
 			if !keep[s] {
@@ -326,6 +332,7 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign) error {
 			p.HSetNX(ctx, k, "taken", 0)
 			p.SAdd(ctx, rkeys.SKUs(cp.ID), s.SKU)
 		}
+		queuePartnerQuotas(ctx, p, cp.ID, pq)
 		p.SAdd(ctx, rkeys.Campaigns, cp.ID)
 		// Stock and window may have changed: gateways forget what they concluded.
 		p.Publish(ctx, rkeys.Changes, meta)
