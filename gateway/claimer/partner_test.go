@@ -24,7 +24,9 @@ func TestPartnerProduceFailureGivesQuotaBack(t *testing.T) {
 	if _, err := e.cat.PutPartner(context.Background(), pid, &catalog.PartnerPut{Name: "p", Quotas: map[string]int64{cmp: 2}}); err != nil {
 		t.Fatal(err)
 	}
-	taken := func() string { return e.rdb.HGet(context.Background(), rkeys.PartnerQuotas(cmp), rkeys.PartnerTakenField(pid)).Val() }
+	taken := func() string {
+		return e.rdb.HGet(context.Background(), rkeys.PartnerQuotas(cmp), rkeys.PartnerTakenField(pid)).Val()
+	}
 	preq := func(i int) *claimer.Request {
 		r := req(cmp, "rp-50", fmt.Sprintf("%s:u%d", pid, i), fmt.Sprintf("r%d", i))
 		r.Channel = "partner:" + pid
