@@ -402,6 +402,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Partner claims (X-Partner-Key): the key index is loaded now and every
+	// catalog.PartnerRefresh; a Postgres outage keeps the last one.
+	pub.SetPartners(cat)
+	go cat.WatchPartners(ctx, log)
 	// Redis-loss recovery runs in the gateway too, so a restarted Redis is fenced and
 	// rebuilt even when no settler is up; the lock per business line makes one process
 	// do each rebuild. It waits for the settler group before rebuilding.

@@ -1,12 +1,13 @@
 -- claim.lua: decide a batch of claims atomically.
 --
--- Each claim takes K=23 consecutive KEYS and A=7 consecutive ARGV after the 3 header
+-- Each claim takes K=24 consecutive KEYS and A=8 consecutive ARGV after the 3 header
 -- arguments, and yields R=15 consecutive results. The Go side (gateway/claimer) builds the
 -- same layout; the code numbers are mapped to reasons in exactly one Go table.
 --
--- The base layout - only KEYS 1-9 per claim, 8 results - is the layout from before the
--- risk checks, still accepted for test fixtures that play a gateway (they are told
--- apart by #KEYS = n*9): it runs no risk checks. The gateway always sends all 23.
+-- The base layout - only KEYS 1-9 and ARGV 1-7 per claim, 8 results - is the layout
+-- from before the risk checks and channels, still accepted for test fixtures that play
+-- a gateway (they are told apart by #KEYS = n*9): it runs no risk checks and every
+-- claim is on the app channel. The gateway always sends all 24 keys and 8 arguments.
 --
 -- KEYS per claim:  1 meta, 2 sku, 3 request, 4 users, 5 business line, 6 outbox,
 --                  7 inflight, 8 rejections, 9 segment (the meta key again when the
@@ -15,9 +16,13 @@
 --                  12-14 velocity logs of the device, IP and user in this campaign,
 --                  15-17 block keys of the device, IP and user, 18-19 freeze keys of
 --                  the device and user, 20-21 freeze windows of the device and user,
---                  22 shadow rejections, 23 the index of blocks and freezes
+--                  22 shadow rejections, 23 the index of blocks and freezes,
+--                  24 the campaign's partner quotas (fg:{c}:pq: field q:<partner> the
+--                  quota, t:<partner> how many it has taken; DESIGN.md "Partners")
 -- ARGV header:     n, accept_grace_ms, reject_ttl_ms
--- ARGV per claim:  request_id, claim_id, campaign_id, sku, user_id, device_id, ip
+-- ARGV per claim:  request_id, claim_id, campaign_id, sku, user_id, device_id, ip,
+--                  channel ('' for app, 'partner:<id>', 'push:<id>'; a partner channel
+--                  takes one from that partner's quota in the campaign)
 -- result per claim: code, replayed (0/1), claim_id, value, claimed_ms, expires_ms,
 --                   outbox_id, retry_after_ms, decided_ms, then what the risk rules saw:
 --                   device, IP and user counts in their velocity windows, the device's
@@ -26,9 +31,9 @@
 --
 -- Times come from the Redis clock (TIME) so every gateway agrees on the window.
 
-local A = 7
 local ACCEPTED = 1
 local SOLD_OUT, BUDGET_EXHAUSTED, USER_LIMIT, NOT_STARTED, ENDED, PAUSED, NOT_ELIGIBLE = 10, 11, 12, 13, 14, 15, 16
+local PARTNER_QUOTA = 17
 local DEVICE_VELOCITY, IP_VELOCITY, USER_VELOCITY, BLOCKED = 20, 21, 22, 30
 local UNKNOWN_CAMPAIGN, UNKNOWN_SKU, KEY_REUSE = 40, 41, 42
 local STALE, NOT_WARM, IN_FLIGHT = 50, 51, 52
@@ -41,11 +46,14 @@ local F_DEVICE_VELOCITY, F_IP_VELOCITY, F_USER_VELOCITY = 32, 64, 128
 local F_SHADOW, F_FROZE_DEVICE, F_FROZE_USER = 256, 512, 1024
 
 local n = tonumber(ARGV[1])
-local K, R, risky = 23, 15, true
+local K, A, R, risky = 24, 8, 15, true
 if #KEYS == n * 9 then
-  K, R, risky = 9, 8, false
-elseif #KEYS ~= n * 23 then
-  return redis.error_reply('claim.lua: ' .. #KEYS .. ' keys for ' .. n .. ' claims, want 23 (or 9) per claim')
+  K, A, R, risky = 9, 7, 8, false
+elseif #KEYS ~= n * 24 then
+  return redis.error_reply('claim.lua: ' .. #KEYS .. ' keys for ' .. n .. ' claims, want 24 (or 9) per claim')
+end
+if #ARGV ~= 3 + n * A then
+  return redis.error_reply('claim.lua: ' .. #ARGV .. ' arguments for ' .. n .. ' claims, want 3 + ' .. A .. ' per claim')
 end
 local grace = tonumber(ARGV[2])
 local rejttl = tonumber(ARGV[3])
@@ -256,6 +264,9 @@ local function decide(i)
   local a = 3 + (i - 1) * A
   local reqid, claimid, camp, sku, user, dev, ip =
     ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+  local channel = ''
+  if risky then channel = ARGV[a + 8] end
+  local partner = string.match(channel, '^partner:(.+)$')
   local fp = sku .. '\t' .. user .. '\t' .. dev
 
   local prev = redis.call('GET', KEYS[k + 3])
@@ -332,6 +343,14 @@ local function decide(i)
   if used >= tonumber(m[4]) then
     return reject(k, USER_LIMIT, fp, true), 0, '', 0, 0, 0, '', 0
   end
+  -- A partner's claim needs room in its quota for this campaign (no quota: none).
+  -- Read afresh per claim: an earlier claim of this call may have taken from it.
+  if partner then
+    local q = redis.call('HMGET', KEYS[k + 24], 'q:' .. partner, 't:' .. partner)
+    if not q[1] or (tonumber(q[2]) or 0) >= tonumber(q[1]) then
+      return reject(k, PARTNER_QUOTA, fp, true), 0, '', 0, 0, 0, '', 0
+    end
+  end
   if tonumber(s[1]) <= 0 then
     return reject(k, SOLD_OUT, fp, true), 0, '', 0, 0, 0, '', 0
   end
@@ -357,13 +376,16 @@ local function decide(i)
   b[2] = int((tonumber(b[2]) or 0) + value)
   redis.call('HSET', KEYS[k + 5], 'spent', b[2])
   redis.call('HINCRBY', KEYS[k + 4], user, 1)
+  if partner then
+    redis.call('HINCRBY', KEYS[k + 24], 't:' .. partner, 1)
+  end
   if risky then
     record(k, r, reqid, camp, user, dev)
   end
   local expires = now + tonumber(m[9])
   local oid = redis.call('XADD', KEYS[k + 6], '*',
     'c', claimid, 'r', reqid, 's', sku, 'u', user, 'd', dev, 'i', ip,
-    'v', value, 't', now, 'e', expires, 'b', m[1])
+    'v', value, 't', now, 'e', expires, 'b', m[1], 'h', channel)
   redis.call('HSET', KEYS[k + 7], claimid, reqid)
   local keep = ends - now
   if keep < 0 then keep = 0 end

@@ -23,18 +23,26 @@ var (
 // Layout of claim.lua's batch: keys, arguments and results per claim, and the number of
 // header arguments before the first claim's.
 //
-// The gateway's layout is ClaimKeysPerClaim+ClaimRiskKeysPerClaim keys and
-// ClaimResultsPerClaim+ClaimRiskResultsPerClaim results per claim (risk checks on). The
-// base layout, ClaimKeysPerClaim keys and ClaimResultsPerClaim results, is the one from
-// before the risk checks; test fixtures that play a gateway still use it and get no
-// risk checks. claim.lua tells them apart by the number of keys.
+// The gateway's layout is ClaimKeysPerClaim+ClaimRiskKeysPerClaim+ClaimPartnerKeysPerClaim
+// keys, ClaimArgsPerClaim+ClaimChannelArgsPerClaim arguments and
+// ClaimResultsPerClaim+ClaimRiskResultsPerClaim results per claim (risk checks on, the
+// claim's channel and its partner's quota). The base layout, ClaimKeysPerClaim keys,
+// ClaimArgsPerClaim arguments and ClaimResultsPerClaim results, is the one from before
+// the risk checks; test fixtures that play a gateway still use it and get no risk checks
+// and the app channel. claim.lua tells them apart by the number of keys.
 const (
 	ClaimKeysPerClaim        = 9
 	ClaimRiskKeysPerClaim    = 14
+	ClaimPartnerKeysPerClaim = 1
 	ClaimArgsPerClaim        = 7
+	ClaimChannelArgsPerClaim = 1
 	ClaimHeaderArgs          = 3
 	ClaimResultsPerClaim     = 8
 	ClaimRiskResultsPerClaim = 7
+
+	// ClaimGatewayKeysPerClaim and ClaimGatewayArgsPerClaim are the gateway's layout.
+	ClaimGatewayKeysPerClaim = ClaimKeysPerClaim + ClaimRiskKeysPerClaim + ClaimPartnerKeysPerClaim
+	ClaimGatewayArgsPerClaim = ClaimArgsPerClaim + ClaimChannelArgsPerClaim
 )
 
 var (
@@ -59,6 +67,7 @@ const (
 	CodeEnded           = 14
 	CodePaused          = 15
 	CodeNotEligible     = 16
+	CodePartnerQuota    = 17
 	CodeDeviceVelocity  = 20
 	CodeIPVelocity      = 21
 	CodeUserVelocity    = 22
@@ -90,6 +99,7 @@ var Reasons = map[int]string{
 	CodeEnded:           "ended",
 	CodePaused:          "paused",
 	CodeNotEligible:     "not_eligible",
+	CodePartnerQuota:    "partner_quota",
 	CodeDeviceVelocity:  "device_velocity",
 	CodeIPVelocity:      "ip_velocity",
 	CodeUserVelocity:    "user_velocity",

@@ -1,7 +1,8 @@
 -- void.lua: compensate one accepted claim whose produce to Kafka failed.
 --
--- KEYS: meta, sku, request, users, business line, outbox, inflight
--- ARGV: claim_id, user_id
+-- KEYS: meta, sku, request, users, business line, outbox, inflight[, partner quotas]
+-- ARGV: claim_id, user_id[, channel]  (a 'partner:<id>' channel gives one back to that
+--       partner's quota in KEYS[8]; once, like the rest, because only state A is voided)
 -- returns: 1 voided now (everything it took is given back), 2 already voided,
 --          3 durable (marked D after a broker ack, or S: the settler already read it
 --            from Kafka; either way it will be a row, so answer 200),
@@ -30,6 +31,10 @@ redis.call('HINCRBY', KEYS[2], 'taken', -1)
 redis.call('HINCRBY', KEYS[1], 'spent', -value)
 redis.call('HINCRBY', KEYS[1], 'taken', -1)
 redis.call('HINCRBY', KEYS[5], 'spent', -value)
+local partner = ARGV[3] and string.match(ARGV[3], '^partner:(.+)$')
+if partner and KEYS[8] then
+  redis.call('HINCRBY', KEYS[8], 't:' .. partner, -1)
+end
 if redis.call('HINCRBY', KEYS[4], ARGV[2], -1) <= 0 then
   redis.call('HDEL', KEYS[4], ARGV[2])
 end

@@ -205,8 +205,8 @@ type quiet struct{}
 func (quiet) Printf(string, ...any) {}
 
 // claimScript calls claim.lua with n claims per call in the gateway's key layout (the
-// campaign's keys and the 14 risk keys, so the risk checks run as they do for the
-// gateway) from Concurrency callers for Each on a scratch campaign. Every claim has its
+// campaign's keys, the 14 risk keys and the partner quotas, so the risk checks run as
+// they do for the gateway; every claim is on the app channel) from Concurrency callers for Each on a scratch campaign. Every claim has its
 // own user, device and IP, so whatever global risk rules are set accept it and the
 // velocity and freeze logs are written as for real traffic. The campaign is never added to the campaigns set, so no
 // settler relays its outbox; its idempotency records expire with it, and every other
@@ -252,8 +252,8 @@ func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			kk := make([]string, 0, n*(scripts.ClaimKeysPerClaim+scripts.ClaimRiskKeysPerClaim))
-			args := make([]any, 0, scripts.ClaimHeaderArgs+n*scripts.ClaimArgsPerClaim)
+			kk := make([]string, 0, n*scripts.ClaimGatewayKeysPerClaim)
+			args := make([]any, 0, scripts.ClaimHeaderArgs+n*scripts.ClaimGatewayArgsPerClaim)
 			seq := 0
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				kk, args = kk[:0], args[:0]
@@ -267,7 +267,8 @@ func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
 					kk = append(kk, rkeys.Meta(camp), rkeys.SKU(camp, "rp-50"), rkeys.Request(camp, req), rkeys.Users(camp),
 						rkeys.BusinessLine(bl), rkeys.Outbox(camp), rkeys.Inflight(camp), rkeys.Rejections(camp), rkeys.Meta(camp))
 					kk = rkeys.AppendClaimRiskKeys(kk, camp, device, ip, user)
-					args = append(args, req, camp+"."+req, camp, "rp-50", user, device, ip)
+					kk = append(kk, rkeys.PartnerQuotas(camp))
+					args = append(args, req, camp+"."+req, camp, "rp-50", user, device, ip, "")
 				}
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				out, err := scripts.Claim.Run(cctx, rdb, kk, args...).Slice()

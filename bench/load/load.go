@@ -297,6 +297,8 @@ func intern(b []byte) string {
 		return "paused"
 	case "not_eligible":
 		return "not_eligible"
+	case "partner_quota":
+		return "partner_quota"
 	case "device_velocity":
 		return "device_velocity"
 	case "ip_velocity":

@@ -252,6 +252,8 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		default:
 			s.notAllowed(ctx, "GET, HEAD, POST")
 		}
+	case parts[0] == "partners" && len(parts) <= 2:
+		s.partners(ctx, parts[1:])
 	case len(parts) == 2 && parts[0] == "segments" && parts[1] != "":
 		if s.method(ctx, "PUT") {
 			id := parts[1]

@@ -37,6 +37,7 @@ var answers = map[int]answer{
 	scripts.CodeEnded:           rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodeEnded]),
 	scripts.CodePaused:          rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodePaused]),
 	scripts.CodeNotEligible:     rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodeNotEligible]),
+	scripts.CodePartnerQuota:    rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodePartnerQuota]),
 	scripts.CodeDeviceVelocity:  {status: fasthttp.StatusTooManyRequests, reason: scripts.Reasons[scripts.CodeDeviceVelocity], label: scripts.Reasons[scripts.CodeDeviceVelocity]},
 	scripts.CodeIPVelocity:      {status: fasthttp.StatusTooManyRequests, reason: scripts.Reasons[scripts.CodeIPVelocity], label: scripts.Reasons[scripts.CodeIPVelocity]},
 	scripts.CodeUserVelocity:    {status: fasthttp.StatusTooManyRequests, reason: scripts.Reasons[scripts.CodeUserVelocity], label: scripts.Reasons[scripts.CodeUserVelocity]},

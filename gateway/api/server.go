@@ -83,6 +83,7 @@ type Server struct {
 	pending  Pending
 	metrics  *Metrics
 	log      *slog.Logger
+	partners Partners // nil: no partner registry (partner.go)
 }
 
 // New builds the API. vouchers and pending may be nil in tests that only claim.
@@ -121,6 +122,9 @@ var (
 // Handler routes the public API.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
+	if s.partnerRoute(ctx, path) {
+		return
+	}
 	switch {
 	case bytes.Equal(path, pathClaims):
 		if !ctx.IsPost() {
@@ -197,6 +201,11 @@ func (s *Server) claim(ctx *fasthttp.RequestCtx) {
 	}
 	if sub != nil && st.req.UserID != str(sub) {
 		s.mismatch(ctx)
+		return
+	}
+	if s.partners != nil && s.partners.IsPartner(userPrefix(st.body.UserID)) {
+		s.metrics.invalid.Inc()
+		st.out = writeInvalid(ctx, st.out, fasthttp.StatusBadRequest, msgPartnerUser)
 		return
 	}
 	s.respond(ctx, st, s.claims.Do(context.Background(), &st.req))

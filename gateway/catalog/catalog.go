@@ -177,6 +177,8 @@ type Catalog struct {
 	// changed, when set, is told about every campaign this catalog re-warmed, paused or
 	// resumed, after Redis has the change (see OnChange).
 	changed func(campaign string)
+	// partners is the partner key index (partners.go).
+	partners partnersIndex
 }
 
 // OnChange sets a function told, synchronously and after Redis has the change, about
@@ -402,6 +404,20 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign, prev *stored) error {
 	runID, err := recovery.RunID(ctx, c.rdb)
 	if err != nil {
 		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
+	}
+	// Partner quotas first: a quota without its campaign's state is inert, and every
+	// claim of the warmed campaign then finds its partners' quotas in place.
+	pq, err := c.campaignPartnerQuotas(ctx, cp.ID)
+	if err != nil {
+		return fmt.Errorf("warm campaign %s partner quotas: %w", cp.ID, err)
+	}
+	if len(pq) > 0 {
+		if _, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			queuePartnerQuotas(ctx, p, cp.ID, pq)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("warm campaign %s partner quotas: %w", cp.ID, err)
+		}
 	}
 	// In the set first: a campaign whose warm then fails is only an id without state,
 	// while one warmed but missing from the set would be skipped by the relay.

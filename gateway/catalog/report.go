@@ -17,6 +17,8 @@ import (
 // (Segment "") or for the members of one segment.
 type ReportRow struct {
 	Segment string `json:"segment,omitempty"`
+	// Channel is set on the per-channel rows (Report.Channels).
+	Channel string `json:"channel,omitempty"`
 	SKU     string `json:"sku"`
 	Value   int64  `json:"value,omitempty"` // face value of the SKU (0 on "*" rows)
 	Stock   int64  `json:"stock,omitempty"` // the SKU's stock (all users' rows only)
@@ -65,6 +67,9 @@ type Report struct {
 	// them - and any other, such as the RFM tiers of a recall campaign). A user in two
 	// segments counts in both. Empty for a campaign open to everyone.
 	Segments []SegmentReport `json:"segments,omitempty"`
+	// Channels splits the all-SKU figures by where the claims came from: one row per
+	// channel with claims ("app", "partner:<id>", "push:<id>"), by channel.
+	Channels []ReportRow `json:"channels"`
 }
 
 func (r *ReportRow) finish() {
@@ -143,12 +148,35 @@ func (c *Catalog) Report(ctx context.Context, id string) (*Report, error) {
 	}
 	rep.Total.finish()
 
+	if err := channelSplit(ctx, tx, rep); err != nil {
+		return nil, fmt.Errorf("report %s: %w", id, err)
+	}
 	if rep.Segment != nil {
 		if err := c.segmentSplit(ctx, tx, rep); err != nil {
 			return nil, fmt.Errorf("report %s: %w", id, err)
 		}
 	}
 	return rep, tx.Commit(ctx)
+}
+
+// channelSplit fills Report.Channels (DESIGN.md "Partners").
+func channelSplit(ctx context.Context, tx pgx.Tx, rep *Report) error {
+	rows, err := tx.Query(ctx, `SELECT cl.channel, `+reportAggregates+` FROM claims cl `+reportJoins+`
+		WHERE cl.campaign_id = $1 GROUP BY cl.channel ORDER BY cl.channel`, rep.CampaignID)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	rep.Channels = []ReportRow{}
+	for rows.Next() {
+		row := ReportRow{SKU: "*"}
+		if err := rows.Scan(append([]any{&row.Channel}, row.dest()...)...); err != nil {
+			return err
+		}
+		row.finish()
+		rep.Channels = append(rep.Channels, row)
+	}
+	return rows.Err()
 }
 
 func (c *Catalog) segmentSplit(ctx context.Context, tx pgx.Tx, rep *Report) error {

@@ -174,6 +174,9 @@ func (c *Config) validate() error {
 // Inputs must stay valid until Do returns.
 type Request struct {
 	RequestID, CampaignID, SKU, UserID, DeviceID, IP string
+	// Channel is where the claim came from: "" for the app, "partner:<id>" (it takes
+	// from that partner's quota in the campaign) or "push:<id>" (DESIGN.md "Partners").
+	Channel string
 	Outcome
 }
 
@@ -396,6 +399,7 @@ func (c *Claimer) makeDurable(p *pending) error {
 		ClaimedAtMs:  r.ClaimedAtMs,
 		ExpiresAtMs:  r.ExpiresAtMs,
 		OutboxID:     p.outbox,
+		Channel:      r.Channel,
 	}
 	// The record's memory is its own: the produce is asynchronous and outlives any
 	// request buffer.
@@ -440,8 +444,9 @@ func (c *Claimer) void(p *pending, produceErr error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 	defer cancel()
 	res, err := scripts.Void.Run(ctx, c.rdb,
-		[]string{rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey, rt.outbox, rt.inflight},
-		r.ClaimID, r.UserID).Int()
+		[]string{rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey, rt.outbox, rt.inflight,
+			rkeys.PartnerQuotas(r.CampaignID)},
+		r.ClaimID, r.UserID, r.Channel).Int()
 	if err != nil {
 		// Redis is gone too. The claim stays accepted in Redis and in the outbox; the
 		// relay publishes it, so it will be a row and a retry gets it back. Nothing is
@@ -622,7 +627,8 @@ func (c *Claimer) runScript(b *batch, items []*pending) {
 		b.keys = b.appendKey(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindDevice, r.DeviceID))
 		b.keys = b.appendKey(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindUser, r.UserID))
 		b.keys = append(b.keys, rt.shadowRejects, rkeys.RiskIndex)
-		b.args = append(b.args, r.RequestID, p.claimID, r.CampaignID, r.SKU, r.UserID, r.DeviceID, r.IP)
+		b.keys = b.appendKey(rkeys.AppendPartnerQuotas(b.keybuf, r.CampaignID))
+		b.args = append(b.args, r.RequestID, p.claimID, r.CampaignID, r.SKU, r.UserID, r.DeviceID, r.IP, r.Channel)
 	}
 	c.metrics.batchSize.Observe(float64(n))
 	c.scriptClaims.Add(int64(n))

@@ -39,6 +39,40 @@ type Record struct {
 	// OutboxID is the Redis stream entry id of the outbox copy; the settler deletes that
 	// entry once the claim is committed in Postgres.
 	OutboxID string `json:"outbox_id"`
+	// Channel is where the claim came from: "app", "partner:<id>" or "push:<id>" ("" is
+	// written as "app"). An optional field of version 1: a record without it - any record
+	// from before channels - decodes as "app", and older consumers ignore it.
+	Channel string `json:"channel,omitempty"`
+}
+
+// ChannelApp is the channel of a claim made through the public API for an end user.
+const ChannelApp = "app"
+
+// ValidChannel reports whether ch is "app", "partner:<id>" or "push:<id>" with id
+// 1-64 characters of [A-Za-z0-9._-].
+func ValidChannel(ch string) bool {
+	if ch == ChannelApp {
+		return true
+	}
+	var id string
+	switch {
+	case len(ch) > 8 && ch[:8] == "partner:":
+		id = ch[8:]
+	case len(ch) > 5 && ch[:5] == "push:":
+		id = ch[5:]
+	default:
+		return false
+	}
+	if len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Errors returned by Decode. They are wrapped with the offending field.
@@ -75,6 +109,11 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `,"expires_at_ms":`...)
 	dst = strconv.AppendInt(dst, r.ExpiresAtMs, 10)
 	dst = appendField(dst, "outbox_id", r.OutboxID)
+	ch := r.Channel
+	if ch == "" {
+		ch = ChannelApp
+	}
+	dst = appendField(dst, "channel", ch)
 	return append(dst, '}')
 }
 
@@ -153,6 +192,12 @@ func Decode(b []byte) (Record, error) {
 	}
 	if r.Value <= 0 {
 		return Record{}, fmt.Errorf("%w: value must be positive, got %d", ErrMalformed, r.Value)
+	}
+	if r.Channel == "" {
+		r.Channel = ChannelApp
+	}
+	if !ValidChannel(r.Channel) {
+		return Record{}, fmt.Errorf("%w: channel %q (want app, partner:<id> or push:<id>)", ErrMalformed, r.Channel)
 	}
 	if r.ClaimedAtMs <= 0 || r.ExpiresAtMs < r.ClaimedAtMs {
 		return Record{}, fmt.Errorf("%w: claimed_at_ms=%d expires_at_ms=%d", ErrMalformed, r.ClaimedAtMs, r.ExpiresAtMs)

@@ -11,7 +11,7 @@ import (
 func sampleRecord() Record {
 	return Record{Version: Version, ClaimID: "cny-2027.0123456789abcdefghijklmnop", RequestID: "6f1c2b",
 		CampaignID: "cny-2027", BusinessLine: "payments", SKU: "rp-50", UserID: "u-1001", DeviceID: "d-9f2c",
-		IP: "2001:db8::1", Value: 50, ClaimedAtMs: 1_800_000_000_000, ExpiresAtMs: 1_800_259_200_000, OutboxID: "1800000000000-0"}
+		IP: "2001:db8::1", Value: 50, ClaimedAtMs: 1_800_000_000_000, ExpiresAtMs: 1_800_259_200_000, OutboxID: "1800000000000-0", Channel: ChannelApp}
 }
 
 // FuzzDecode holds the record decoder to its contract on any bytes (a record on
@@ -171,5 +171,36 @@ func TestCheckIDs(t *testing.T) {
 		case tc.field != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.field)):
 			t.Errorf("%s: err %v; want one starting %q", tc.name, err, tc.field)
 		}
+	}
+}
+
+// TestChannel: a record from before channels (no "channel") decodes as the app channel,
+// partner and push channels travel as written, and anything else is malformed.
+func TestChannel(t *testing.T) {
+	old := []byte(`{"v":1,"claim_id":"c.x","request_id":"r","campaign_id":"c","business_line":"b","sku":"s",` +
+		`"user_id":"u","device_id":"d","ip":"","value":1,"claimed_at_ms":1,"expires_at_ms":2,"outbox_id":""}`)
+	r, err := Decode(old)
+	if err != nil || r.Channel != ChannelApp {
+		t.Fatalf("a record without channel decodes as %q, %v; want app", r.Channel, err)
+	}
+	for _, ch := range []string{"partner:acme", "push:spring-1", "app"} {
+		rec := sampleRecord()
+		rec.Channel = ch
+		got, err := Decode(rec.AppendJSON(nil))
+		if err != nil || got != rec {
+			t.Fatalf("channel %q: round trip %+v, %v", ch, got, err)
+		}
+	}
+	for _, ch := range []string{"partner:", "push:", "web", "partner:a:b", "partner:" + strings.Repeat("x", 65)} {
+		rec := sampleRecord()
+		rec.Channel = ch
+		if _, err := Decode(rec.AppendJSON(nil)); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("channel %q: Decode error %v, want ErrMalformed", ch, err)
+		}
+	}
+	empty := sampleRecord()
+	empty.Channel = ""
+	if got, err := Decode(empty.AppendJSON(nil)); err != nil || got.Channel != ChannelApp {
+		t.Fatalf("an empty channel is written as app: got %q, %v", got.Channel, err)
 	}
 }

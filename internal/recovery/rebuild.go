@@ -17,6 +17,7 @@ import (
 // inFlight is an outbox entry: an accepted claim that may not be a row yet.
 type inFlight struct {
 	claimID, requestID, sku, user string
+	channel                       string // "" for the app
 	value                         int64
 }
 
@@ -33,7 +34,7 @@ func readOutbox(ctx context.Context, rdb *redis.Client, campaign string) ([]inFl
 		for _, m := range msgs {
 			s := func(k string) string { v, _ := m.Values[k].(string); return v }
 			v, _ := strconv.ParseInt(s("v"), 10, 64)
-			out = append(out, inFlight{claimID: s("c"), requestID: s("r"), sku: s("s"), user: s("u"), value: v})
+			out = append(out, inFlight{claimID: s("c"), requestID: s("r"), sku: s("s"), user: s("u"), channel: s("h"), value: v})
 		}
 		if len(msgs) < 1000 {
 			return out, nil
@@ -159,6 +160,10 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 			return out, fmt.Errorf("restore segment %s: %w", seg, err)
 		}
 	}
+	pq, err := readPartnerBooks(ctx, tx, campaign)
+	if err != nil {
+		return out, fmt.Errorf("read partner quotas: %w", err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return out, fmt.Errorf("read books: %w", err)
 	}
@@ -200,7 +205,97 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 	num := func(v any) int64 { n, _ := v.(int64); return n }
 	out.Taken, out.Spent, out.InFlight, out.InFlightValue, out.Dropped = num(res[0]), num(res[1]), num(res[2]), num(res[3]), num(res[4])
 	out.Released = releasedBook
+	if err := r.rebuildPartnerQuotas(ctx, campaign, pq, infl); err != nil {
+		return out, err
+	}
 	return out, nil
+}
+
+// partnerBooks is what the books say of a campaign's partner quotas: each partner's
+// quota and its claims that are rows.
+type partnerBooks struct {
+	quota, rows map[string]int64
+}
+
+func readPartnerBooks(ctx context.Context, tx pgx.Tx, campaign string) (partnerBooks, error) {
+	b := partnerBooks{quota: map[string]int64{}, rows: map[string]int64{}}
+	for _, q := range []struct {
+		sql string
+		m   map[string]int64
+	}{
+		{`SELECT partner_id, quota FROM partner_quotas WHERE campaign_id = $1`, b.quota},
+		{`SELECT substr(channel, 9), count(*) FROM claims WHERE campaign_id = $1 AND channel LIKE 'partner:%'
+			GROUP BY channel`, b.rows},
+	} {
+		rows, err := tx.Query(ctx, q.sql, campaign)
+		if err != nil {
+			return b, err
+		}
+		for rows.Next() {
+			var p string
+			var n int64
+			if err := rows.Scan(&p, &n); err != nil {
+				rows.Close()
+				return b, err
+			}
+			q.m[p] = n
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// rebuildPartnerQuotas writes the campaign's partner quota hash (rkeys.PartnerQuotas)
+// back: each partner's quota from the books, and as taken its rows plus its in-flight
+// claims that are not voided. It runs after rebuild.lua, still fenced (no claim can
+// take from a quota meanwhile); a void between the record check and the write can only
+// leave one unit counted too many, which under-sells.
+func (r *Recoverer) rebuildPartnerQuotas(ctx context.Context, campaign string, b partnerBooks, infl []inFlight) error {
+	taken := map[string]int64{}
+	for p, n := range b.rows {
+		taken[p] += n
+	}
+	var partnerInfl []inFlight
+	for _, f := range infl {
+		if len(f.channel) > 8 && f.channel[:8] == "partner:" {
+			partnerInfl = append(partnerInfl, f)
+		}
+	}
+	if len(partnerInfl) > 0 {
+		pipe := r.rdb.Pipeline()
+		cmds := make([]*redis.StringCmd, len(partnerInfl))
+		for i, f := range partnerInfl {
+			cmds[i] = pipe.Get(ctx, rkeys.Request(campaign, f.requestID))
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("rebuild partner quotas: %w", err)
+		}
+		for i, f := range partnerInfl {
+			// As rebuild.lua: a voided claim is not counted; one whose record is gone is.
+			if v := cmds[i].Val(); len(v) > 0 && v[0] == 'V' {
+				continue
+			}
+			taken[f.channel[8:]]++
+		}
+	}
+	key := rkeys.PartnerQuotas(campaign)
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, key)
+		for partner, q := range b.quota {
+			p.HSet(ctx, key, rkeys.PartnerQuotaField(partner), q)
+		}
+		for partner, n := range taken {
+			p.HSet(ctx, key, rkeys.PartnerTakenField(partner), n)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild partner quotas: %w", err)
+	}
+	return nil
 }
 
 func (r *Recoverer) loadHash(ctx context.Context, tx pgx.Tx, key, query string, arg any) error {

@@ -93,9 +93,12 @@ func BenchmarkClaimScript(b *testing.B) {
 						rkeys.Block(rkeys.KindDevice, dev), rkeys.Block(rkeys.KindIP, ip), rkeys.Block(rkeys.KindUser, user),
 						rkeys.Freeze(rkeys.KindDevice, dev), rkeys.Freeze(rkeys.KindUser, user),
 						rkeys.FreezeWindow(rkeys.KindDevice, dev), rkeys.FreezeWindow(rkeys.KindUser, user),
-						rkeys.ShadowRejections(camp), rkeys.RiskIndex)
+						rkeys.ShadowRejections(camp), rkeys.RiskIndex, rkeys.PartnerQuotas(camp))
 				}
 				s.args = append(s.args, req, camp+".c"+id, camp, "rp-50", user, dev, ip)
+				if v.risk {
+					s.args = append(s.args, "") // the app channel
+				}
 			}
 			start := time.Now()
 			res, err := scripts.Claim.Run(ctx, e.RDB, s.keys, s.args...).Slice()

@@ -20,16 +20,18 @@ type call struct {
 	camp, bl, sku, req, user, dev, ip string
 }
 
-// claimLayout returns claim.lua's KEYS and ARGV for claims in the gateway's layout (23
-// keys per claim, the campaign has no segment), in the order gateway/claimer sends them.
+// claimLayout returns claim.lua's KEYS and ARGV for claims in the gateway's layout (24
+// keys and 8 arguments per claim, the campaign has no segment, the app channel), in the
+// order gateway/claimer sends them.
 func claimLayout(claims []call) ([]string, []any) {
-	keys := make([]string, 0, len(claims)*(scripts.ClaimKeysPerClaim+scripts.ClaimRiskKeysPerClaim))
+	keys := make([]string, 0, len(claims)*scripts.ClaimGatewayKeysPerClaim)
 	args := []any{len(claims), (24 * time.Hour).Milliseconds(), time.Hour.Milliseconds()}
 	for _, c := range claims {
 		keys = append(keys, rkeys.Meta(c.camp), rkeys.SKU(c.camp, c.sku), rkeys.Request(c.camp, c.req), rkeys.Users(c.camp),
 			rkeys.BusinessLine(c.bl), rkeys.Outbox(c.camp), rkeys.Inflight(c.camp), rkeys.Rejections(c.camp), rkeys.Meta(c.camp))
 		keys = rkeys.AppendClaimRiskKeys(keys, c.camp, c.dev, c.ip, c.user)
-		args = append(args, c.req, c.camp+".c"+c.req, c.camp, c.sku, c.user, c.dev, c.ip)
+		keys = append(keys, rkeys.PartnerQuotas(c.camp))
+		args = append(args, c.req, c.camp+".c"+c.req, c.camp, c.sku, c.user, c.dev, c.ip, "")
 	}
 	return keys, args
 }

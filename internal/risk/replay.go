@@ -49,7 +49,8 @@ type Affected struct {
 // per-user limit) and sold_out (each SKU's stock at the start of the period: stock left
 // now plus what was accepted in it). What it takes as recorded: blocks and freezes (a
 // blocked claim stays blocked unless the proposed rules are in shadow mode), and the
-// other business answers (paused, not_started, ended, not_eligible, budget_exhausted).
+// other business answers (paused, not_started, ended, not_eligible, budget_exhausted,
+// partner_quota).
 func Replay(ds []Decision, fromMs int64, only string, camps map[string]ReplayCampaign) ReplayReport {
 	rep := ReplayReport{
 		Recorded: map[string]int{}, Proposed: map[string]int{}, Newly: map[string]int{},
@@ -158,8 +159,8 @@ func Replay(ds []Decision, fromMs int64, only string, camps map[string]ReplayCam
 			switch {
 			case risky != "":
 				proposed = risky
-			case d.Code == scripts.CodeNotEligible || d.Code == scripts.CodeBudgetExhausted:
-				// Taken as recorded.
+			case d.Code == scripts.CodeNotEligible || d.Code == scripts.CodeBudgetExhausted || d.Code == scripts.CodePartnerQuota:
+				// Taken as recorded (a partner's quota is not replayed).
 			default:
 				// Passed the risk checks: the business answers that depend on what
 				// earlier claims took are decided again.

@@ -140,6 +140,23 @@ func AppendClaimRiskKeys(dst []string, campaign, device, ip, user string) []stri
 		ShadowRejections(campaign), RiskIndex)
 }
 
+// PartnerQuotas is the campaign's hash of partner quotas (KEYS 24 of claim.lua's
+// layout): field "q:<partner>" is the partner's quota in the campaign, "t:<partner>" how
+// many claims it has taken. The catalog writes the quotas (from Postgres); claim.lua and
+// void.lua move the taken counts (DESIGN.md "Partners").
+func PartnerQuotas(campaign string) string { return "fg:{" + campaign + "}:pq" }
+
+// AppendPartnerQuotas appends PartnerQuotas(campaign) to dst (the claim path's buffer).
+func AppendPartnerQuotas(dst []byte, campaign string) []byte {
+	dst = append(dst, "fg:{"...)
+	dst = append(dst, campaign...)
+	return append(dst, "}:pq"...)
+}
+
+// Partner quota hash fields.
+func PartnerQuotaField(partner string) string { return "q:" + partner }
+func PartnerTakenField(partner string) string { return "t:" + partner }
+
 // Settlement keys (issue 5: expiry, reconciliation, Redis-loss recovery).
 
 // Released is the set of a campaign's claim ids whose value release.lua has given back

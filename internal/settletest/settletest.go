@@ -241,7 +241,7 @@ func recordOf(campaign string, m redis.XMessage) claim.Record {
 	n := func(k string) int64 { v, _ := strconv.ParseInt(s(k), 10, 64); return v }
 	return claim.Record{Version: claim.Version, ClaimID: s("c"), RequestID: s("r"), CampaignID: campaign,
 		BusinessLine: s("b"), SKU: s("s"), UserID: s("u"), DeviceID: s("d"), IP: s("i"),
-		Value: n("v"), ClaimedAtMs: n("t"), ExpiresAtMs: n("e"), OutboxID: m.ID}
+		Value: n("v"), ClaimedAtMs: n("t"), ExpiresAtMs: n("e"), OutboxID: m.ID, Channel: s("h")}
 }
 
 // Produce publishes claims to flash.claims as the gateway does and marks them durable.
@@ -299,14 +299,14 @@ func Write(ctx context.Context, rdb *redis.Client, pg *pgxpool.Pool, recs []clai
 		}
 		tag, err := pg.Exec(ctx, `WITH new AS (
 			INSERT INTO claims (claim_id, request_id, campaign_id, business_line, sku, user_id, device_id, ip,
-				value, claimed_at, expires_at, kafka_partition, kafka_offset)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
+				value, claimed_at, expires_at, kafka_partition, kafka_offset, channel)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
 			ON CONFLICT DO NOTHING RETURNING claim_id, campaign_id, business_line, value)
 			INSERT INTO budget_ledger (claim_id, campaign_id, business_line, kind, amount)
 			SELECT claim_id, campaign_id, business_line, 'reserve', value FROM new
 			ON CONFLICT (claim_id, kind) DO NOTHING`,
 			r.ClaimID, r.RequestID, r.CampaignID, r.BusinessLine, r.SKU, r.UserID, r.DeviceID, r.IP,
-			r.Value, r.ClaimedAt(), r.ExpiresAt(), partition, off)
+			r.Value, r.ClaimedAt(), r.ExpiresAt(), partition, off, channelOf(r))
 		if err != nil {
 			return n, fmt.Errorf("insert %s: %w", r.ClaimID, err)
 		}
@@ -321,6 +321,14 @@ func Write(ctx context.Context, rdb *redis.Client, pg *pgxpool.Pool, recs []clai
 	}
 	_, err = pipe.Exec(ctx)
 	return n, err
+}
+
+// channelOf is the claims.channel of a record ("app" when it names none).
+func channelOf(r claim.Record) string {
+	if r.Channel == "" {
+		return claim.ChannelApp
+	}
+	return r.Channel
 }
 
 // SettleOutbox writes every claim in a campaign's outbox to Postgres as if the settler

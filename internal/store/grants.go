@@ -40,6 +40,10 @@ var Grants = map[string][]string{
 		// Admin API changes are audited; GET /admin/v1/audit reads the trail (0005).
 		`GRANT SELECT, INSERT ON risk_audit TO flashgate_gateway`,
 		`GRANT USAGE ON SEQUENCE risk_audit_id_seq TO flashgate_gateway`,
+		// The partner registry (PUT /admin/v1/partners/{id}) and the key lookup of
+		// X-Partner-Key: a quota set is replaced whole.
+		`GRANT SELECT, INSERT, UPDATE ON partners TO flashgate_gateway`,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON partner_quotas TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and

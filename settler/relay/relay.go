@@ -195,7 +195,7 @@ func parseEntry(campaign string, m redis.XMessage) entry {
 	return entry{id: m.ID, rec: claim.Record{
 		Version: claim.Version, ClaimID: s("c"), RequestID: s("r"), CampaignID: campaign,
 		BusinessLine: s("b"), SKU: s("s"), UserID: s("u"), DeviceID: s("d"), IP: s("i"),
-		Value: n("v"), ClaimedAtMs: n("t"), ExpiresAtMs: n("e"), OutboxID: m.ID,
+		Value: n("v"), ClaimedAtMs: n("t"), ExpiresAtMs: n("e"), OutboxID: m.ID, Channel: s("h"),
 	}}
 }
 

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/flashgate/flashgate/internal/claim"
 )
 
 // How a batch reaches Postgres. All three are idempotent in the same way; they differ
@@ -20,7 +22,7 @@ const (
 	// writeUnnest sends each column as one array parameter and inserts
 	// SELECT * FROM unnest(...): one statement, prepared once whatever the batch size.
 	writeUnnest writeMethod = iota
-	// writeValues sends a multi-row VALUES list (13 parameters per claim); its text
+	// writeValues sends a multi-row VALUES list (14 parameters per claim); its text
 	// differs per batch size, so each size is prepared once.
 	writeValues
 	// writeCopy COPYs the batch into a per-session temporary staging table and inserts
@@ -41,7 +43,7 @@ func (m writeMethod) String() string {
 }
 
 const claimColumns = `claim_id, request_id, campaign_id, business_line, sku, user_id, device_id, ip,
-	value, claimed_at, expires_at, kafka_partition, kafka_offset`
+	value, claimed_at, expires_at, kafka_partition, kafka_offset, channel`
 
 // ledgerFromNew is the tail every method shares. The claims insert skips any row whose
 // claim_id is already there (redelivery) or whose (campaign_id, request_id) is already
@@ -61,7 +63,8 @@ ON CONFLICT (claim_id, kind) DO NOTHING`
 var unnestSQL = `WITH new AS (
 	INSERT INTO claims (` + claimColumns + `)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-		$7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::int[], $13::bigint[])` +
+		$7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::int[], $13::bigint[],
+		$14::text[])` +
 	ledgerFromNew
 
 var copySQL = `WITH new AS (
@@ -73,10 +76,10 @@ var copySQL = `WITH new AS (
 const createStage = `CREATE TEMP TABLE IF NOT EXISTS settle_stage (
 	claim_id text, request_id text, campaign_id text, business_line text, sku text,
 	user_id text, device_id text, ip text, value bigint, claimed_at timestamptz,
-	expires_at timestamptz, kafka_partition int, kafka_offset bigint) ON COMMIT DELETE ROWS`
+	expires_at timestamptz, kafka_partition int, kafka_offset bigint, channel text) ON COMMIT DELETE ROWS`
 
 var stageColumns = []string{"claim_id", "request_id", "campaign_id", "business_line", "sku",
-	"user_id", "device_id", "ip", "value", "claimed_at", "expires_at", "kafka_partition", "kafka_offset"}
+	"user_id", "device_id", "ip", "value", "claimed_at", "expires_at", "kafka_partition", "kafka_offset", "channel"}
 
 // write inserts the claims and one reserve ledger entry per new claim, atomically (one
 // transaction: a single statement for unnest and values, BEGIN..COMMIT for copy), and
@@ -101,6 +104,7 @@ func writeByUnnest(ctx context.Context, pg *pgxpool.Pool, items []*item) (int64,
 	var (
 		claimIDs, reqIDs, camps, bls = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		skus, users, devices, ips    = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		channels                     = make([]string, n)
 		values, offsets              = make([]int64, n), make([]int64, n)
 		claimed, expires             = make([]time.Time, n), make([]time.Time, n)
 		partitions                   = make([]int32, n)
@@ -111,13 +115,23 @@ func writeByUnnest(ctx context.Context, pg *pgxpool.Pool, items []*item) (int64,
 		skus[i], users[i], devices[i], ips[i] = r.SKU, r.UserID, r.DeviceID, r.IP
 		values[i], claimed[i], expires[i] = r.Value, r.ClaimedAt(), r.ExpiresAt()
 		partitions[i], offsets[i] = it.partition, it.offset
+		channels[i] = channelOf(r)
 	}
 	tag, err := pg.Exec(ctx, unnestSQL, claimIDs, reqIDs, camps, bls, skus, users, devices, ips,
-		values, claimed, expires, partitions, offsets)
+		values, claimed, expires, partitions, offsets, channels)
 	if err != nil {
 		return 0, fmt.Errorf("insert %d claims: %w", n, err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// channelOf is the claims.channel of a record: its channel, "app" when it has none
+// (claim.Decode already fills that in; a record built in memory may not).
+func channelOf(r *claim.Record) string {
+	if r.Channel == "" {
+		return claim.ChannelApp
+	}
+	return r.Channel
 }
 
 // valuesSQL builds the multi-row VALUES statement for n claims.
@@ -150,7 +164,7 @@ func writeByValues(ctx context.Context, pg *pgxpool.Pool, items []*item) (int64,
 	for _, it := range items {
 		r := &it.rec
 		args = append(args, r.ClaimID, r.RequestID, r.CampaignID, r.BusinessLine, r.SKU, r.UserID,
-			r.DeviceID, r.IP, r.Value, r.ClaimedAt(), r.ExpiresAt(), it.partition, it.offset)
+			r.DeviceID, r.IP, r.Value, r.ClaimedAt(), r.ExpiresAt(), it.partition, it.offset, channelOf(r))
 	}
 	tag, err := pg.Exec(ctx, valuesSQL(len(items)), args...)
 	if err != nil {
@@ -162,7 +176,7 @@ func writeByValues(ctx context.Context, pg *pgxpool.Pool, items []*item) (int64,
 type stageRows struct {
 	items []*item
 	i     int
-	row   [13]any
+	row   [14]any
 }
 
 func (s *stageRows) Next() bool { s.i++; return s.i <= len(s.items) }
@@ -170,8 +184,8 @@ func (s *stageRows) Err() error { return nil }
 func (s *stageRows) Values() ([]any, error) {
 	it := s.items[s.i-1]
 	r := &it.rec
-	s.row = [13]any{r.ClaimID, r.RequestID, r.CampaignID, r.BusinessLine, r.SKU, r.UserID,
-		r.DeviceID, r.IP, r.Value, r.ClaimedAt(), r.ExpiresAt(), it.partition, it.offset}
+	s.row = [14]any{r.ClaimID, r.RequestID, r.CampaignID, r.BusinessLine, r.SKU, r.UserID,
+		r.DeviceID, r.IP, r.Value, r.ClaimedAt(), r.ExpiresAt(), it.partition, it.offset, channelOf(r)}
 	return s.row[:], nil
 }
 

@@ -62,3 +62,56 @@ func TestWriteMethods(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteChannel: every write method stores each claim's channel in claims.channel; a
+// record that names none (from before channels) is stored as 'app'.
+func TestWriteChannel(t *testing.T) {
+	pg := testenv.PG(t)
+	for _, m := range []writeMethod{writeUnnest, writeValues, writeCopy} {
+		t.Run(m.String(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			campaign := testenv.ID(t, "chan")
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				pg.Exec(ctx, `DELETE FROM budget_ledger WHERE campaign_id = $1`, campaign)
+				pg.Exec(ctx, `DELETE FROM claims WHERE campaign_id = $1`, campaign)
+			})
+			want := map[string]string{"a": "app", "b": "app", "c": "partner:acme", "d": "push:spring"}
+			var items []*item
+			for i, id := range []string{"a", "b", "c", "d"} {
+				r := rec(campaign, campaign+"."+id)
+				r.RequestID = "r" + id
+				if id != "a" {
+					r.Channel = want[id]
+				}
+				items = append(items, &item{rec: r, partition: 0, offset: int64(i)})
+			}
+			if n, err := write(ctx, pg, m, items); err != nil || n != 4 {
+				t.Fatalf("write: %d new, %v; want 4", n, err)
+			}
+			rows, err := pg.Query(ctx, `SELECT claim_id, channel FROM claims WHERE campaign_id = $1`, campaign)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			got := map[string]string{}
+			for rows.Next() {
+				var id, ch string
+				if err := rows.Scan(&id, &ch); err != nil {
+					t.Fatal(err)
+				}
+				got[id[len(campaign)+1:]] = ch
+			}
+			if len(got) != 4 {
+				t.Fatalf("got %v", got)
+			}
+			for id, ch := range want {
+				if got[id] != ch {
+					t.Errorf("claim %s: channel %q, want %q", id, got[id], ch)
+				}
+			}
+		})
+	}
+}

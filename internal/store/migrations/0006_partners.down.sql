@@ -1,0 +1,3 @@
+ALTER TABLE claims DROP COLUMN channel;
+DROP TABLE partner_quotas;
+DROP TABLE partners;
