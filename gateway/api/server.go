@@ -113,6 +113,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	case bytes.HasPrefix(path, pathClaimsPrefix):
 		rest := path[len(pathClaimsPrefix):]
 		if bytes.HasSuffix(rest, suffixRedeem) {
+			defer s.metrics.observeRoute(ctx, RouteRedeem)
 			if !ctx.IsPost() {
 				ctx.Response.Header.Set("Allow", "POST")
 				writeJSON(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
@@ -121,6 +122,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			s.redeem(ctx, rest[:len(rest)-len(suffixRedeem)])
 			return
 		}
+		defer s.metrics.observeRoute(ctx, RouteGet)
 		if !ctx.IsGet() {
 			ctx.Response.Header.Set("Allow", "GET")
 			writeJSON(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
@@ -129,6 +131,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		s.get(ctx, rest)
 	default:
 		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
+		s.metrics.observeRoute(ctx, RouteOther)
 	}
 }
 
@@ -162,6 +165,7 @@ func (s *Server) claim(ctx *fasthttp.RequestCtx) {
 	if status, msg := s.decode(ctx, st); status != 0 {
 		s.metrics.invalid.Inc()
 		st.out = writeInvalid(ctx, st.out, status, msg)
+		s.metrics.observeClaim(ctx.Time(), codeInvalid, nil)
 		return
 	}
 	s.respond(ctx, st, s.claims.Do(context.Background(), &st.req))
@@ -175,14 +179,18 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, st *reqState, err error) {
 		s.metrics.unavailable.Inc()
 		ctx.Response.Header.SetBytesKV(hdrRetryAfter, valOne)
 		writeJSON(ctx, answerUnavailable.status, answerUnavailable.body)
+		s.metrics.observeClaim(ctx.Time(), codeUnavailable, st.body.CampaignID)
 		return
 	}
 	a, ok := answers[r.Code]
 	if !ok {
 		s.log.Error("claim script returned an unknown code", "code", r.Code)
 		writeJSON(ctx, answerUnavailable.status, answerUnavailable.body)
+		s.metrics.observeClaim(ctx.Time(), codeUnavailable, st.body.CampaignID)
 		return
 	}
+	// Timed once the answer is in the response: the script and the produce included.
+	defer s.metrics.observeClaim(ctx.Time(), r.Code, st.body.CampaignID)
 	s.metrics.outcome(r.Code).Inc()
 	switch {
 	case r.Code == scripts.CodeAccepted:
