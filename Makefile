@@ -28,6 +28,7 @@ build: ## build gateway, settler, bench, riskctl and the dev broker into bin/
 
 run: build ## run gateway and settler in the foreground, each as its own Redis user and Postgres role (Ctrl-C stops them)
 	@scripts/stack.sh up
+	@echo "run: claim page http://127.0.0.1:8080/h5/<campaign>  console http://127.0.0.1:8081/console/  prometheus http://127.0.0.1:19090/alerts"
 	@trap 'kill 0' INT TERM EXIT; source scripts/dev-credentials.sh; env "$${SETTLER_ENV[@]}" bin/settler & env "$${GATEWAY_ENV[@]}" bin/gateway & wait
 
 demo: ## a whole flash sale end to end: stack up, gateway+settler, sale, settlement, verified guarantees; stops what it started

@@ -5,11 +5,13 @@
 #   scripts/stack.sh up       install what is missing, start what is not running, wait until
 #                             each server answers (idempotent)
 #   scripts/stack.sh down     stop what is running, by PID
-#   scripts/stack.sh status   exit 0 when all three answer
+#   scripts/stack.sh status   exit 0 when all three answer (Prometheus is reported, not required)
 #   scripts/stack.sh wipe     down, then delete .stack/ (all data)
 #
 # Ports (the defaults of FLASH_REDIS_ADDR, FLASH_PG_URL, FLASH_KAFKA_BROKERS):
 #   Redis 127.0.0.1:16379, Postgres 127.0.0.1:15432, broker 127.0.0.1:19092.
+# Prometheus on 127.0.0.1:19090 scrapes the processes `make run` starts
+# (scripts/prometheus/prometheus.yml, alerting rules in scripts/prometheus/rules.yml).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,6 +19,7 @@ STACK=${FLASH_STACK_DIR:-$ROOT/.stack}
 REDIS_PORT=16379
 PG_PORT=15432
 BROKER_PORT=19092
+PROM_PORT=19090
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_USER=postgres # the unprivileged OS user the Postgres server runs as
 
@@ -191,6 +194,32 @@ broker_up() {
 
 broker_down() { alive "$STACK/broker.pid" && kill "$(cat "$STACK/broker.pid")" 2>/dev/null; stop_pid broker "$STACK/broker.pid"; }
 
+# --- Prometheus ------------------------------------------------------------------------
+# Debian's prometheus (also brings promtool, which `make test` uses on the rules). Its
+# config and rules are read from the repo, so a change reaches the next up (a running
+# server is told to reload with SIGHUP).
+prom_up() {
+  command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_install prometheus
+  command -v prometheus >/dev/null || die "prometheus is missing after apt-get install prometheus"
+  local conf=$ROOT/scripts/prometheus/prometheus.yml
+  promtool check config "$conf" >"$STACK/logs/promtool.log" 2>&1 ||
+    die "scripts/prometheus/prometheus.yml or its rules are invalid; see $STACK/logs/promtool.log"
+  if alive "$STACK/prometheus.pid" && port_open $PROM_PORT; then
+    kill -HUP "$(cat "$STACK/prometheus.pid")"
+    say "prometheus already running on 127.0.0.1:$PROM_PORT (config reloaded)"; return
+  fi
+  port_open $PROM_PORT && die "port $PROM_PORT is taken by another process (not our prometheus)"
+  mkdir -p "$STACK/prometheus"
+  nohup prometheus --config.file="$conf" --storage.tsdb.path="$STACK/prometheus" \
+    --storage.tsdb.retention.time=7d --web.listen-address=127.0.0.1:$PROM_PORT \
+    >>"$STACK/logs/prometheus.log" 2>&1 </dev/null &
+  echo $! >"$STACK/prometheus.pid"
+  wait_for prometheus 300 port_open $PROM_PORT
+  say "prometheus up on http://127.0.0.1:$PROM_PORT (scraping gateway :8081, settler :8082)"
+}
+
+prom_down() { alive "$STACK/prometheus.pid" && kill "$(cat "$STACK/prometheus.pid")" 2>/dev/null; stop_pid prometheus "$STACK/prometheus.pid"; }
+
 stop_pid() { # name pidfile: wait up to 10s for a stopped process, then SIGKILL
   local name=$1 pidf=$2
   [ -f "$pidf" ] || return 0
@@ -205,14 +234,16 @@ status() {
   if redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; then echo "redis    up   127.0.0.1:$REDIS_PORT"; else echo "redis    down"; ok=1; fi
   if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p $PG_PORT 2>/dev/null; then echo "postgres up   127.0.0.1:$PG_PORT"; else echo "postgres down"; ok=1; fi
   if port_open $BROKER_PORT; then echo "broker   up   127.0.0.1:$BROKER_PORT"; else echo "broker   down"; ok=1; fi
+  if port_open $PROM_PORT; then echo "prometheus up 127.0.0.1:$PROM_PORT"; else echo "prometheus down"; fi
   return $ok
 }
 
 mkdir -p "$STACK/logs"
 case "${1:-}" in
-  up) redis_up; pg_up; broker_up ;;
-  down) broker_down || true; redis_down || true; pg_down || true; say "stopped" ;;
+  up) redis_up; pg_up; broker_up; prom_up ;;
+  prometheus) prom_up ;; # Prometheus alone (the other servers untouched)
+  down) prom_down || true; broker_down || true; redis_down || true; pg_down || true; say "stopped" ;;
   status) status ;;
   wipe) "$0" down; rm -rf "$STACK"; say "wiped $STACK" ;;
-  *) echo "usage: scripts/stack.sh up|down|status|wipe" >&2; exit 2 ;;
+  *) echo "usage: scripts/stack.sh up|down|status|wipe|prometheus" >&2; exit 2 ;;
 esac
