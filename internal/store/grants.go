@@ -37,6 +37,8 @@ var Grants = map[string][]string{
 		// redeem writes a voucher off (its state and time, nothing else).
 		`GRANT SELECT ON claims, budget_ledger, schema_migrations TO flashgate_gateway`,
 		`GRANT UPDATE (state, redeemed_at) ON claims TO flashgate_gateway`,
+		// The claim page's themes (gateway/h5): the admin API writes, the page reads.
+		`GRANT SELECT, INSERT, UPDATE ON campaign_pages TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
