@@ -40,7 +40,8 @@ demo: ## a whole flash sale end to end: stack up, gateway+settler, sale, settlem
 FUZZTIME ?= 10s
 TEST_FUZZTIME ?= 5s
 
-test: vet ## every test (vet, gofmt, unit + integration against real servers with -race, then a short fuzz run); starts and stops the stack as needed
+test: vet ## every test (vet, gofmt, unit + integration against real servers with -race, browser tests in chromium, promtool on the alerting rules, then a short fuzz run); starts and stops the stack as needed
+	@scripts/browser-deps.sh
 	@scripts/with-stack.sh $(GO) test -race -count=1 -timeout 40m ./...
 	@GO=$(GO) FUZZTIME=$(TEST_FUZZTIME) scripts/fuzz.sh
 

@@ -76,7 +76,8 @@
   function chartOpts(title, series, w) {
     return {
       title: title, width: w, height: 160, cursor: { show: false }, legend: { show: true },
-      scales: { x: { time: true } }, axes: [{}, { size: 50 }],
+      // The last HISTORY seconds, whatever has been collected so far.
+      scales: { x: { time: true, range: function (u, min, max) { return [max - HISTORY, max]; } } }, axes: [{}, { size: 50 }],
       series: [{}].concat(series)
     };
   }
