@@ -76,13 +76,22 @@ func New(d Deps) (*Server, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{d: d, assets: map[string]asset{}, recon: map[string]reconCached{}}
+	assets, err := newAssets()
+	if err != nil {
+		return nil, err
+	}
+	return &Server{d: d, assets: assets, recon: map[string]reconCached{}}, nil
+}
+
+// newAssets reads the embedded files the console serves.
+func newAssets() (map[string]asset, error) {
+	assets := map[string]asset{}
 	err := fs.WalkDir(webFS, "web", func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
 		}
 		name := strings.TrimPrefix(p, "web/")
-		if strings.HasPrefix(name, "vendor/src/") || strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".md") {
+		if strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".md") {
 			return nil // build inputs, not served
 		}
 		b, err := webFS.ReadFile(p)
@@ -93,13 +102,13 @@ func New(d Deps) (*Server, error) {
 		if ct == "" {
 			ct = "text/plain; charset=utf-8"
 		}
-		s.assets[name] = asset{body: b, ctype: ct}
+		assets[name] = asset{body: b, ctype: ct}
 		return nil
 	})
-	if err != nil || s.assets["index.html"].body == nil {
+	if err != nil || assets["index.html"].body == nil {
 		return nil, errors.New("console: embedded assets are missing")
 	}
-	return s, nil
+	return assets, nil
 }
 
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +

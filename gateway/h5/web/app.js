@@ -1,4 +1,4 @@
-// flashgate's claim page. No framework, no innerHTML: everything an admin, a partner or
+// flashgate's claim page. No framework, no HTML parsing of data: everything an admin, a partner or
 // the server writes is set with textContent, as a validated colour, or as an https image
 // address (the page's CSP allows no inline script or style either).
 (function () {
