@@ -178,6 +178,8 @@ const HOSTILE_RULES = '1. One per person.\n2. <b onmouseover=window.__pwned=3>bo
         await sleep(40);
       }
     })();
+    // The console's data needs the token; its files do not.
+    expect((await fetch(ADM + '/admin/v1/console/overview')).status === 401, 'console data served without the token');
     const con = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
     const conErrors = [];
     con.on('pageerror', (e) => conErrors.push(e.message));

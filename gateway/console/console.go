@@ -56,7 +56,18 @@ type Server struct {
 	recon  map[string]reconCached
 	riskAt time.Time
 	risk   []byte
+	// The last overview, shared by every viewer for OverviewTTL: the figures join the
+	// campaign's settled rows, so viewers must not multiply the queries.
+	overAt time.Time
+	over   []byte
 }
+
+// OverviewTTL is how long one overview answers every viewer.
+const OverviewTTL = 900 * time.Millisecond
+
+// RiskWindow is how far back the console's risk top looks. It reads every decision of
+// the window from flash.decisions, so it is short; `riskctl top --since` looks further.
+const RiskWindow = 2 * time.Minute
 
 type asset struct {
 	body  []byte
@@ -156,31 +167,43 @@ func (s *Server) AdminRoute(ctx *fasthttp.RequestCtx, parts []string) bool {
 	}
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var v any
+	var b []byte
 	var err error
 	if parts[1] == "overview" {
-		v, err = s.overview(c)
+		b, err = s.overviewJSON(c)
 	} else {
-		var b []byte
 		b, err = s.riskTop(c)
-		if err == nil {
-			writeJSON(ctx, fasthttp.StatusOK, b)
-			return true
-		}
 	}
 	if err != nil {
 		s.d.Log.Warn("console: request failed", "what", parts[1], "err", err)
 		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"error":"unavailable"}`))
 		return true
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		writeJSON(ctx, fasthttp.StatusInternalServerError, []byte(`{"error":"internal"}`))
-		return true
-	}
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	writeJSON(ctx, fasthttp.StatusOK, b)
 	return true
+}
+
+func (s *Server) overviewJSON(ctx context.Context) ([]byte, error) {
+	s.mu.Lock()
+	if s.over != nil && time.Since(s.overAt) < OverviewTTL {
+		b := s.over
+		s.mu.Unlock()
+		return b, nil
+	}
+	s.mu.Unlock()
+	o, err := s.overview(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(o)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.over, s.overAt = b, time.Now()
+	s.mu.Unlock()
+	return b, nil
 }
 
 // Overview is one refresh of the console.
@@ -341,9 +364,9 @@ type RiskRow struct {
 	Rejected map[string]int `json:"rejected_by_reason"`
 }
 
-// riskTop is `riskctl top` over the last 10 minutes for the console's campaigns: the
-// five busiest devices, IPs and users of each, from flash.decisions. It reads the topic,
-// so it is computed at most every 10 s whoever asks.
+// riskTop is `riskctl top` over the last RiskWindow: the five busiest devices, IPs and
+// users of each campaign, from flash.decisions. It reads the topic, so it is computed at
+// most every 10 s whoever asks.
 func (s *Server) riskTop(ctx context.Context) ([]byte, error) {
 	s.mu.Lock()
 	if s.risk != nil && time.Since(s.riskAt) < 10*time.Second {
@@ -352,9 +375,10 @@ func (s *Server) riskTop(ctx context.Context) ([]byte, error) {
 		return b, nil
 	}
 	s.mu.Unlock()
-	out := map[string]any{"since": time.Now().Add(-10 * time.Minute).UTC(), "campaigns": map[string]any{}}
+	since := time.Now().Add(-RiskWindow)
+	out := map[string]any{"since": since.UTC(), "campaigns": map[string]any{}}
 	if len(s.d.Brokers) > 0 {
-		entries, _, err := decisionlog.Read(ctx, s.d.Brokers, "", time.Now().Add(-10*time.Minute).UnixMilli(), "")
+		entries, _, err := decisionlog.Read(ctx, s.d.Brokers, "", since.UnixMilli(), "")
 		if err != nil {
 			return nil, err
 		}

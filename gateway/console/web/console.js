@@ -245,7 +245,7 @@
         var k = cards[id], v = (j.campaigns || {})[id];
         while (k.risk.firstChild) k.risk.removeChild(k.risk.firstChild);
         if (!v) return;
-        k.risk.appendChild(el('h3', 'sub', 'Risk top (10 min)'));
+        k.risk.appendChild(el('h3', 'sub', 'Risk top (last 2 min)'));
         ['devices', 'ips', 'users'].forEach(function (kind) {
           var t = el('table');
           rows(t, [kind, 'attempts', 'accepted', 'rejected'], (v[kind] || []).map(function (r) {
