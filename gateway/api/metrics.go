@@ -13,10 +13,11 @@ import (
 	"github.com/flashgate/flashgate/scripts"
 )
 
-// MaxCampaignSeries bounds the per-campaign series: the first this many campaigns that
-// answer claims (an existing campaign: an unknown_campaign answer never takes a place)
-// get series of their own; every later one is counted under campaign="other". A bot
-// spraying made-up campaign ids therefore cannot grow /metrics.
+// MaxCampaignSeries bounds the per-campaign series: this many campaigns that answer
+// claims (an existing campaign: an unknown_campaign answer never takes a place) get
+// series of their own; a campaign idle for IdleCampaign gives its place to the next
+// one; the rest are counted under campaign="other". A bot spraying made-up campaign ids
+// therefore cannot grow /metrics.
 const MaxCampaignSeries = 20
 
 // Routes of the public listener, as the latency histogram's route label.
@@ -72,8 +73,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"route", "outcome"})
 	perCampaign := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flashgate_gateway_campaign_claims_total",
-		Help: "Claims answered by campaign and outcome; the first " + strconv.Itoa(MaxCampaignSeries) +
-			" campaigns seen by this process have their own series, the rest are campaign=\"other\".",
+		Help: "Claims answered by campaign and outcome; at most " + strconv.Itoa(MaxCampaignSeries) +
+			" campaigns have their own series (one idle for 10 minutes gives its place to the next), the rest are campaign=\"other\".",
 	}, []string{"campaign", "outcome"})
 	m := &Metrics{byCode: make(map[int]prometheus.Counter, len(answers)),
 		claimLatency: make(map[int]prometheus.Observer, len(answers))}
@@ -122,7 +123,7 @@ func (m *Metrics) observeClaim(start time.Time, code int, campaign []byte) {
 		}
 	}
 	if len(campaign) > 0 {
-		m.campaigns.count(campaign, code)
+		m.campaigns.count(campaign, code, start.Unix())
 	}
 }
 
@@ -145,18 +146,27 @@ const (
 
 // campaignSeries holds the per-campaign counters of at most max campaigns. Reads take
 // an immutable map from an atomic pointer (no lock, no allocation); a new campaign is
-// added under the mutex by copying the map, at most max times in the process's life.
+// added under the mutex by copying the map. When every place is taken, a campaign
+// idle for IdleCampaign gives its place (and its series) to the next new one, so the
+// series follow the sales that are running; while all are busy, newcomers are "other".
 type campaignSeries struct {
-	vec   *prometheus.CounterVec
-	max   int
-	mu    sync.Mutex
-	known atomic.Pointer[map[string]*campaignCounters]
-	other *campaignCounters
+	vec       *prometheus.CounterVec
+	max       int
+	mu        sync.Mutex
+	known     atomic.Pointer[map[string]*campaignCounters]
+	other     *campaignCounters
+	lastEvict atomic.Int64 // unix seconds of the last look for an idle campaign
 }
 
+// IdleCampaign is how long a campaign keeps its own series without a claim once every
+// place is taken.
+const IdleCampaign = 10 * time.Minute
+
 type campaignCounters struct {
+	name        string
 	byCode      map[int]prometheus.Counter
 	unavailable prometheus.Counter
+	last        atomic.Int64 // unix seconds of its last claim
 }
 
 func newCampaignSeries(vec *prometheus.CounterVec, max int) *campaignSeries {
@@ -168,7 +178,7 @@ func newCampaignSeries(vec *prometheus.CounterVec, max int) *campaignSeries {
 }
 
 func (s *campaignSeries) counters(campaign string) *campaignCounters {
-	c := &campaignCounters{byCode: make(map[int]prometheus.Counter, len(answers)),
+	c := &campaignCounters{name: campaign, byCode: make(map[int]prometheus.Counter, len(answers)),
 		unavailable: s.vec.WithLabelValues(campaign, answerUnavailable.label)}
 	for code, a := range answers {
 		c.byCode[code] = s.vec.WithLabelValues(campaign, a.label)
@@ -176,11 +186,14 @@ func (s *campaignSeries) counters(campaign string) *campaignCounters {
 	return c
 }
 
-func (s *campaignSeries) count(campaign []byte, code int) {
+func (s *campaignSeries) count(campaign []byte, code int, now int64) {
 	known := *s.known.Load()
 	c, ok := known[str(campaign)]
 	if !ok {
-		c = s.admit(campaign, code, len(known))
+		c = s.admit(campaign, code, len(known), now)
+	}
+	if c.last.Load() != now { // one write a second, not one per claim
+		c.last.Store(now)
 	}
 	if n, ok := c.byCode[code]; ok {
 		n.Inc()
@@ -189,10 +202,18 @@ func (s *campaignSeries) count(campaign []byte, code int) {
 	c.unavailable.Inc()
 }
 
-// admit gives campaign a place when one is free and the campaign exists, else "other".
-func (s *campaignSeries) admit(campaign []byte, code, seen int) *campaignCounters {
-	if seen >= s.max || code == scripts.CodeUnknownCampaign || code == codeUnavailable || string(campaign) == "other" {
+// admit gives campaign a place when one is free (or an idle campaign's can be taken)
+// and the campaign exists, else "other".
+func (s *campaignSeries) admit(campaign []byte, code, seen int, now int64) *campaignCounters {
+	if code == scripts.CodeUnknownCampaign || code == codeUnavailable || string(campaign) == "other" {
 		return s.other
+	}
+	if seen >= s.max {
+		// Full: look for an idle campaign at most once a second, however many claims
+		// of campaigns without a place arrive.
+		if last := s.lastEvict.Load(); last >= now || !s.lastEvict.CompareAndSwap(last, now) {
+			return s.other
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -200,15 +221,32 @@ func (s *campaignSeries) admit(campaign []byte, code, seen int) *campaignCounter
 	if c, ok := known[string(campaign)]; ok {
 		return c
 	}
+	var evict *campaignCounters
 	if len(known) >= s.max {
-		return s.other
+		for _, c := range known {
+			if idle := c.last.Load(); idle < now-int64(IdleCampaign/time.Second) && (evict == nil || idle < evict.last.Load()) {
+				evict = c
+			}
+		}
+		if evict == nil {
+			return s.other
+		}
 	}
 	name := string(campaign)
 	next := make(map[string]*campaignCounters, len(known)+1)
 	for k, v := range known {
-		next[k] = v
+		if v != evict {
+			next[k] = v
+		}
+	}
+	if evict != nil {
+		s.vec.DeleteLabelValues(evict.name, answerUnavailable.label)
+		for _, a := range answers {
+			s.vec.DeleteLabelValues(evict.name, a.label)
+		}
 	}
 	c := s.counters(name)
+	c.last.Store(now) // not idle before its first count
 	next[name] = c
 	s.known.Store(&next)
 	return c

@@ -147,3 +147,45 @@ func BenchmarkObserveClaim(b *testing.B) {
 		}
 	})
 }
+
+// Once every place is taken, a campaign idle for IdleCampaign gives its place and its
+// series to the next new campaign; busy campaigns keep theirs.
+func TestCampaignSeriesIdleGivesWay(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	old := time.Now().Add(-IdleCampaign - time.Minute)
+	for i := range MaxCampaignSeries {
+		at := time.Now()
+		if i == 3 {
+			at = old // camp-3's last claim was long ago
+		}
+		m.observeClaim(at, scripts.CodeAccepted, []byte("camp-"+strconv.Itoa(i)))
+	}
+	m.observeClaim(time.Now(), scripts.CodeAccepted, []byte("next-sale"))
+	known := *m.campaigns.known.Load()
+	if len(known) != MaxCampaignSeries || known["next-sale"] == nil || known["camp-3"] != nil {
+		names := []string{}
+		for k := range known {
+			names = append(names, k)
+		}
+		t.Fatalf("places %v: want next-sale in camp-3's place", names)
+	}
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "campaign" && l.GetValue() == "camp-3" {
+					t.Errorf("camp-3's series survived its eviction")
+				}
+			}
+		}
+	}
+	// Everyone busy now: the next newcomer (a second later) is "other".
+	m.observeClaim(time.Now().Add(time.Second), scripts.CodeAccepted, []byte("third-sale"))
+	if (*m.campaigns.known.Load())["third-sale"] != nil {
+		t.Error("a busy campaign was evicted")
+	}
+	if got := counterValue(t, m.campaigns.other.byCode[scripts.CodeAccepted]); got != 1 {
+		t.Errorf("other accepted = %v, want 1", got)
+	}
+}
