@@ -28,6 +28,7 @@ build: ## build gateway, settler, bench, riskctl and the dev broker into bin/
 
 run: build ## run gateway and settler in the foreground, each as its own Redis user and Postgres role (Ctrl-C stops them)
 	@scripts/stack.sh up
+	@echo "run: claim page http://127.0.0.1:8080/h5/<campaign>  console http://127.0.0.1:8081/console/  prometheus http://127.0.0.1:19090/alerts"
 	@trap 'kill 0' INT TERM EXIT; source scripts/dev-credentials.sh; env "$${SETTLER_ENV[@]}" bin/settler & env "$${GATEWAY_ENV[@]}" bin/gateway & wait
 
 demo: ## a whole flash sale end to end: stack up, gateway+settler, sale, settlement, verified guarantees; stops what it started
@@ -39,7 +40,8 @@ demo: ## a whole flash sale end to end: stack up, gateway+settler, sale, settlem
 FUZZTIME ?= 10s
 TEST_FUZZTIME ?= 5s
 
-test: vet ## every test (vet, gofmt, unit + integration against real servers with -race, then a short fuzz run); starts and stops the stack as needed
+test: vet ## every test (vet, gofmt, unit + integration against real servers with -race, browser tests in chromium, promtool on the alerting rules, then a short fuzz run); starts and stops the stack as needed
+	@scripts/browser-deps.sh
 	@scripts/with-stack.sh $(GO) test -race -count=1 -timeout 40m ./...
 	@GO=$(GO) FUZZTIME=$(TEST_FUZZTIME) scripts/fuzz.sh
 

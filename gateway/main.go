@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,8 @@ import (
 	"github.com/flashgate/flashgate/gateway/api"
 	"github.com/flashgate/flashgate/gateway/catalog"
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/gateway/console"
+	"github.com/flashgate/flashgate/gateway/h5"
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
@@ -97,7 +100,12 @@ type config struct {
 	decisions, shortCircuit                                                  bool
 	produceMode                                                              string
 	settlerGroup, recoveryBLs                                                string
-	recoveryInterval, recoveryCatchUp, acceptGrace, rejectTTL                time.Duration
+	corsOrigins                                                              string
+	origins                                                                  []string
+	// faultClaim503 is FLASH_FAULT_CLAIM_503=n (browser tests of the claim page only):
+	// the first n accepted claims are answered 503 after they were made.
+	faultClaim503                                             int64
+	recoveryInterval, recoveryCatchUp, acceptGrace, rejectTTL time.Duration
 	// faultExitAfterScript is FLASH_FAULT_EXIT_AFTER_SCRIPT=1 (test-only, see usage).
 	faultExitAfterScript bool
 
@@ -150,6 +158,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	f.Int(&c.maxConns, "max-conns", "FLASH_MAX_CONNS", publicMaxConns, "public listener: most open connections overall (1..1048576); one more is answered 503 and closed")
 	f.Int(&c.maxConnsPerIP, "max-conns-per-ip", "FLASH_MAX_CONNS_PER_IP", publicMaxConnsPerIP, "public listener: most open connections from one TCP peer address (0 = no limit, else at most -max-conns); one more is answered 429 and closed. Behind a load balancer every connection comes from it: raise or disable")
 	f.Bool(&c.trustBodyUser, "trust-body-user", "FLASH_TRUST_BODY_USER", false, "without FLASH_USER_TOKEN_SECRET, believe the user_id a request names even on a non-loopback -http-addr: an authenticating proxy in front vouches for it")
+	f.String(&c.corsOrigins, "cors-origins", "FLASH_CORS_ORIGINS", "", "comma-separated origins (https://app.example.com) whose web pages may call the public API from a browser; default none (the claim page at /h5/ is same-origin)")
 	f.String(&c.logLevel, "log-level", "FLASH_LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -175,6 +184,16 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		c.faultExitAfterScript = true
 	default:
 		return nil, usageError{fmt.Errorf("FLASH_FAULT_EXIT_AFTER_SCRIPT=%q, want 1 or unset", v)}
+	}
+	if v := f.Secret("FLASH_FAULT_CLAIM_503"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return nil, usageError{fmt.Errorf("FLASH_FAULT_CLAIM_503=%q, want a count", v)}
+		}
+		c.faultClaim503 = n
+	}
+	if c.origins, err = h5.ParseOrigins(c.corsOrigins); err != nil {
+		return nil, usageError{err}
 	}
 	if c.proxies, err = parseProxies(c.trustedProxies); err != nil {
 		return nil, usageError{err}
@@ -398,7 +417,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if acfg.PendingMine, err = vouchers.NewPendingScan(rdb, claims); err != nil {
 		return err
 	}
-	pub, err := api.New(acfg, claims, vs, claims, api.NewMetrics(reg), log)
+	apiMetrics := api.NewMetrics(reg)
+	pub, err := api.New(acfg, claims, vs, claims, apiMetrics, log)
+	if err != nil {
+		return err
+	}
+	if cfg.faultClaim503 > 0 {
+		log.Warn("FLASH_FAULT_CLAIM_503 set: accepted claims are answered 503 (tests only)", "count", cfg.faultClaim503)
+	}
+	page, err := h5.New(h5.Config{CORSOrigins: cfg.origins, FaultClaim503: cfg.faultClaim503}, pg, apiMetrics, log)
 	if err != nil {
 		return err
 	}
@@ -423,7 +450,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	con, err := console.New(console.Deps{PG: pg, Catalog: cat, Reconciler: recon, Gatherer: reg, Brokers: brokers, Log: log})
+	if err != nil {
+		return err
+	}
 	adm, err := admin.New(admin.Config{
+		Console:    con.Handler,
+		Routes:     []func(*fasthttp.RequestCtx, []string) bool{page.AdminRoute, con.AdminRoute},
 		Addr:       cfg.adminAddr,
 		Token:      cfg.adminToken,
 		Tokens:     cfg.adminTokens,
@@ -443,7 +476,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fastLog := fasthttpLogger{log}
 	publicSrv := &fasthttp.Server{
 		Name:               "flashgate",
-		Handler:            pub.Handler,
+		Handler:            page.Public(pub.Handler),
 		ErrorHandler:       api.ErrorHandler,
 		MaxRequestBodySize: api.MaxBodyBytes, // declared, undeclared and chunked: 413
 		ReadBufferSize:     cfg.maxHeaderBytes,

@@ -5,7 +5,7 @@
 #   scripts/stack.sh up       install what is missing, start what is not running, wait until
 #                             each server answers (idempotent)
 #   scripts/stack.sh down     stop what is running, by PID
-#   scripts/stack.sh status   exit 0 when all three answer
+#   scripts/stack.sh status   exit 0 when all three answer (Prometheus is reported, not required)
 #   scripts/stack.sh wipe     down, then delete .stack/ (all data)
 #   REDIS=sentinel scripts/stack.sh up   (make up REDIS=sentinel) also a replica of Redis
 #                             and three Sentinels (quorum 2) watching the primary as
@@ -15,6 +15,8 @@
 #   Redis 127.0.0.1:16379, Postgres 127.0.0.1:15432, broker 127.0.0.1:19092.
 #   With REDIS=sentinel: replica 127.0.0.1:16380, Sentinels 127.0.0.1:26379-26381
 #   (FLASH_REDIS_SENTINELS=127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381).
+# Prometheus on 127.0.0.1:19090 scrapes the processes `make run` starts
+# (scripts/prometheus/prometheus.yml, alerting rules in scripts/prometheus/rules.yml).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +27,7 @@ BROKER_PORT=19092
 REPLICA_PORT=16380
 SENTINEL_PORTS="26379 26380 26381"
 REDIS_MASTER_NAME=flashgate
+PROM_PORT=19090
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_USER=postgres # the unprivileged OS user the Postgres server runs as
 
@@ -267,6 +270,32 @@ broker_up() {
 
 broker_down() { alive "$STACK/broker.pid" && kill "$(cat "$STACK/broker.pid")" 2>/dev/null; stop_pid broker "$STACK/broker.pid"; }
 
+# --- Prometheus ------------------------------------------------------------------------
+# Debian's prometheus (also brings promtool, which `make test` uses on the rules). Its
+# config and rules are read from the repo, so a change reaches the next up (a running
+# server is told to reload with SIGHUP).
+prom_up() {
+  command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_install prometheus
+  command -v prometheus >/dev/null || die "prometheus is missing after apt-get install prometheus"
+  local conf=$ROOT/scripts/prometheus/prometheus.yml
+  promtool check config "$conf" >"$STACK/logs/promtool.log" 2>&1 ||
+    die "scripts/prometheus/prometheus.yml or its rules are invalid; see $STACK/logs/promtool.log"
+  if alive "$STACK/prometheus.pid" && port_open $PROM_PORT; then
+    kill -HUP "$(cat "$STACK/prometheus.pid")"
+    say "prometheus already running on 127.0.0.1:$PROM_PORT (config reloaded)"; return
+  fi
+  port_open $PROM_PORT && die "port $PROM_PORT is taken by another process (not our prometheus)"
+  mkdir -p "$STACK/prometheus"
+  nohup prometheus --config.file="$conf" --storage.tsdb.path="$STACK/prometheus" \
+    --storage.tsdb.retention.time=7d --web.listen-address=127.0.0.1:$PROM_PORT \
+    >>"$STACK/logs/prometheus.log" 2>&1 </dev/null &
+  echo $! >"$STACK/prometheus.pid"
+  wait_for prometheus 300 port_open $PROM_PORT
+  say "prometheus up on http://127.0.0.1:$PROM_PORT (scraping gateway :8081, settler :8082)"
+}
+
+prom_down() { alive "$STACK/prometheus.pid" && kill "$(cat "$STACK/prometheus.pid")" 2>/dev/null; stop_pid prometheus "$STACK/prometheus.pid"; }
+
 stop_pid() { # name pidfile: wait up to 10s for a stopped process, then SIGKILL
   local name=$1 pidf=$2
   [ -f "$pidf" ] || return 0
@@ -281,6 +310,7 @@ status() {
   if redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; then echo "redis    up   127.0.0.1:$REDIS_PORT"; else echo "redis    down"; ok=1; fi
   if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p $PG_PORT 2>/dev/null; then echo "postgres up   127.0.0.1:$PG_PORT"; else echo "postgres down"; ok=1; fi
   if port_open $BROKER_PORT; then echo "broker   up   127.0.0.1:$BROKER_PORT"; else echo "broker   down"; ok=1; fi
+  if port_open $PROM_PORT; then echo "prometheus up 127.0.0.1:$PROM_PORT"; else echo "prometheus down"; fi
   return $ok
 }
 
@@ -293,9 +323,10 @@ case "${1:-}" in
       "" | single) ;;
       *) die "REDIS=$REDIS: want sentinel (a replica and three Sentinels) or nothing" ;;
     esac
-    pg_up; broker_up ;;
-  down) broker_down || true; redis_ha_down || true; redis_down || true; pg_down || true; say "stopped" ;;
+    pg_up; broker_up; prom_up ;;
+  prometheus) prom_up ;; # Prometheus alone (the other servers untouched)
+  down) prom_down || true; broker_down || true; redis_ha_down || true; redis_down || true; pg_down || true; say "stopped" ;;
   status) st=0; status || st=$?; redis_ha_status; exit $st ;;
   wipe) "$0" down; rm -rf "$STACK"; say "wiped $STACK" ;;
-  *) echo "usage: scripts/stack.sh up|down|status|wipe" >&2; exit 2 ;;
+  *) echo "usage: scripts/stack.sh up|down|status|wipe|prometheus" >&2; exit 2 ;;
 esac

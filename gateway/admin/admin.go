@@ -75,6 +75,13 @@ type Config struct {
 	// dependencies allow). Nil: the campaign shows the catalog's own comparison and
 	// /reconcile answers 404.
 	Reconciler *reconcile.Reconciler
+	// Console, when set, serves /console/ (the operations page, gateway/console): its
+	// assets need no token; everything it shows comes from /admin/v1/ with the token.
+	Console fasthttp.RequestHandler
+	// Routes are more /admin/v1/ routes (the claim page's theme, the console's data),
+	// tried after the token check and before 404. Each gets the path after /admin/v1/
+	// split on "/" and returns false when it is not its own.
+	Routes []func(ctx *fasthttp.RequestCtx, parts []string) bool
 }
 
 // Server is the admin API.
@@ -177,6 +184,10 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 		return
 	}
+	if s.cfg.Console != nil && (path == "/console" || strings.HasPrefix(path, "/console/")) {
+		s.cfg.Console(ctx)
+		return
+	}
 	if strings.HasPrefix(path, "/debug/pprof/") {
 		// Go's profiles (CPU, heap, goroutines, ...): what an SRE takes from a gateway at
 		// peak. They reveal internals, so they need the admin token like /admin/v1/.
@@ -261,6 +272,11 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 				func() bool { s.putSegment(ctx, id); return ok2xx(ctx) })
 		}
 	default:
+		for _, r := range s.cfg.Routes {
+			if r(ctx, parts) {
+				return
+			}
+		}
 		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
 	}
 }

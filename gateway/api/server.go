@@ -136,6 +136,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	case bytes.HasPrefix(path, pathClaimsPrefix):
 		rest := path[len(pathClaimsPrefix):]
 		if bytes.HasSuffix(rest, suffixRedeem) {
+			defer s.metrics.observeRoute(ctx, RouteRedeem)
 			if !ctx.IsPost() {
 				ctx.Response.Header.Set("Allow", "POST")
 				writeJSON(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
@@ -144,6 +145,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			s.redeem(ctx, rest[:len(rest)-len(suffixRedeem)])
 			return
 		}
+		defer s.metrics.observeRoute(ctx, RouteGet)
 		if !ctx.IsGet() {
 			ctx.Response.Header.Set("Allow", "GET")
 			writeJSON(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
@@ -159,6 +161,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		s.mine(ctx)
 	default:
 		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
+		s.metrics.observeRoute(ctx, RouteOther)
 	}
 }
 
@@ -197,6 +200,7 @@ func (s *Server) claim(ctx *fasthttp.RequestCtx) {
 	if status, msg := s.decode(ctx, st); status != 0 {
 		s.metrics.invalid.Inc()
 		st.out = writeInvalid(ctx, st.out, status, msg)
+		s.metrics.observeClaim(ctx.Time(), codeInvalid, nil)
 		return
 	}
 	if sub != nil && st.req.UserID != str(sub) {
@@ -219,14 +223,18 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, st *reqState, err error) {
 		s.metrics.unavailable.Inc()
 		ctx.Response.Header.SetBytesKV(hdrRetryAfter, valOne)
 		writeJSON(ctx, answerUnavailable.status, answerUnavailable.body)
+		s.metrics.observeClaim(ctx.Time(), codeUnavailable, st.body.CampaignID)
 		return
 	}
 	a, ok := answers[r.Code]
 	if !ok {
 		s.log.Error("claim script returned an unknown code", "code", r.Code)
 		writeJSON(ctx, answerUnavailable.status, answerUnavailable.body)
+		s.metrics.observeClaim(ctx.Time(), codeUnavailable, st.body.CampaignID)
 		return
 	}
+	// Timed once the answer is in the response: the script and the produce included.
+	defer s.metrics.observeClaim(ctx.Time(), r.Code, st.body.CampaignID)
 	s.metrics.outcome(r.Code).Inc()
 	switch {
 	case r.Code == scripts.CodeAccepted:

@@ -44,6 +44,8 @@ var Grants = map[string][]string{
 		// X-Partner-Key: a quota set is replaced whole.
 		`GRANT SELECT, INSERT, UPDATE ON partners TO flashgate_gateway`,
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON partner_quotas TO flashgate_gateway`,
+		// The claim page's themes (gateway/h5): the admin API writes, the page reads.
+		`GRANT SELECT, INSERT, UPDATE ON campaign_pages TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
