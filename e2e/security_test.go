@@ -213,7 +213,9 @@ func TestRolesCannotDeleteOrAlter(t *testing.T) {
 		settlerID: {`DELETE FROM claims WHERE false`, `TRUNCATE claims`, `DELETE FROM budget_ledger WHERE false`,
 			`UPDATE claims SET value = value WHERE false`, `UPDATE campaigns SET budget = budget WHERE false`},
 		riskctlID: {`DELETE FROM risk_audit WHERE false`, `UPDATE risk_audit SET reason = reason WHERE false`,
-			`TRUNCATE risk_audit`, `SELECT count(*) FROM claims`, `DELETE FROM claims WHERE false`},
+			`TRUNCATE risk_audit`, `SELECT count(*) FROM budget_ledger`, `DELETE FROM claims WHERE false`,
+			// revoke reads claims and sets expires_at/revoked_at (issue 14), nothing else of them
+			`UPDATE claims SET state = state WHERE false`, `UPDATE claims SET value = value WHERE false`},
 		benchID: {`INSERT INTO claims SELECT * FROM claims WHERE false`, `DELETE FROM claims WHERE false`,
 			`UPDATE claims SET state = state WHERE false`},
 	}

@@ -242,7 +242,7 @@
       var rows = list && Array.isArray(list.claims) ? list.claims : null;
       if (rows) return rows;
       return Promise.all(ids.map(function (id) {
-        return fetch('/v1/claims/' + encodeURIComponent(id), { headers: headers(false), cache: 'no-store' })
+        return fetch('/v1/claims/' + encodeURIComponent(id) + (me.token ? '' : '?user_id=' + encodeURIComponent(me.user)), { headers: headers(false), cache: 'no-store' })
           .then(function (r) { return r.ok ? r.json() : { claim_id: id, state: 'unknown' }; })
           .catch(function () { return { claim_id: id, state: 'unknown' }; });
       }));
