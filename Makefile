@@ -64,5 +64,5 @@ peak: ## issue 6's side-by-side figures: batched vs per-request vs sync produce,
 
 chaos: ## kill -9 / SIGSTOP each part under steady load on private servers, verify after each; table in out/chaos/<time>/ (SEED=n to replay)
 	@mkdir -p out/chaos
-	FLASH_CHAOS=full $(if $(SEED),FLASH_CHAOS_SEED=$(SEED)) $(GO) test -count=1 -timeout 90m -run '^TestChaos$$' -v ./e2e 2>&1 \
+	FLASH_CHAOS=full $(if $(SEED),FLASH_CHAOS_SEED=$(SEED)) $(GO) test -count=1 -timeout 90m -run '^(TestChaos|TestSentinelFailoverUnderLoad)$$' -v ./e2e 2>&1 \
 		| tee out/chaos/last.log | grep --line-buffered -v 'testenv.go:[0-9]*: \[' ; exit $${PIPESTATUS[0]}
