@@ -292,7 +292,10 @@ local function decide(i)
 
   local m = cached(metas, KEYS[k + 1], META_FIELDS)
   if not m[1] then
-    return UNKNOWN_CAMPAIGN, 0, '', 0, 0, 0, '', 0
+    -- The gateway runs this script only for a campaign its route found in Redis, so a
+    -- meta without "bl" now means the state was lost or is being rebuilt (fence.lua
+    -- leaves only its token): 503, retry, nothing remembered (issue 21.5).
+    return NOT_WARM, 0, '', 0, 0, 0, '', 0
   end
   -- The gateway routes the business-line and segment keys from a cached copy of the
   -- campaign; if that copy is stale the script refuses rather than touch the wrong key.

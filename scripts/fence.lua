@@ -10,8 +10,9 @@
 -- request_id is decided afresh once the rebuild restores it. Each campaign's meta also
 -- gets "recovering" = token, which stops release.lua and tells GET /admin/v1/campaigns
 -- why claims are refused. A meta key that was lost is created with that field only; the
--- claim script reads no "bl" from it and answers unknown_campaign without taking
--- anything until the rebuild writes the whole campaign back.
+-- claim script reads no "bl" from it and answers NOT_WARM (503) without taking anything,
+-- and the gateway's route sees the token and answers 503 too, until the rebuild writes
+-- the whole campaign back.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) == false then
   if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return 0

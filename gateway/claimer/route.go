@@ -2,6 +2,7 @@ package claimer
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,14 +170,21 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 	// The caller's string may view a request buffer; the cache keeps its own copy.
 	campaign = strings.Clone(campaign)
 	pipe := rs.rdb.Pipeline()
-	meta := pipe.HMGet(ctx, rkeys.Meta(campaign), "bl", "seg", "starts", "ends", "paused")
+	meta := pipe.HMGet(ctx, rkeys.Meta(campaign), "bl", "seg", "starts", "ends", "paused", rkeys.FieldRecovering)
 	skus := pipe.SMembers(ctx, rkeys.SKUs(campaign))
+	known := pipe.Exists(ctx, rkeys.Campaigns)
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 		return nil, err
 	}
 	vals := meta.Val()
 	bl, _ := vals[0].(string)
 	if bl == "" {
+		if vals[5] != nil || known.Val() == 0 {
+			// A recovery is rebuilding the campaign (fence.lua left only its token), or
+			// this Redis holds no campaign at all (it lost its data and no recovery has
+			// started yet): the campaign may well exist - 503, retry; never cached.
+			return nil, errRebuilding
+		}
 		return &route{campaign: campaign, missing: true, expiresAt: now.Add(rs.negative)}, nil
 	}
 	seg, _ := vals[1].(string)
@@ -205,6 +213,9 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 	}
 	return rt, nil
 }
+
+// errRebuilding: the campaign's state is being rebuilt (or is about to be): retry.
+var errRebuilding = errors.New("campaign state is being rebuilt after a Redis loss")
 
 func metaInt(v any) int64 {
 	s, _ := v.(string)

@@ -260,10 +260,13 @@ func Stamp(ctx context.Context, rdb *redis.Client, campaign string) error {
 	return nil
 }
 
-func (r *Recoverer) liveCampaigns(ctx context.Context) ([]liveCampaign, []string, error) {
+// liveCampaigns returns the live campaigns and business lines of the books, from a list
+// at most ListEvery old - or read afresh when fresh is set (a Redis that lost data: a
+// campaign created since the last list must be rebuilt too).
+func (r *Recoverer) liveCampaigns(ctx context.Context, fresh bool) ([]liveCampaign, []string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.live != nil && r.now().Sub(r.listedAt) < r.cfg.ListEvery {
+	if !fresh && r.live != nil && r.now().Sub(r.listedAt) < r.cfg.ListEvery {
 		return r.live, r.bls, nil
 	}
 	only := r.cfg.BusinessLines
@@ -344,10 +347,6 @@ func (r *Recoverer) detect(ctx context.Context) (string, []Finding, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	live, bls, err := r.liveCampaigns(ctx)
-	if err != nil {
-		return "", nil, err
-	}
 	pre := r.rdb.Pipeline()
 	last := pre.Get(ctx, ServerRunID)
 	members := pre.SMembers(ctx, rkeys.Campaigns)
@@ -355,6 +354,12 @@ func (r *Recoverer) detect(ctx context.Context) (string, []Finding, error) {
 		return "", nil, fmt.Errorf("detect: %w", err)
 	}
 	full := len(members.Val()) == 0 || (last.Err() == nil && last.Val() != runID)
+	// A full pass works from Postgres's list as it is now, never a cached one: a campaign
+	// created since the last list may be exactly the one Redis lost (issue 21.5).
+	live, bls, err := r.liveCampaigns(ctx, full)
+	if err != nil {
+		return "", nil, err
+	}
 	known := make(map[string]bool, len(members.Val()))
 	for _, c := range members.Val() {
 		known[c] = true
