@@ -48,22 +48,27 @@ func TestClaimPageAndConsole(t *testing.T) {
 	testenv.RequireBroker(t)
 	pg := testenv.PG(t) // migrated, with the campaign_pages table
 	group := testenv.ID(t, "browser-settler")
+	// run.js creates this business line. The background work that acts on every
+	// campaign of the shared stack (reconciliation repairs, expiry, Redis-loss recovery)
+	// is off or kept to it, so this test never rebuilds another test's counters.
+	bl := testenv.ID(t, "bl-h5")
 	testenv.GroupAtEnd(t, testenv.Brokers(), group, kafkaopt.ClaimsTopic)
 	common := []string{"FLASH_REDIS_ADDR=" + testenv.RedisAddr(), "FLASH_PG_URL=" + testenv.PGURL(),
 		"FLASH_KAFKA_BROKERS=" + testenv.BrokerList()}
 	pub, adm, st := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
 	gw := testenv.Start(t, testenv.Build(t, "./gateway"), append(common,
 		"FLASH_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(pub), "FLASH_ADMIN_ADDR=127.0.0.1:"+strconv.Itoa(adm),
-		"FLASH_ADMIN_TOKEN="+adminToken, "FLASH_SETTLER_GROUP="+group,
+		"FLASH_ADMIN_TOKEN="+adminToken, "FLASH_SETTLER_GROUP="+group, "FLASH_RECOVERY_BUSINESS_LINES="+bl,
 		// The first accepted claim's answer is lost: the page's retry must get it back.
 		"FLASH_FAULT_CLAIM_503=1"))
 	gw.WaitReady(t, "http://127.0.0.1:"+strconv.Itoa(adm)+"/readyz")
 	stl := testenv.Start(t, testenv.Build(t, "./settler"), append(common,
-		"FLASH_SETTLER_ADDR=127.0.0.1:"+strconv.Itoa(st), "FLASH_SETTLER_GROUP="+group))
+		"FLASH_SETTLER_ADDR=127.0.0.1:"+strconv.Itoa(st), "FLASH_SETTLER_GROUP="+group,
+		"FLASH_RECOVERY_BUSINESS_LINES="+bl, "FLASH_RECONCILE_INTERVAL=0", "FLASH_EXPIRE_INTERVAL=0"))
 	stl.WaitReady(t, "http://127.0.0.1:"+strconv.Itoa(st)+"/healthz")
 
 	env := append(os.Environ(), "FG_PUBLIC=http://127.0.0.1:"+strconv.Itoa(pub),
-		"FG_ADMIN=http://127.0.0.1:"+strconv.Itoa(adm), "FG_TOKEN="+adminToken, "FG_CHROMIUM="+chromium)
+		"FG_ADMIN=http://127.0.0.1:"+strconv.Itoa(adm), "FG_TOKEN="+adminToken, "FG_CHROMIUM="+chromium, "FG_BL="+bl)
 	if os.Getenv("FLASH_UPDATE_SCREENSHOTS") == "1" {
 		env = append(env, "FG_SHOTS="+filepath.Join(root, "docs"))
 	}

@@ -3,6 +3,7 @@
 // and a settler and passes their addresses:
 //   FG_PUBLIC, FG_ADMIN   base URLs of the gateway's listeners
 //   FG_TOKEN              the admin token
+//   FG_BL                 the business line to create (the settler's recovery is kept to it)
 //   FG_SHOTS              a folder to write the screenshots to (optional)
 // Prints one JSON line {"ok":true,...} for the Go test to check against Postgres; any
 // failed expectation exits 1 with the reason.
@@ -43,7 +44,7 @@ const HOSTILE_TITLE = '<img src=x onerror=window.__pwned=1></script><script>__pw
 const HOSTILE_RULES = '1. One per person.\n2. <b onmouseover=window.__pwned=3>bold?</b>\n3. </textarea><svg onload=window.__pwned=4>';
 
 (async () => {
-  const bl = rid('bl-h5');
+  const bl = process.env.FG_BL || rid('bl-h5');
   await admin('PUT', '/admin/v1/business-lines/' + bl, { budget: 1_000_000 });
   // A: the opening second. One voucher in stock: the first user gets it, the late one
   // is told it is sold out. Opens a few seconds from now, after the browser is up.

@@ -33,8 +33,9 @@ import (
 //go:embed web
 var webFS embed.FS
 
-// MaxCampaigns is how many campaigns the overview shows: those open now or ending
-// within the last hour, the most recently started first.
+// MaxCampaigns is how many campaigns the overview shows: those open now (the most
+// recently opened first), then those opening within a day (the soonest first), then
+// those ended within the last hour.
 const MaxCampaigns = 12
 
 // Deps are what the console reads.
@@ -238,8 +239,12 @@ type CampaignView struct {
 func (s *Server) overview(ctx context.Context) (*Overview, error) {
 	o := &Overview{AtMs: time.Now().UnixMilli(), Campaigns: []CampaignView{}, Outcomes: map[string]int64{},
 		PerCampaign: map[string]map[string]int64{}}
+	// Open sales first (the most recently opened first), then the next to open, then
+	// those ended within the hour.
 	rows, err := s.d.PG.Query(ctx, `SELECT id FROM campaigns WHERE ends_at > now() - interval '1 hour'
-		AND starts_at < now() + interval '1 day' ORDER BY starts_at DESC, id LIMIT $1`, MaxCampaigns)
+		AND starts_at < now() + interval '1 day'
+		ORDER BY CASE WHEN starts_at <= now() AND ends_at > now() THEN 0 WHEN starts_at > now() THEN 1 ELSE 2 END,
+			CASE WHEN starts_at > now() THEN starts_at END, starts_at DESC, id LIMIT $1`, MaxCampaigns)
 	if err != nil {
 		return nil, err
 	}
@@ -255,12 +260,33 @@ func (s *Server) overview(ctx context.Context) (*Overview, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	for _, id := range ids {
-		f, err := s.d.Catalog.Figures(ctx, id)
-		if err != nil {
-			return nil, err
+	// Each campaign on its own (four at a time), each bounded: one slow or failing
+	// campaign is left out of this refresh instead of stalling the whole page.
+	views := make([]*CampaignView, len(ids))
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			c, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			f, err := s.d.Catalog.Figures(c, id)
+			if err != nil {
+				s.d.Log.Warn("console: campaign figures failed", "campaign", id, "err", err)
+				return
+			}
+			views[i] = &CampaignView{Figures: f, Reconciliation: s.reconciliation(c, id, f)}
+		})
+	}
+	wg.Wait()
+	for _, v := range views {
+		if v != nil {
+			o.Campaigns = append(o.Campaigns, *v)
 		}
-		o.Campaigns = append(o.Campaigns, CampaignView{Figures: f, Reconciliation: s.reconciliation(ctx, id, f)})
+	}
+	if len(ids) > 0 && len(o.Campaigns) == 0 {
+		return nil, errors.New("no campaign's figures could be read")
 	}
 	if err := s.gather(o); err != nil {
 		return nil, err
@@ -280,7 +306,7 @@ func (s *Server) reconciliation(ctx context.Context, id string, f *catalog.Figur
 	if ok && time.Since(c.at) < 3*time.Second {
 		return c.v
 	}
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	var v any
 	if rep, err := s.d.Reconciler.Campaign(rctx, id); err != nil {
