@@ -14,18 +14,18 @@ import (
 // the token's sub is the user. This file holds every decision about who the caller is;
 // the handlers only ask Auth.user.
 //
-// Verification: the signature is checked by golang-jwt/jwt/v5 (a maintained library, the
-// one issue 14 names): jwt.SigningMethodHS256.Verify, HMAC-SHA256 compared in constant
-// time, over the token's raw bytes. Header and claims are not decoded by the library's
-// ParseWithClaims (encoding/json into a map and a struct: ~46 allocations, ~11 µs, more
-// than the 5 µs issue 14 allows a first-seen token, and in a flash sale a million users
-// each tap once, so the first sight IS the per-request cost). auth_jws.go decodes them
-// with a strict, pooled fastjson reader and applies the library's rules as NewAuth
-// configures it - alg exactly HS256 before any key use, exp required, nbf honoured, no
-// leeway - refusing, besides, a few spellings the library would accept (duplicate or
-// case-folded registered claims, "crit", numeric strings, non-canonical base64: listed
-// there). FuzzVerifyDifferential (auth_differential_test.go) holds the two to the same
-// verdict, sub, exp and nbf on every input; docs/SECURITY.md "The fast verifier".
+// Verification (auth_jws.go): golang-jwt/jwt/v5's ParseWithClaims (encoding/json into
+// a map and a struct, hmac.New per call: ~46 allocations, ~11 µs) costs more than the
+// 5 µs issue 14 allows a first-seen token, and in a flash sale a million users each tap
+// once, so the first sight IS the per-request cost. auth_jws.go applies the library's
+// rules as NewAuth configured it - alg exactly HS256 before any key use, the signature
+// by HMAC-SHA256 in constant time (crypto/hmac, as the library's Verify, keyed once
+// per pooled scratch), exp required, nbf honoured, no leeway - reading header and
+// claims with a strict, pooled fastjson reader, and refuses, besides, a few spellings
+// the library would accept (duplicate or case-folded registered claims, "crit",
+// numeric strings, non-canonical base64: listed there). FuzzVerifyDifferential
+// (auth_differential_test.go) holds it to the library's ParseWithClaims - same
+// verdict, sub, exp and nbf - on every input; docs/SECURITY.md "The fast verifier".
 //
 // The claim handler allocates nothing per request (alloc_test.go), so a verified token
 // is also remembered in a small bounded cache (tokenCache) and a client that sends the
@@ -34,10 +34,10 @@ import (
 
 // Auth verifies end-user tokens. Safe for concurrent use.
 type Auth struct {
-	secret []byte
-	key    any // secret, boxed once for jwt.SigningMethodHS256.Verify
-	cache  tokenCache
-	now    func() time.Time
+	secret  []byte
+	cache   tokenCache
+	scratch sync.Pool // of *jwsScratch (auth_jws.go)
+	now     func() time.Time
 }
 
 // maxTokenBytes bounds the token a request may carry (a sign-in service's HS256 token
@@ -51,7 +51,7 @@ func NewAuth(secret []byte) (*Auth, error) {
 		return nil, errors.New("user token secret (FLASH_USER_TOKEN_SECRET): at least 32 bytes are required")
 	}
 	a := &Auth{secret: bytes.Clone(secret), now: time.Now}
-	a.key = a.secret
+	a.initScratch()
 	a.cache.init()
 	return a, nil
 }

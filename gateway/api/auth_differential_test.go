@@ -469,3 +469,50 @@ func TestVerifyDifferentialRandomClaims(t *testing.T) {
 		t.Fatalf("only %d of 4000 random tokens accepted: the generator is not exercising acceptance", accepted)
 	}
 }
+
+// The pooled, pre-keyed HMAC decides exactly as the library's
+// jwt.SigningMethodHS256.Verify: right signatures, one flipped bit, random bytes, a
+// truncated or extended signature, another key's signature, one scratch reused across
+// all of them (Reset must bring back the keyed state).
+func TestMACMatchesLibrary(t *testing.T) {
+	a := newAuth(t)
+	s := a.scratch.Get().(*jwsScratch)
+	r := rand.New(rand.NewPCG(14, 6))
+	agree, accepted := 0, 0
+	for i := range 3000 {
+		text := make([]byte, r.IntN(300))
+		for j := range text {
+			text[j] = byte(r.IntN(256))
+		}
+		m := hmac.New(sha256.New, testSecret)
+		if i%7 == 0 {
+			m = hmac.New(sha256.New, wrongSecret)
+		}
+		m.Write(text)
+		sig := m.Sum(nil)
+		switch i % 5 {
+		case 1:
+			sig[r.IntN(len(sig))] ^= 1 << r.IntN(8)
+		case 2:
+			for j := range sig {
+				sig[j] = byte(r.IntN(256))
+			}
+		case 3:
+			sig = sig[:r.IntN(len(sig))]
+		case 4:
+			sig = append(sig, 0)
+		}
+		got := s.macOK(text, sig)
+		want := jwt.SigningMethodHS256.Verify(string(text), sig, testSecret) == nil
+		if got != want {
+			t.Fatalf("case %d: pooled HMAC says %v, the library's Verify %v (text %x, sig %x)", i, got, want, text, sig)
+		}
+		agree++
+		if got {
+			accepted++
+		}
+	}
+	if accepted < 300 || accepted == agree {
+		t.Fatalf("%d of %d signatures accepted: the cases do not exercise both answers", accepted, agree)
+	}
+}
