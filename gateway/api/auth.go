@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/valyala/fasthttp"
 )
 
@@ -15,21 +14,30 @@ import (
 // the token's sub is the user. This file holds every decision about who the caller is;
 // the handlers only ask Auth.user.
 //
-// Verification is golang-jwt/jwt/v5's: a maintained library (the one issue 14 names)
-// whose parser rejects alg "none" and every algorithm outside WithValidMethods before
-// the key is used, compares HMACs in constant time, and checks exp/nbf. Its parse
-// allocates (the base64 and JSON decoding of header and claims: ~30 allocations, a
-// few microseconds). The claim handler allocates nothing per request (alloc_test.go),
-// so a verified token is remembered in a small bounded cache (tokenCache) and a client
-// that sends the same token again - an app sends one token for its whole session - is
-// answered from the cache without allocating.
+// Verification (auth_jws.go): golang-jwt/jwt/v5's ParseWithClaims (encoding/json into
+// a map and a struct, hmac.New per call: ~46 allocations, ~11 µs) costs more than the
+// 5 µs issue 14 allows a first-seen token, and in a flash sale a million users each tap
+// once, so the first sight IS the per-request cost. auth_jws.go applies the library's
+// rules as NewAuth configured it - alg exactly HS256 before any key use, the signature
+// by HMAC-SHA256 in constant time (crypto/hmac, as the library's Verify, keyed once
+// per pooled scratch), exp required, nbf honoured, no leeway - reading header and
+// claims with a strict, pooled fastjson reader, and refuses, besides, a few spellings
+// the library would accept (duplicate or case-folded registered claims, "crit",
+// numeric strings, non-canonical base64: listed there). FuzzVerifyDifferential
+// (auth_differential_test.go) holds it to the library's ParseWithClaims - same
+// verdict, sub, exp and nbf - on every input; docs/SECURITY.md "The fast verifier".
+//
+// The claim handler allocates nothing per request (alloc_test.go), so a verified token
+// is also remembered in a small bounded cache (tokenCache) and a client that sends the
+// same token again - an app sends one token for its whole session - is answered from
+// the cache without allocating or hashing.
 
 // Auth verifies end-user tokens. Safe for concurrent use.
 type Auth struct {
-	secret []byte
-	parser *jwt.Parser
-	cache  tokenCache
-	now    func() time.Time
+	secret  []byte
+	cache   tokenCache
+	scratch sync.Pool // of *jwsScratch (auth_jws.go)
+	now     func() time.Time
 }
 
 // maxTokenBytes bounds the token a request may carry (a sign-in service's HS256 token
@@ -43,11 +51,7 @@ func NewAuth(secret []byte) (*Auth, error) {
 		return nil, errors.New("user token secret (FLASH_USER_TOKEN_SECRET): at least 32 bytes are required")
 	}
 	a := &Auth{secret: bytes.Clone(secret), now: time.Now}
-	a.parser = jwt.NewParser(
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-		jwt.WithExpirationRequired(),
-		jwt.WithTimeFunc(func() time.Time { return a.now() }),
-	)
+	a.initScratch()
 	a.cache.init()
 	return a, nil
 }
@@ -93,31 +97,18 @@ func (a *Auth) verify(tok []byte) ([]byte, bool) {
 		}
 		return e.sub, true
 	}
-	var claims jwt.RegisteredClaims
-	t, err := a.parser.ParseWithClaims(string(tok), &claims, a.key)
-	if err != nil || !t.Valid || claims.ExpiresAt == nil || !validID([]byte(claims.Subject)) {
+	e, ok := a.verifyCold(tok, now)
+	if !ok {
 		return nil, false
-	}
-	e := &tokenEntry{token: bytes.Clone(tok), sub: []byte(claims.Subject), exp: claims.ExpiresAt.Time}
-	if claims.NotBefore != nil {
-		e.nbf = claims.NotBefore.Time
 	}
 	a.cache.put(e)
 	return e.sub, true
 }
 
-func (a *Auth) key(t *jwt.Token) (any, error) {
-	// WithValidMethods already refused anything but HS256; this is the second lock.
-	if _, ok := t.Method.(*jwt.SigningMethodHMAC); !ok {
-		return nil, errors.New("not HMAC")
-	}
-	return a.secret, nil
-}
-
 // tokenCache remembers tokens that verified, keyed by their signature.
 //
-// Why this is safe: an entry is only ever added after the library verified the whole
-// token with the secret, and a hit requires the request's token to be byte-for-byte
+// Why this is safe: an entry is only ever added after the whole token verified with the
+// secret (verifyCold), and a hit requires the request's token to be byte-for-byte
 // the stored one (the signature only finds the entry). HS256 is deterministic, so the
 // same bytes verify the same way every time; what changes with time - exp and nbf - is
 // checked again on every hit. A forged token never enters the cache (it fails
