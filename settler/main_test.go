@@ -172,21 +172,3 @@ func TestFlags(t *testing.T) {
 		})
 	}
 }
-
-// TestDependencyFence keeps the settler off the gateway's HTTP stack: it serves its
-// metrics with net/http and must not link fasthttp.
-func TestDependencyFence(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "list", "-deps", "./settler")
-	cmd.Dir = testenv.ModuleRoot(t)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		if strings.Contains(dep, "valyala/fasthttp") {
-			t.Fatalf("the settler imports %s", dep)
-		}
-	}
-}
