@@ -192,7 +192,6 @@ var badImports = map[string]map[string]string{
 var known = map[string]bool{
 	"sibling import gateway -> settler/reconcile":                                        true,
 	"gateway links settler/reconcile (gateway never imports settler (sibling binaries))": true,
-	"gateway links settler/relay (gateway never imports settler (sibling binaries))":     true,
 	"sibling import gateway/admin -> settler/reconcile":                                  true,
 	"sibling import gateway/console -> settler/reconcile":                                true,
 	"import gateway/vouchers -> gateway/api":                                             true,
