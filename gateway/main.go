@@ -36,10 +36,10 @@ import (
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/decisionlog"
 	"github.com/flashgate/flashgate/internal/store"
-	"github.com/flashgate/flashgate/settler/reconcile"
 )
 
 // Defaults of the public listener's limits (docs/INPUT.md lists each limit, its flag

@@ -2,7 +2,7 @@
 // once in effect, and serves its metrics and health on FLASH_SETTLER_ADDR. Beside the
 // consume loop (settler/settle) it runs the outbox relay (settler/relay), Redis-loss
 // recovery (internal/recovery), voucher expiry (settler/expire) and reconciliation
-// (settler/reconcile). This file only reads flags, wires dependencies, and shuts down in
+// (internal/reconcile). This file only reads flags, wires dependencies, and shuts down in
 // order: stop polling and the background loops, finish and commit the batch in hand,
 // leave the group, flush the relay's producer, close the clients.
 package main
@@ -30,10 +30,10 @@ import (
 
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/settler/expire"
-	"github.com/flashgate/flashgate/settler/reconcile"
 	"github.com/flashgate/flashgate/settler/relay"
 	"github.com/flashgate/flashgate/settler/settle"
 )
