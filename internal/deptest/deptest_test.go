@@ -194,7 +194,6 @@ var known = map[string]bool{
 	"upward import internal/risk/risktest -> gateway/catalog":    true,
 	"upward import internal/risk/risktest -> gateway/claimer":    true,
 	"upward import internal/settletest -> gateway/catalog":       true,
-	"upward import scripts/devbroker -> internal/kafkaopt":       true,
 	"sibling import settler/internal/fixture -> gateway/catalog": true,
 }
 
