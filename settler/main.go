@@ -103,10 +103,14 @@ func run(args []string) int {
 		fs.PrintDefaults()
 	}
 	f := flagenv.New(fs)
-	f.String(&redisAddr, "redis", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address (host:port)")
+	f.RedisAddr(&redisAddr, "Redis address (host:port)")
 	f.RedisAuth(&redisAuth)
-	f.String(&brokers, "brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka seed brokers, comma-separated")
-	f.String(&pgURL, "pg", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
+	f.KafkaBrokers(&brokers, "Kafka seed brokers, comma-separated")
+	f.PGURL(&pgURL, "Postgres URL")
+	// The settler's names before the connection flags had one name in every binary.
+	f.Deprecated("redis", flagenv.RedisAddrFlag)
+	f.Deprecated("brokers", flagenv.KafkaBrokersFlag)
+	f.Deprecated("pg", flagenv.PGURLFlag)
 	f.String(&addr, "addr", "FLASH_SETTLER_ADDR", "127.0.0.1:8082", "listen address of /metrics, /healthz and /readyz")
 	f.String(&cfg.Topic, "topic", "FLASH_SETTLER_TOPIC", kafkaopt.ClaimsTopic, "topic of accepted claims (the gateway produces to "+kafkaopt.ClaimsTopic+"; another name isolates a test or staging settler)")
 	f.String(&cfg.RejectTopic, "reject-topic", "FLASH_SETTLER_REJECT_TOPIC", "", "topic where records that are not storable claims of a known campaign are set aside, with why (default: the -topic name + \".rejected\", "+kafkaopt.ClaimsRejectedTopic+")")
@@ -177,7 +181,7 @@ func run(args []string) int {
 // flagOf names the flag (and its environment twin) behind each settle.Config field, so
 // a bad value is reported as the user typed it.
 var flagOf = map[string]string{
-	"Brokers":        "-brokers (FLASH_KAFKA_BROKERS)",
+	"Brokers":        "-kafka-brokers (FLASH_KAFKA_BROKERS)",
 	"Group":          "-group (FLASH_SETTLER_GROUP)",
 	"RejectTopic":    "-reject-topic (FLASH_SETTLER_REJECT_TOPIC)",
 	"MaxBatch":       "-batch (FLASH_SETTLER_BATCH)",
