@@ -106,7 +106,9 @@ type config struct {
 	// the first n accepted claims are answered 503 after they were made.
 	faultClaim503                                             int64
 	recoveryInterval, recoveryCatchUp, acceptGrace, rejectTTL time.Duration
-	// faultExitAfterScript is FLASH_FAULT_EXIT_AFTER_SCRIPT=1 (test-only, see usage).
+	// faultExitAfterScript is FLASH_FAULT_EXIT_AFTER_SCRIPT=1, for fault tests only and
+	// kept out of -help (DESIGN.md "Settings"): the gateway exits at once (status 137,
+	// no cleanup) after the claim script accepts a claim and before it is produced.
 	faultExitAfterScript bool
 
 	proxies []netip.Prefix
@@ -118,9 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: gateway [flags]\n\nflashgate's claim gateway: the public claim API and the admin API.\nEvery flag has a FLASH_* environment twin; a flag on the command line wins.\nFLASH_ADMIN_TOKENS (name:token,... the admin API's bearer tokens, at least 32 characters each; their names\n"+
 			"are the actors in the audit), FLASH_ADMIN_TOKEN (deprecated: one token named \"admin\"), FLASH_USER_TOKEN_SECRET\n"+
-			"(the HS256 key of end-user tokens) and FLASH_REDIS_PASSWORD are read from the environment only.\n"+
-			"FLASH_FAULT_EXIT_AFTER_SCRIPT=1 is for fault tests only: the gateway exits at once (status 137,\n"+
-			"no cleanup) after the claim script accepts a claim and before it is produced. Never set it in production.\n\nflags:")
+			"(the HS256 key of end-user tokens) and FLASH_REDIS_PASSWORD are read from the environment only.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	c := &config{}
