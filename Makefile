@@ -24,7 +24,7 @@ wipe: ## stop the dev stack and delete all its data (.stack/)
 build: ## build gateway, settler, bench, riskctl and the dev broker into bin/
 	@mkdir -p bin
 	$(GO) build -o bin/ ./gateway ./settler ./bench ./riskctl ./migrate
-	$(GO) build -o bin/devbroker ./scripts/devbroker
+	$(GO) build -o bin/devbroker ./devbroker
 
 run: build ## run gateway and settler in the foreground, each as its own Redis user and Postgres role (Ctrl-C stops them)
 	@scripts/stack.sh up

@@ -29,11 +29,11 @@ func cmdLimits(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		concurrency, batch, pgBatch                                                          int
 		asJSON                                                                               bool
 	)
-	fe.String(&redisAddr, "redis-addr", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address")
+	fe.RedisAddr(&redisAddr, "Redis address")
 	var redisAuth flagenv.RedisAuth
 	fe.RedisAuth(&redisAuth)
-	fe.String(&pgURL, "pg-url", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
-	fe.String(&brokers, "kafka-brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka brokers, comma-separated")
+	fe.PGURL(&pgURL, "Postgres URL")
+	fe.KafkaBrokers(&brokers, "Kafka brokers, comma-separated")
 	fs.StringVar(&only, "only", "http,redis,kafka,pg", "which ceilings to measure, comma-separated")
 	fs.DurationVar(&each, "each", 5*time.Second, "how long each store measurement runs")
 	fs.IntVar(&concurrency, "concurrency", 8, "callers driving Redis, the producer and Postgres at once")

@@ -24,10 +24,10 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		wait                                           time.Duration
 		asJSON                                         bool
 	)
-	fe.String(&redisAddr, "redis-addr", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address")
+	fe.RedisAddr(&redisAddr, "Redis address")
 	var redisAuth flagenv.RedisAuth
 	fe.RedisAuth(&redisAuth)
-	fe.String(&pgURL, "pg-url", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
+	fe.PGURL(&pgURL, "Postgres URL")
 	fs.StringVar(&campaign, "campaign", "", "campaign to verify (required)")
 	fs.StringVar(&recordPath, "record", "", "bench's record of 200s: a run's output folder or its accepted.jsonl (without it the record checks are skipped)")
 	fs.DurationVar(&wait, "wait", 60*time.Second, "how long to wait for settlement (the campaign's in-flight claims in Redis to reach 0)")

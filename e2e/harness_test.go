@@ -253,7 +253,7 @@ func (s *system) hgetInt(key, field string) int64 {
 // kill it. It returns the broker and its address.
 func startBroker(t *testing.T, dataDir string, port int) *testenv.Proc {
 	t.Helper()
-	bin := testenv.Build(t, "./scripts/devbroker")
+	bin := testenv.Build(t, "./devbroker")
 	p := testenv.Start(t, bin, nil, "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-data-dir", dataDir)
 	testenv.Eventually(t, 30*time.Second, "private broker listens", func() bool {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)

@@ -36,10 +36,10 @@ import (
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/decisionlog"
 	"github.com/flashgate/flashgate/internal/store"
-	"github.com/flashgate/flashgate/settler/reconcile"
 )
 
 // Defaults of the public listener's limits (docs/INPUT.md lists each limit, its flag
@@ -106,7 +106,9 @@ type config struct {
 	// the first n accepted claims are answered 503 after they were made.
 	faultClaim503                                             int64
 	recoveryInterval, recoveryCatchUp, acceptGrace, rejectTTL time.Duration
-	// faultExitAfterScript is FLASH_FAULT_EXIT_AFTER_SCRIPT=1 (test-only, see usage).
+	// faultExitAfterScript is FLASH_FAULT_EXIT_AFTER_SCRIPT=1, for fault tests only and
+	// kept out of -help (DESIGN.md "Settings"): the gateway exits at once (status 137,
+	// no cleanup) after the claim script accepts a claim and before it is produced.
 	faultExitAfterScript bool
 
 	proxies []netip.Prefix
@@ -118,19 +120,17 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: gateway [flags]\n\nflashgate's claim gateway: the public claim API and the admin API.\nEvery flag has a FLASH_* environment twin; a flag on the command line wins.\nFLASH_ADMIN_TOKENS (name:token,... the admin API's bearer tokens, at least 32 characters each; their names\n"+
 			"are the actors in the audit), FLASH_ADMIN_TOKEN (deprecated: one token named \"admin\"), FLASH_USER_TOKEN_SECRET\n"+
-			"(the HS256 key of end-user tokens) and FLASH_REDIS_PASSWORD are read from the environment only.\n"+
-			"FLASH_FAULT_EXIT_AFTER_SCRIPT=1 is for fault tests only: the gateway exits at once (status 137,\n"+
-			"no cleanup) after the claim script accepts a claim and before it is produced. Never set it in production.\n\nflags:")
+			"(the HS256 key of end-user tokens) and FLASH_REDIS_PASSWORD are read from the environment only.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	c := &config{}
 	f := flagenv.New(fs)
 	f.String(&c.httpAddr, "http-addr", "FLASH_HTTP_ADDR", "127.0.0.1:8080", "listen address of the public claim API")
 	f.String(&c.adminAddr, "admin-addr", "FLASH_ADMIN_ADDR", "127.0.0.1:8081", "listen address of the admin API, /metrics, /healthz and /readyz; must be loopback unless FLASH_ADMIN_TOKENS is set; /metrics then needs a token too")
-	f.String(&c.redisAddr, "redis-addr", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address (host:port)")
+	f.RedisAddr(&c.redisAddr, "Redis address (host:port)")
 	f.RedisAuth(&c.redisAuth)
-	f.String(&c.brokers, "kafka-brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka seed brokers, comma-separated")
-	f.String(&c.pgURL, "pg-url", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
+	f.KafkaBrokers(&c.brokers, "Kafka seed brokers, comma-separated")
+	f.PGURL(&c.pgURL, "Postgres URL")
 	f.String(&c.trustedProxies, "trusted-proxies", "FLASH_TRUSTED_PROXIES", "", "comma-separated CIDRs (or IPs) of proxies whose X-Forwarded-For is believed; default none")
 	f.Int(&c.batchSize, "batch-size", "FLASH_BATCH_SIZE", 64, "most claims decided by one claim-script call (1..512)")
 	f.Duration(&c.batchWait, "batch-wait", "FLASH_BATCH_WAIT", 0, "how long the first claim of a batch waits for others (0..50ms); 0 takes what is queued, so batches grow with load by themselves")

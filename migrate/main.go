@@ -31,7 +31,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var pgURL string
 	var timeout time.Duration
 	f := flagenv.New(fs)
-	f.String(&pgURL, "pg-url", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL of the schema's owner (prefer the environment or PGPASSWORD for the password)")
+	f.PGURL(&pgURL, "Postgres URL of the schema's owner (prefer the environment or PGPASSWORD for the password)")
 	f.Duration(&timeout, "timeout", "FLASH_MIGRATE_TIMEOUT", 2*time.Minute, "give up after this long")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -58,8 +58,8 @@ Usage:
   riskctl audit [--since 24h]
   riskctl replay --rules FILE [--campaign C] [--since 1h]
 
-Every command takes --help, --json, and the connection flags --redis, --redis-user, --pg,
---brokers (env FLASH_REDIS_ADDR, FLASH_REDIS_USERNAME, FLASH_PG_URL, FLASH_KAFKA_BROKERS;
+Every command takes --help, --json, and the connection flags --redis-addr, --redis-user,
+--pg-url, --kafka-brokers (env FLASH_REDIS_ADDR, FLASH_REDIS_USERNAME, FLASH_PG_URL, FLASH_KAFKA_BROKERS;
 the Redis password from FLASH_REDIS_PASSWORD only). Changes are audited with
 --actor (default: FLASH_ACTOR, else the OS user). Exit codes: 0 ok, 1 failed, 2 usage.
 Rule keys: ` + "device.max device.window ip.max ip.window user.max user.window freeze.max freeze.window freeze.for shadow" + `
@@ -97,10 +97,15 @@ func newCmd(ctx context.Context, name, help string, stdout, stderr io.Writer, wr
 	c.fs = flag.NewFlagSet("riskctl "+name, flag.ContinueOnError)
 	c.fs.SetOutput(io.Discard)
 	fe := flagenv.New(c.fs)
-	fe.String(&c.redisAddr, "redis", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address (live rules, blocks)")
+	fe.RedisAddr(&c.redisAddr, "Redis address (live rules, blocks)")
 	fe.RedisAuth(&c.redisAuth)
-	fe.String(&c.pgURL, "pg", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL (audit)")
-	fe.String(&c.brokers, "brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka brokers, comma-separated (decision log)")
+	fe.PGURL(&c.pgURL, "Postgres URL (audit)")
+	fe.KafkaBrokers(&c.brokers, "Kafka brokers, comma-separated (decision log)")
+	// riskctl's names before the connection flags had one name in every binary.
+	fe.Deprecated("redis", flagenv.RedisAddrFlag)
+	fe.Deprecated("pg", flagenv.PGURLFlag)
+	fe.Deprecated("brokers", flagenv.KafkaBrokersFlag)
+	fe.SetWarnings(stderr)
 	fe.Duration(&c.timeout, "timeout", "FLASH_RISKCTL_TIMEOUT", 30*time.Second, "give up after this long")
 	c.fs.BoolVar(&c.json, "json", false, "print the result as JSON")
 	if writes {

@@ -12,14 +12,12 @@ cd "$ROOT"
 export PATH=/usr/local/go/bin:$PATH
 
 SLO=${BENCH_SLO:-p99=10ms}
-STAMP=$(date +%Y%m%d-%H%M%S)
-OUT=$ROOT/out/bench/$STAMP
-mkdir -p "$OUT"
 source scripts/lib.sh
+lib_out bench
 lib_init bench
 make -s build
 
-export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-bench-$RANDOM$RANDOM}
+lib_admin_token bench
 lib_start settler env "${SETTLER_ENV[@]}" bin/settler
 # bench's bot farms vary their IP through X-Forwarded-For; the gateway believes it only
 # from a trusted proxy, which bench on loopback stands in for here.
@@ -28,7 +26,7 @@ lib_wait_ready http://127.0.0.1:8082/readyz http://127.0.0.1:8081/readyz
 
 CAMPAIGN=bench-$STAMP
 BL=bench-bl-$STAMP
-bin/bench setup --admin http://127.0.0.1:8081 --campaign "$CAMPAIGN" --business-line "$BL" \
+lib_campaign "$CAMPAIGN" "$BL" \
   --skus rp-50:50000000:50,rp-100:20000000:100 --per-user-limit 1000 --starts-in 2s \
   --duration 2h --voucher-ttl 72h
 

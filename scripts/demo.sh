@@ -14,19 +14,17 @@ export PATH=/usr/local/go/bin:$PATH
 RATE=${DEMO_RATE:-4000}          # claims per second offered
 DURATION=${DEMO_DURATION:-15s}
 USERS=${DEMO_USERS:-40000}
-STAMP=$(date +%Y%m%d-%H%M%S)
-OUT=$ROOT/out/demo/$STAMP
-mkdir -p "$OUT"
 
 say() { printf '\n== %s\n' "$*"; }
 say "dev stack"
 source scripts/lib.sh
+lib_out demo
 lib_init demo
 
 say "build"
 make -s build
 
-export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-demo-$RANDOM$RANDOM}
+lib_admin_token demo
 # End-user tokens (CONTRACT.md "Verified identity"): the gateway verifies an HS256 JWT
 # per request and bench signs one per user with the same key (both read this variable).
 export FLASH_USER_TOKEN_SECRET=${FLASH_USER_TOKEN_SECRET:-$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')}
@@ -39,7 +37,7 @@ CAMPAIGN=demo-$STAMP
 BL=demo-payments-$STAMP
 say "create business line $BL and campaign $CAMPAIGN"
 # 2,000 x 50 + 1,000 x 100 = 200,000 of face value; the campaign may spend all of it.
-bin/bench setup --admin http://127.0.0.1:8081 --campaign "$CAMPAIGN" --business-line "$BL" \
+lib_campaign "$CAMPAIGN" "$BL" \
   --bl-budget 250000 --budget 200000 --skus rp-50:2000:50,rp-100:1000:100 \
   --per-user-limit 1 --starts-in 3s --duration 30m --voucher-ttl 72h
 

@@ -14,11 +14,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 [ $# -ge 3 ] || { echo "usage: $0 RATE GATEWAY_A GATEWAY_B [REPS]" >&2; exit 3; }
 RATE=$1 A=$2 B=$3 REPS=${4:-2}
-OUT=$ROOT/out/gateway-ab/$(date +%Y%m%d-%H%M%S); mkdir -p "$OUT"
 source scripts/lib.sh
+lib_out gateway-ab
 lib_init gateway_ab
-export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-ab-$RANDOM$RANDOM}
-AUTH="Authorization: Bearer $FLASH_ADMIN_TOKEN"
+lib_admin_token ab
 lib_start settler env "${SETTLER_ENV[@]}" bin/settler
 lib_wait_ready http://127.0.0.1:8082/readyz
 for rep in $(seq "$REPS"); do for gw in "$A" "$B"; do
@@ -26,7 +25,7 @@ for rep in $(seq "$REPS"); do for gw in "$A" "$B"; do
   GP=$LIB_LAST_PID
   lib_wait_ready http://127.0.0.1:8081/readyz
   C=ab-$rep-$RANDOM
-  bin/bench setup --admin http://127.0.0.1:8081 --campaign "$C" --business-line "bl-$C" \
+  lib_campaign "$C" "bl-$C" \
     --skus "rp-50:50000000:50,rp-100:50000000:100" --per-user-limit 1000 --starts-in 1s --duration 1h --voucher-ttl 72h >/dev/null
   sleep 1.2
   redis-cli -p 16379 config resetstat >/dev/null

@@ -1,15 +1,43 @@
-# Shell helpers the make targets that run real processes share (demo, bench, peak):
-# refuse to start when the gateway/settler ports are taken, bring the dev stack up if it
-# is down (and take it down again at exit only then), start processes with their logs in
-# $OUT, wait for readiness, and stop everything started on exit. Source it after setting
-# ROOT and OUT; `lib_init NAME` installs the exit trap.
+# Shell helpers the scripts that run real processes share (demo, bench, peak,
+# gateway_ab, with-stack): a run's output folder, refusing to start when the
+# gateway/settler ports are taken, bringing the dev stack up if it is down (and taking it
+# down again at exit only then), the admin token, starting processes with their logs in
+# $OUT, waiting for readiness, creating a campaign, and stopping everything started on
+# exit. Source it after setting ROOT (defining functions is all sourcing does);
+# `lib_init NAME` installs the exit trap.
+
+lib_out() { # kind: STAMP (now) and OUT=$ROOT/out/<kind>/$STAMP, made
+  STAMP=$(date +%Y%m%d-%H%M%S)
+  OUT=$ROOT/out/$1/$STAMP
+  mkdir -p "$OUT"
+}
+
+lib_stack_up() { # the dev stack up; LIB_STARTED_STACK=1 when it was not running
+  LIB_STARTED_STACK=0
+  if ! "$ROOT/scripts/stack.sh" status >/dev/null 2>&1; then LIB_STARTED_STACK=1; fi
+  # up also on a running stack: it loads the ACL users and the roles idempotently.
+  "$ROOT/scripts/stack.sh" up
+}
+
+lib_stack_down() { # the dev stack down again, only if lib_stack_up started it
+  if [ "${LIB_STARTED_STACK:-0}" = 1 ]; then "$ROOT/scripts/stack.sh" down; fi
+}
+
+lib_admin_token() { # prefix: FLASH_ADMIN_TOKEN (a random one unless set) and AUTH, its header
+  export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-$1-$RANDOM$RANDOM}
+  AUTH="Authorization: Bearer $FLASH_ADMIN_TOKEN"
+}
+
+lib_campaign() { # campaign business-line setup-flags...: create both through the admin API
+  local campaign=$1 bl=$2; shift 2
+  bin/bench setup --admin http://127.0.0.1:8081 --campaign "$campaign" --business-line "$bl" "$@"
+}
 
 lib_die() { printf '%s: ERROR: %s\n' "$LIB_NAME" "$*" >&2; exit 3; }
 
 lib_init() { # name
   LIB_NAME=$1
   LIB_PIDS=()
-  LIB_STARTED_STACK=0
   for port in 8080 8081 8082; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       lib_die "port $port is in use (a gateway or settler from 'make run'?); stop it and rerun"
@@ -17,9 +45,7 @@ lib_init() { # name
   done
   trap lib_cleanup EXIT
   trap 'exit 130' INT TERM
-  # up also on a running stack: it loads the ACL users and the roles idempotently.
-  if ! scripts/stack.sh status >/dev/null 2>&1; then LIB_STARTED_STACK=1; fi
-  scripts/stack.sh up
+  lib_stack_up
   # Each binary as its own Redis ACL user and Postgres role (docs/SECURITY.md).
   source scripts/dev-credentials.sh
 }
@@ -28,7 +54,7 @@ lib_cleanup() {
   local rc=$?
   for p in "${LIB_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${LIB_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "$LIB_STARTED_STACK" = 1 ]; then scripts/stack.sh down; fi
+  lib_stack_down
   exit $rc
 }
 

@@ -35,15 +35,12 @@ START=${PEAK_START:-500/s}
 LAG=${PEAK_LAG_BUDGET:-3ms}
 VARIANTS=${PEAK_VARIANTS:-batched per-req sync soldout light budget}
 BUDGET_RATES=${PEAK_BUDGET_RATES:-500 1000 2000}
-STAMP=$(date +%Y%m%d-%H%M%S)
-OUT=$ROOT/out/peak/$STAMP
-mkdir -p "$OUT"
 source scripts/lib.sh
+lib_out peak
 lib_init peak
 make -s build
 
-export FLASH_ADMIN_TOKEN=${FLASH_ADMIN_TOKEN:-peak-$RANDOM$RANDOM}
-AUTH="Authorization: Bearer $FLASH_ADMIN_TOKEN"
+lib_admin_token peak
 lib_start settler env "${SETTLER_ENV[@]}" bin/settler
 SETTLER_PID=$LIB_LAST_PID
 lib_wait_ready http://127.0.0.1:8082/readyz
@@ -58,7 +55,7 @@ gateway() { # name flags...: start a gateway; bench's bot farms vary X-Forwarded
 campaign() { # name stock per-user-limit: create it, opening in 2 s
   CAMPAIGN=peak-$1-$STAMP
   campaigns+=("$1:$CAMPAIGN")
-  bin/bench setup --admin http://127.0.0.1:8081 --campaign "$CAMPAIGN" --business-line "peak-bl-$1-$STAMP" \
+  lib_campaign "$CAMPAIGN" "peak-bl-$1-$STAMP" \
     --skus "rp-50:$2:50,rp-100:$2:100" --per-user-limit "$3" --starts-in 2s --duration 2h --voucher-ttl 72h >/dev/null
 }
 ramp() { # name extra-flags...

@@ -260,7 +260,7 @@ broker_up() {
   port_open $BROKER_PORT && die "port $BROKER_PORT is taken by another process (not our broker)"
   command -v go >/dev/null || die "go is not on PATH (needed to build the dev broker)"
   mkdir -p "$STACK/broker" "$ROOT/bin"
-  (cd "$ROOT" && go build -o bin/devbroker ./scripts/devbroker) || die "building scripts/devbroker failed"
+  (cd "$ROOT" && go build -o bin/devbroker ./devbroker) || die "building devbroker failed"
   nohup "$ROOT/bin/devbroker" -addr 127.0.0.1:$BROKER_PORT -data-dir "$STACK/broker" \
     >>"$STACK/logs/broker.log" 2>&1 </dev/null &
   echo $! >"$STACK/broker.pid"

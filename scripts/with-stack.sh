@@ -4,13 +4,9 @@
 # command's exit code is this script's.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-started=0
-if ! "$ROOT/scripts/stack.sh" status >/dev/null 2>&1; then
-  started=1
-fi
+source "$ROOT/scripts/lib.sh"
 # up also on a running stack: it loads the ACL users and roles the tests run as (idempotent).
-"$ROOT/scripts/stack.sh" up || exit 1
-cleanup() { if [ $started = 1 ]; then "$ROOT/scripts/stack.sh" down; fi; }
-trap cleanup EXIT
+lib_stack_up || exit 1
+trap lib_stack_down EXIT
 trap 'exit 130' INT TERM
 "$@"

@@ -2,7 +2,7 @@
 // once in effect, and serves its metrics and health on FLASH_SETTLER_ADDR. Beside the
 // consume loop (settler/settle) it runs the outbox relay (settler/relay), Redis-loss
 // recovery (internal/recovery), voucher expiry (settler/expire) and reconciliation
-// (settler/reconcile). This file only reads flags, wires dependencies, and shuts down in
+// (internal/reconcile). This file only reads flags, wires dependencies, and shuts down in
 // order: stop polling and the background loops, finish and commit the batch in hand,
 // leave the group, flush the relay's producer, close the clients.
 package main
@@ -30,10 +30,10 @@ import (
 
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/settler/expire"
-	"github.com/flashgate/flashgate/settler/reconcile"
 	"github.com/flashgate/flashgate/settler/relay"
 	"github.com/flashgate/flashgate/settler/settle"
 )
@@ -103,10 +103,14 @@ func run(args []string) int {
 		fs.PrintDefaults()
 	}
 	f := flagenv.New(fs)
-	f.String(&redisAddr, "redis", "FLASH_REDIS_ADDR", flagenv.DefaultRedisAddr, "Redis address (host:port)")
+	f.RedisAddr(&redisAddr, "Redis address (host:port)")
 	f.RedisAuth(&redisAuth)
-	f.String(&brokers, "brokers", "FLASH_KAFKA_BROKERS", flagenv.DefaultKafkaBrokers, "Kafka seed brokers, comma-separated")
-	f.String(&pgURL, "pg", "FLASH_PG_URL", flagenv.DefaultPGURL, "Postgres URL")
+	f.KafkaBrokers(&brokers, "Kafka seed brokers, comma-separated")
+	f.PGURL(&pgURL, "Postgres URL")
+	// The settler's names before the connection flags had one name in every binary.
+	f.Deprecated("redis", flagenv.RedisAddrFlag)
+	f.Deprecated("brokers", flagenv.KafkaBrokersFlag)
+	f.Deprecated("pg", flagenv.PGURLFlag)
 	f.String(&addr, "addr", "FLASH_SETTLER_ADDR", "127.0.0.1:8082", "listen address of /metrics, /healthz and /readyz")
 	f.String(&cfg.Topic, "topic", "FLASH_SETTLER_TOPIC", kafkaopt.ClaimsTopic, "topic of accepted claims (the gateway produces to "+kafkaopt.ClaimsTopic+"; another name isolates a test or staging settler)")
 	f.String(&cfg.RejectTopic, "reject-topic", "FLASH_SETTLER_REJECT_TOPIC", "", "topic where records that are not storable claims of a known campaign are set aside, with why (default: the -topic name + \".rejected\", "+kafkaopt.ClaimsRejectedTopic+")")
@@ -177,7 +181,7 @@ func run(args []string) int {
 // flagOf names the flag (and its environment twin) behind each settle.Config field, so
 // a bad value is reported as the user typed it.
 var flagOf = map[string]string{
-	"Brokers":        "-brokers (FLASH_KAFKA_BROKERS)",
+	"Brokers":        "-kafka-brokers (FLASH_KAFKA_BROKERS)",
 	"Group":          "-group (FLASH_SETTLER_GROUP)",
 	"RejectTopic":    "-reject-topic (FLASH_SETTLER_REJECT_TOPIC)",
 	"MaxBatch":       "-batch (FLASH_SETTLER_BATCH)",

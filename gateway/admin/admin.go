@@ -29,9 +29,9 @@ import (
 	"github.com/valyala/fasthttp/pprofhandler"
 
 	"github.com/flashgate/flashgate/gateway/catalog"
+	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/audit"
-	"github.com/flashgate/flashgate/settler/reconcile"
 )
 
 // MaxBodyBytes is the largest admin request body: a segment upload of a few million

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/admin"
+	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/settler/reconcile"
 )
 
 // settledNow is the recoverer's wait for the settler when nothing of the test's

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/flashgate/flashgate/internal/voucher"
 )
 
 // GET /v1/me/claims (CONTRACT.md "Owner only"): the caller's vouchers, newest first,
@@ -17,21 +19,8 @@ import (
 // settled vouchers only. Answer: {"claims":[voucher...],"next":"<cursor>"}, next absent
 // on the last page.
 
-// Cursor is a position in a user's vouchers: everything claimed strictly before
-// (ClaimedAt, ClaimID) in the list's order. The zero Cursor is the start.
-type Cursor struct {
-	ClaimedAt time.Time
-	ClaimID   string
-}
-
-// IsZero reports whether c is the start of the list.
-func (c Cursor) IsZero() bool { return c.ClaimID == "" }
-
-// String is the cursor's text: "<claimed_at unix µs>~<claim_id>" (claim ids never
-// contain '~').
-func (c Cursor) String() string {
-	return strconv.FormatInt(c.ClaimedAt.UnixMicro(), 10) + "~" + c.ClaimID
-}
+// Cursor is a position in a user's vouchers (internal/voucher).
+type Cursor = voucher.Cursor
 
 // ParseCursor reads a cursor's text.
 func ParseCursor(s []byte) (Cursor, bool) {

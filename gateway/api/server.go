@@ -19,24 +19,21 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/internal/voucher"
 	"github.com/flashgate/flashgate/scripts"
 )
 
-// Voucher is a claim as GET /v1/claims/{id} reports it.
-type Voucher struct {
-	ClaimID, CampaignID, SKU, UserID, State string
-	Value                                   int64
-	ClaimedAt, ExpiresAt                    time.Time
-	RedeemedAt, ExpiredAt                   time.Time // zero when not set
-}
+// Voucher is a claim as GET /v1/claims/{id} reports it (internal/voucher, which the
+// adapters in gateway/vouchers share without importing this package).
+type Voucher = voucher.Voucher
 
 // Redeem results.
 const (
-	RedeemOK = iota
-	RedeemUnknown
-	RedeemNotOwner
-	RedeemExpired
-	RedeemRevoked // voided by the risk team (riskctl revoke)
+	RedeemOK       = voucher.RedeemOK
+	RedeemUnknown  = voucher.RedeemUnknown
+	RedeemNotOwner = voucher.RedeemNotOwner
+	RedeemExpired  = voucher.RedeemExpired
+	RedeemRevoked  = voucher.RedeemRevoked // voided by the risk team (riskctl revoke)
 )
 
 // Vouchers reads and writes settled claims (Postgres). Defined here, where it is used,

@@ -6,7 +6,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/flashgate/flashgate/gateway/api"
 	"github.com/flashgate/flashgate/internal/rkeys"
 )
 
@@ -24,8 +23,6 @@ func NewBlocks(rdb *redis.Client) (*Blocks, error) {
 	}
 	return &Blocks{rdb: rdb}, nil
 }
-
-var _ api.Blocker = (*Blocks)(nil)
 
 // Blocked reports whether userID is blocked or frozen now.
 func (b *Blocks) Blocked(ctx context.Context, userID string) (bool, error) {

@@ -8,8 +8,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/flashgate/flashgate/gateway/api"
+	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/internal/rkeys"
+	"github.com/flashgate/flashgate/internal/voucher"
 )
 
 // PendingScan finds a user's accepted claims that the settler has not written yet, for
@@ -24,24 +25,29 @@ import (
 // pending claims appear once they settle.
 type PendingScan struct {
 	rdb     *redis.Client
-	pending api.Pending
+	pending Pending
 	// MaxInflight is the largest in-flight hash read (default 2048).
 	MaxInflight int64
 }
 
+// Pending answers for claims accepted but not yet in Postgres: the claimer's lookup
+// (api.Pending is the same; declared here too so this adapter does not import the
+// HTTP package).
+type Pending interface {
+	Pending(ctx context.Context, claimID string) (claimer.Outcome, claimer.Request, bool, error)
+}
+
 // NewPendingScan builds the scan on the gateway's Redis client and the claimer's
 // Pending lookup.
-func NewPendingScan(rdb *redis.Client, p api.Pending) (*PendingScan, error) {
+func NewPendingScan(rdb *redis.Client, p Pending) (*PendingScan, error) {
 	if rdb == nil || p == nil {
 		return nil, errors.New("vouchers: a Redis client and a Pending lookup are required")
 	}
 	return &PendingScan{rdb: rdb, pending: p, MaxInflight: 2048}, nil
 }
 
-var _ api.PendingMine = (*PendingScan)(nil)
-
 // PendingOf lists userID's pending claims (unordered).
-func (p *PendingScan) PendingOf(ctx context.Context, userID string) ([]api.Voucher, error) {
+func (p *PendingScan) PendingOf(ctx context.Context, userID string) ([]voucher.Voucher, error) {
 	camps, err := p.rdb.SMembers(ctx, rkeys.Campaigns).Result()
 	if err != nil {
 		return nil, fmt.Errorf("pending of a user: campaigns: %w", err)
@@ -59,7 +65,7 @@ func (p *PendingScan) PendingOf(ctx context.Context, userID string) ([]api.Vouch
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("pending of a user: counts: %w", err)
 	}
-	var out []api.Voucher
+	var out []voucher.Voucher
 	for i, c := range camps {
 		if n, _ := counts[i].Int64(); n <= 0 || lens[i].Val() == 0 || lens[i].Val() > p.MaxInflight {
 			continue
@@ -76,7 +82,7 @@ func (p *PendingScan) PendingOf(ctx context.Context, userID string) ([]api.Vouch
 			if !ok || r.UserID != userID {
 				continue
 			}
-			out = append(out, api.Voucher{ClaimID: id, CampaignID: r.CampaignID, SKU: r.SKU, UserID: r.UserID,
+			out = append(out, voucher.Voucher{ClaimID: id, CampaignID: r.CampaignID, SKU: r.SKU, UserID: r.UserID,
 				State: "pending", Value: o.Value, ClaimedAt: time.UnixMilli(o.ClaimedAtMs).UTC(),
 				ExpiresAt: time.UnixMilli(o.ExpiresAtMs).UTC()})
 		}

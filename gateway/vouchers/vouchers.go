@@ -1,7 +1,7 @@
 // Package vouchers owns the gateway's reads and writes of settled claims in Postgres:
 // GET /v1/claims/{id} (a claim the settler has written) and the redeem write-off. It
-// implements api.Vouchers so that the public API package never imports the database
-// driver (the STYLE fence: the claim hot path does not import pgx).
+// implements api.Vouchers (checked in api_test.go) without importing the HTTP package,
+// and the public API package never imports the database driver (the STYLE fence: the claim hot path does not import pgx).
 package vouchers
 
 import (
@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/flashgate/flashgate/gateway/api"
+	"github.com/flashgate/flashgate/internal/voucher"
 )
 
 // Store reads and redeems vouchers. Safe for concurrent use.
@@ -29,15 +29,13 @@ func New(pg *pgxpool.Pool) (*Store, error) {
 	return &Store{pg: pg}, nil
 }
 
-var _ api.Vouchers = (*Store)(nil)
-
 // The columns every query returns, in scan order. "past" is computed by Postgres so that
 // every gateway judges expiry on one clock, the same one the settler's expiry job uses.
 const columns = `claim_id, campaign_id, sku, user_id, state, value, claimed_at, expires_at,
 	redeemed_at, expired_at, expires_at <= now() AS past, revoked_at IS NOT NULL AS revoked`
 
 type row struct {
-	v                     api.Voucher
+	v                     voucher.Voucher
 	redeemedAt, expiredAt *time.Time
 	past, revoked         bool
 }
@@ -50,7 +48,7 @@ func (r *row) dest() []any {
 // voucher finishes a scanned row. A settled voucher past its expiry is reported as
 // expired even before the settler's expiry job has recovered its budget (and set
 // expired_at): the client must see the same answer from GET as from redeem.
-func (r *row) voucher() api.Voucher {
+func (r *row) voucher() voucher.Voucher {
 	v := r.v
 	v.ClaimedAt, v.ExpiresAt = v.ClaimedAt.UTC(), v.ExpiresAt.UTC()
 	if r.redeemedAt != nil {
@@ -81,14 +79,14 @@ const (
 
 // Voucher reads one claim's row. ok is false when the settler has not written it (it
 // may still be pending in Redis, which the API asks separately).
-func (s *Store) Voucher(ctx context.Context, claimID string) (api.Voucher, bool, error) {
+func (s *Store) Voucher(ctx context.Context, claimID string) (voucher.Voucher, bool, error) {
 	var r row
 	err := s.pg.QueryRow(ctx, `SELECT `+columns+` FROM claims WHERE claim_id = $1`, claimID).Scan(r.dest()...)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return api.Voucher{}, false, nil
+		return voucher.Voucher{}, false, nil
 	}
 	if err != nil {
-		return api.Voucher{}, false, fmt.Errorf("read claim %s: %w", claimID, err)
+		return voucher.Voucher{}, false, fmt.Errorf("read claim %s: %w", claimID, err)
 	}
 	return r.voucher(), true, nil
 }
@@ -107,45 +105,45 @@ func (s *Store) Voucher(ctx context.Context, claimID string) (api.Voucher, bool,
 // The checks run in this order: no row → RedeemUnknown; another user → RedeemNotOwner
 // (before anything about its state, which is not theirs to learn); already redeemed →
 // RedeemOK; expired (by state or by expires_at on the database clock) → RedeemExpired.
-func (s *Store) Redeem(ctx context.Context, claimID, userID string) (api.Voucher, int, error) {
+func (s *Store) Redeem(ctx context.Context, claimID, userID string) (voucher.Voucher, int, error) {
 	tx, err := s.pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
-		return api.Voucher{}, 0, fmt.Errorf("redeem %s: %w", claimID, err)
+		return voucher.Voucher{}, 0, fmt.Errorf("redeem %s: %w", claimID, err)
 	}
 	defer tx.Rollback(ctx) // a no-op after Commit
 	var r row
 	err = tx.QueryRow(ctx, `SELECT `+columns+` FROM claims WHERE claim_id = $1 FOR UPDATE`, claimID).Scan(r.dest()...)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return api.Voucher{}, api.RedeemUnknown, nil
+		return voucher.Voucher{}, voucher.RedeemUnknown, nil
 	}
 	if err != nil {
-		return api.Voucher{}, 0, fmt.Errorf("redeem %s: %w", claimID, err)
+		return voucher.Voucher{}, 0, fmt.Errorf("redeem %s: %w", claimID, err)
 	}
 	switch {
 	case r.v.UserID != userID:
-		return api.Voucher{}, api.RedeemNotOwner, nil
+		return voucher.Voucher{}, voucher.RedeemNotOwner, nil
 	case r.v.State == stateRedeemed:
-		return r.voucher(), api.RedeemOK, nil
+		return r.voucher(), voucher.RedeemOK, nil
 	case r.revoked:
-		return r.voucher(), api.RedeemRevoked, nil
+		return r.voucher(), voucher.RedeemRevoked, nil
 	case r.v.State == stateExpired || r.past:
-		return r.voucher(), api.RedeemExpired, nil
+		return r.voucher(), voucher.RedeemExpired, nil
 	}
 	err = tx.QueryRow(ctx, `UPDATE claims SET state = 'redeemed', redeemed_at = now()
 		WHERE claim_id = $1 AND state = 'settled' AND revoked_at IS NULL RETURNING `+columns, claimID).Scan(r.dest()...)
 	if err != nil {
-		return api.Voucher{}, 0, fmt.Errorf("redeem %s: %w", claimID, err)
+		return voucher.Voucher{}, 0, fmt.Errorf("redeem %s: %w", claimID, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return api.Voucher{}, 0, fmt.Errorf("redeem %s: commit: %w", claimID, err)
+		return voucher.Voucher{}, 0, fmt.Errorf("redeem %s: commit: %w", claimID, err)
 	}
-	return r.voucher(), api.RedeemOK, nil
+	return r.voucher(), voucher.RedeemOK, nil
 }
 
 // Mine lists a user's settled vouchers newest first: claimed before the cursor's
 // (claimed_at, claim_id), at most limit. The index claims_user_claimed (migration
 // 0005) serves it as one range scan.
-func (s *Store) Mine(ctx context.Context, userID string, before api.Cursor, limit int) ([]api.Voucher, error) {
+func (s *Store) Mine(ctx context.Context, userID string, before voucher.Cursor, limit int) ([]voucher.Voucher, error) {
 	var rows pgx.Rows
 	var err error
 	if before.IsZero() {
@@ -160,7 +158,7 @@ func (s *Store) Mine(ctx context.Context, userID string, before api.Cursor, limi
 		return nil, fmt.Errorf("list claims of a user: %w", err)
 	}
 	defer rows.Close()
-	out := make([]api.Voucher, 0, limit)
+	out := make([]voucher.Voucher, 0, limit)
 	for rows.Next() {
 		var r row
 		if err := rows.Scan(r.dest()...); err != nil {

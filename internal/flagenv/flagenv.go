@@ -6,6 +6,7 @@ package flagenv
 import (
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"regexp"
@@ -28,10 +29,49 @@ const (
 type Set struct {
 	fs   *flag.FlagSet
 	errs []string
+	warn io.Writer
 }
 
-// New wraps a FlagSet.
-func New(fs *flag.FlagSet) *Set { return &Set{fs: fs} }
+// New wraps a FlagSet. Deprecation notices go to standard error.
+func New(fs *flag.FlagSet) *Set { return &Set{fs: fs, warn: os.Stderr} }
+
+// SetWarnings sends the one-line deprecation notices to w instead of standard error.
+func (s *Set) SetWarnings(w io.Writer) { s.warn = w }
+
+// The connection settings every binary shares have one name each, in every binary
+// (STYLE 17), and the environment twins of CONTRACT.md.
+const (
+	RedisAddrFlag    = "redis-addr"    // FLASH_REDIS_ADDR
+	KafkaBrokersFlag = "kafka-brokers" // FLASH_KAFKA_BROKERS
+	PGURLFlag        = "pg-url"        // FLASH_PG_URL
+)
+
+// RedisAddr registers -redis-addr (FLASH_REDIS_ADDR), the dev stack's Redis by default.
+func (s *Set) RedisAddr(p *string, usage string) {
+	s.String(p, RedisAddrFlag, "FLASH_REDIS_ADDR", DefaultRedisAddr, usage)
+}
+
+// KafkaBrokers registers -kafka-brokers (FLASH_KAFKA_BROKERS), comma-separated seed
+// brokers, the dev stack's broker by default.
+func (s *Set) KafkaBrokers(p *string, usage string) {
+	s.String(p, KafkaBrokersFlag, "FLASH_KAFKA_BROKERS", DefaultKafkaBrokers, usage)
+}
+
+// PGURL registers -pg-url (FLASH_PG_URL), the dev stack's Postgres by default (its
+// password is redacted from -help).
+func (s *Set) PGURL(p *string, usage string) {
+	s.String(p, PGURLFlag, "FLASH_PG_URL", DefaultPGURL, usage)
+}
+
+// Deprecated registers old as an alias of the flag name, registered before: setting
+// -old sets -name and prints one line saying so. Aliases are kept for one release
+// after a rename (DESIGN.md "Settings").
+func (s *Set) Deprecated(old, name string) {
+	s.fs.Func(old, "deprecated: use -"+name, func(v string) error {
+		fmt.Fprintf(s.warn, "%s: flag -%s is deprecated, use -%s (the old name goes in the next release)\n", s.fs.Name(), old, name)
+		return s.fs.Set(name, v)
+	})
+}
 
 func (s *Set) lookup(env string) (string, bool) {
 	v, ok := os.LookupEnv(env)

@@ -95,3 +95,33 @@ func TestRedisSentinelSettings(t *testing.T) {
 		t.Fatalf("without sentinels: addr %q master %q; want the address and the default master", o.Addr, b.Master)
 	}
 }
+
+// The connection flags have one name; an old name still sets the flag, and says once
+// that it is deprecated.
+func TestDeprecatedAliasSetsTheFlagAndSaysSo(t *testing.T) {
+	t.Setenv("FLASH_REDIS_ADDR", "")
+	fs := flag.NewFlagSet("settler", flag.ContinueOnError)
+	fs.SetOutput(new(bytes.Buffer))
+	var warn bytes.Buffer
+	s := New(fs)
+	s.SetWarnings(&warn)
+	var addr string
+	s.RedisAddr(&addr, "Redis address")
+	s.Deprecated("redis", RedisAddrFlag)
+	if err := s.Parse(nil); err != nil || addr != DefaultRedisAddr || warn.Len() != 0 {
+		t.Fatalf("no flags: %v, addr %q, notice %q; want the default and no notice", err, addr, warn.String())
+	}
+	if err := s.Parse([]string{"-redis", "10.0.0.1:6379"}); err != nil {
+		t.Fatal(err)
+	}
+	if addr != "10.0.0.1:6379" {
+		t.Fatalf("-redis set addr to %q, want 10.0.0.1:6379", addr)
+	}
+	if got, want := warn.String(), "settler: flag -redis is deprecated, use -redis-addr (the old name goes in the next release)\n"; got != want {
+		t.Fatalf("notice %q, want %q", got, want)
+	}
+	warn.Reset()
+	if err := s.Parse([]string{"-redis-addr", "10.0.0.2:6379"}); err != nil || addr != "10.0.0.2:6379" || warn.Len() != 0 {
+		t.Fatalf("-redis-addr: %v, addr %q, notice %q; want 10.0.0.2:6379 and no notice", err, addr, warn.String())
+	}
+}

@@ -42,7 +42,6 @@ import (
 
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/settler/relay"
 )
 
 // States of a Report.
@@ -109,10 +108,17 @@ func (c *Config) validate() error {
 type Deps struct {
 	Redis      *redis.Client
 	PG         *pgxpool.Pool
-	Relay      *relay.Relay
+	Relay      Republisher
 	Recoverer  *recovery.Recoverer
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+}
+
+// Republisher publishes a campaign's orphaned outbox entries again (the settler's
+// relay). Defined here, where it is used, so that this package - linked by the
+// gateway too - does not import the settler.
+type Republisher interface {
+	Republish(ctx context.Context, campaign string) (int, error)
 }
 
 // Reconciler checks and repairs. Safe for concurrent use.
@@ -614,9 +620,9 @@ func (rc *Reconciler) Repair(ctx context.Context, id string) (*Report, error) {
 		if rc.d.Relay == nil {
 			notes = append(notes, "orphans found but no relay configured")
 		} else {
-			st, err := rc.d.Relay.Campaign(ctx, id)
-			republished = st.Republished
-			rc.m.republished.Add(float64(st.Republished))
+			n, err := rc.d.Relay.Republish(ctx, id)
+			republished = n
+			rc.m.republished.Add(float64(n))
 			if err != nil {
 				notes = append(notes, "relay: "+err.Error())
 			}
@@ -696,9 +702,9 @@ func (rc *Reconciler) Once(ctx context.Context) ([]*Report, error) {
 				r = rr
 			}
 		} else if r.Orphans > 0 && rc.d.Relay != nil {
-			st, err := rc.d.Relay.Campaign(ctx, id)
-			rc.m.republished.Add(float64(st.Republished))
-			r.Republished = st.Republished
+			n, err := rc.d.Relay.Republish(ctx, id)
+			rc.m.republished.Add(float64(n))
+			r.Republished = n
 			if err != nil {
 				errs = append(errs, err)
 			}
