@@ -367,8 +367,12 @@ local function decide(i)
       return reject(k, PARTNER_QUOTA, fp, true), 0, '', 0, 0, 0, '', 0
     end
   end
+  -- sold_out is not remembered either: it is re-derived from the stock on a retry (the
+  -- same answer while sold out; a claim once a void or expiry put a unit back, as a new
+  -- tap would get), so a flood of unique request_ids at a sold-out SKU leaves no key
+  -- per request (DESIGN.md "Which rejections are remembered", issue 14).
   if tonumber(s[1]) <= 0 then
-    return reject(k, SOLD_OUT, fp, true), 0, '', 0, 0, 0, '', 0
+    return reject(k, SOLD_OUT, fp, false), 0, '', 0, 0, 0, '', 0
   end
   local value = tonumber(s[2])
   if tonumber(m[6]) + value > tonumber(m[5]) then
