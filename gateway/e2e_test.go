@@ -579,14 +579,20 @@ func TestBadInputChangesNothing(t *testing.T) {
 // answer.
 func TestRejectTTLBoundsRememberedRejections(t *testing.T) {
 	g := startGateway(t, "-reject-ttl", "7s")
-	camp, _, rdb, _ := setupCampaign(t, `[{"sku":"rp-0","stock":0,"value":50}]`)
+	// user_limit, a remembered rejection (sold_out no longer is: DESIGN.md "Which
+	// rejections are remembered").
+	camp, _, rdb, _ := setupCampaign(t, `[{"sku":"rp-50","stock":10,"value":50}]`)
 	waitStart(t, rdb, camp)
 	c := newClaimant(t, g)
 	ctx := context.Background()
 	for i := range 2 {
+		u := testenv.ID(t, "u")
+		if r := c.claimUntilAnswered(camp, "rp-50", u, "d-1", testenv.ID(t, "rq")); r.status != 200 {
+			t.Fatalf("claim %d: %s; want 200", i, r)
+		}
 		rq := testenv.ID(t, "rq")
-		if r := c.claim(camp, "rp-0", testenv.ID(t, "u"), "d-1", rq); r.status != 409 || r.json(t)["reason"] != "sold_out" {
-			t.Fatalf("claim %d: %s; want 409 sold_out", i, r)
+		if r := c.claim(camp, "rp-50", u, "d-1", rq); r.status != 409 || r.json(t)["reason"] != "user_limit" {
+			t.Fatalf("claim %d: %s; want 409 user_limit", i, r)
 		}
 		ttl, err := rdb.PTTL(ctx, rkeys.Request(camp, rq)).Result()
 		if err != nil {
