@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/internal/risk"
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/risk/riskstate"
+	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
