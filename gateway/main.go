@@ -34,6 +34,7 @@ import (
 	"github.com/flashgate/flashgate/gateway/console"
 	"github.com/flashgate/flashgate/gateway/h5"
 	"github.com/flashgate/flashgate/gateway/vouchers"
+	"github.com/flashgate/flashgate/internal/evict"
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/reconcile"
@@ -98,6 +99,7 @@ type config struct {
 	readTimeout, writeTimeout, idleTimeout                                   time.Duration
 	maxHeaderBytes, maxConns, maxConnsPerIP                                  int
 	decisions, shortCircuit                                                  bool
+	allowEviction                                                            bool
 	produceMode                                                              string
 	settlerGroup, recoveryBLs                                                string
 	corsOrigins                                                              string
@@ -143,6 +145,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	f.Bool(&c.shortCircuit, "short-circuit", "FLASH_SHORT_CIRCUIT", true, "answer claims for a SKU known sold out, or a campaign clearly not open, without the claim script (idempotency still checked in Redis); false is a benchmark baseline only")
 	f.Duration(&c.lookupTimeout, "lookup-timeout", "FLASH_LOOKUP_TIMEOUT", 2*time.Second, "bound of the database call of GET /v1/claims/{id} and redeem")
 	f.Int(&c.pgMaxConns, "pg-max-conns", "FLASH_PG_MAX_CONNS", 16, "Postgres pool size (claim lookups, redeems, admin)")
+	f.Bool(&c.allowEviction, "allow-eviction", "FLASH_REDIS_ALLOW_EVICTION", false, "start on a Redis whose maxmemory-policy is not noeviction (it may evict stock, budgets and idempotency records); /readyz then reports redis_eviction as degraded")
 	f.Bool(&c.decisions, "decisions", "FLASH_DECISIONS", true, "log every claim decision to flash.decisions (best effort, never delays a claim)")
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", "FLASH_SHUTDOWN_TIMEOUT", 20*time.Second, "longest graceful shutdown: draining requests, then flushing the producer")
 	f.Duration(&c.acceptGrace, "accept-grace", "FLASH_ACCEPT_GRACE", 24*time.Hour, "how long after a campaign's end its accepted requests' idempotency records live, so late retries get their claim back")
@@ -350,6 +353,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := rdb.Ping(startCtx).Err(); err != nil {
 		return fmt.Errorf("redis %s (-redis-addr): %w", cfg.redisAddr, err)
 	}
+	if err := evict.Check(startCtx, rdb); err != nil {
+		if !cfg.allowEviction || !errors.Is(err, evict.ErrEvicting) {
+			return fmt.Errorf("redis %s (-redis-addr): %w", cfg.redisAddr, err)
+		}
+		log.Warn("redis may evict claim state; starting anyway (-allow-eviction)", "err", err)
+	}
 
 	brokers := flagenv.Brokers(cfg.brokers)
 	kcl, err := kgo.NewClient(kafkaopt.Producer(brokers, cfg.produceLinger, cfg.deliveryTimeout)...)
@@ -465,6 +474,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Reconciler: recon,
 		Checks: []admin.Check{
 			{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+			// A policy that could evict claim state: 503 unless the operator accepted it at
+			// start (-allow-eviction), then degraded (RELIABILITY.md "Redis memory").
+			{Name: "redis_eviction", Ping: func(ctx context.Context) error { return evict.Check(ctx, rdb) }, Degrades: cfg.allowEviction},
 			{Name: "kafka", Ping: kcl.Ping},
 			{Name: "postgres", Ping: pg.Ping, Degrades: true},
 		},

@@ -61,7 +61,7 @@ func block(c *cmd, args []string) error {
 	want := risk.Entry{Kind: kind, Value: value, Reason: strings.TrimSpace(*reason), Actor: c.actor, At: now, ExpiresAt: now.Add(*ttl)}
 	res, err := audit.Apply(c.ctx, pg, rdb, audit.Change{
 		Actor: c.actor, Action: audit.ActionBlock, Scope: kind.String() + ":" + value, Reason: want.Reason,
-		Keys: []string{rkeys.Block(byte(kind), value)},
+		Keys: []string{rkeys.Block(byte(kind), value)}, Keep: true,
 		Read: func(ctx context.Context, rc redis.Cmdable) (audit.State, error) {
 			return readState(ctx, rc, kind, value, false)
 		},

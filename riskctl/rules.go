@@ -180,7 +180,7 @@ func changeRules(c *cmd, campaign string, as []risk.Assignment, action string) e
 	var oldRules, newRules risk.Rules
 	res, err := audit.Apply(c.ctx, pg, rdb, audit.Change{
 		Actor: c.actor, Action: action, Scope: scopeOf(campaign),
-		Keys: []string{key},
+		Keys: []string{key}, Keep: true,
 		Read: func(ctx context.Context, rc redis.Cmdable) (audit.State, error) {
 			r, err := risk.ReadRules(ctx, rc, campaign)
 			oldRules = r

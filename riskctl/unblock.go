@@ -42,7 +42,7 @@ func unblock(c *cmd, args []string) error {
 	}
 	res, err := audit.Apply(c.ctx, pg, rdb, audit.Change{
 		Actor: c.actor, Action: audit.ActionUnblock, Scope: kind.String() + ":" + value,
-		Keys: keys,
+		Keys: keys, Keep: true,
 		Read: func(ctx context.Context, rc redis.Cmdable) (audit.State, error) {
 			return readState(ctx, rc, kind, value, true)
 		},

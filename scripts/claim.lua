@@ -130,8 +130,14 @@ end
 -- made). Each rules hash is read once per script call (one HMGET), not once per claim:
 -- within one atomic call it cannot change. Windows are stored in milliseconds; a missing
 -- or zero max turns a rule off.
+--
+-- The 11th field, 'warm' of the global hash, is the risk-state marker: the rebuild of
+-- the risk state from Postgres (internal/risk/riskstate) writes it last, so while it is
+-- absent (Redis lost its data, nothing rebuilt yet) no claim is decided on missing
+-- blocks or rules: NOT_WARM (DESIGN.md "Risk state survives Redis").
 local RULE_FIELDS = {'device.max', 'device.window_ms', 'ip.max', 'ip.window_ms', 'user.max',
-  'user.window_ms', 'freeze.max', 'freeze.window_ms', 'freeze.for_ms', 'shadow'}
+  'user.window_ms', 'freeze.max', 'freeze.window_ms', 'freeze.for_ms', 'shadow', 'warm'}
+local NRULES = 10
 local rulehashes = {}
 local merged = {}
 local function rules(ckey, gkey)
@@ -139,11 +145,12 @@ local function rules(ckey, gkey)
   if r then return r end
   local c, g = cached(rulehashes, ckey, RULE_FIELDS), cached(rulehashes, gkey, RULE_FIELDS)
   r = {}
-  for j = 1, #RULE_FIELDS do
+  for j = 1, NRULES do
     local v = c[j]
     if not v then v = g[j] end
     r[j] = tonumber(v) or 0
   end
+  r.warm = g[NRULES + 1] and true or false
   merged[ckey] = r
   return r
 end
@@ -189,6 +196,9 @@ local seen = {-1, -1, -1, -1, -1, 0}
 -- proceed) and the merged rules, for recording the accepted claim in the windows.
 local function risk(k, user, dev, ip)
   local r = rules(KEYS[k + 10], KEYS[k + 11])
+  if not r.warm then
+    return NOT_WARM, 0, r
+  end
   local flags = 0
   if r[10] == 1 then flags = F_SHADOW end
   local b = redis.call('MGET', KEYS[k + 15], KEYS[k + 16], KEYS[k + 17], KEYS[k + 18], KEYS[k + 19])
@@ -334,6 +344,9 @@ local function decide(i)
   if risky then
     local rcode, retry
     rcode, retry, r = risk(k, user, dev, ip)
+    if rcode == NOT_WARM then
+      return NOT_WARM, 0, '', 0, 0, 0, '', 0
+    end
     if rcode ~= 0 then
       return reject(k, rcode, fp, false), 0, '', 0, 0, 0, '', retry
     end
@@ -354,8 +367,12 @@ local function decide(i)
       return reject(k, PARTNER_QUOTA, fp, true), 0, '', 0, 0, 0, '', 0
     end
   end
+  -- sold_out is not remembered either: it is re-derived from the stock on a retry (the
+  -- same answer while sold out; a claim once a void or expiry put a unit back, as a new
+  -- tap would get), so a flood of unique request_ids at a sold-out SKU leaves no key
+  -- per request (DESIGN.md "Which rejections are remembered", issue 14).
   if tonumber(s[1]) <= 0 then
-    return reject(k, SOLD_OUT, fp, true), 0, '', 0, 0, 0, '', 0
+    return reject(k, SOLD_OUT, fp, false), 0, '', 0, 0, 0, '', 0
   end
   local value = tonumber(s[2])
   if tonumber(m[6]) + value > tonumber(m[5]) then

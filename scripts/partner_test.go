@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/risk/riskstate"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -17,8 +18,13 @@ import (
 // value 10, budgets no test exhausts, per-user limit 1) with partner quotas.
 func partnerCampaign(t *testing.T, rdb *redis.Client, quotas map[string]int64) (camp, bl string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// What catalog.warm does first: the risk state (and its marker) in Redis, without
+	// which claim.lua answers NOT_WARM.
+	if _, _, err := riskstate.Ensure(ctx, testenv.PG(t), rdb); err != nil {
+		t.Fatal(err)
+	}
 	camp, bl = testenv.ID(t, "pq"), testenv.ID(t, "pqbl")
 	now := time.Now()
 	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {

@@ -69,8 +69,10 @@ redis_up() {
   port_open $REDIS_PORT && die "port $REDIS_PORT is taken by another process (not our redis)"
   # AOF with fsync every second: a kill -9 loses nothing acknowledged (the page cache
   # survives the process); a machine crash may lose the last second (DESIGN.md).
+  # noeviction: a full Redis refuses writes (claims answer 503) instead of evicting stock,
+  # budgets or idempotency records; the binaries refuse any other policy (internal/evict).
   redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$STACK/redis" \
-    --appendonly yes --appendfsync everysec --save "" \
+    --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
     --daemonize yes --pidfile "$STACK/redis.pid" --logfile "$STACK/logs/redis.log" \
     --maxclients 10000 --protected-mode yes --aclfile "$STACK/redis/users.acl" \
     --masteruser flashgate-replica --masterauth flashgate-replica-dev >/dev/null
@@ -124,7 +126,7 @@ redis_ha_up() {
     port_open $REPLICA_PORT && die "port $REPLICA_PORT is taken by another process (not our replica)"
     # A first start replicates 16379; after a failover the Sentinels re-point it.
     redis-server --bind 127.0.0.1 --port $REPLICA_PORT --dir "$STACK/redis-replica" \
-      --appendonly yes --appendfsync everysec --save "" \
+      --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
       --daemonize yes --pidfile "$STACK/redis-replica.pid" --logfile "$STACK/logs/redis-replica.log" \
       --maxclients 10000 --protected-mode yes --aclfile "$STACK/redis/users.acl" \
       --replicaof 127.0.0.1 $REDIS_PORT --masteruser flashgate-replica --masterauth flashgate-replica-dev >/dev/null

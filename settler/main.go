@@ -28,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flashgate/flashgate/internal/evict"
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/reconcile"
@@ -43,6 +44,7 @@ type background struct {
 	relayMinAge, relayInterval                time.Duration
 	expireInterval                            time.Duration
 	expireBatch                               int
+	allowEviction                             bool
 	reconcileInterval                         time.Duration
 	reconcileRepairAfter                      int
 	recoveryInterval, recoveryCatchUp, accept time.Duration
@@ -135,6 +137,7 @@ func run(args []string) int {
 	f.Duration(&bg.recoveryCatchUp, "recovery-catchup-timeout", "FLASH_RECOVERY_CATCHUP_TIMEOUT", time.Minute, "Redis-loss recovery: longest wait for the settler group to settle what is in Kafka before a rebuild (the business line stays fenced and is retried after it)")
 	f.String(&recoveryBLs, "recovery-business-lines", "FLASH_RECOVERY_BUSINESS_LINES", "", "Redis-loss recovery: only these business lines (comma-separated); default every business line in Postgres. For a Redis that serves some business lines of a shared database")
 	f.Duration(&bg.accept, "accept-grace", "FLASH_ACCEPT_GRACE", 24*time.Hour, "how long after a campaign's end its idempotency records live (the gateway's value): older campaigns without unexpired vouchers are not watched")
+	f.Bool(&bg.allowEviction, "allow-eviction", "FLASH_REDIS_ALLOW_EVICTION", false, "start on a Redis whose maxmemory-policy is not noeviction (it may evict stock, budgets and idempotency records); /readyz then reports redis_eviction as degraded")
 	f.String(&logLevel, "log-level", "FLASH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -218,6 +221,12 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 	rdb := redisAuth.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: 2 * time.Second,
 		ReadTimeout: cfg.RedisTimeout, WriteTimeout: cfg.RedisTimeout})
 	defer rdb.Close()
+	if err := evict.Check(ctx, rdb); err != nil {
+		if !bg.allowEviction || !errors.Is(err, evict.ErrEvicting) {
+			return fmt.Errorf("redis %s (-redis): %w", redisAddr, err)
+		}
+		log.Warn("redis may evict claim state; starting anyway (-allow-eviction)", "err", err)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -275,8 +284,19 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		rctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := s.Ready(rctx); err != nil {
+		err := s.Ready(rctx)
+		// A policy that could evict claim state: 503 unless accepted at start
+		// (-allow-eviction), then "degraded" (RELIABILITY.md "Redis memory").
+		everr := evict.Check(rctx, rdb)
+		if err == nil && everr != nil && !bg.allowEviction {
+			err = fmt.Errorf("redis_eviction: %w", everr)
+		}
+		if err != nil {
 			http.Error(w, "not ready: "+strings.ReplaceAll(err.Error(), "\n", " "), http.StatusServiceUnavailable)
+			return
+		}
+		if everr != nil {
+			w.Write([]byte("ready, degraded: redis_eviction: " + everr.Error() + "\n"))
 			return
 		}
 		w.Write([]byte("ready\n"))

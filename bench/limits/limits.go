@@ -32,6 +32,7 @@ import (
 	"github.com/flashgate/flashgate/bench/load"
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/risk/riskstate"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/scripts"
 )
@@ -229,6 +230,13 @@ func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
 		defer cancel()
 		_ = rdb.Unlink(cctx, keys...).Err()
 	}()
+	// claim.lua decides nothing before the risk state is in Redis (its marker): what
+	// catalog.warm does first, from the record in Postgres (internal/risk/riskstate).
+	if cfg.PG != nil {
+		if _, _, err := riskstate.Ensure(ctx, cfg.PG, rdb); err != nil {
+			return c, err
+		}
+	}
 	// The layout catalog.warm writes, with stock and budgets no run can exhaust.
 	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, rkeys.Meta(camp), "bl", bl, "starts", now.Add(-time.Minute).UnixMilli(), "ends", ends.UnixMilli(),

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashgate/flashgate/internal/recovery"
+	"github.com/flashgate/flashgate/internal/risk/riskstate"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/scripts"
 )
@@ -403,6 +404,12 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign, prev *stored) error {
 	}
 	runID, err := recovery.RunID(ctx, c.rdb)
 	if err != nil {
+		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
+	}
+	// The risk state first (issue 21.4): a campaign warmed into a Redis that lost its
+	// data must not take claims before the blocks and rules are back; on a fresh
+	// deployment this writes the marker claim.lua needs (internal/risk/riskstate).
+	if _, _, err := riskstate.EnsureOn(ctx, c.pg, c.rdb, runID); err != nil {
 		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
 	}
 	// Partner quotas first: a quota without its campaign's state is inert, and every

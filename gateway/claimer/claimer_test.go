@@ -201,10 +201,19 @@ func TestScriptRejections(t *testing.T) {
 	}
 
 	// A retried rejection gets the same rejection back, marked replayed, even once the
-	// reason no longer holds for a new request.
+	// reason no longer holds for a new request - except sold_out, which is re-derived
+	// from the stock (not remembered, DESIGN.md "Which rejections are remembered"):
+	// the same answer while sold out, not a replay, no record left.
 	r := req(open, "rp-50", "u3", "r6")
-	if err := e.do(c, r); err != nil || r.Code != scripts.CodeSoldOut || !r.Replayed {
-		t.Errorf("retry of a sold_out request: code %s replayed %v err %v; want sold_out replayed", reason(r.Code), r.Replayed, err)
+	if err := e.do(c, r); err != nil || r.Code != scripts.CodeSoldOut || r.Replayed {
+		t.Errorf("retry of a sold_out request: code %s replayed %v err %v; want sold_out decided again", reason(r.Code), r.Replayed, err)
+	}
+	if n := e.rdb.Exists(context.Background(), rkeys.Request(open, "r6")).Val(); n != 0 {
+		t.Errorf("sold_out left a record for its request_id")
+	}
+	r = req(open, "rp-50", "u1", "r4")
+	if err := e.do(c, r); err != nil || r.Code != scripts.CodeUserLimit || !r.Replayed {
+		t.Errorf("retry of a user_limit request: code %s replayed %v err %v; want user_limit replayed", reason(r.Code), r.Replayed, err)
 	}
 }
 

@@ -129,9 +129,10 @@ func (c *Claimer) shortCircuit(b *batch) []*pending {
 	b.cmds = b.cmds[:0]
 	b.valbuf = b.valbuf[:0]
 	for _, p := range b.cand {
-		if p.short == scripts.CodeNotStarted {
-			// not_started is never remembered (claim.lua neither): only look for a
-			// record the request_id may already have (then claim.lua replays it).
+		if p.short == scripts.CodeNotStarted || p.short == scripts.CodeSoldOut {
+			// not_started and sold_out are never remembered (claim.lua neither): only
+			// look for a record the request_id may already have (then claim.lua
+			// replays it).
 			b.cmds = append(b.cmds, pipe.Do(context.Background(), "get", p.reqKey))
 			continue
 		}

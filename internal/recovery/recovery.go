@@ -199,6 +199,10 @@ func (r *Recoverer) Once(ctx context.Context) ([]Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
+	var errs []error
+	if err := r.ensureRisk(ctx, runID); err != nil {
+		errs = append(errs, err)
+	}
 	var bls []string
 	seen := map[string]bool{}
 	for _, f := range findings {
@@ -210,7 +214,6 @@ func (r *Recoverer) Once(ctx context.Context) ([]Outcome, error) {
 		}
 	}
 	var out []Outcome
-	var errs []error
 	busy := false
 	for _, bl := range bls {
 		o, err := r.RecoverBusinessLine(ctx, bl)
@@ -587,7 +590,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		detected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flashgate_recovery_detected_total",
-			Help: "Redis state found lost or stale, by reason: lost (campaign keys missing), restarted (Redis run id changed), interrupted (a recovery did not finish), budget_missing (business line hash incomplete).",
+			Help: "Redis state found lost or stale, by reason: lost (campaign keys missing), restarted (Redis run id changed), interrupted (a recovery did not finish), budget_missing (business line hash incomplete), risk_state (risk rules and blocks rebuilt from Postgres).",
 		}, []string{"reason"}),
 		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flashgate_recovery_runs_total",

@@ -33,10 +33,20 @@ func ReadRules(ctx context.Context, c redis.Cmdable, campaign string) (Rules, er
 	return DecodeHash(key, h)
 }
 
+// FieldWarm is the field of the global rules hash (rkeys.RiskGlobalRules) that says
+// Redis holds the risk state of its record in Postgres: the rebuild
+// (internal/risk/riskstate) writes it, holding the run id of the Redis server it rebuilt
+// on, after every other risk key; claim.lua answers NOT_WARM while it is absent. It is
+// not a rule: DecodeHash skips it and WriteRules never touches it.
+const FieldWarm = "warm"
+
 // DecodeHash turns a rules hash into Rules.
 func DecodeHash(key string, h map[string]string) (Rules, error) {
 	r := make(Rules, len(h))
 	for f, v := range h {
+		if f == FieldWarm && key == rkeys.RiskGlobalRules {
+			continue
+		}
 		s, ok := specByField[f]
 		if !ok {
 			return nil, fmt.Errorf("rules %s: unknown field %q", key, f)
@@ -266,4 +276,12 @@ func ShadowCounts(ctx context.Context, c redis.Cmdable, campaign string) (map[st
 		out[ReasonOf(code)] += n
 	}
 	return out, nil
+}
+
+// DecodeEntry decodes a stored block or freeze value (as GET returns it); the expiry is
+// not in the value (it is the key's TTL) and is left zero.
+func DecodeEntry(k Kind, v string, frozen bool, val string) Entry {
+	e := Entry{Kind: k, Value: v, Frozen: frozen}
+	decodeEntry(&e, val)
+	return e
 }

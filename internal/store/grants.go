@@ -46,6 +46,8 @@ var Grants = map[string][]string{
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON partner_quotas TO flashgate_gateway`,
 		// The claim page's themes (gateway/h5): the admin API writes, the page reads.
 		`GRANT SELECT, INSERT, UPDATE ON campaign_pages TO flashgate_gateway`,
+		// Recovery and the catalog's warm rebuild Redis's risk state from its record (0008).
+		`GRANT SELECT ON risk_state TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
@@ -56,6 +58,8 @@ var Grants = map[string][]string{
 		`GRANT USAGE ON SEQUENCE budget_ledger_id_seq TO flashgate_settler`,
 		// The insert trigger that voids claims of revoked users reads revocations (0005).
 		`GRANT SELECT ON revocations TO flashgate_settler`,
+		// Recovery rebuilds Redis's risk state from its record (0008).
+		`GRANT SELECT ON risk_state TO flashgate_settler`,
 	},
 	RoleRiskctl: {
 		// The audit trail: append and read, never change or delete a row.
@@ -67,6 +71,8 @@ var Grants = map[string][]string{
 		`GRANT SELECT, INSERT ON revocations TO flashgate_riskctl`,
 		`GRANT SELECT ON claims TO flashgate_riskctl`,
 		`GRANT UPDATE (expires_at, revoked_at) ON claims TO flashgate_riskctl`,
+		// The record of the risk state it sets, beside each audit row (0008).
+		`GRANT SELECT, INSERT, UPDATE ON risk_state TO flashgate_riskctl`,
 	},
 	RoleBench: {
 		// bench verify reads the books; it writes nothing.

@@ -62,7 +62,16 @@ type Change struct {
 	Plan func(old State) (State, error)
 	// Write queues the Redis writes that turn from into to (also used to undo).
 	Write func(ctx context.Context, p redis.Pipeliner, from, to State) error
+	// Keep records the new state as the current state of Scope in risk_state (0008), in
+	// the same transaction as the audit row: Postgres is the record recovery rebuilds
+	// Redis's risk state from (internal/risk/riskstate).
+	Keep bool
 }
+
+// StateLock is the advisory lock key that orders Apply's changes (shared) against a
+// rebuild of Redis's risk state from risk_state (exclusive): a rebuild never writes a
+// state older than one a change has just made in Redis.
+const StateLock = "riskctl:state"
 
 // Result is what a change did.
 type Result struct {
@@ -102,6 +111,11 @@ func Apply(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, ch Change) 
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "riskctl:"+ch.Scope); err != nil {
 		return res, fmt.Errorf("audit: lock %s: %w", ch.Scope, err)
 	}
+	if ch.Keep {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))`, StateLock); err != nil {
+			return res, fmt.Errorf("audit: lock %s: %w", StateLock, err)
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		if attempt == 5 {
 			return res, fmt.Errorf("audit: %s changed concurrently 5 times in a row; try again", ch.Scope)
@@ -130,6 +144,11 @@ func Apply(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, ch Change) 
 				VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, at`,
 				ch.Actor, ch.Action, ch.Scope, oj, nj, ch.Reason).Scan(&res.ID, &res.At); err != nil {
 				return fmt.Errorf("audit: insert: %w", err)
+			}
+			if ch.Keep {
+				if err := keep(ctx, sp, ch.Scope, nw, nj, res.ID, res.At); err != nil {
+					return err
+				}
 			}
 			_, err = rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				return ch.Write(ctx, p, old, nw)
@@ -160,6 +179,25 @@ func Apply(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, ch Change) 
 		return res, fmt.Errorf("audit: commit failed, the Redis change was undone: %w", err)
 	}
 	return res, nil
+}
+
+// keep upserts the scope's current state (see Change.Keep).
+func keep(ctx context.Context, tx pgx.Tx, scope string, nw State, nj []byte, id int64, at time.Time) error {
+	var exp *time.Time
+	if v, ok := nw["block.expires_at"]; ok {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return fmt.Errorf("audit: %s: block.expires_at %q: %w", scope, v, err)
+		}
+		exp = &t
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO risk_state (scope, state, expires_at, audit_id, updated_at)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (scope) DO UPDATE SET state = EXCLUDED.state, expires_at = EXCLUDED.expires_at,
+		  audit_id = EXCLUDED.audit_id, updated_at = EXCLUDED.updated_at`, scope, nj, exp, id, at); err != nil {
+		return fmt.Errorf("audit: record state of %s: %w", scope, err)
+	}
+	return nil
 }
 
 // undo restores the old state if the keys still hold the new one (someone else's later
