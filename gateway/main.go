@@ -1,7 +1,7 @@
 // Command gateway is flashgate's claim gateway: the public claim API on FLASH_HTTP_ADDR
 // and the admin API, /metrics, /healthz and /readyz on FLASH_ADMIN_ADDR. This file only
 // reads flags, builds the clients and packages, runs the listeners and shuts down in
-// order; the behaviour lives in gateway/api, gateway/claimer, gateway/catalog,
+// order; the behaviour lives in gateway/api, gateway/claimer, internal/catalog,
 // gateway/admin and gateway/vouchers.
 package main
 
@@ -29,11 +29,11 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/admin"
 	"github.com/flashgate/flashgate/gateway/api"
-	"github.com/flashgate/flashgate/gateway/catalog"
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/gateway/console"
 	"github.com/flashgate/flashgate/gateway/h5"
 	"github.com/flashgate/flashgate/gateway/vouchers"
+	"github.com/flashgate/flashgate/internal/catalog"
 	"github.com/flashgate/flashgate/internal/evict"
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"

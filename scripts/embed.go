@@ -135,7 +135,7 @@ var (
 	// Unfence restores a business line's budget and totals and drops the lock.
 	Unfence = redis.NewScript(unfenceSrc)
 	// Warm writes a campaign's definition into Redis, deciding by the Redis clock what
-	// may change (gateway/catalog).
+	// may change (internal/catalog).
 	Warm = redis.NewScript(warmSrc)
 	// Budget sets a business line's budget unless a recovery fences it (then the
 	// recovery's unfence applies it).

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgate/flashgate/gateway/catalog"
+	"github.com/flashgate/flashgate/internal/catalog"
 )
 
 // The bodies setup sends are exactly what the gateway's own decoder accepts: the test

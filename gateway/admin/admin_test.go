@@ -18,7 +18,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgate/flashgate/gateway/admin"
-	"github.com/flashgate/flashgate/gateway/catalog"
+	"github.com/flashgate/flashgate/internal/catalog"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 )

@@ -3,7 +3,7 @@ package admin
 import (
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashgate/flashgate/gateway/catalog"
+	"github.com/flashgate/flashgate/internal/catalog"
 )
 
 // partners routes /admin/v1/partners[/{id}] (CONTRACT.md "Partners"): GET lists the

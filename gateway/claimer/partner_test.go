@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgate/flashgate/gateway/catalog"
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/internal/catalog"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"

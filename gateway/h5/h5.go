@@ -31,7 +31,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgate/flashgate/gateway/api"
-	"github.com/flashgate/flashgate/gateway/catalog"
+	"github.com/flashgate/flashgate/internal/catalog"
 )
 
 //go:embed web

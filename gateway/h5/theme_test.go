@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flashgate/flashgate/gateway/catalog"
+	"github.com/flashgate/flashgate/internal/catalog"
 )
 
 // Bad themes are refused with the field named; hostile text is not refused (it is shown

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/api"
-	"github.com/flashgate/flashgate/gateway/catalog"
 	"github.com/flashgate/flashgate/gateway/vouchers"
+	"github.com/flashgate/flashgate/internal/catalog"
 	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
