@@ -2,11 +2,14 @@ package settle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/scripts"
 )
@@ -98,8 +101,31 @@ func (s *Settler) settleUndecided(ctx context.Context, groups []campaignBatch) e
 // voidDue voids the claims past their deadline. A void that finds the claim durable
 // (the gateway's mark won the race) or already voided changes nothing; the confirm
 // that follows tells which.
+//
+// Except on a campaign whose run id stamp is not this Redis's (restarted from an older
+// AOF copy, or a lagging replica promoted, and not rebuilt yet): there an A may be the
+// rolled-back copy of a claim that was marked D and answered 200, so it is not voided
+// but written, like a claim with no trace (it was acknowledged by Kafka: DESIGN.md
+// "What is durable when"). Recovery waits for the settler before it rebuilds, so this is
+// decided while the stamp still differs.
 func (s *Settler) voidDue(ctx context.Context, due []*item) error {
+	rolled, err := s.rolledBack(ctx, due)
+	if err != nil {
+		return err
+	}
 	for _, it := range due {
+		if rolled[it.rec.CampaignID] {
+			r := it.rec
+			ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+			err := scripts.Durable.Run(ctx, s.rdb, []string{rkeys.Request(r.CampaignID, r.RequestID)}, r.ClaimID).Err()
+			cancel()
+			if err != nil {
+				return fmt.Errorf("mark rolled-back claim %s: %w", r.ClaimID, err)
+			}
+			s.log.Warn("claim read from Kafka is A on a Redis that is not the run its campaign was stamped on: written, not voided (its D may have been rolled back)",
+				"claim_id", r.ClaimID, "campaign", r.CampaignID)
+			continue
+		}
 		r := it.rec
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 		res, err := scripts.Void.Run(ctx, s.rdb,
@@ -117,4 +143,30 @@ func (s *Settler) voidDue(ctx context.Context, due []*item) error {
 		}
 	}
 	return nil
+}
+
+// rolledBack reports the campaigns of due whose meta carries a run id stamp other than
+// this Redis server's.
+func (s *Settler) rolledBack(ctx context.Context, due []*item) (map[string]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	defer cancel()
+	run, err := recovery.RunID(ctx, s.rdb)
+	if err != nil {
+		return nil, fmt.Errorf("undecided claims: %w", err)
+	}
+	out := map[string]bool{}
+	seen := map[string]bool{}
+	for _, it := range due {
+		c := it.rec.CampaignID
+		if seen[c] {
+			continue
+		}
+		seen[c] = true
+		rid, err := s.rdb.HGet(ctx, rkeys.Meta(c), rkeys.FieldRunID).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("undecided claims: campaign %s run id: %w", c, err)
+		}
+		out[c] = rid != "" && rid != run
+	}
+	return out, nil
 }
