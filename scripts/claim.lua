@@ -304,8 +304,9 @@ local function decide(i)
       end
       if st == 'A' then
         -- The first attempt is still being made durable (or its gateway died and the
-        -- outbox relay will publish it). Answering 200 now could promise a claim that
-        -- is about to be voided, so the retry is told to come back.
+        -- outbox relay will void it past its bound). Answering 200 now could promise a
+        -- claim that is about to be voided, so the retry is told to come back (the
+        -- gateway waits for the first attempt's outcome before it answers 503).
         return IN_FLIGHT, 1, pc, 0, 0, 0, '', 0
       end
       return ACCEPTED, 1, pc, tonumber(pv), tonumber(pcl), tonumber(pe), po, 0
