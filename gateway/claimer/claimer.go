@@ -517,8 +517,9 @@ func (c *Claimer) void(p *pending, produceErr error) error {
 		// deadline; if not, the outbox relay voids it past MinAge. Either way what it
 		// took is given back and the 503 stays true; a retry meanwhile hears in_flight.
 		c.metrics.voids[voidFailed].Inc()
-		c.log.Warn("void after failed produce also failed; the claim will be voided at its deadline",
+		c.log.Warn("void after failed produce also failed; it is retried in the background (else voided at its deadline)",
 			"claim_id", r.ClaimID, "produce_err", produceErr, "void_err", err)
+		go c.revoid([]unanswered{c.unansweredOf(p)}, 200*time.Millisecond)
 		return fmt.Errorf("%w: produce: %v; void: %v", ErrUnavailable, produceErr, err)
 	}
 	switch res {
