@@ -233,6 +233,10 @@ type pending struct {
 	durable bool
 }
 
+// voidRetryFor is how many RedisTimeouts a failed void is retried for before its
+// client hears 503 (and the void goes on in the background).
+const voidRetryFor = 3
+
 var pendingPool = sync.Pool{New: func() any {
 	return &pending{done: make(chan struct{}, 1), ack: make(chan error, 1), marked: make(chan bool, 1)}
 }}
@@ -505,12 +509,24 @@ func (c *Claimer) makeDurable(p *pending) error {
 
 func (c *Claimer) void(p *pending, produceErr error) error {
 	r, rt := p.req, p.rt
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
-	defer cancel()
-	res, err := scripts.Void.Run(ctx, c.rdb,
-		[]string{rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey, rt.outbox, rt.inflight,
-			rkeys.PartnerQuotas(r.CampaignID)},
-		r.ClaimID, r.UserID, r.Channel).Int()
+	keys := []string{rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey, rt.outbox, rt.inflight,
+		rkeys.PartnerQuotas(r.CampaignID)}
+	// A void that gets no answer is tried again for up to voidRetryFor before the client
+	// is answered: Redis may only be stalled, with this claim's durable mark queued
+	// before the void - then the void answers "durable" and the client gets its 200
+	// rather than a 503 for a claim that becomes a row (the chaos suite's redis-stall).
+	deadline := time.Now().Add(voidRetryFor * c.cfg.RedisTimeout)
+	var res int
+	var err error
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
+		res, err = scripts.Void.Run(ctx, c.rdb, keys, r.ClaimID, r.UserID, r.Channel).Int()
+		cancel()
+		if err == nil || !time.Now().Before(deadline) || c.closed.Load() {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		// Redis is gone too. The claim stays A: it is never made a row from A. If the
 		// record reached Kafka the settler waits for a mark and voids it past the
