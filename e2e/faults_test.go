@@ -331,8 +331,10 @@ func checkSale(t *testing.T, s *system, campaign string, stock int, answers []cl
 }
 
 // The gateway dies between the claim script and the produce: the client gets no
-// answer, the claim is only in the Redis outbox, and the settler's relay publishes it.
-// A retry with the same request id, on a gateway without the hook, gets the same claim.
+// answer and the claim is only in the Redis outbox, still A (never made durable). The
+// settler's relay voids it past its bound - it never becomes a row, what it took is back
+// on sale - and a retry with the same request id, on a gateway without the hook, is
+// decided anew: one claim, one row.
 func TestGatewayDiesBetweenScriptAndProduce(t *testing.T) {
 	f := startFaults(t, faultOpts{
 		gatewayExtra: []string{"FLASH_FAULT_EXIT_AFTER_SCRIPT=1"},
@@ -350,21 +352,29 @@ func TestGatewayDiesBetweenScriptAndProduce(t *testing.T) {
 	if n, err := f.rdb.XLen(ctx, rkeys.Outbox(cmp)).Result(); err != nil || n != 1 {
 		t.Fatalf("outbox holds %d entries (%v), want the accepted claim", n, err)
 	}
-
-	// Only the relay can bring it to Postgres: nothing was produced.
-	var claimID string
-	testenv.Eventually(t, 60*time.Second, "the relay brings the claim to Postgres", func() bool {
-		return f.pg.QueryRow(ctx, `SELECT claim_id FROM claims WHERE campaign_id = $1`, cmp).Scan(&claimID) == nil
+	testenv.Eventually(t, 60*time.Second, "the relay voids the claim nobody was answered 200 for", func() bool {
+		v, err := f.rdb.Get(ctx, rkeys.Request(cmp, "req-1")).Result()
+		return err == nil && strings.HasPrefix(v, "V\t")
 	})
+	if n := f.rows(cmp); n != 0 {
+		t.Fatalf("rows %d for the voided claim, want 0", n)
+	}
+	if taken := f.hgetInt(rkeys.SKU(cmp, "rp-50"), "taken"); taken != 0 {
+		t.Fatalf("taken %d after the void, want 0", taken)
+	}
 
 	f.gwEnv = without(f.gwEnv, "FLASH_FAULT_EXIT_AFTER_SCRIPT")
 	f.startGateway()
 	a := f.claimUntilAnswered(req, 30*time.Second)
-	if a.Status != 200 || a.ClaimID != claimID || !a.Replayed {
-		t.Fatalf("retry: %d %+v; want 200 replaying claim %s", a.Status, a, claimID)
+	if a.Status != 200 || a.Replayed {
+		t.Fatalf("retry: %d %+v; want 200, decided anew", a.Status, a)
 	}
 	if n := f.settled(cmp, 30*time.Second); n != 1 {
 		t.Fatalf("rows %d, want exactly 1", n)
+	}
+	var claimID string
+	if err := f.pg.QueryRow(ctx, `SELECT claim_id FROM claims WHERE campaign_id = $1`, cmp).Scan(&claimID); err != nil || claimID != a.ClaimID {
+		t.Fatalf("row %s (%v), want the retry's claim %s", claimID, err, a.ClaimID)
 	}
 	testenv.Eventually(t, 30*time.Second, "the outbox is trimmed once the claim is a row", func() bool {
 		n, err := f.rdb.XLen(ctx, rkeys.Outbox(cmp)).Result()

@@ -383,6 +383,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ProduceMode:         cfg.produceMode,
 		DisableShortCircuit: !cfg.shortCircuit,
 	}
+	// A NOT_WARM answer (fenced, or this Redis is not the run the campaign was rebuilt
+	// on) starts a recovery pass now instead of at the next interval.
+	recKick := recovery.NewKick()
+	ccfg.OnNotWarm = func(string) { recKick.Now() }
 	if cfg.faultExitAfterScript {
 		log.Warn("FLASH_FAULT_EXIT_AFTER_SCRIPT=1: this gateway dies after its first accepted claim (fault tests only)")
 		ccfg.BeforeProduce = func() { os.Exit(137) } // no deferred cleanup: like kill -9
@@ -529,7 +533,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { serveErr <- adminSrv.Serve(admLn) }()
 	recCtx, stopRecovery := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
-	go func() { defer close(recDone); rec.Run(recCtx) }()
+	go func() { defer close(recDone); rec.RunWithKicks(recCtx, recKick) }()
 	defer func() { stopRecovery(); <-recDone }() // an early return below still waits for it
 	if cfg.adminToken != "" {
 		log.Warn("FLASH_ADMIN_TOKEN is deprecated: use FLASH_ADMIN_TOKENS=name:token (its changes are audited as \"admin\")")

@@ -62,6 +62,25 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local out = {}
 
+-- Is this Redis the server the campaign's counters were warmed or rebuilt on? The meta's
+-- "rid" (warm.lua and recovery stamp it, rebuild.lua rewrites it) must be this server's
+-- run id. A Redis restarted from an AOF older than what it acknowledged, or a replica
+-- promoted by a failover, has another run id and may hold less than was acknowledged:
+-- nothing is decided on it - no replay either, a record may be rolled back - until
+-- recovery has rebuilt the campaign: NOT_WARM, 503, nothing taken or remembered
+-- (issue 21.2). The run id is read once per call (INFO server, and only when a
+-- campaign carries a stamp); a meta with no stamp (a test fixture, or a campaign not
+-- yet stamped by recovery) is not checked.
+local runid
+local function onthisrun(m)
+  local rid = m[11]
+  if not rid then return true end
+  if not runid then
+    runid = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+  end
+  return rid == runid
+end
+
 -- A stored answer is "X\tclaim\tvalue\tclaimed\texpires\toutbox\tsku\tuser\tdevice" where
 -- X is A (accepted, produce not yet acknowledged), D (durable: the broker acknowledged
 -- it), S (settled: the settler confirmed it), V (voided by compensation) or R (rejected;
@@ -106,7 +125,7 @@ end
 -- at once (one HSET per hash), before its outbox entry and idempotency record, so a
 -- call that dies midway has written counters for at least every claim it published
 -- (it can only under-sell).
-local META_FIELDS = {'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl', 'taken'}
+local META_FIELDS = {'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl', 'taken', 'rid'}
 local SKU_FIELDS = {'stock', 'value', 'taken'}
 local BL_FIELDS = {'budget', 'spent'}
 -- One cache per role (the rules hashes below have theirs), so a key can never be read
@@ -279,6 +298,10 @@ local function decide(i)
   local partner = string.match(channel, '^partner:(.+)$')
   local fp = sku .. '\t' .. user .. '\t' .. dev
 
+  if not onthisrun(cached(metas, KEYS[k + 1], META_FIELDS)) then
+    return NOT_WARM, 0, '', 0, 0, 0, '', 0
+  end
+
   local prev = redis.call('GET', KEYS[k + 3])
   if prev then
     local st, pc, pv, pcl, pe, po, pfp = parse(prev)
@@ -291,8 +314,9 @@ local function decide(i)
       end
       if st == 'A' then
         -- The first attempt is still being made durable (or its gateway died and the
-        -- outbox relay will publish it). Answering 200 now could promise a claim that
-        -- is about to be voided, so the retry is told to come back.
+        -- outbox relay will void it past its bound). Answering 200 now could promise a
+        -- claim that is about to be voided, so the retry is told to come back (the
+        -- gateway waits for the first attempt's outcome before it answers 503).
         return IN_FLIGHT, 1, pc, 0, 0, 0, '', 0
       end
       return ACCEPTED, 1, pc, tonumber(pv), tonumber(pcl), tonumber(pe), po, 0

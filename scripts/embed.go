@@ -87,6 +87,9 @@ const (
 	ConfirmSkip    = 0
 	ConfirmWrite   = 1
 	ConfirmNoTrace = 2
+	// ConfirmUndecided: the record is still A (neither durable nor voided); the
+	// settler waits for the gateway, and voids it past its deadline.
+	ConfirmUndecided = 3
 )
 
 // Reasons names each rejection code as CONTRACT.md spells it (the "reason" of a 409,

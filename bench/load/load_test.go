@@ -477,3 +477,50 @@ func TestSeveralTargetsRoundRobin(t *testing.T) {
 		t.Errorf("observed %v (503s %d), want %d and %d", seen, unavailable, h0, h1)
 	}
 }
+
+// Every 503 bench hears is in its record (request_id, no claim_id), so bench verify can
+// check that a request_id answered only 503 never became a row; 200s are recorded as
+// before, and a 503 for a malformed request is not recorded (it names no claim).
+func TestRecordHolds503s(t *testing.T) {
+	var n, sent503 atomic.Int64
+	srv := serve(t, func(ctx *fasthttp.RequestCtx) {
+		i := n.Add(1)
+		if i%2 == 0 {
+			sent503.Add(1)
+			ctx.SetStatusCode(503)
+			ctx.SetBodyString(`{"error":"unavailable"}`)
+			return
+		}
+		accept(ctx, "c-test.u"+strconv.FormatInt(i, 10))
+	})
+	cfg := baseConfig(srv)
+	cfg.Duration = time.Second
+	dir := t.TempDir()
+	w, err := record.Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Record = w
+	res := runBounded(t, cfg)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := record.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got503, got200 int64
+	for _, e := range entries {
+		if e.Is503() {
+			got503++
+			if e.RequestID == "" || e.ClaimID != "" || e.User == "" {
+				t.Fatalf("503 entry %+v", e)
+			}
+		} else {
+			got200++
+		}
+	}
+	if sent503.Load() == 0 || got503 != sent503.Load() || got200 != res.Accepted+res.Replayed {
+		t.Fatalf("record: %d 503s (server sent %d), %d 200s (accepted+replayed %d)", got503, sent503.Load(), got200, res.Accepted+res.Replayed)
+	}
+}

@@ -222,6 +222,10 @@ func (r *recorder) add(a *answer) {
 	case "refused":
 		res.Refused++
 	case "error":
+		if a.status == 503 && r.cfg.Record != nil && a.req.Kind != traffic.Invalid {
+			r.cfg.Record.Add(&record.Entry{RequestID: a.req.RequestID, Campaign: r.tcfg.Campaign,
+				User: a.req.User, SKU: a.req.SKU, Status: 503})
+		}
 		res.Errors++
 		s.errors++
 		r.winErrors++

@@ -1,8 +1,10 @@
 // Package record owns bench's own record of every 200 it received: one JSON line per
-// accepted answer (claim_id, request_id, user, SKU, value, whether it was a replay).
-// bench run writes it; bench verify reads it to prove that every claim_id the gateway
-// handed out is a row in Postgres exactly once. It is the client's side of the books,
-// kept independently of anything the product stores.
+// accepted answer (claim_id, request_id, user, SKU, value, whether it was a replay),
+// and one per 503 (request_id, user, SKU, "status":503, no claim_id). bench run writes
+// it; bench verify reads it to prove that every claim_id the gateway handed out is a
+// row in Postgres exactly once, and that no request_id answered only 503 became one
+// ("nothing was taken"). It is the client's side of the books, kept independently of
+// anything the product stores.
 package record
 
 import (
@@ -31,7 +33,14 @@ type Entry struct {
 	SKU       string `json:"sku"`
 	Value     int64  `json:"value"`
 	Replayed  bool   `json:"replayed,omitempty"`
+	// Status is the answer: 0 (older records) or 200 for a claim; 503 for an attempt
+	// answered 503 ("nothing was taken"), with no claim_id. bench verify checks that a
+	// request_id answered only 503 never became a row.
+	Status int `json:"status,omitempty"`
 }
+
+// Is503 reports an entry recording a 503 answer rather than a claim.
+func (e *Entry) Is503() bool { return e.Status == 503 }
 
 // Writer appends entries to a record file. Safe for concurrent use.
 type Writer struct {
@@ -77,6 +86,10 @@ func (w *Writer) Add(e *Entry) {
 	b = strconv.AppendInt(b, e.Value, 10)
 	if e.Replayed {
 		b = append(b, `,"replayed":true`...)
+	}
+	if e.Status != 0 {
+		b = append(b, `,"status":`...)
+		b = strconv.AppendInt(b, int64(e.Status), 10)
 	}
 	b = append(b, '}', '\n')
 	w.buf = b
@@ -142,7 +155,14 @@ func Decode(r io.Reader, name string) ([]Entry, error) {
 		if err := json.Unmarshal(b, &e); err != nil {
 			return nil, fmt.Errorf("record %s line %d: %w", name, line, err)
 		}
-		if e.ClaimID == "" || e.RequestID == "" {
+		switch {
+		case e.Is503():
+			if e.RequestID == "" || e.ClaimID != "" {
+				return nil, fmt.Errorf("record %s line %d: a 503 entry needs a request_id and no claim_id", name, line)
+			}
+		case e.Status != 0 && e.Status != 200:
+			return nil, fmt.Errorf("record %s line %d: status %d, want 200 or 503", name, line, e.Status)
+		case e.ClaimID == "" || e.RequestID == "":
 			return nil, fmt.Errorf("record %s line %d: claim_id and request_id are required", name, line)
 		}
 		out = append(out, e)

@@ -32,6 +32,7 @@ func TestWriteRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Add(&Entry{ClaimID: "c.last", RequestID: "r2", Campaign: "c", User: "u", SKU: "s", Value: 7})
+	w.Add(&Entry{RequestID: "r3", Campaign: "c", User: "u3", SKU: "s", Status: 503})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +40,11 @@ func TestWriteRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 801 || got[800].ClaimID != "c.last" || got[0].User != "u\"q" {
+	if len(got) != 802 || got[800].ClaimID != "c.last" || got[800].Is503() || got[0].User != "u\"q" {
 		t.Fatalf("read %d entries, last %+v, first %+v", len(got), got[len(got)-1], got[0])
+	}
+	if e := got[801]; !e.Is503() || e.RequestID != "r3" || e.ClaimID != "" || e.User != "u3" {
+		t.Fatalf("503 entry read back as %+v", e)
 	}
 }
 
@@ -48,6 +52,10 @@ func TestDecodeErrorsNameTheLine(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"{\"claim_id\":\"a\",\"request_id\":\"b\"}\nnot json\n", "line 2"},
 		{"{\"claim_id\":\"a\"}\n", "line 1: claim_id and request_id are required"},
+		{"{\"request_id\":\"b\"}\n", "line 1: claim_id and request_id are required"},
+		{"{\"request_id\":\"b\",\"status\":503,\"claim_id\":\"a\"}\n", "line 1: a 503 entry needs a request_id and no claim_id"},
+		{"{\"status\":503}\n", "line 1: a 503 entry needs a request_id"},
+		{"{\"claim_id\":\"a\",\"request_id\":\"b\",\"status\":409}\n", "line 1: status 409"},
 	} {
 		if _, err := Decode(strings.NewReader(tc.in), "x"); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Decode(%q) = %v, want %q", tc.in, err, tc.want)
@@ -59,14 +67,15 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("{\"claim_id\":\"a\",\"request_id\":\"b\",\"value\":5}\n\n"))
 	f.Add([]byte("{\"claim_id\":\"a\",\"request_id\":\"b\",\"replayed\":true}"))
 	f.Add([]byte("{}"))
+	f.Add([]byte("{\"request_id\":\"b\",\"status\":503}"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		entries, err := Decode(strings.NewReader(string(b)), "fuzz")
 		if err != nil {
 			return
 		}
 		for _, e := range entries {
-			if e.ClaimID == "" || e.RequestID == "" {
-				t.Fatalf("decoded an entry without ids: %+v", e)
+			if e.RequestID == "" || (e.ClaimID == "") != e.Is503() {
+				t.Fatalf("decoded an entry without its ids: %+v", e)
 			}
 		}
 	})

@@ -1,9 +1,10 @@
-// Package verify owns bench's proof of guarantees 1-3 of the contract after a run:
+// Package verify owns bench's proof of guarantees 1-4 of the contract after a run:
 // once settlement has caught up (the campaign's inflight hash in Redis is empty) it
 // checks Postgres against bench's own record of every 200, against the campaign's
 // definition and against Redis's live counters - nothing oversold or over budget,
 // every accepted claim a row exactly once, one ledger reservation per claim, nobody
-// over the per-user limit. Each check reports PASS or FAIL with its numbers.
+// over the per-user limit, no request_id answered only 503 a row. Each check reports
+// PASS or FAIL with its numbers.
 package verify
 
 import (
@@ -26,17 +27,19 @@ import (
 )
 
 // Guarantees of CONTRACT.md the checks prove: 1 no oversell, 2 nothing accepted is
-// lost, 3 exactly once in effect.
+// lost, 3 exactly once in effect, 4 fail closed (a 503 took nothing).
 const (
 	G1 = "1"
 	G2 = "2"
 	G3 = "3"
+	G4 = "4"
 )
 
 // Config says what to verify.
 type Config struct {
 	Campaign string
-	// Record is bench's record of 200s (nil: the record checks are skipped and say so).
+	// Record is bench's record of 200s and 503s (nil: the record checks are skipped and
+	// say so).
 	Record []record.Entry
 	// Wait bounds how long to wait for settlement (default 60s); Poll is how often the
 	// inflight hash is looked at (default 200ms).
@@ -124,7 +127,7 @@ func Run(ctx context.Context, rdb *redis.Client, pg *pgxpool.Pool, cfg Config) (
 		return nil, err
 	}
 	steps := []func(context.Context) error{
-		v.settled, v.counts, v.recordInPostgres, v.recordConsistent, v.unique, v.stock,
+		v.settled, v.counts, v.recordInPostgres, v.recordConsistent, v.only503, v.unique, v.stock,
 		v.redisMatches, v.budgets, v.ledger, v.perUser,
 	}
 	for _, step := range steps {
@@ -260,6 +263,9 @@ func (v *verifier) recordInPostgres(ctx context.Context) error {
 			other++
 			continue
 		}
+		if e.Is503() {
+			continue // no claim: only503 checks these
+		}
 		if _, ok := wants[e.ClaimID]; !ok {
 			wants[e.ClaimID] = &want{e: e}
 		}
@@ -327,10 +333,12 @@ func (v *verifier) recordConsistent(context.Context) error {
 	}
 	byReq, byClaim := map[string]string{}, map[string]string{}
 	var bad []string
+	answers := 0
 	for _, e := range v.cfg.Record {
-		if e.Campaign != "" && e.Campaign != v.cfg.Campaign {
+		if (e.Campaign != "" && e.Campaign != v.cfg.Campaign) || e.Is503() {
 			continue
 		}
+		answers++
 		if c, ok := byReq[e.RequestID]; ok && c != e.ClaimID {
 			bad = append(bad, "request_id "+e.RequestID+" got claims "+c+" and "+e.ClaimID)
 		}
@@ -340,8 +348,58 @@ func (v *verifier) recordConsistent(context.Context) error {
 		byReq[e.RequestID], byClaim[e.ClaimID] = e.ClaimID, e.RequestID
 	}
 	v.add(Check{Name: "retries got the same claim", Guarantee: G3, Pass: len(bad) == 0,
-		Detail:   fmt.Sprintf("%d answers for %d request_ids, %d inconsistent", len(v.cfg.Record), len(byReq), len(bad)),
+		Detail:   fmt.Sprintf("%d answers for %d request_ids, %d inconsistent", answers, len(byReq), len(bad)),
 		Examples: firstN(bad, v.cfg.Examples)})
+	return nil
+}
+
+// only503: a request_id bench was answered 503 for, and never 200, is not a row: a 503
+// means nothing was taken (CONTRACT.md guarantee 4). A request_id answered 503 and then
+// 200 on a retry is the 200's, checked above.
+func (v *verifier) only503(ctx context.Context) error {
+	if v.cfg.Record == nil {
+		return nil
+	}
+	got200 := map[string]bool{}
+	unavailable := map[string]bool{}
+	for _, e := range v.cfg.Record {
+		if e.Campaign != "" && e.Campaign != v.cfg.Campaign {
+			continue
+		}
+		if e.Is503() {
+			unavailable[e.RequestID] = true
+		} else {
+			got200[e.RequestID] = true
+		}
+	}
+	only := make([]string, 0, len(unavailable))
+	for id := range unavailable {
+		if !got200[id] {
+			only = append(only, id)
+		}
+	}
+	var rows []string
+	if len(only) > 0 {
+		r, err := v.pg.Query(ctx, v.q(`SELECT request_id, claim_id FROM {claims} WHERE campaign_id = $1 AND request_id = ANY($2) ORDER BY request_id`),
+			v.cfg.Campaign, only)
+		if err != nil {
+			return fmt.Errorf("verify: read claims of 503s: %w", err)
+		}
+		defer r.Close()
+		for r.Next() {
+			var req, id string
+			if err := r.Scan(&req, &id); err != nil {
+				return fmt.Errorf("verify: read claims of 503s: %w", err)
+			}
+			rows = append(rows, "request_id "+req+" answered only 503 is row "+id)
+		}
+		if err := r.Err(); err != nil {
+			return fmt.Errorf("verify: read claims of 503s: %w", err)
+		}
+	}
+	v.add(Check{Name: "no 503 became a row", Guarantee: G4, Pass: len(rows) == 0,
+		Detail:   fmt.Sprintf("%d request_ids answered only 503: %d of them rows", len(only), len(rows)),
+		Examples: firstN(rows, v.cfg.Examples)})
 	return nil
 }
 

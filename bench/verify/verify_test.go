@@ -113,7 +113,12 @@ func newSale(t *testing.T, ctx context.Context, rdb *redis.Client, pg *pgxpool.P
 	// A client retry answered from the idempotency record: the same claim again.
 	replay := s.record[0]
 	replay.Replayed = true
-	s.record = append(s.record, replay)
+	// 503s: one for that request_id before its retry got 200 (the 200's), one for a
+	// request_id that was never answered otherwise (nothing taken: not a row).
+	s.record = append(s.record,
+		record.Entry{RequestID: replay.RequestID, Campaign: s.campaign, User: replay.User, SKU: replay.SKU, Status: 503},
+		replay,
+		record.Entry{RequestID: "rq-unavailable", Campaign: s.campaign, User: "u-unavailable", SKU: "A", Status: 503})
 	return s
 }
 
@@ -220,6 +225,9 @@ func TestVerify(t *testing.T) {
 		if !rep.Held || rep.Rows != stockA+stockB || rep.Recorded != stockA+stockB {
 			t.Fatalf("clean sale:\n%s", dump(rep))
 		}
+		if c := check(t, rep, "no 503 became a row"); !c.Pass || !strings.HasPrefix(c.Detail, "1 request_ids answered only 503: 0 ") {
+			t.Fatalf("the 503 check of a clean sale: %+v", c)
+		}
 		// The same data through a copy also holds: the copy itself changes nothing.
 		rep, err = Run(ctx, rdb, pg, cfg(copyOf(t, ctx, pg, s), s.record))
 		if err != nil || !rep.Held {
@@ -285,6 +293,18 @@ func TestVerify(t *testing.T) {
 				exec(t, ctx, pg, `INSERT INTO `+schema+`.budget_ledger SELECT * FROM `+schema+`.budget_ledger WHERE claim_id = $1`, s.rows[3].ClaimID)
 				return s.record
 			}},
+		{"a 503 that became a row", []string{"no 503 became a row"},
+			func(t *testing.T, schema string) []record.Entry {
+				// bench heard only 503 for rows[4]'s request_id, yet it is a row.
+				took := s.rows[4]
+				var rec []record.Entry
+				for _, e := range s.record {
+					if e.RequestID != took.RequestID {
+						rec = append(rec, e)
+					}
+				}
+				return append(rec, record.Entry{RequestID: took.RequestID, Campaign: s.campaign, User: took.User, SKU: took.SKU, Status: 503})
+			}},
 		{"a retry that got another claim", []string{"retries got the same claim"},
 			func(t *testing.T, schema string) []record.Entry {
 				bad := s.record[0]
@@ -306,6 +326,12 @@ func TestVerify(t *testing.T) {
 			for _, name := range p.check {
 				if c := check(t, rep, name); c.Pass {
 					t.Errorf("planted %s: check %q passed:\n%s", p.name, name, dump(rep))
+				}
+			}
+			if p.name == "a 503 that became a row" {
+				if c := check(t, rep, "no 503 became a row"); len(c.Examples) != 1 || !strings.Contains(c.Examples[0], s.rows[4].RequestID) ||
+					!strings.Contains(c.Detail, "2 request_ids answered only 503: 1 of them rows") {
+					t.Errorf("the failed 503 check does not name the count and the request_id: %+v", c)
 				}
 			}
 		})

@@ -41,6 +41,7 @@ var (
 	ErrClosed = errors.New("claimer: closed")
 
 	errAckTimeout = errors.New("no acknowledgement from the broker within AckTimeout")
+	errMarkFailed = errors.New("acknowledged by the broker, but the durable mark (A -> D) could not be written")
 )
 
 // Config tunes the claimer. Zero values are replaced by defaults in New; invalid values
@@ -87,6 +88,16 @@ type Config struct {
 	// already has its 200, so the wait costs no claim any latency, and at moderate rates
 	// it turns one Redis round trip per accepted claim into one per few.
 	MarkLinger time.Duration
+	// InFlightWait bounds how long a retry of a request_id whose first attempt is still
+	// in flight (record A: not yet durable, not voided) waits for that attempt's outcome
+	// before it is answered 503 in_flight (default AckTimeout + RedisTimeout: the longest
+	// a live gateway takes to mark or void it). Negative: answer at once.
+	InFlightWait time.Duration
+	// OnNotWarm, when set, is called (on the claim path: it must not block) when
+	// claim.lua answers NOT_WARM for a campaign: its counters are fenced, or this Redis
+	// is not the server they were rebuilt on (restarted, restored from an older copy,
+	// failed over). The gateway uses it to run recovery now instead of at its next pass.
+	OnNotWarm func(campaign string)
 	// RejectFlush is how often the rejection counts of short-circuited claims are added
 	// to the campaign's figures in Redis.
 	RejectFlush time.Duration
@@ -136,6 +147,9 @@ func (c *Config) validate() error {
 	defd(&c.ClockMargin, 100*time.Millisecond)
 	defd(&c.RejectFlush, 100*time.Millisecond)
 	defd(&c.MarkLinger, 2*time.Millisecond)
+	if c.InFlightWait == 0 {
+		c.InFlightWait = c.AckTimeout + c.RedisTimeout
+	}
 	if c.ProduceMode == "" {
 		c.ProduceMode = ProduceAsync
 	}
@@ -164,6 +178,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("claimer config: ClockMargin=%s, want 0..1m", c.ClockMargin)
 	case c.RejectFlush < time.Millisecond || c.RejectFlush > time.Minute:
 		return fmt.Errorf("claimer config: RejectFlush=%s, want 1ms..1m", c.RejectFlush)
+	case c.InFlightWait > 10*time.Minute:
+		return fmt.Errorf("claimer config: InFlightWait=%s, want at most 10m", c.InFlightWait)
 	case c.ProduceMode != ProduceAsync && c.ProduceMode != ProduceSync:
 		return fmt.Errorf("claimer config: ProduceMode=%q, want %q or %q", c.ProduceMode, ProduceAsync, ProduceSync)
 	}
@@ -204,6 +220,9 @@ type pending struct {
 	err     error
 	done    chan struct{}
 	ack     chan error
+	// marked receives markLoop's answer for this claim's durable mark: true only if
+	// durable.lua reported it D (the one condition for a 200).
+	marked chan bool
 	// queued is when Do put the claim in the queue: a claim that waited there longer
 	// than RedisTimeout is answered 503 unrun (see run).
 	queued time.Time
@@ -214,8 +233,12 @@ type pending struct {
 	durable bool
 }
 
+// voidRetryFor is how many RedisTimeouts a failed void is retried for before its
+// client hears 503 (and the void goes on in the background).
+const voidRetryFor = 3
+
 var pendingPool = sync.Pool{New: func() any {
-	return &pending{done: make(chan struct{}, 1), ack: make(chan error, 1)}
+	return &pending{done: make(chan struct{}, 1), ack: make(chan error, 1), marked: make(chan bool, 1)}
 }}
 
 type batch struct {
@@ -339,7 +362,10 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		p.req, p.rt, p.err = nil, nil, nil
 		pendingPool.Put(p)
 	}()
-	for attempt := 0; ; attempt++ {
+	restaled := false
+	var inFlightUntil time.Time
+	backoff := 5 * time.Millisecond
+	for {
 		p.req, p.rt, p.err, p.durable = r, rt, nil, false
 		p.claimID = NewClaimID(r.CampaignID)
 		p.reqKey = rkeys.Request(r.CampaignID, r.RequestID)
@@ -354,7 +380,8 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		if p.err != nil {
 			return p.err
 		}
-		if r.Code == scripts.CodeStale && attempt == 0 {
+		if r.Code == scripts.CodeStale && !restaled {
+			restaled = true
 			c.routes.invalidate(r.CampaignID)
 			if rt, err = c.routes.get(ctx, r.CampaignID, time.Now()); err != nil {
 				return fmt.Errorf("%w: route campaign: %v", ErrUnavailable, err)
@@ -365,7 +392,17 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 			}
 			continue
 		}
+		if r.Code == scripts.CodeInFlight && c.waitInFlight(ctx, &inFlightUntil, &backoff) {
+			// Double tap: the first attempt of this request_id is still being made
+			// durable (here or on another gateway). Its answer is this one's: asked
+			// again once it is D (200, its claim) or V (decided anew).
+			c.metrics.inFlightWaits.Inc()
+			continue
+		}
 		break
+	}
+	if r.Code == scripts.CodeNotWarm && c.cfg.OnNotWarm != nil {
+		c.cfg.OnNotWarm(r.CampaignID)
 	}
 	switch r.Code {
 	case scripts.CodeStale, scripts.CodeNotWarm, scripts.CodeInFlight:
@@ -378,6 +415,29 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		return p.err // ProduceSync: the worker did it
 	}
 	return c.makeDurable(p)
+}
+
+// waitInFlight sleeps before the next ask of a request_id whose first attempt is in
+// flight, doubling *backoff up to 100ms, and reports false (answer 503 in_flight now)
+// once InFlightWait has passed since the first in_flight answer, or ctx ended.
+func (c *Claimer) waitInFlight(ctx context.Context, until *time.Time, backoff *time.Duration) bool {
+	now := time.Now()
+	if until.IsZero() {
+		*until = now.Add(c.cfg.InFlightWait)
+	}
+	d := *backoff
+	if !now.Add(d).Before(*until) || c.closed.Load() {
+		return false
+	}
+	*backoff = min(2*d, 100*time.Millisecond)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // makeDurable produces the accepted claim and waits for the broker's acknowledgement.
@@ -427,33 +487,55 @@ func (c *Claimer) makeDurable(p *pending) error {
 		err = errAckTimeout
 	}
 	c.metrics.produceSeconds.Observe(time.Since(start).Seconds())
-	if err == nil {
-		select {
-		case c.marks <- mark{campaign: strings.Clone(r.CampaignID), reqKey: p.reqKey, claimID: r.ClaimID}:
-		default:
-			c.metrics.marksDropped.Inc()
-		}
+	if err != nil {
+		c.metrics.produceErrors.Inc()
+		return c.void(p, err)
+	}
+	// The broker has the record; the claim is durable only once its record is D. The
+	// 200 waits for that mark (shared with other claims' marks, see markLoop): a claim
+	// left A may be voided at its deadline by the settler or the relay, and a client
+	// must never hold a 200 for a claim that is then given back.
+	select {
+	case c.marks <- mark{campaign: r.CampaignID, reqKey: p.reqKey, claimID: r.ClaimID, res: p.marked}:
+	default:
+		c.metrics.marksDropped.Inc()
+		return c.void(p, errMarkFailed)
+	}
+	if <-p.marked {
 		return nil
 	}
-	c.metrics.produceErrors.Inc()
-	return c.void(p, err)
+	return c.void(p, errMarkFailed)
 }
 
 func (c *Claimer) void(p *pending, produceErr error) error {
 	r, rt := p.req, p.rt
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
-	defer cancel()
-	res, err := scripts.Void.Run(ctx, c.rdb,
-		[]string{rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey, rt.outbox, rt.inflight,
-			rkeys.PartnerQuotas(r.CampaignID)},
-		r.ClaimID, r.UserID, r.Channel).Int()
+	keys := []string{rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey, rt.outbox, rt.inflight,
+		rkeys.PartnerQuotas(r.CampaignID)}
+	// A void that gets no answer is tried again for up to voidRetryFor before the client
+	// is answered: Redis may only be stalled, with this claim's durable mark queued
+	// before the void - then the void answers "durable" and the client gets its 200
+	// rather than a 503 for a claim that becomes a row (the chaos suite's redis-stall).
+	deadline := time.Now().Add(voidRetryFor * c.cfg.RedisTimeout)
+	var res int
+	var err error
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
+		res, err = scripts.Void.Run(ctx, c.rdb, keys, r.ClaimID, r.UserID, r.Channel).Int()
+		cancel()
+		if err == nil || !time.Now().Before(deadline) || c.closed.Load() {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
-		// Redis is gone too. The claim stays accepted in Redis and in the outbox; the
-		// relay publishes it, so it will be a row and a retry gets it back. Nothing is
-		// lost or oversold; the client hears 503 and retries.
+		// Redis is gone too. The claim stays A: it is never made a row from A. If the
+		// record reached Kafka the settler waits for a mark and voids it past the
+		// deadline; if not, the outbox relay voids it past MinAge. Either way what it
+		// took is given back and the 503 stays true; a retry meanwhile hears in_flight.
 		c.metrics.voids[voidFailed].Inc()
-		c.log.Warn("void after failed produce also failed; the outbox relay will publish the claim",
+		c.log.Warn("void after failed produce also failed; it is retried in the background (else voided at its deadline)",
 			"claim_id", r.ClaimID, "produce_err", produceErr, "void_err", err)
+		go c.revoid([]unanswered{c.unansweredOf(p)}, 200*time.Millisecond)
 		return fmt.Errorf("%w: produce: %v; void: %v", ErrUnavailable, produceErr, err)
 	}
 	switch res {
@@ -642,13 +724,17 @@ func (c *Claimer) runScript(b *batch, items []*pending) {
 		err = fmt.Errorf("claim script returned %d values for %d claims", len(res), n)
 	}
 	if err != nil {
-		// A timeout is ambiguous: the script may have run. Claims it accepted stay in
-		// the outbox and the relay publishes them; retries get IN_FLIGHT until then.
+		// A timeout is ambiguous: the script may have run (or still run, queued behind
+		// a stall), and a script error may come after it accepted some claims. Their
+		// clients hear 503, so none of them may become a row: each is voided now if
+		// Redis answers (in the background: the worker is needed), and otherwise stays
+		// A, never produced, until the outbox relay voids it past MinAge.
 		c.metrics.redisErrors.Inc()
 		c.log.Debug("claim script failed", "claims", n, "err", err)
 		for _, p := range items {
 			p.err = fmt.Errorf("%w: claim script: %v", ErrUnavailable, err)
 		}
+		c.voidUnanswered(items)
 		return
 	}
 	c.observeClock(asInt(res[8]), start, end)
@@ -710,12 +796,16 @@ func asInt(v any) int64 {
 
 type mark struct {
 	campaign, reqKey, claimID string
+	// res receives whether durable.lua marked the claim D. Its sender waits for it, so
+	// the strings above stay valid until it is sent.
+	res chan<- bool
 }
 
 // markLoop batches durable marks per campaign (the script's keys must share a slot):
 // the first mark waits up to MarkLinger for others, up to maxMarks, then each campaign's
-// marks go in one durable.lua call. A lost mark only means a retry sees IN_FLIGHT until
-// the settler confirms the claim.
+// marks go in one durable.lua call. Every mark taken is answered on its res channel
+// exactly once: true when durable.lua reports the claim D, false otherwise (the call
+// failed, or the claim was voided first) - then its client hears 503.
 func (c *Claimer) markLoop() {
 	defer c.wg.Done()
 	const maxMarks = 256
@@ -729,10 +819,17 @@ func (c *Claimer) markLoop() {
 			}
 			c.metrics.markBatch.Observe(float64(len(ms)))
 			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
-			if err := scripts.Durable.Run(ctx, c.rdb, keys, args...).Err(); err != nil {
+			res, err := scripts.Durable.Run(ctx, c.rdb, keys, args...).Int64Slice()
+			cancel()
+			if err == nil && len(res) != len(ms) {
+				err = fmt.Errorf("durable.lua answered %d marks for %d", len(res), len(ms))
+			}
+			if err != nil {
 				c.metrics.marksDropped.Add(float64(len(ms)))
 			}
-			cancel()
+			for i, m := range ms {
+				m.res <- err == nil && res[i] == 1
+			}
 			delete(byCampaign, camp)
 		}
 	}

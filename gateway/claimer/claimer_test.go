@@ -292,33 +292,78 @@ func TestProduceFailureVoids(t *testing.T) {
 }
 
 // While the first attempt's produce is still in flight (state A), a retry of the same
-// request_id is told to retry (503) rather than promised a claim that may be voided.
+// request_id waits for that attempt's outcome (the double tap, issue 14) instead of
+// hearing 503: here the first attempt's broker is dead, so it is voided and answered
+// 503, and the waiting retry is then decided anew and accepted with a claim of its own.
+// With InFlightWait negative the retry is answered 503 in_flight at once.
 func TestRetryWhileInFlight(t *testing.T) {
 	e := newEnv(t)
 	cmp := e.campaign("", campaignSpec{start: -time.Minute})
-	// A settler's outbox relay running on the shared stack would publish the accepted
-	// claim and make it durable, closing the window this test looks at; relays find
-	// campaigns through this set.
+	// A settler's outbox relay running on the shared stack could void the accepted
+	// claim past its bound; relays find campaigns through this set.
 	if err := e.rdb.SRem(context.Background(), rkeys.Campaigns, cmp).Err(); err != nil {
 		t.Fatal(err)
 	}
-	slow := e.claimerOn([]string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}, 3*time.Second)
+	dead := []string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
+	slow := e.claimerOn(dead, 3*time.Second)
 	live := e.claimer()
+	impatient := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{InFlightWait: -1}, nil)
 
 	done := make(chan error, 1)
-	go func() { done <- e.do(slow, req(cmp, "rp-50", "u1", "r1")) }()
+	first := req(cmp, "rp-50", "u1", "r1")
+	go func() { done <- e.do(slow, first) }()
 	testenv.Eventually(t, 5*time.Second, "the first attempt is accepted in Redis", func() bool {
 		return strings.HasPrefix(e.rdb.Get(context.Background(), rkeys.Request(cmp, "r1")).Val(), "A\t")
 	})
 	r := req(cmp, "rp-50", "u1", "r1")
-	if err := e.do(live, r); !errors.Is(err, claimer.ErrUnavailable) {
-		t.Errorf("retry while in flight: code %s err %v; want ErrUnavailable (in flight)", reason(r.Code), err)
+	if err := e.do(impatient, r); !errors.Is(err, claimer.ErrUnavailable) || r.Code != scripts.CodeInFlight {
+		t.Errorf("impatient retry while in flight: code %s err %v; want ErrUnavailable (in flight) at once", reason(r.Code), err)
 	}
+	r = req(cmp, "rp-50", "u1", "r1")
+	start := time.Now()
+	if err := e.do(live, r); err != nil || r.Code != scripts.CodeAccepted || r.Replayed {
+		t.Errorf("retry while in flight: code %s replayed %v err %v; want it accepted anew once the first is voided", reason(r.Code), r.Replayed, err)
+	}
+	t.Logf("the retry waited %s for the first attempt", time.Since(start))
 	if err := <-done; !errors.Is(err, claimer.ErrUnavailable) {
 		t.Errorf("first attempt: %v, want ErrUnavailable after its produce failed", err)
 	}
-	if taken := e.rdb.HGet(context.Background(), rkeys.SKU(cmp, "rp-50"), "taken").Val(); taken != "0" {
-		t.Errorf("taken %s after the void, want 0", taken)
+	if r.ClaimID == first.ClaimID {
+		t.Errorf("the retry got the voided claim %s", r.ClaimID)
+	}
+	if taken := e.rdb.HGet(context.Background(), rkeys.SKU(cmp, "rp-50"), "taken").Val(); taken != "1" {
+		t.Errorf("taken %s, want 1 (the first voided, the retry's taken)", taken)
+	}
+}
+
+// The double tap when the first attempt succeeds: its 200 waits for its durable mark
+// (a MarkLinger of 1s holds it in A), and a retry on another gateway meanwhile waits
+// too and is answered 200 with the same claim, not 503.
+func TestDoubleTapGetsTheFirstAnswer(t *testing.T) {
+	e := newEnv(t)
+	testenv.RequireBroker(t)
+	cmp := e.campaign("", campaignSpec{start: -time.Minute})
+	lingering := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, nil)
+	other := e.claimer()
+
+	done := make(chan error, 1)
+	first := req(cmp, "rp-50", "u1", "r1")
+	go func() { done <- e.do(lingering, first) }()
+	testenv.Eventually(t, 5*time.Second, "the first attempt is accepted in Redis", func() bool {
+		return strings.HasPrefix(e.rdb.Get(context.Background(), rkeys.Request(cmp, "r1")).Val(), "A\t")
+	})
+	r := req(cmp, "rp-50", "u1", "r1")
+	if err := e.do(other, r); err != nil || r.Code != scripts.CodeAccepted || !r.Replayed {
+		t.Fatalf("second tap: code %s replayed %v err %v; want 200 replaying the first", reason(r.Code), r.Replayed, err)
+	}
+	if err := <-done; err != nil || first.Code != scripts.CodeAccepted {
+		t.Fatalf("first tap: %s %v", reason(first.Code), err)
+	}
+	if r.ClaimID != first.ClaimID {
+		t.Fatalf("second tap claim %s, first %s; want the same", r.ClaimID, first.ClaimID)
+	}
+	if taken := e.rdb.HGet(context.Background(), rkeys.SKU(cmp, "rp-50"), "taken").Val(); taken != "1" {
+		t.Errorf("taken %s, want 1", taken)
 	}
 }
 

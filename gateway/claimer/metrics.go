@@ -21,6 +21,7 @@ type Metrics struct {
 	marksDropped   prometheus.Counter
 	markBatch      prometheus.Histogram
 	ackTimeouts    prometheus.Counter
+	inFlightWaits  prometheus.Counter
 	voids          map[int]prometheus.Counter
 	shortCircuited map[int]prometheus.Counter
 	changes        prometheus.Counter
@@ -57,8 +58,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "flashgate_gateway_durable_mark_batch", Help: "Durable marks written per durable.lua call.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
 		}),
-		marksDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_durable_marks_dropped_total", Help: "Durable marks not written (a retry sees in-flight until the settler confirms)."}),
-		ackTimeouts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_ack_timeouts_total", Help: "Accepted claims voided because the broker did not acknowledge them within the ack timeout."}),
+		marksDropped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_durable_marks_dropped_total", Help: "Durable marks not written after the broker's ack: the claim is voided and answered 503 (now, or by the settler or relay at its deadline)."}),
+		inFlightWaits: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_in_flight_waits_total", Help: "Times a retry of a request_id whose first attempt was still in flight waited and asked again (the double tap), instead of answering 503 at once."}),
+		ackTimeouts:   prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_ack_timeouts_total", Help: "Accepted claims voided because the broker did not acknowledge them within the ack timeout."}),
 		voids: map[int]prometheus.Counter{
 			scripts.VoidDone:      voids.WithLabelValues("voided"),
 			scripts.VoidAlready:   voids.WithLabelValues("already"),
@@ -75,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Campaign change messages received on fg:changes (each drops what the gateway concluded about the campaign)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.batchSize, m.scriptSeconds, m.produceSeconds, m.produceErrors, m.redisErrors, m.shed, m.queueExpired, m.marksDropped, m.markBatch, m.ackTimeouts, voids, short, m.changes)
+		reg.MustRegister(m.batchSize, m.scriptSeconds, m.produceSeconds, m.produceErrors, m.redisErrors, m.shed, m.queueExpired, m.marksDropped, m.markBatch, m.ackTimeouts, m.inFlightWaits, voids, short, m.changes)
 	}
 	return m
 }

@@ -270,7 +270,8 @@ func Producer(t testing.TB) *kgo.Client {
 	return kcl
 }
 
-// Write settles claims the way the settler does: confirm.lua, then one statement that
+// Write settles claims the way the settler does after their gateway marked them durable:
+// durable.lua, confirm.lua, then one statement that
 // inserts the claims not yet rows (ON CONFLICT DO NOTHING) and a reserve entry for each
 // new one, then the outbox and inflight cleanup. It returns how many rows were new.
 // Records must belong to one campaign.
@@ -283,6 +284,11 @@ func Write(ctx context.Context, rdb *redis.Client, pg *pgxpool.Pool, recs []clai
 	args := make([]any, len(recs))
 	for i, r := range recs {
 		keys[i], args[i] = rkeys.Request(camp, r.RequestID), r.ClaimID
+	}
+	// The records are settled as read from Kafka, so their gateway had the broker's
+	// ack: mark them durable first, as it would have (confirm.lua writes nothing from A).
+	if err := scripts.Durable.Run(ctx, rdb, keys, args...).Err(); err != nil {
+		return 0, fmt.Errorf("durable: %w", err)
 	}
 	codes, err := scripts.Confirm.Run(ctx, rdb, keys, args...).Int64Slice()
 	if err != nil {

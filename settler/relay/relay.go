@@ -1,15 +1,23 @@
-// Package relay owns the outbox relay: it publishes to flash.claims the accepted claims
-// that are still in a campaign's Redis outbox after a bound - the claims of a gateway
-// that died between the claim script and the broker's acknowledgement, or whose produce
-// timed out and could not be compensated - and it trims from the outbox what Postgres
-// has committed and the settler's cleanup missed.
+// Package relay owns the outbox relay. For the entries still in a campaign's Redis
+// outbox after a bound (MinAge) it settles what their gateway left undone:
+//   - a claim still "A" (accepted, never marked durable: its gateway died between the
+//     claim script and the broker's ack, or its script reply or its void was lost) is
+//     voided (void.lua): its client never heard 200, so it must never become a row, and
+//     what it took goes back on sale. It is never published;
+//   - a claim "D" or "S" (acknowledged by the broker, answered 200) that is not a row yet
+//     is republished, at most once per RepublishEvery, so a settler that lost it (or a
+//     topic that lost it) still writes it;
+//   - an entry whose claim is a row, or was voided, is trimmed.
 //
 // Publishing twice is harmless: the settler confirms each claim against its idempotency
-// record (confirm.lua) and inserts with ON CONFLICT DO NOTHING. Publishing an "A" claim
-// whose gateway is in fact alive and still producing is harmless too: whichever of the
-// gateway's void.lua and the settler's confirm.lua runs first decides the claim, once
-// (DESIGN.md, "The idempotency record"). The bound only keeps the relay from doubling
-// the traffic of healthy gateways.
+// record (confirm.lua) and inserts with ON CONFLICT DO NOTHING. Voiding races atomically
+// with the gateway's durable.lua: exactly one of them wins (DESIGN.md, "What is durable
+// when").
+//
+// Several settlers each run a relay. One campaign is worked by one relay at a time (a
+// per-campaign lease in Redis), and one pass publishes at most MaxPublishPerPass claims
+// of a campaign, so a long Postgres outage costs the broker one relay's bounded traffic,
+// not one per settler.
 //
 // The outbox is only ever trimmed of claims that are rows in Postgres (or that were
 // voided, whose entries void.lua removes itself), so it holds at most the campaign's
@@ -18,6 +26,8 @@ package relay
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,7 +44,6 @@ import (
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // Config tunes a Relay. Zero values get the defaults; invalid values are errors naming
@@ -59,6 +68,14 @@ type Config struct {
 	// Topic is where claims are published: the settler's topic (default
 	// kafkaopt.ClaimsTopic).
 	Topic string
+	// MaxPublishPerPass bounds the claims one pass publishes per campaign (the rest wait
+	// for the next pass): with Postgres down for long, the relay's traffic stays bounded
+	// by MaxPublishPerPass per campaign per RepublishEvery.
+	MaxPublishPerPass int
+	// LeaseTTL is how long a relay holds a campaign after its last pass: other relays
+	// leave the campaign alone meanwhile. Default 3 × Interval + ProduceTimeout (a pass
+	// that publishes can take ProduceTimeout).
+	LeaseTTL time.Duration
 }
 
 func (c *Config) validate() error {
@@ -80,6 +97,10 @@ func (c *Config) validate() error {
 	if c.Topic == "" {
 		c.Topic = kafkaopt.ClaimsTopic
 	}
+	if c.MaxPublishPerPass == 0 {
+		c.MaxPublishPerPass = 5000
+	}
+	def(&c.LeaseTTL, 3*c.Interval+c.ProduceTimeout)
 	switch {
 	case c.MinAge < 100*time.Millisecond:
 		return fmt.Errorf("relay config: MinAge=%s, want at least 100ms", c.MinAge)
@@ -93,6 +114,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("relay config: RepublishEvery=%s must not be negative", c.RepublishEvery)
 	case c.ProduceTimeout < 100*time.Millisecond:
 		return fmt.Errorf("relay config: ProduceTimeout=%s, want at least 100ms", c.ProduceTimeout)
+	case c.MaxPublishPerPass < 1:
+		return fmt.Errorf("relay config: MaxPublishPerPass=%d, want at least 1", c.MaxPublishPerPass)
+	case c.LeaseTTL < c.Interval:
+		return fmt.Errorf("relay config: LeaseTTL=%s must be at least Interval=%s", c.LeaseTTL, c.Interval)
 	}
 	return nil
 }
@@ -105,6 +130,9 @@ type Relay struct {
 	kcl *kgo.Client
 	log *slog.Logger
 	m   *metrics
+
+	// token names this relay in the campaigns' leases.
+	token string
 
 	mu   sync.Mutex
 	sent map[string]time.Time // claim id → last publication by this relay
@@ -122,7 +150,12 @@ func New(cfg Config, rdb *redis.Client, pg *pgxpool.Pool, kcl *kgo.Client, log *
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Relay{cfg: cfg, rdb: rdb, pg: pg, kcl: kcl, log: log, m: newMetrics(reg), sent: map[string]time.Time{}}, nil
+	var tok [12]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		return nil, fmt.Errorf("relay: lease token: %w", err)
+	}
+	return &Relay{cfg: cfg, rdb: rdb, pg: pg, kcl: kcl, log: log, m: newMetrics(reg), sent: map[string]time.Time{},
+		token: hex.EncodeToString(tok[:])}, nil
 }
 
 // Stats is what a pass did.
@@ -133,6 +166,8 @@ type Stats struct {
 	Trimmed     int `json:"trimmed"`     // removed: already rows in Postgres
 	Dropped     int `json:"dropped"`     // removed: voided claims' leftovers
 	Waiting     int `json:"waiting"`     // not yet rows, published recently: left alone
+	Voided      int `json:"voided"`      // still A past MinAge: voided, never published
+	Leased      int `json:"leased"`      // campaigns skipped: another relay holds them
 }
 
 func (s *Stats) add(o Stats) {
@@ -142,6 +177,8 @@ func (s *Stats) add(o Stats) {
 	s.Trimmed += o.Trimmed
 	s.Dropped += o.Dropped
 	s.Waiting += o.Waiting
+	s.Voided += o.Voided
+	s.Leased += o.Leased
 }
 
 // Run relays every Interval until ctx ends. Errors are logged and counted; it returns
@@ -152,8 +189,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	for {
 		if st, err := r.Once(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("outbox relay pass failed", "err", err)
-		} else if st.Republished > 0 {
-			r.log.Info("outbox relay republished stale claims", "republished", st.Republished, "trimmed", st.Trimmed)
+		} else if st.Republished > 0 || st.Voided > 0 {
+			r.log.Info("outbox relay republished or voided stale claims", "republished", st.Republished,
+				"voided", st.Voided, "trimmed", st.Trimmed)
 		}
 		select {
 		case <-ctx.Done():
@@ -203,6 +241,15 @@ func parseEntry(campaign string, m redis.XMessage) entry {
 // oldest first, up to MaxPerPass.
 func (r *Relay) Campaign(ctx context.Context, campaign string) (Stats, error) {
 	st := Stats{Campaigns: 1}
+	mine, err := r.lease(ctx, campaign)
+	if err != nil {
+		r.m.errors.Inc()
+		return st, fmt.Errorf("relay %s: lease: %w", campaign, err)
+	}
+	if !mine {
+		st.Leased = 1
+		return st, nil
+	}
 	now, err := r.rdb.Time(ctx).Result()
 	if err != nil {
 		r.m.errors.Inc()
@@ -212,7 +259,7 @@ func (r *Relay) Campaign(ctx context.Context, campaign string) (Stats, error) {
 	end := strconv.FormatInt(now.Add(-r.cfg.MinAge).UnixMilli(), 10)
 	key := rkeys.Outbox(campaign)
 	start := "-"
-	for st.Scanned < r.cfg.MaxPerPass {
+	for st.Scanned < r.cfg.MaxPerPass && st.Republished < r.cfg.MaxPublishPerPass {
 		msgs, err := r.rdb.XRangeN(ctx, key, start, end, int64(r.cfg.Page)).Result()
 		if err != nil {
 			r.m.errors.Inc()
@@ -225,7 +272,7 @@ func (r *Relay) Campaign(ctx context.Context, campaign string) (Stats, error) {
 		for i, m := range msgs {
 			page[i] = parseEntry(campaign, m)
 		}
-		ps, err := r.page(ctx, campaign, page)
+		ps, err := r.page(ctx, campaign, page, r.cfg.MaxPublishPerPass-st.Republished)
 		st.add(ps)
 		st.Campaigns = 1
 		if err != nil {
@@ -240,8 +287,8 @@ func (r *Relay) Campaign(ctx context.Context, campaign string) (Stats, error) {
 	return st, nil
 }
 
-// page settles the fate of one page of stale entries.
-func (r *Relay) page(ctx context.Context, campaign string, page []entry) (Stats, error) {
+// page settles the fate of one page of stale entries, publishing at most budget.
+func (r *Relay) page(ctx context.Context, campaign string, page []entry, budget int) (Stats, error) {
 	st := Stats{Scanned: len(page)}
 	ids := make([]string, len(page))
 	for i, e := range page {
@@ -268,8 +315,9 @@ func (r *Relay) page(ctx context.Context, campaign string, page []entry) (Stats,
 	}
 
 	// The idempotency record tells the rest apart: a voided claim's entry is a leftover;
-	// anything else accepted (A: never acknowledged, D: acknowledged but not settled, S:
-	// confirmed but not committed, or no record any more) must reach Postgres.
+	// A (never marked durable: its client heard no 200) is voided; D (acknowledged, not
+	// settled), S (confirmed, not committed) or no record any more (expired, or Redis
+	// lost it: it was accepted once and may have been answered 200) must reach Postgres.
 	pipe := r.rdb.Pipeline()
 	recs := make([]*redis.StringCmd, len(page))
 	for i, e := range page {
@@ -283,7 +331,7 @@ func (r *Relay) page(ctx context.Context, campaign string, page []entry) (Stats,
 	}
 	var remove []entry
 	var publish []entry
-	var markA []entry
+	var stale []entry
 	nowT := time.Now()
 	for i, e := range page {
 		if committed[e.rec.ClaimID] {
@@ -299,14 +347,23 @@ func (r *Relay) page(ctx context.Context, campaign string, page []entry) (Stats,
 			remove = append(remove, e)
 			st.Dropped++
 			continue
+		case state == 'A':
+			stale = append(stale, e)
+			continue
 		}
-		if !r.due(e.rec.ClaimID, nowT) {
+		if len(publish) >= budget || !r.due(e.rec.ClaimID, nowT) {
 			st.Waiting++
 			continue
 		}
 		publish = append(publish, e)
-		if state == 'A' && owner == e.rec.ClaimID {
-			markA = append(markA, e)
+	}
+	if len(stale) > 0 {
+		n, err := r.void(ctx, campaign, stale)
+		st.Voided = n
+		r.m.voided.Add(float64(n))
+		if err != nil {
+			r.m.errors.Inc()
+			return st, err
 		}
 	}
 	if len(remove) > 0 {
@@ -320,7 +377,7 @@ func (r *Relay) page(ctx context.Context, campaign string, page []entry) (Stats,
 	if len(publish) == 0 {
 		return st, nil
 	}
-	n, err := r.publish(ctx, campaign, publish, markA)
+	n, err := r.publish(ctx, campaign, publish)
 	st.Republished = n
 	return st, err
 }
@@ -352,10 +409,8 @@ func (r *Relay) remove(ctx context.Context, campaign string, es []entry) error {
 	return nil
 }
 
-// publish produces the entries and waits for the broker; then it marks the "A" ones
-// durable (A → D) as a gateway would have, so a client's retry is answered 200 at once
-// instead of 503 until the settler confirms them.
-func (r *Relay) publish(ctx context.Context, campaign string, es, markA []entry) (int, error) {
+// publish produces the entries (all D, S or without a record) and waits for the broker.
+func (r *Relay) publish(ctx context.Context, campaign string, es []entry) (int, error) {
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProduceTimeout)
 	defer cancel()
 	krs := make([]*kgo.Record, len(es))
@@ -366,7 +421,6 @@ func (r *Relay) publish(ctx context.Context, campaign string, es, markA []entry)
 	}
 	// Results come back in completion order; the record pointer says which claim.
 	results := r.kcl.ProduceSync(pctx, krs...)
-	ok := make(map[string]bool, len(es))
 	var firstErr error
 	n := 0
 	now := time.Now()
@@ -378,27 +432,10 @@ func (r *Relay) publish(ctx context.Context, campaign string, es, markA []entry)
 			continue
 		}
 		id := es[index[res.Record]].rec.ClaimID
-		ok[id] = true
 		r.markSent(id, now)
 		n++
 	}
 	r.m.republished.Add(float64(n))
-	if len(markA) > 0 {
-		keys := make([]string, 0, len(markA))
-		args := make([]any, 0, len(markA))
-		for _, e := range markA {
-			if ok[e.rec.ClaimID] {
-				keys = append(keys, rkeys.Request(campaign, e.rec.RequestID))
-				args = append(args, e.rec.ClaimID)
-			}
-		}
-		if len(keys) > 0 {
-			if err := scripts.Durable.Run(ctx, r.rdb, keys, args...).Err(); err != nil {
-				// Only a retry's answer is delayed (503 until the settler confirms).
-				r.log.Debug("relay: durable marks failed", "campaign", campaign, "err", err)
-			}
-		}
-	}
 	if firstErr != nil {
 		r.m.errors.Inc()
 		return n, fmt.Errorf("relay %s: publish %d of %d claims failed: %w", campaign, len(es)-n, len(es), firstErr)
@@ -451,8 +488,8 @@ func (r *Relay) observe(ctx context.Context, campaign string, now time.Time) {
 }
 
 type metrics struct {
-	republished, trimmed, dropped, errors prometheus.Counter
-	entries, oldest                       *prometheus.GaugeVec
+	republished, trimmed, dropped, errors, voided prometheus.Counter
+	entries, oldest                               *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -463,6 +500,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Outbox entries removed by the relay because their claim is already a row in Postgres."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_relay_dropped_total",
 			Help: "Outbox entries removed by the relay because their claim was voided."}),
+		voided: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_relay_voided_total",
+			Help: "Outbox entries older than the bound whose claim was still A (never marked durable, so never answered 200): voided and given back, never published."}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_relay_errors_total",
 			Help: "Failed relay steps (Redis, Postgres or Kafka); the entries stay and the next pass retries."}),
 		entries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flashgate_outbox_entries",
@@ -471,7 +510,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Age of the oldest entry in a campaign's outbox (0 when empty): the settlement lag."}, []string{"campaign"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.republished, m.trimmed, m.dropped, m.errors, m.entries, m.oldest)
+		reg.MustRegister(m.republished, m.trimmed, m.dropped, m.errors, m.voided, m.entries, m.oldest)
 	}
 	return m
 }

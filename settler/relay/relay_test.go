@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
@@ -18,6 +19,7 @@ import (
 	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
+	"github.com/flashgate/flashgate/settler/internal/fixture"
 	"github.com/flashgate/flashgate/settler/relay"
 )
 
@@ -53,14 +55,15 @@ func record(t *testing.T, e *settletest.Env, campaign, reqID string) string {
 }
 
 // A gateway that dies after the claim script and before the produce leaves the claim
-// accepted in Redis ("A", in the outbox) and nowhere else. The relay publishes it once it
-// is older than the bound, and the settler writes it: exactly one row and one reserve
-// entry, although the relay published it twice.
-func TestRelayPublishesClaimOfDeadGateway(t *testing.T) {
+// accepted in Redis ("A", in the outbox) and nowhere else; its client heard no 200. The
+// relay voids it once it is older than the bound - never publishes it: the record is V,
+// the unit and the budget are back, the outbox is empty, and no row is ever written.
+func TestRelayVoidsClaimOfDeadGateway(t *testing.T) {
 	e := settletest.New(t)
 	ctx := settletest.Ctx(t, 60*time.Second)
 	c := e.Campaign(settletest.Spec{})
-	st := settletest.NewSettler(t, e.RDB, e.PG, c.ID)
+	st := settletest.StartSettler(t, e.RDB, e.PG, c.ID)
+	before, _ := e.RDB.HGetAll(ctx, rkeys.SKU(c.ID, "rp-50")).Result()
 
 	a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", "u-1", "rq-1")
 	if err != nil || a.Code != scripts.CodeAccepted {
@@ -72,22 +75,70 @@ func TestRelayPublishesClaimOfDeadGateway(t *testing.T) {
 
 	// Younger than the bound: left alone.
 	r := newRelay(t, e, relay.Config{MinAge: time.Hour, RepublishEvery: time.Nanosecond})
-	if s, err := r.Campaign(ctx, c.ID); err != nil || s.Scanned != 0 || s.Republished != 0 {
+	if s, err := r.Campaign(ctx, c.ID); err != nil || s.Scanned != 0 || s.Republished != 0 || s.Voided != 0 {
 		t.Fatalf("young entry: stats %+v, err %v; want nothing scanned", s, err)
 	}
 
+	// The next relay stands in for it: the first one's lease on the campaign is dropped.
+	if err := e.RDB.Del(ctx, "fg:{"+c.ID+"}:relaylease").Err(); err != nil {
+		t.Fatal(err)
+	}
 	r = newRelay(t, e, relay.Config{MinAge: 100 * time.Millisecond, RepublishEvery: time.Nanosecond})
+	time.Sleep(150 * time.Millisecond)
+	s, err := r.Campaign(ctx, c.ID)
+	if err != nil || s.Voided != 1 || s.Republished != 0 {
+		t.Fatalf("stats %+v, err %v; want 1 voided, 0 republished", s, err)
+	}
+	if got := record(t, e, c.ID, "rq-1"); got[0] != 'V' {
+		t.Fatalf("record after relay %q, want state V", got)
+	}
+	after, _ := e.RDB.HGetAll(ctx, rkeys.SKU(c.ID, "rp-50")).Result()
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Fatalf("SKU counters %v after the void, want them back at %v", after, before)
+	}
+	if n, _ := e.RDB.XLen(ctx, rkeys.Outbox(c.ID)).Result(); n != 0 {
+		t.Fatalf("outbox %d after the void, want 0", n)
+	}
+	if n, _ := e.RDB.HLen(ctx, rkeys.Inflight(c.ID)).Result(); n != 0 {
+		t.Fatalf("inflight %d after the void, want 0", n)
+	}
+	// A second pass finds nothing; nothing ever becomes a row.
+	if s, err := r.Campaign(ctx, c.ID); err != nil || s.Voided != 0 || s.Republished != 0 {
+		t.Fatalf("second pass %+v, %v; want nothing to do", s, err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n, _ := rows(t, e.PG, c.ID); n != 0 {
+		t.Fatalf("rows %d for a claim whose client never heard 200, want 0", n)
+	}
+	if err := st.Err(); err != nil {
+		t.Fatalf("settler: %v", err)
+	}
+}
+
+// A claim acknowledged by the broker and marked durable (D: its client heard 200) whose
+// record never reached Postgres (the topic lost it, or a settler skipped it) is
+// republished by the relay once older than the bound, and the settler writes it: exactly
+// one row and one reserve entry although the relay published it twice.
+func TestRelayRepublishesDurableClaim(t *testing.T) {
+	e := settletest.New(t)
+	ctx := settletest.Ctx(t, 60*time.Second)
+	c := e.Campaign(settletest.Spec{})
+	st := settletest.NewSettler(t, e.RDB, e.PG, c.ID)
+
+	a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", "u-1", "rq-1")
+	if err != nil || a.Code != scripts.CodeAccepted {
+		t.Fatalf("claim: code %d, err %v", a.Code, err)
+	}
+	if err := scripts.Durable.Run(ctx, e.RDB, []string{rkeys.Request(c.ID, "rq-1")}, a.ClaimID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := newRelay(t, e, relay.Config{MinAge: 100 * time.Millisecond, RepublishEvery: time.Nanosecond})
 	time.Sleep(150 * time.Millisecond)
 	for i := 0; i < 2; i++ {
 		s, err := r.Campaign(ctx, c.ID)
-		if err != nil || s.Republished != 1 {
+		if err != nil || s.Republished != 1 || s.Voided != 0 {
 			t.Fatalf("pass %d: stats %+v, err %v; want 1 republished", i, s, err)
 		}
-	}
-	// Published and acknowledged: the record is durable (D), a retry is answered 200 -
-	// or already S if another settler on the shared dev stack confirmed it first.
-	if got := record(t, e, c.ID, "rq-1"); got[0] != 'D' && got[0] != 'S' {
-		t.Fatalf("record after relay %q, want state D (or S)", got)
 	}
 	st.Start()
 	testenv.Eventually(t, 20*time.Second, "the relayed claim becomes a row", func() bool {
@@ -109,8 +160,53 @@ func TestRelayPublishesClaimOfDeadGateway(t *testing.T) {
 	if got := record(t, e, c.ID, "rq-1"); got[0] != 'S' {
 		t.Fatalf("record after settling %q, want state S", got)
 	}
-	if n, _ := e.RDB.HLen(ctx, rkeys.Inflight(c.ID)).Result(); n != 0 {
-		t.Fatalf("inflight %d after settling, want 0", n)
+}
+
+// Two settlers' relays over the same outbox during a long Postgres outage (nothing
+// becomes a row): one campaign is worked by one relay at a time (the lease), and one
+// pass publishes at most MaxPublishPerPass. Counted on a topic of the test's own: every
+// durable claim is published exactly once per RepublishEvery, not once per relay.
+func TestTwoRelaysShareTheWork(t *testing.T) {
+	e := settletest.New(t)
+	ctx := settletest.Ctx(t, 60*time.Second)
+	const n, perPass = 12, 5
+	c := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: n, Value: 50}}})
+	for i := 0; i < n; i++ {
+		a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
+		if err != nil || a.Code != scripts.CodeAccepted {
+			t.Fatalf("claim %d: %+v %v", i, a, err)
+		}
+		if err := scripts.Durable.Run(ctx, e.RDB, []string{rkeys.Request(c.ID, fmt.Sprintf("rq-%d", i))}, a.ClaimID).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	topic := fixture.NewTopic(t)
+	cfg := relay.Config{MinAge: 100 * time.Millisecond, Interval: 20 * time.Millisecond, RepublishEvery: time.Hour,
+		MaxPublishPerPass: perPass, Topic: topic, Page: 3, MaxPerPass: 100}
+	r1, r2 := newRelay(t, e, cfg), newRelay(t, e, cfg)
+	time.Sleep(150 * time.Millisecond)
+
+	var total [2]relay.Stats
+	for pass := 0; pass < 6; pass++ {
+		for i, r := range []*relay.Relay{r1, r2} {
+			s, err := r.Campaign(ctx, c.ID)
+			if err != nil {
+				t.Fatalf("relay %d pass %d: %v", i+1, pass, err)
+			}
+			if s.Republished > perPass {
+				t.Fatalf("relay %d pass %d published %d, more than MaxPublishPerPass %d", i+1, pass, s.Republished, perPass)
+			}
+			total[i].Republished += s.Republished
+			total[i].Leased += s.Leased
+		}
+	}
+	t.Logf("relay 1: %+v, relay 2: %+v", total[0], total[1])
+	if total[0].Republished != n || total[1].Republished != 0 || total[1].Leased != 6 {
+		t.Fatalf("relay 1 published %d, relay 2 published %d (leased out %d passes); want %d, 0 and 6",
+			total[0].Republished, total[1].Republished, total[1].Leased, n)
+	}
+	if got := countRecords(t, topic, n); got != n {
+		t.Fatalf("%d records on the topic, want exactly %d (one per durable claim)", got, n)
 	}
 }
 
@@ -144,7 +240,10 @@ func TestRelayTrimsOnlyCommittedOrVoided(t *testing.T) {
 	if err := e.RDB.Set(ctx, rkeys.Request(c.ID, "rq-1"), "V"+rec1[1:], redis.KeepTTL).Err(); err != nil {
 		t.Fatal(err)
 	}
-	// 2: accepted, never published: must be published, not removed.
+	// 2: acknowledged (D), never settled: must be published, not removed.
+	if err := scripts.Durable.Run(ctx, e.RDB, []string{rkeys.Request(c.ID, "rq-2")}, acc[2].ClaimID).Err(); err != nil {
+		t.Fatal(err)
+	}
 	before, _ := e.RDB.HGetAll(ctx, rkeys.SKU(c.ID, "rp-50")).Result()
 
 	r := newRelay(t, e, relay.Config{MinAge: 100 * time.Millisecond, RepublishEvery: time.Hour})
@@ -208,6 +307,16 @@ func TestOutboxBound(t *testing.T) {
 	}
 	if accepted != stock {
 		t.Fatalf("accepted %d of %d, want the whole stock %d", accepted, users, stock)
+	}
+	// Every claim was acknowledged and answered 200 (D); none was settled.
+	recs, err := settletest.OutboxRecords(ctx, e.RDB, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range recs {
+		if err := scripts.Durable.Run(ctx, e.RDB, []string{rkeys.Request(c.ID, rec.RequestID)}, rec.ClaimID).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	b := relay.OutboxBound(stock, 0, 0, relay.Config{})
 	if b.Entries != stock || !b.Ceiling {
@@ -289,4 +398,29 @@ func TestConfigErrors(t *testing.T) {
 		t.Error("New without Redis: no error")
 	}
 	_ = kafkaopt.ClaimsTopic
+}
+
+// countRecords reads topic from its start and returns how many records it holds: once
+// want have arrived it keeps reading a little longer, so a surplus would be counted.
+func countRecords(t *testing.T, topic string, want int) int {
+	t.Helper()
+	kcl, err := kgo.NewClient(kgo.SeedBrokers(testenv.Brokers()...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kcl.Close()
+	got := 0
+	deadline := time.Now().Add(20 * time.Second)
+	var extra time.Time
+	for time.Now().Before(deadline) && (extra.IsZero() || time.Now().Before(extra)) {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		fs := kcl.PollFetches(ctx)
+		cancel()
+		got += fs.NumRecords()
+		if got >= want && extra.IsZero() {
+			extra = time.Now().Add(time.Second)
+		}
+	}
+	return got
 }

@@ -60,6 +60,13 @@ type Config struct {
 	// after Run's context is cancelled (SIGTERM). Past it the batch is abandoned
 	// uncommitted and is redelivered to the next settler.
 	DrainTimeout time.Duration
+	// VoidAfter is the deadline of a claim read from Kafka while its record is still A
+	// (the gateway has not marked it durable, nor voided it): the batch waits for the
+	// mark, and once the claim is VoidAfter old (by its claimed_at) voids it instead of
+	// writing it - its client was, or will be, answered 503. It should exceed the
+	// gateway's ack timeout plus its Redis timeout (the longest a live gateway takes to
+	// mark or void), like the relay's MinAge.
+	VoidAfter time.Duration
 }
 
 // Defaults applied by New to zero fields. MaxBatch and Writers are the fastest pair
@@ -76,6 +83,7 @@ const (
 	DefaultPGTimeout      = 10 * time.Second
 	DefaultDrainTimeout   = 15 * time.Second
 	DefaultRejectTimeout  = 10 * time.Second
+	DefaultVoidAfter      = 15 * time.Second
 )
 
 // The catalog cache (reject.go): an entry is reloaded after catalogTTL, and at most
@@ -145,6 +153,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	def(&cfg.PGTimeout, DefaultPGTimeout)
 	def(&cfg.DrainTimeout, DefaultDrainTimeout)
 	def(&cfg.RejectTimeout, DefaultRejectTimeout)
+	def(&cfg.VoidAfter, DefaultVoidAfter)
 
 	if len(cfg.Brokers) == 0 {
 		return cfg, fieldErr("Brokers", "at least one broker address is required")
@@ -188,6 +197,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fieldErr("PGTimeout", "must be at least 1ms, got %s", cfg.PGTimeout)
 	case cfg.DrainTimeout < 0:
 		return cfg, fieldErr("DrainTimeout", "must not be negative, got %s", cfg.DrainTimeout)
+	case cfg.VoidAfter < 100*time.Millisecond || cfg.VoidAfter > 10*time.Minute:
+		return cfg, fieldErr("VoidAfter", "must be 100ms..10m, got %s", cfg.VoidAfter)
 	}
 	return cfg, nil
 }

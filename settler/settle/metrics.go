@@ -27,6 +27,7 @@ type Metrics struct {
 	// rejected counts records set aside on the rejected topic, by reason (reject.go).
 	rejected     map[string]prometheus.Counter
 	rejectErrors prometheus.Counter
+	undecided    *undecidedMetrics // undecided.go
 }
 
 // NewMetrics registers the settler's metrics with reg (nil: not registered).
@@ -97,6 +98,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.rejectErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "flashgate_settler_reject_errors_total", Help: "Failed produces to the rejected topic (retried; the poll's offsets wait).",
 	})
+	m.undecided = newUndecidedMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(rejectedVec, m.rejectErrors)
 		reg.MustRegister(m.consumed, m.written, m.duplicates, m.confirmSkips, m.noTrace, m.decodeErrors,

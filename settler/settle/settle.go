@@ -355,6 +355,11 @@ func (s *Settler) settleBatch(ctx context.Context, items []*item) (newest int64,
 	if err != nil {
 		return 0, fmt.Errorf("confirm: %w", err)
 	}
+	// Claims still A are neither durable nor voided: wait for their gateway's mark, and
+	// void them past VoidAfter (undecided.go). None is written from A.
+	if err := s.settleUndecided(ctx, groups); err != nil {
+		return 0, fmt.Errorf("undecided claims: %w", err)
+	}
 
 	toWrite := make([]*item, 0, len(items))
 	for _, g := range groups {
@@ -418,7 +423,7 @@ func (s *Settler) confirm(ctx context.Context, g *campaignBatch) error {
 	}
 	for i, code := range res {
 		switch code {
-		case scripts.ConfirmSkip, scripts.ConfirmWrite, scripts.ConfirmNoTrace:
+		case scripts.ConfirmSkip, scripts.ConfirmWrite, scripts.ConfirmNoTrace, scripts.ConfirmUndecided:
 			g.items[i].code = int(code)
 		default:
 			return fmt.Errorf("confirm campaign %s: unknown answer %d", g.campaign, code)
