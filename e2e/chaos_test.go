@@ -321,6 +321,13 @@ type chaosResult struct {
 	// while the fault lasted.
 	GatewayUnready bool `json:"gateway_unready"`
 
+	// Republished: outbox entries the relay republished during the scenario (from the
+	// processes' metrics); Fences and FenceSeconds: recovery fences set and lifted, and
+	// how long they held in all (chaos_more_test.go).
+	Republished  int64   `json:"republished"`
+	Fences       int64   `json:"fences"`
+	FenceSeconds float64 `json:"fence_s"`
+
 	WireViolations int64    `json:"wire_violations"`
 	SettledAfter   float64  `json:"settled_after_s"`
 	Checks         int      `json:"checks"`
@@ -376,6 +383,10 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: seed %d (FLASH_CHAOS_SEED=%d reproduces it), rate %.0f/s, %s per scenario, %d round(s), full=%v",
 		cs.seed, cs.seed, cs.rate, cs.duration, cs.rounds, cs.full)
 	c := startChaosStack(t)
+	if mb := chaosPreloadMB(t); mb > 0 {
+		keys, used := c.preload(mb)
+		t.Logf("chaos: Redis preloaded with %d keys of ended campaigns (used_memory %.1f MB; FLASH_CHAOS_PRELOAD_MB=%d)", keys, float64(used)/(1<<20), mb)
+	}
 	var results []chaosResult
 	for round := 1; round <= cs.rounds; round++ {
 		for i, sc := range scenarios {
@@ -473,6 +484,7 @@ func runScenario(t *testing.T, c *chaosStack, cs chaosSettings, sc scenario, rou
 		err error
 	}
 	loadDone := make(chan runOut, 1)
+	countersBefore := c.snapCounters()
 	started := time.Now()
 	go func() {
 		r, err := load.Run(ctx, cfg)
@@ -593,15 +605,16 @@ func runScenario(t *testing.T, c *chaosStack, cs chaosSettings, sc scenario, rou
 		rep.Print(&b)
 		fail("bench verify FAILED:\n%s", b.String())
 	}
+	checkFencesAndRepublish(&res, sc, countersBefore, c.snapCounters(), fail)
 	return res
 }
 
 func (r chaosResult) line() string {
 	return fmt.Sprintf("round %d %-13s seed %d: fault at %.1fs for %.1fs; %d requests, %d accepted, sold out %v; "+
 		"errors %d %v (fault window: %d×503, %d no answer; 503 latency p50 %.0fms p99 %.0fms max %.0fms); first fresh 200 %+.2fs, last failure %+.2fs, "+
-		"ready %+.2fs; settled %.1fs; verify %s",
+		"ready %+.2fs; settled %.1fs; republished %d; fences %s; verify %s",
 		r.Round, r.Scenario, r.Seed, r.FaultAt, r.Down, r.Requests, r.Accepted, r.SoldOut, r.Errors, r.ErrorReasons, r.Fault503, r.FaultNoAnswer,
-		r.Lat503P50, r.Lat503P99, r.Lat503Max, r.FirstAccepted, r.LastFailure, r.ReadyAfter, r.SettledAfter, verdict(r))
+		r.Lat503P50, r.Lat503P99, r.Lat503Max, r.FirstAccepted, r.LastFailure, r.ReadyAfter, r.SettledAfter, r.Republished, fenceCell(r), verdict(r))
 }
 
 func verdict(r chaosResult) string {
@@ -614,8 +627,8 @@ func verdict(r chaosResult) string {
 // chaosTable is the markdown table of RELIABILITY.md.
 func chaosTable(rs []chaosResult) string {
 	var b strings.Builder
-	b.WriteString("| round | scenario | seed | fault at / down | requests | accepted | sold out | errors (whole run) | fault window: 503 / no answer | 503 latency p50 / p99 / max | first fresh 200 after restore | last failure after restore | /readyz 200 after restore | not ready seen (watched / gateway 0) | settled after | verify |\n")
-	b.WriteString("| --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| round | scenario | seed | fault at / down | requests | accepted | sold out | errors (whole run) | fault window: 503 / no answer | 503 latency p50 / p99 / max | first fresh 200 after restore | last failure after restore | /readyz 200 after restore | not ready seen (watched / gateway 0) | settled after | republished | fences (count, held) | verify |\n")
+	b.WriteString("| --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | --- | --- | --- | --- | --- | --- | ---: | --- | --- |\n")
 	for _, r := range rs {
 		first := "none in the run"
 		if r.FirstAccepted >= 0 {
@@ -633,9 +646,10 @@ func chaosTable(rs []chaosResult) string {
 		if r.Victim != "" {
 			name += " (" + r.Victim + ")"
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d | %.1f s / %.1f s | %d | %d | %v | %d | %d / %d | %.0f / %.0f / %.0f ms | %s | %s | %.2f s | %s / %s | %.1f s | %s |\n",
+		fmt.Fprintf(&b, "| %d | %s | %d | %.1f s / %.1f s | %d | %d | %v | %d | %d / %d | %.0f / %.0f / %.0f ms | %s | %s | %.2f s | %s / %s | %.1f s | %d | %s | %s |\n",
 			r.Round, name, r.Seed, r.FaultAt, r.Down, r.Requests, r.Accepted, yesNo(r.SoldOut), r.Errors, r.Fault503, r.FaultNoAnswer,
-			r.Lat503P50, r.Lat503P99, r.Lat503Max, first, last, r.ReadyAfter, yesNo(r.SawUnready), yesNo(r.GatewayUnready), r.SettledAfter, verdict(r))
+			r.Lat503P50, r.Lat503P99, r.Lat503Max, first, last, r.ReadyAfter, yesNo(r.SawUnready), yesNo(r.GatewayUnready), r.SettledAfter,
+			r.Republished, fenceCell(r), verdict(r))
 	}
 	return b.String()
 }
