@@ -192,6 +192,31 @@ func TestRedisAnswersLostForTheGateway(t *testing.T) {
 	}
 }
 
+// TestRedisHalfOpenForTheGateway: every connection between the gateway and Redis goes
+// half-open for 1.5 s mid-sale (Redis sees them closed; the gateway's side stays open and
+// silent, as after a peer that vanished without a FIN), and new ones are accepted but
+// never reach Redis. After the fault the old connections stay dead for good: the gateway
+// must notice by its read timeouts and dial again. Waits stay bounded, a claim answered
+// 503 took nothing, and claims are accepted again after the fault.
+func TestRedisHalfOpenForTheGateway(t *testing.T) {
+	cr, p := redisBehindProxy(t)
+	f := startFaults(t, faultOpts{redis: cr, pg: startPG(t), gatewayExtra: []string{"FLASH_REDIS_ADDR=" + p.Addr()}})
+	const stock = 400
+	cmp := f.campaign(f.bl, 1_000_000, 1, sku{"rp-50", stock, 50})
+	r := runStall(t, f, cmp, func() { p.Set(faultproxy.HalfOpen) }, func() { p.Set(faultproxy.Forward) })
+	t.Logf("redis half-open for the gateway: %s", r.fig)
+	checkSale(t, f.system, cmp, stock, r.answers)
+	if n := checkOneShots(t, f, cmp, r.shots, 5*time.Second); n == 0 {
+		t.Error("no one-shot claim was refused while Redis was half-open: the fault did not bite")
+	}
+	if r.fig.slowest > 6*time.Second {
+		t.Errorf("a claim waited %s: waits are not bounded by the Redis timeout", r.fig.slowest)
+	}
+	if r.fig.recover < 0 {
+		t.Fatal("no claim accepted after the fault: the gateway kept its dead connections")
+	}
+}
+
 // TestRedisLatencyForTheGateway: 150 ms more each way between the gateway and Redis
 // for the fault's duration. That is inside the 1 s Redis timeout: claims slow down but
 // none is refused, and no answer waits past the timeout's bound.
