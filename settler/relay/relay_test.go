@@ -25,6 +25,22 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// isolate keeps other packages' settlers (go test runs packages in parallel against the
+// shared stack, and every settler's relay works every campaign in rkeys.Campaigns) away
+// from c: it leaves the live set, and a lease one of them took in the moment it was
+// there is dropped (its outbox was still empty). This test's relays call Campaign
+// directly. Seen in CI: a foreign relay's lease made a pass here report Leased.
+func isolate(t *testing.T, e *settletest.Env, campaign string) {
+	t.Helper()
+	ctx := settletest.Ctx(t, 5*time.Second)
+	if err := e.RDB.SRem(ctx, rkeys.Campaigns, campaign).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RDB.Del(ctx, "fg:{"+campaign+"}:relaylease").Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func newRelay(t *testing.T, e *settletest.Env, cfg relay.Config) *relay.Relay {
 	t.Helper()
 	r, err := relay.New(cfg, e.RDB, e.PG, settletest.Producer(t), quiet, nil)
@@ -62,6 +78,7 @@ func TestRelayVoidsClaimOfDeadGateway(t *testing.T) {
 	e := settletest.New(t)
 	ctx := settletest.Ctx(t, 60*time.Second)
 	c := e.Campaign(settletest.Spec{})
+	isolate(t, e, c.ID)
 	st := settletest.StartSettler(t, e.RDB, e.PG, c.ID)
 	before, _ := e.RDB.HGetAll(ctx, rkeys.SKU(c.ID, "rp-50")).Result()
 
@@ -123,6 +140,7 @@ func TestRelayRepublishesDurableClaim(t *testing.T) {
 	e := settletest.New(t)
 	ctx := settletest.Ctx(t, 60*time.Second)
 	c := e.Campaign(settletest.Spec{})
+	isolate(t, e, c.ID)
 	st := settletest.NewSettler(t, e.RDB, e.PG, c.ID)
 
 	a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", "u-1", "rq-1")
@@ -171,6 +189,7 @@ func TestTwoRelaysShareTheWork(t *testing.T) {
 	ctx := settletest.Ctx(t, 60*time.Second)
 	const n, perPass = 12, 5
 	c := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: n, Value: 50}}})
+	isolate(t, e, c.ID)
 	for i := 0; i < n; i++ {
 		a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
 		if err != nil || a.Code != scripts.CodeAccepted {
@@ -217,6 +236,7 @@ func TestRelayTrimsOnlyCommittedOrVoided(t *testing.T) {
 	e := settletest.New(t)
 	ctx := settletest.Ctx(t, 30*time.Second)
 	c := e.Campaign(settletest.Spec{})
+	isolate(t, e, c.ID)
 	var acc [3]settletest.Accepted
 	for i := range acc {
 		var err error
