@@ -147,15 +147,24 @@ func redisBehindProxy(t *testing.T) (*customRedis, *faultproxy.Proxy) {
 // for 1.5 s mid-sale. Claims answer 503 within the Redis timeout's bound, nothing a
 // 503 answered is taken, and claims are accepted again right after.
 func TestRedisBlackholedForTheGateway(t *testing.T) {
+	redisRefusedForTheGateway(t, "black-holed", faultproxy.Blackhole)
+}
+
+// redisRefusedForTheGateway puts the proxy between the gateway and Redis in mode for a
+// while mid-sale: claims answer 503 within the Redis timeout's bound, the fault must
+// refuse some one-shot claims, none of which may have taken anything, every guarantee
+// of the sale holds, and claims are accepted again after the fault.
+func redisRefusedForTheGateway(t *testing.T, what string, mode faultproxy.Mode) {
+	t.Helper()
 	cr, p := redisBehindProxy(t)
 	f := startFaults(t, faultOpts{redis: cr, pg: startPG(t), gatewayExtra: []string{"FLASH_REDIS_ADDR=" + p.Addr()}})
 	const stock = 400
 	cmp := f.campaign(f.bl, 1_000_000, 1, sku{"rp-50", stock, 50})
-	r := runStall(t, f, cmp, func() { p.Set(faultproxy.Blackhole) }, func() { p.Set(faultproxy.Forward) })
-	t.Logf("redis black-holed for the gateway: %s", r.fig)
+	r := runStall(t, f, cmp, func() { p.Set(mode) }, func() { p.Set(faultproxy.Forward) })
+	t.Logf("redis %s for the gateway: %s", what, r.fig)
 	checkSale(t, f.system, cmp, stock, r.answers)
 	if n := checkOneShots(t, f, cmp, r.shots, 5*time.Second); n == 0 {
-		t.Error("no one-shot claim was refused while Redis was black-holed: the fault did not bite")
+		t.Errorf("no one-shot claim was refused while Redis was %s: the fault did not bite", what)
 	}
 	if r.fig.slowest > 6*time.Second {
 		t.Errorf("a claim waited %s: waits are not bounded by the Redis timeout", r.fig.slowest)
@@ -199,22 +208,7 @@ func TestRedisAnswersLostForTheGateway(t *testing.T) {
 // must notice by its read timeouts and dial again. Waits stay bounded, a claim answered
 // 503 took nothing, and claims are accepted again after the fault.
 func TestRedisHalfOpenForTheGateway(t *testing.T) {
-	cr, p := redisBehindProxy(t)
-	f := startFaults(t, faultOpts{redis: cr, pg: startPG(t), gatewayExtra: []string{"FLASH_REDIS_ADDR=" + p.Addr()}})
-	const stock = 400
-	cmp := f.campaign(f.bl, 1_000_000, 1, sku{"rp-50", stock, 50})
-	r := runStall(t, f, cmp, func() { p.Set(faultproxy.HalfOpen) }, func() { p.Set(faultproxy.Forward) })
-	t.Logf("redis half-open for the gateway: %s", r.fig)
-	checkSale(t, f.system, cmp, stock, r.answers)
-	if n := checkOneShots(t, f, cmp, r.shots, 5*time.Second); n == 0 {
-		t.Error("no one-shot claim was refused while Redis was half-open: the fault did not bite")
-	}
-	if r.fig.slowest > 6*time.Second {
-		t.Errorf("a claim waited %s: waits are not bounded by the Redis timeout", r.fig.slowest)
-	}
-	if r.fig.recover < 0 {
-		t.Fatal("no claim accepted after the fault: the gateway kept its dead connections")
-	}
+	redisRefusedForTheGateway(t, "half-open", faultproxy.HalfOpen)
 }
 
 // TestRedisLatencyForTheGateway: 150 ms more each way between the gateway and Redis

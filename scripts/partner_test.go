@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/riskstate"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
@@ -22,12 +23,16 @@ func partnerCampaign(t *testing.T, rdb *redis.Client, quotas map[string]int64) (
 	defer cancel()
 	// What catalog.warm does first: the risk state (and its marker) in Redis, without
 	// which claim.lua answers NOT_WARM.
-	if _, _, err := riskstate.Ensure(ctx, testenv.PG(t), rdb); err != nil {
+	runID, err := recovery.RunID(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := riskstate.Ensure(ctx, testenv.PG(t), rdb, runID); err != nil {
 		t.Fatal(err)
 	}
 	camp, bl = testenv.ID(t, "pq"), testenv.ID(t, "pqbl")
 	now := time.Now()
-	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, rkeys.Meta(camp), "bl", bl, "starts", now.Add(-time.Minute).UnixMilli(), "ends", now.Add(time.Hour).UnixMilli(),
 			"limit", 1, "budget", 1_000_000, "ttl", 3_600_000, "paused", "0", "seg", "", "spent", 0, "taken", 0)
 		p.HSet(ctx, rkeys.SKU(camp, "rp-10"), "stock", 100, "value", 10, "total", 100, "taken", 0)

@@ -32,6 +32,7 @@ import (
 	"github.com/flashgate/flashgate/bench/load"
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/riskstate"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/scripts"
@@ -233,7 +234,11 @@ func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
 	// claim.lua decides nothing before the risk state is in Redis (its marker): what
 	// catalog.warm does first, from the record in Postgres (internal/risk/riskstate).
 	if cfg.PG != nil {
-		if _, _, err := riskstate.Ensure(ctx, cfg.PG, rdb); err != nil {
+		runID, err := recovery.RunID(ctx, rdb)
+		if err != nil {
+			return c, err
+		}
+		if _, _, err := riskstate.Ensure(ctx, cfg.PG, rdb, runID); err != nil {
 			return c, err
 		}
 	}

@@ -409,7 +409,7 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign, prev *stored) error {
 	// The risk state first (issue 21.4): a campaign warmed into a Redis that lost its
 	// data must not take claims before the blocks and rules are back; on a fresh
 	// deployment this writes the marker claim.lua needs (internal/risk/riskstate).
-	if _, _, err := riskstate.EnsureOn(ctx, c.pg, c.rdb, runID); err != nil {
+	if _, _, err := riskstate.Ensure(ctx, c.pg, c.rdb, runID); err != nil {
 		return fmt.Errorf("warm campaign %s: %w", cp.ID, err)
 	}
 	// Partner quotas first: a quota without its campaign's state is inert, and every

@@ -13,7 +13,7 @@ import (
 // campaign answers NOT_WARM, so it runs first in every pass, whatever business lines the
 // Recoverer is confined to: risk state spans campaigns.
 func (r *Recoverer) ensureRisk(ctx context.Context, runID string) error {
-	rebuilt, res, err := riskstate.EnsureOn(ctx, r.pg, r.rdb, runID)
+	rebuilt, res, err := riskstate.Ensure(ctx, r.pg, r.rdb, runID)
 	if err != nil {
 		r.m.recoveries.WithLabelValues("failed").Inc()
 		return fmt.Errorf("rebuild risk state: %w (claims answer 503 until it is rebuilt; the next pass retries)", err)

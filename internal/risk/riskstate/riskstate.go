@@ -50,17 +50,9 @@ func Warm(ctx context.Context, rdb redis.Cmdable, runID string) (bool, error) {
 	return v == runID, nil
 }
 
-// Ensure rebuilds the risk state unless the marker says it is there on this server.
-func Ensure(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client) (bool, Result, error) {
-	id, err := runID(ctx, rdb)
-	if err != nil {
-		return false, Result{}, err
-	}
-	return EnsureOn(ctx, pg, rdb, id)
-}
-
-// EnsureOn is Ensure for a run id the caller has just read.
-func EnsureOn(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, runID string) (bool, Result, error) {
+// Ensure rebuilds the risk state unless the marker says it is there on the server with
+// run id runID (the caller reads it with recovery.RunID, the one reader of it).
+func Ensure(ctx context.Context, pg *pgxpool.Pool, rdb *redis.Client, runID string) (bool, Result, error) {
 	ok, err := Warm(ctx, rdb, runID)
 	if err != nil || ok {
 		return false, Result{RunID: runID}, err
@@ -258,18 +250,4 @@ func blockScope(scope string) (risk.Kind, string, bool) {
 		return 0, "", false
 	}
 	return kind, v, true
-}
-
-// runID reads the Redis server's run id (INFO server).
-func runID(ctx context.Context, rdb *redis.Client) (string, error) {
-	info, err := rdb.Info(ctx, "server").Result()
-	if err != nil {
-		return "", fmt.Errorf("redis info: %w", err)
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
-			return v, nil
-		}
-	}
-	return "", errors.New("redis info: no run_id")
 }

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/risk/riskstate"
 	"github.com/flashgate/flashgate/internal/risk/risktest"
@@ -51,7 +54,7 @@ func TestRebuildCorrectsARolledBackRedis(t *testing.T) {
 	e.RDB.HSet(ctx, rkeys.RiskRules(camp), "device.max", "9", "ip.max", "5")
 	e.RDB.HSet(ctx, rkeys.RiskGlobalRules, risk.FieldWarm, "an-older-server")
 
-	rebuilt, res, err := riskstate.Ensure(ctx, e.PG, e.RDB)
+	rebuilt, res, err := riskstate.Ensure(ctx, e.PG, e.RDB, runID(t, e.RDB))
 	if err != nil || !rebuilt {
 		t.Fatalf("Ensure on a marker of another server: rebuilt=%v %v", rebuilt, err)
 	}
@@ -74,7 +77,16 @@ func TestRebuildCorrectsARolledBackRedis(t *testing.T) {
 	if ok, err := riskstate.Warm(ctx, e.RDB, res.RunID); err != nil || !ok {
 		t.Errorf("marker after the rebuild: %v %v", ok, err)
 	}
-	if rebuilt, _, err := riskstate.Ensure(ctx, e.PG, e.RDB); err != nil || rebuilt {
+	if rebuilt, _, err := riskstate.Ensure(ctx, e.PG, e.RDB, runID(t, e.RDB)); err != nil || rebuilt {
 		t.Errorf("second Ensure: rebuilt=%v %v; want nothing to do", rebuilt, err)
 	}
+}
+
+func runID(t *testing.T, rdb *redis.Client) string {
+	t.Helper()
+	id, err := recovery.RunID(context.Background(), rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
