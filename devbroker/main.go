@@ -66,7 +66,7 @@ func run() error {
 		kfake.NumBrokers(1),
 		kfake.Ports(port),
 		kfake.DataDir(*dataDir),
-		kfake.SeedTopics(int32(*partitions), kafkaopt.ClaimsTopic, kafkaopt.DecisionsTopic, kafkaopt.ClaimsRejectedTopic),
+		kfake.SeedTopics(int32(*partitions), kafkaopt.ClaimsTopic, kafkaopt.DecisionsTopic, kafkaopt.ClaimsRejectedTopic, kafkaopt.EventsTopic),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(*partitions),
 	}

@@ -22,7 +22,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STACK=${FLASH_STACK_DIR:-$ROOT/.stack}
 REDIS_PORT=16379
-PG_PORT=15432
+# FLASH_STACK_PG_PORT: a second, private Postgres for a branch that adds a migration
+# (`FLASH_STACK_DIR=/tmp/x FLASH_STACK_PG_PORT=25432 scripts/stack.sh pg`).
+PG_PORT=${FLASH_STACK_PG_PORT:-15432}
 BROKER_PORT=19092
 REPLICA_PORT=16380
 SENTINEL_PORTS="26379 26380 26381"
@@ -327,8 +329,10 @@ case "${1:-}" in
     esac
     pg_up; broker_up; prom_up ;;
   prometheus) prom_up ;; # Prometheus alone (the other servers untouched)
+  pg) pg_up ;;           # Postgres alone (FLASH_STACK_PG_PORT, FLASH_STACK_DIR)
+  pg-down) pg_down ;;
   down) prom_down || true; broker_down || true; redis_ha_down || true; redis_down || true; pg_down || true; say "stopped" ;;
   status) st=0; status || st=$?; redis_ha_status; exit $st ;;
   wipe) "$0" down; rm -rf "$STACK"; say "wiped $STACK" ;;
-  *) echo "usage: scripts/stack.sh up|down|status|wipe|prometheus" >&2; exit 2 ;;
+  *) echo "usage: scripts/stack.sh up|down|status|wipe|prometheus|pg|pg-down" >&2; exit 2 ;;
 esac

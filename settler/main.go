@@ -28,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flashgate/flashgate/internal/events"
 	"github.com/flashgate/flashgate/internal/evict"
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
@@ -44,6 +45,7 @@ type background struct {
 	relayMinAge, relayInterval                time.Duration
 	expireInterval                            time.Duration
 	expireBatch                               int
+	eventsInterval                            time.Duration
 	allowEviction                             bool
 	reconcileInterval                         time.Duration
 	reconcileRepairAfter                      int
@@ -130,6 +132,7 @@ func run(args []string) int {
 	f.Duration(&bg.relayMinAge, "relay-min-age", "FLASH_RELAY_MIN_AGE", 15*time.Second, "outbox relay: age past which an accepted claim not yet in Postgres is re-published to Kafka; keep it above the gateway's -delivery-timeout")
 	f.Duration(&bg.relayInterval, "relay-interval", "FLASH_RELAY_INTERVAL", time.Second, "outbox relay: period of its pass over every campaign's outbox")
 	f.Duration(&bg.expireInterval, "expire-interval", "FLASH_EXPIRE_INTERVAL", 5*time.Second, "voucher expiry: period of its pass (expired vouchers' value goes back to the budgets); 0 turns expiry off in this settler")
+	f.Duration(&bg.eventsInterval, "events-interval", "FLASH_EVENTS_INTERVAL", 500*time.Millisecond, "flash.events publisher: pause between passes over the events outbox when it is empty; 0 turns publishing off in this settler (the rows wait for another)")
 	f.Int(&bg.expireBatch, "expire-batch", "FLASH_EXPIRE_BATCH", 500, "voucher expiry: claims expired per Postgres transaction")
 	f.Duration(&bg.reconcileInterval, "reconcile-interval", "FLASH_RECONCILE_INTERVAL", 10*time.Second, "reconciliation: period of the check of every live campaign's Redis counters against Postgres; 0 turns it off in this settler")
 	f.Int(&bg.reconcileRepairAfter, "reconcile-repair-after", "FLASH_RECONCILE_REPAIR_AFTER", 3, "reconciliation: repair a drift seen unchanged in this many consecutive checks (0 = report only)")
@@ -265,6 +268,13 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 			return err
 		}
 		loops = append(loops, loop{"expire", x.Run})
+	}
+	if bg.eventsInterval > 0 {
+		pub, err := events.NewPublisher(events.Config{Interval: bg.eventsInterval}, pg, producer, log.With("component", "events"), reg)
+		if err != nil {
+			return fmt.Errorf("-events-interval (FLASH_EVENTS_INTERVAL): %w", err)
+		}
+		loops = append(loops, loop{"events", pub.Run})
 	}
 	if bg.reconcileInterval > 0 {
 		rc, err := reconcile.New(reconcile.Config{Interval: bg.reconcileInterval, OrphanAge: bg.relayMinAge,

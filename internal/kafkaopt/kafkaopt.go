@@ -19,6 +19,10 @@ const (
 	// for good. Each keeps its original key and bytes; headers say why and where from
 	// (RejectHeader*).
 	ClaimsRejectedTopic = "flash.claims.rejected"
+	// EventsTopic carries the life of vouchers and points accounts after the claim
+	// (redeemed, rolled_back, expired, transferred, delivered, points_*): JSON with a
+	// schema version, keyed by the claim or user it is about (internal/events).
+	EventsTopic = "flash.events"
 )
 
 // Headers of a record on ClaimsRejectedTopic.

@@ -48,6 +48,8 @@ var Grants = map[string][]string{
 		`GRANT SELECT, INSERT, UPDATE ON campaign_pages TO flashgate_gateway`,
 		// Recovery and the catalog's warm rebuild Redis's risk state from its record (0008).
 		`GRANT SELECT ON risk_state TO flashgate_gateway`,
+		`GRANT INSERT ON events TO flashgate_gateway`,
+		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
@@ -60,6 +62,9 @@ var Grants = map[string][]string{
 		`GRANT SELECT ON revocations TO flashgate_settler`,
 		// Recovery rebuilds Redis's risk state from its record (0008).
 		`GRANT SELECT ON risk_state TO flashgate_settler`,
+		`GRANT SELECT, INSERT ON events TO flashgate_settler`,
+		`GRANT UPDATE (published_at) ON events TO flashgate_settler`,
+		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_settler`,
 	},
 	RoleRiskctl: {
 		// The audit trail: append and read, never change or delete a row.
@@ -76,7 +81,7 @@ var Grants = map[string][]string{
 	},
 	RoleBench: {
 		// bench verify reads the books; it writes nothing.
-		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations TO flashgate_bench`,
+		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events TO flashgate_bench`,
 	},
 }
 
