@@ -9,7 +9,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-up: ## start the dev stack (Redis AOF, Postgres 15, Kafka-protocol broker) on loopback; installs what is missing. REDIS=sentinel adds a replica and 3 Sentinels
+up: ## start the dev stack (Redis AOF, Postgres 15, Kafka-protocol broker) on loopback; installs what is missing. REDIS=sentinel adds a replica and 3 Sentinels; REDIS=cluster a Redis Cluster of 3 masters + 3 replicas on 17000-17005
 	@REDIS=$(REDIS) scripts/stack.sh up
 
 down: ## stop the dev stack

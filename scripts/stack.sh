@@ -170,6 +170,54 @@ redis_ha_down() { # whatever of the HA set is running, by PID
   fi
 }
 
+# --- Redis Cluster (REDIS=cluster) ------------------------------------------------------
+# Three masters and three replicas on 127.0.0.1:17000-17005 (cluster bus on port+10000),
+# each with AOF everysec, noeviction and flashgate's ACL users, formed once with
+# `redis-cli --cluster create --cluster-replicas 1`; a restart keeps each node's
+# nodes.conf, so the cluster re-forms by itself. Issue 15: the binaries reach it through
+# go-redis's cluster client (FLASH_REDIS_CLUSTER) once every script call is on one slot.
+CLUSTER_PORTS="17000 17001 17002 17003 17004 17005"
+redis_cluster_up() {
+  local p dir
+  for p in $CLUSTER_PORTS; do
+    dir=$STACK/cluster-$p
+    mkdir -p "$dir"
+    if alive "$STACK/cluster-$p.pid" && redis-cli -p "$p" ping >/dev/null 2>&1; then continue; fi
+    port_open "$p" && die "port $p is taken by another process (not our cluster node)"
+    redis-server --bind 127.0.0.1 --port "$p" --dir "$dir" --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
+      --daemonize yes --pidfile "$STACK/cluster-$p.pid" --logfile "$STACK/logs/cluster-$p.log" \
+      --maxclients 10000 --protected-mode yes --aclfile "$STACK/redis/users.acl" \
+      --masteruser flashgate-replica --masterauth flashgate-replica-dev >/dev/null
+    wait_for "cluster-$p" 100 redis-cli -p "$p" ping
+  done
+  for p in $CLUSTER_PORTS; do redis_acl "$p" >/dev/null 2>&1 || die "ACL users on cluster node $p"; done
+  if ! redis-cli -p 17000 cluster info 2>/dev/null | grep -q '^cluster_state:ok'; then
+    if [ "$(redis-cli -p 17000 cluster info 2>/dev/null | sed -n 's/^cluster_known_nodes:\([0-9]*\).*/\1/p')" = 1 ]; then
+      say "forming the cluster (3 masters, 3 replicas)"
+      # shellcheck disable=SC2046
+      redis-cli --cluster create $(for p in $CLUSTER_PORTS; do printf '127.0.0.1:%s ' "$p"; done) \
+        --cluster-replicas 1 --cluster-yes >"$STACK/logs/cluster-create.log" 2>&1 ||
+        die "redis-cli --cluster create failed; see $STACK/logs/cluster-create.log"
+    fi
+    wait_for "cluster state ok" 300 sh -c 'redis-cli -p 17000 cluster info | grep -q "^cluster_state:ok"'
+  fi
+  # the replicas' roles reach every node's view a moment after the slots do
+  wait_for "cluster replicas" 100 sh -c '[ "$(redis-cli -p 17000 cluster nodes | grep -c slave)" = 3 ]'
+  say "redis cluster up on 127.0.0.1:${CLUSTER_PORTS// /,} (3 masters, 3 replicas)"
+}
+
+redis_cluster_down() {
+  local p
+  for p in $CLUSTER_PORTS; do
+    if alive "$STACK/cluster-$p.pid"; then
+      redis-cli -p "$p" shutdown >/dev/null 2>&1 || kill "$(cat "$STACK/cluster-$p.pid")" 2>/dev/null || true
+      stop_pid "cluster-$p" "$STACK/cluster-$p.pid"
+    fi
+  done
+}
+
 redis_ha_status() {
   alive "$STACK/redis-replica.pid" || return 0
   if redis-cli -p $REPLICA_PORT ping >/dev/null 2>&1; then echo "replica  up   127.0.0.1:$REPLICA_PORT"; else echo "replica  down"; fi
@@ -324,15 +372,17 @@ case "${1:-}" in
     redis_up
     case "${REDIS:-}" in
       sentinel) redis_ha_up ;;
+      cluster) redis_cluster_up ;;
       "" | single) ;;
-      *) die "REDIS=$REDIS: want sentinel (a replica and three Sentinels) or nothing" ;;
+      *) die "REDIS=$REDIS: want sentinel (a replica and three Sentinels), cluster (3 masters, 3 replicas) or nothing" ;;
     esac
     pg_up; broker_up; prom_up ;;
   prometheus) prom_up ;; # Prometheus alone (the other servers untouched)
+  cluster) redis_cluster_up ;; # the Redis Cluster alone (REDIS=cluster's part of up)
   pg) pg_up ;;           # Postgres alone (FLASH_STACK_PG_PORT, FLASH_STACK_DIR)
   pg-down) pg_down ;;
-  down) prom_down || true; broker_down || true; redis_ha_down || true; redis_down || true; pg_down || true; say "stopped" ;;
+  down) prom_down || true; broker_down || true; redis_cluster_down || true; redis_ha_down || true; redis_down || true; pg_down || true; say "stopped" ;;
   status) st=0; status || st=$?; redis_ha_status; exit $st ;;
   wipe) "$0" down; rm -rf "$STACK"; say "wiped $STACK" ;;
-  *) echo "usage: scripts/stack.sh up|down|status|wipe|prometheus|pg|pg-down" >&2; exit 2 ;;
+  *) echo "usage: scripts/stack.sh up|down|status|wipe|prometheus|cluster|pg|pg-down" >&2; exit 2 ;;
 esac
