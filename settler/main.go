@@ -28,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flashgate/flashgate/internal/delivery"
 	"github.com/flashgate/flashgate/internal/events"
 	"github.com/flashgate/flashgate/internal/evict"
 	"github.com/flashgate/flashgate/internal/flagenv"
@@ -46,6 +47,8 @@ type background struct {
 	expireInterval                            time.Duration
 	expireBatch                               int
 	eventsInterval                            time.Duration
+	deliveryInterval, deliveryTimeout         time.Duration
+	deliveryAttempts                          int
 	allowEviction                             bool
 	reconcileInterval                         time.Duration
 	reconcileRepairAfter                      int
@@ -133,6 +136,9 @@ func run(args []string) int {
 	f.Duration(&bg.relayInterval, "relay-interval", "FLASH_RELAY_INTERVAL", time.Second, "outbox relay: period of its pass over every campaign's outbox")
 	f.Duration(&bg.expireInterval, "expire-interval", "FLASH_EXPIRE_INTERVAL", 5*time.Second, "voucher expiry: period of its pass (expired vouchers' value goes back to the budgets); 0 turns expiry off in this settler")
 	f.Duration(&bg.eventsInterval, "events-interval", "FLASH_EVENTS_INTERVAL", 500*time.Millisecond, "flash.events publisher: pause between passes over the events outbox when it is empty; 0 turns publishing off in this settler (the rows wait for another)")
+	f.Duration(&bg.deliveryInterval, "delivery-interval", "FLASH_DELIVERY_INTERVAL", 500*time.Millisecond, "prize delivery: pause between passes over due webhook deliveries when none is due; 0 turns delivery off in this settler")
+	f.Duration(&bg.deliveryTimeout, "delivery-call-timeout", "FLASH_DELIVERY_CALL_TIMEOUT", 5*time.Second, "prize delivery: timeout of one webhook call (10ms..1m)")
+	f.Int(&bg.deliveryAttempts, "delivery-attempts", "FLASH_DELIVERY_ATTEMPTS", 8, "prize delivery: attempts before a delivery is dead-lettered (state failed; an admin retry resumes it)")
 	f.Int(&bg.expireBatch, "expire-batch", "FLASH_EXPIRE_BATCH", 500, "voucher expiry: claims expired per Postgres transaction")
 	f.Duration(&bg.reconcileInterval, "reconcile-interval", "FLASH_RECONCILE_INTERVAL", 10*time.Second, "reconciliation: period of the check of every live campaign's Redis counters against Postgres; 0 turns it off in this settler")
 	f.Int(&bg.reconcileRepairAfter, "reconcile-repair-after", "FLASH_RECONCILE_REPAIR_AFTER", 3, "reconciliation: repair a drift seen unchanged in this many consecutive checks (0 = report only)")
@@ -275,6 +281,14 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 			return fmt.Errorf("-events-interval (FLASH_EVENTS_INTERVAL): %w", err)
 		}
 		loops = append(loops, loop{"events", pub.Run})
+	}
+	if bg.deliveryInterval > 0 {
+		dl, err := delivery.New(delivery.Config{Interval: bg.deliveryInterval, CallTimeout: bg.deliveryTimeout,
+			MaxAttempts: bg.deliveryAttempts}, pg, nil, delivery.NewMetrics(reg), log.With("component", "delivery"))
+		if err != nil {
+			return fmt.Errorf("-delivery-* (FLASH_DELIVERY_*): %w", err)
+		}
+		loops = append(loops, loop{"delivery", dl.Run})
 	}
 	if bg.reconcileInterval > 0 {
 		rc, err := reconcile.New(reconcile.Config{Interval: bg.reconcileInterval, OrphanAge: bg.relayMinAge,

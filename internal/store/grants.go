@@ -49,6 +49,8 @@ var Grants = map[string][]string{
 		// Recovery and the catalog's warm rebuild Redis's risk state from its record (0008).
 		`GRANT SELECT ON risk_state TO flashgate_gateway`,
 		`GRANT INSERT ON events TO flashgate_gateway`,
+		`GRANT SELECT ON deliveries TO flashgate_gateway`,
+		`GRANT UPDATE (state, attempts, next_at, failed_at, lease_until) ON deliveries TO flashgate_gateway`,
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_gateway`,
 	},
 	RoleSettler: {
@@ -65,6 +67,7 @@ var Grants = map[string][]string{
 		`GRANT SELECT, INSERT ON events TO flashgate_settler`,
 		`GRANT UPDATE (published_at) ON events TO flashgate_settler`,
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_settler`,
+		`GRANT SELECT, INSERT, UPDATE ON deliveries TO flashgate_settler`,
 	},
 	RoleRiskctl: {
 		// The audit trail: append and read, never change or delete a row.
@@ -81,7 +84,7 @@ var Grants = map[string][]string{
 	},
 	RoleBench: {
 		// bench verify reads the books; it writes nothing.
-		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events TO flashgate_bench`,
+		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events, deliveries TO flashgate_bench`,
 	},
 }
 
