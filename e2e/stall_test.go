@@ -10,11 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/flashgate/flashgate/internal/faultproxy"
-	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
 
@@ -279,12 +277,7 @@ func TestPostgresBlackholedForTheSettler(t *testing.T) {
 // 503 within its delivery timeout's bound and gives the claims back; the records that
 // land later are voided claims and must not become rows.
 func TestBrokerTakesProducesButNeverAcks(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(),
-		kfake.SeedTopics(4, kafkaopt.ClaimsTopic, kafkaopt.DecisionsTopic, kafkaopt.ClaimsRejectedTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := testenv.NewKfake(t)
 	var holding atomic.Bool
 	release := make(chan struct{})
 	var once sync.Once

@@ -287,16 +287,7 @@ func TestShortCircuitWindow(t *testing.T) {
 
 	// Re-warm: opens now, with stock.
 	changes := other.Stats().Changes
-	body := fmt.Sprintf(`{"name":"t","business_line":%q,"starts_at":%q,"ends_at":%q,"per_user_limit":1,
-		"budget":100000,"voucher_ttl":"72h","segment":null,"skus":[{"sku":"rp-50","stock":3,"value":50}]}`, bl,
-		time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano), time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano))
-	cp, err := catalog.DecodeCampaign(later, []byte(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.cat.PutCampaign(ctx, cp); err != nil {
-		t.Fatal(err)
-	}
+	e.campaign(bl, campaignSpec{id: later, start: -time.Second})
 	e.expect(c, req(later, "rp-50", "u5", "o5"), scripts.CodeAccepted, true)
 	e.waitChange(other, changes)
 	e.expect(other, req(later, "rp-50", "u6", "o6"), scripts.CodeAccepted, true)

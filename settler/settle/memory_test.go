@@ -16,7 +16,6 @@ import (
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 )
 
 // TestRedisMemoryPerClaim measures, on a real redis-server of the test's own (so that
@@ -38,7 +37,7 @@ func TestRedisMemoryPerClaim(t *testing.T) {
 	ctx := context.Background()
 	const n = 5000 // accepted claims; as many rejected requests again
 
-	c := fixture.NewCampaign(t, rdb, pg, n)
+	c := testenv.NewCampaign(t, rdb, pg, n)
 	defer c.Forget(t, pg)
 	req := func(i int, user int) claim.Record {
 		return claim.Record{

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 )
 
 func TestSplitEvenBatches(t *testing.T) {
@@ -73,7 +72,7 @@ func equal(a, b []int) bool {
 func TestOneFailingBatchFailsThePoll(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 200
-	c := fixture.NewCampaign(t, rdb, pg, n)
+	c := testenv.NewCampaign(t, rdb, pg, n)
 	recs := c.Claim(t, n)
 	c.MarkDurable(t, recs)
 	cfg, err := Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", MaxBatch: 50, Writers: 4,
@@ -110,7 +109,7 @@ func TestOneFailingBatchFailsThePoll(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := c.ReadBooks(t, pg)
-	want := fixture.Books{Claims: n, DistinctRequests: n, ClaimValue: n * c.Value, Reserves: n, ReserveAmount: n * c.Value}
+	want := testenv.Books{Claims: n, DistinctRequests: n, ClaimValue: n * c.Value, Reserves: n, ReserveAmount: n * c.Value}
 	if b != want {
 		t.Fatalf("books after the poll is settled again: %+v, want %+v", b, want)
 	}
@@ -127,7 +126,7 @@ func TestOneFailingBatchFailsThePoll(t *testing.T) {
 func TestRefusedClaimIsSetAsideFromItsBatch(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 200
-	c := fixture.NewCampaign(t, rdb, pg, n)
+	c := testenv.NewCampaign(t, rdb, pg, n)
 	recs := c.Claim(t, n)
 	c.MarkDurable(t, recs)
 	cfg, err := Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", MaxBatch: 50, Writers: 4,
