@@ -117,20 +117,7 @@ func checkOneShots(t *testing.T, f *faultSys, cmp string, shots []oneShot, bound
 
 func requestIDsInPG(t *testing.T, ctx context.Context, f *faultSys, cmp string) map[string]bool {
 	t.Helper()
-	rows, err := f.pg.Query(ctx, `SELECT request_id FROM claims WHERE campaign_id = $1`, cmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		out[id] = true
-	}
-	return out
+	return testenv.Set(t, f.pg, `SELECT request_id FROM claims WHERE campaign_id = $1`, cmp)
 }
 
 // redisBehindProxy is a private redis-server that the settler reaches directly and

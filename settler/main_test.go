@@ -33,9 +33,7 @@ func settlerEnv(port int, topic, group string, extra ...string) []string {
 func TestKill9MidStream(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const total, first = 3000, 1500
-	c := testenv.NewCampaign(t, rdb, pg, total)
-	recs := c.Claim(t, total)
-	c.MarkDurable(t, recs)
+	c, recs := testenv.DurableCampaign(t, rdb, pg, total)
 	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
 	kcl := testenv.Producer(t)
 
@@ -46,7 +44,7 @@ func TestKill9MidStream(t *testing.T) {
 	// defaults (four writers, large polls) a fast settler could write all 1,500 before
 	// the test saw the first row, and the test then refused to call that a mid-stream
 	// kill (seen once under a parallel suite).
-	env := settlerEnv(port, topic, group, "FLASH_SETTLER_BATCH=10", "FLASH_SETTLER_WRITERS=1")
+	env := settlerEnv(port, topic, group, append(c.SettlerEnv(), "FLASH_SETTLER_BATCH=10", "FLASH_SETTLER_WRITERS=1")...)
 	bin := testenv.Build(t, "./settler")
 	p := testenv.Start(t, bin, env)
 	p.WaitReady(t, base+"/readyz")

@@ -93,6 +93,18 @@ func req(campaign, sku, user, reqID string) *claimer.Request {
 	return &claimer.Request{RequestID: reqID, CampaignID: campaign, SKU: sku, UserID: user, DeviceID: "d-" + user, IP: "127.0.0.1"}
 }
 
+// doAll makes n claims at once, the i-th built by mk, and returns them with their errors.
+func (e *env) doAll(c *claimer.Claimer, n int, mk func(i int) *claimer.Request) ([]*claimer.Request, []error) {
+	reqs, errs := make([]*claimer.Request, n), make([]error, n)
+	var wg sync.WaitGroup
+	for i := range reqs {
+		reqs[i] = mk(i)
+		wg.Go(func() { errs[i] = e.do(c, reqs[i]) })
+	}
+	wg.Wait()
+	return reqs, errs
+}
+
 func (e *env) do(c *claimer.Claimer, r *claimer.Request) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -412,15 +424,7 @@ func TestConcurrentClaimsShareOneScriptCall(t *testing.T) {
 	if calls, claims := batches(); calls != 1 || claims != 1 {
 		t.Fatalf("a lone claim: %d calls for %.0f claims", calls, claims)
 	}
-	var wg sync.WaitGroup
-	reqs := make([]*claimer.Request, n)
-	errs := make([]error, n)
-	for i := range n {
-		reqs[i] = req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = e.do(c, reqs[i]) }()
-	}
-	wg.Wait()
+	reqs, errs := e.doAll(c, n, func(i int) *claimer.Request { return req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)) })
 	ids := map[string]bool{}
 	for i := range n {
 		if errs[i] != nil || reqs[i].Code != scripts.CodeAccepted {
@@ -446,15 +450,7 @@ func TestDurableMarksShareOneCall(t *testing.T) {
 	c := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, claimer.NewMetrics(reg))
 	camp := e.campaign("", campaignSpec{skus: `[{"sku":"rp-50","stock":10,"value":50}]`})
 	const n = 3
-	reqs := make([]*claimer.Request, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		reqs[i] = req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = e.do(c, reqs[i]) }()
-	}
-	wg.Wait()
+	reqs, errs := e.doAll(c, n, func(i int) *claimer.Request { return req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)) })
 	for i := range n {
 		if errs[i] != nil || reqs[i].Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d: err %v, %s", i, errs[i], reason(reqs[i].Code))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -106,15 +105,9 @@ func TestShortCircuitSoldOut(t *testing.T) {
 	before := e.snapshot(cmp)
 	st := c.Stats()
 	const n = 40
-	var wg sync.WaitGroup
-	reqs := make([]*claimer.Request, n)
-	errs := make([]error, n)
-	for i := range reqs {
-		reqs[i] = req(cmp, "rp-50", fmt.Sprintf("late%d", i), fmt.Sprintf("late-r%d", i))
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = e.do(c, reqs[i]) }()
-	}
-	wg.Wait()
+	reqs, errs := e.doAll(c, n, func(i int) *claimer.Request {
+		return req(cmp, "rp-50", fmt.Sprintf("late%d", i), fmt.Sprintf("late-r%d", i))
+	})
 	for i, r := range reqs {
 		if errs[i] != nil || r.Code != scripts.CodeSoldOut || r.Replayed {
 			t.Fatalf("late claim %d: %s replayed=%v err %v; want a fresh sold_out", i, reason(r.Code), r.Replayed, errs[i])
@@ -311,15 +304,7 @@ func TestProduceModes(t *testing.T) {
 			cmp := e.campaign("", campaignSpec{start: -time.Minute, skus: `[{"sku":"rp-50","stock":5,"value":50}]`})
 			ctx := context.Background()
 			const users = 30
-			reqs := make([]*claimer.Request, users)
-			errs := make([]error, users)
-			var wg sync.WaitGroup
-			for i := range reqs {
-				reqs[i] = req(cmp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
-				wg.Add(1)
-				go func() { defer wg.Done(); errs[i] = e.do(c, reqs[i]) }()
-			}
-			wg.Wait()
+			reqs, errs := e.doAll(c, users, func(i int) *claimer.Request { return req(cmp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)) })
 			claims := map[string]*claimer.Request{}
 			for i, r := range reqs {
 				switch {

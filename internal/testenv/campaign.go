@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/claim"
 )
 
 // BusinessLine creates a business line with a fresh id.
@@ -129,4 +130,24 @@ func NewCampaign(t testing.TB, rdb *redis.Client, pg *pgxpool.Pool, n int) *Camp
 	const value = 50
 	return e.Campaign(Spec{Start: -time.Second, End: 2 * time.Hour, Budget: int64(n) * value,
 		BLBudget: int64(n) * value * 10, SKUs: []SKU{{"rp-50", int64(n), value}}})
+}
+
+// SettlerEnv is the environment that confines a settler binary to this campaign, so a
+// test's settler leaves other tests' campaigns on the shared stack alone: Redis-loss
+// recovery to its business line (FLASH_RECOVERY_BUSINESS_LINES), expiry and
+// reconciliation to the campaign (FLASH_SETTLER_CAMPAIGNS). The outbox relay has no such
+// option (it passes over every warmed campaign): a test that must keep it away takes its
+// campaign out of the live set, as settler/relay's tests do.
+func (c *Campaign) SettlerEnv() []string {
+	return []string{"FLASH_RECOVERY_BUSINESS_LINES=" + c.BusinessLine, "FLASH_SETTLER_CAMPAIGNS=" + c.ID}
+}
+
+// DurableCampaign is NewCampaign with its n claims decided by claim.lua and marked
+// durable, as a gateway leaves them once the broker has acknowledged them.
+func DurableCampaign(t testing.TB, rdb *redis.Client, pg *pgxpool.Pool, n int) (*Campaign, []claim.Record) {
+	t.Helper()
+	c := NewCampaign(t, rdb, pg, n)
+	recs := c.Claim(t, n)
+	c.MarkDurable(t, recs)
+	return c, recs
 }

@@ -17,7 +17,7 @@
 // Isolation is the default: every builder takes fresh ids (a business line of the
 // test's own for every campaign), so tests of different packages that run in parallel
 // under `go test ./...` against the one dev stack never meet; a settler a test starts
-// must be confined to the test's business line / campaigns (Campaign.SettlerArgs).
+// must be confined to the test's business line and campaign (Campaign.SettlerEnv).
 // The claimer helpers live beside the claimer (gateway/claimer/claimertest): this
 // package is on layer 1 and imports no binary's tree.
 //

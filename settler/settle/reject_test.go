@@ -116,9 +116,7 @@ func checkSetAside(t *testing.T, r *running, topic string, bad []*kgo.Record, re
 func TestForgedRecordsAreSetAsideWhileASaleSettles(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 200
-	c := testenv.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
+	c, recs := testenv.DurableCampaign(t, rdb, pg, n)
 	other := testenv.NewCampaign(t, rdb, pg, 1) // a real campaign of another business line
 
 	forge := func(edit func(r *claim.Record)) []byte {

@@ -184,9 +184,7 @@ func committedNone(t *testing.T, group string, krs []*kgo.Record) bool {
 func TestSettlesExactlyOnceAcrossRedelivery(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 300
-	c := testenv.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
+	c, recs := testenv.DurableCampaign(t, rdb, pg, n)
 	kcl := testenv.Producer(t)
 	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
 	krs := testenv.Produce(t, kcl, topic, recs)
@@ -315,37 +313,13 @@ func TestUndecodableRecordsAreSkippedAndCommitted(t *testing.T) {
 // ready, and settle everything once Redis is back.
 func TestRedisOutageHoldsTheBatch(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
-	const n = 40
-	c := testenv.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
-
+	c, recs := testenv.DurableCampaign(t, rdb, pg, 40)
 	proxy := testenv.NewProxy(t, testenv.RedisAddr())
 	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: time.Second,
 		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
 	t.Cleanup(func() { viaProxy.Close() })
-	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
-	r := startSettler(t, deps{rdb: viaProxy, pg: pg, topic: topic, group: group, cfg: settle.Config{RedisTimeout: time.Second}})
-	testenv.Eventually(t, 30*time.Second, "settler ready", func() bool { return r.ready() == nil })
-
-	proxy.Cut()
-	krs := testenv.Produce(t, testenv.Producer(t), topic, recs)
-	r.waitMetric("flashgate_settler_redis_errors_total", 3, 30*time.Second)
-	if err := r.ready(); err == nil {
-		t.Fatal("ready while Redis is cut off")
-	}
-	if b := c.ReadBooks(t, pg); b.Claims != 0 {
-		t.Fatalf("%d rows written while confirm could not run", b.Claims)
-	}
-	if !committedNone(t, group, krs) {
-		t.Fatal("offsets committed past records that were not written")
-	}
-
-	proxy.Restore()
-	checkBooks(t, c, waitRows(t, c, pg, n), n)
-	testenv.Eventually(t, 10*time.Second, "offsets committed after recovery", func() bool {
-		return committedPast(t, group, krs)
-	})
+	r := holdsTheBatch(t, c, recs, pg, proxy, "Redis", "flashgate_settler_redis_errors_total",
+		deps{rdb: viaProxy, pg: pg, cfg: settle.Config{RedisTimeout: time.Second}})
 	testenv.Eventually(t, 10*time.Second, "ready again", func() bool { return r.ready() == nil })
 }
 
@@ -354,11 +328,7 @@ func TestRedisOutageHoldsTheBatch(t *testing.T) {
 // once Postgres is back.
 func TestPostgresOutageHoldsTheBatch(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
-	const n = 40
-	c := testenv.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
-
+	c, recs := testenv.DurableCampaign(t, rdb, pg, 40)
 	proxy := testenv.NewProxy(t, hostPort(t, testenv.PGURL()))
 	pgURL := strings.Replace(testenv.PGURL(), hostPort(t, testenv.PGURL()), proxy.Addr(), 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -368,31 +338,44 @@ func TestPostgresOutageHoldsTheBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(viaProxy.Close)
-	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
-	r := startSettler(t, deps{rdb: rdb, pg: viaProxy, topic: topic, group: group, cfg: settle.Config{PGTimeout: 2 * time.Second}})
+	holdsTheBatch(t, c, recs, pg, proxy, "Postgres", "flashgate_settler_postgres_errors_total",
+		deps{rdb: rdb, pg: viaProxy, cfg: settle.Config{PGTimeout: 2 * time.Second}})
+	if ob, inf := c.Leftovers(t); ob != 0 || inf != 0 {
+		t.Fatalf("outbox %d, inflight %d; want 0, 0", ob, inf)
+	}
+}
+
+// holdsTheBatch starts a settler on d (a topic and group of its own), cuts it off from
+// server through proxy, produces recs, and checks that the settler counts errors on
+// metric, is not ready, writes nothing and commits nothing; then restores the server
+// and checks every claim is written once and the offsets are committed past them.
+func holdsTheBatch(t *testing.T, c *testenv.Campaign, recs []claim.Record, pg *pgxpool.Pool, proxy *testenv.Proxy,
+	server, metric string, d deps) *running {
+	t.Helper()
+	d.topic, d.group = testenv.NewTopic(t), testenv.ID(t, "settler-test")
+	r := startSettler(t, d)
 	testenv.Eventually(t, 30*time.Second, "settler ready", func() bool { return r.ready() == nil })
 
 	proxy.Cut()
-	krs := testenv.Produce(t, testenv.Producer(t), topic, recs)
-	r.waitMetric("flashgate_settler_postgres_errors_total", 3, 30*time.Second)
+	krs := testenv.Produce(t, testenv.Producer(t), d.topic, recs)
+	r.waitMetric(metric, 3, 30*time.Second)
 	if err := r.ready(); err == nil {
-		t.Fatal("ready while Postgres is cut off")
+		t.Fatalf("ready while %s is cut off", server)
 	}
 	if b := c.ReadBooks(t, pg); b.Claims != 0 {
-		t.Fatalf("%d rows visible while the settler's Postgres is cut off", b.Claims)
+		t.Fatalf("%d rows written while the settler's %s is cut off", b.Claims, server)
 	}
-	if !committedNone(t, group, krs) {
+	if !committedNone(t, d.group, krs) {
 		t.Fatal("offsets committed past records that were not written")
 	}
 
 	proxy.Restore()
+	n := int64(len(recs))
 	checkBooks(t, c, waitRows(t, c, pg, n), n)
 	testenv.Eventually(t, 10*time.Second, "offsets committed after recovery", func() bool {
-		return committedPast(t, group, krs)
+		return committedPast(t, d.group, krs)
 	})
-	if ob, inf := c.Leftovers(t); ob != 0 || inf != 0 {
-		t.Fatalf("outbox %d, inflight %d; want 0, 0", ob, inf)
-	}
+	return r
 }
 
 // TestShutdownAbandonsAnUnwritableBatchUncommitted stops a settler whose Postgres is
@@ -401,9 +384,7 @@ func TestPostgresOutageHoldsTheBatch(t *testing.T) {
 func TestShutdownAbandonsAnUnwritableBatchUncommitted(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 20
-	c := testenv.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
+	c, recs := testenv.DurableCampaign(t, rdb, pg, n)
 
 	proxy := testenv.NewProxy(t, hostPort(t, testenv.PGURL()))
 	pgURL := strings.Replace(testenv.PGURL(), hostPort(t, testenv.PGURL()), proxy.Addr(), 1)
