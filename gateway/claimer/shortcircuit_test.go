@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
@@ -354,12 +352,6 @@ func TestProduceModes(t *testing.T) {
 // Postgres for the catalog).
 func newPrivateRedisEnv(t *testing.T) *env {
 	t.Helper()
-	port := strconv.Itoa(testenv.FreePort(t))
-	testenv.Start(t, "redis-server", nil, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no")
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port})
-	t.Cleanup(func() { rdb.Close() })
-	testenv.Eventually(t, 10*time.Second, "private redis-server answers", func() bool {
-		return rdb.Ping(context.Background()).Err() == nil
-	})
+	rdb := testenv.PrivateRedis(t)
 	return &env{t: t, rdb: rdb, cat: catalog.New(testenv.PG(t), rdb)}
 }

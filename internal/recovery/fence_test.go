@@ -26,14 +26,14 @@ func TestBudgetPutDoesNotLiftTheFence(t *testing.T) {
 	if _, err := testenv.SettleOutbox(ctx, rdb, e.PG, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	g := newGate()
+	g := testenv.NewGate()
 	rec := newRecoverer(t, rdb, e, c.BusinessLine, g)
 	done := make(chan error, 1)
 	go func() {
 		_, err := rec.RecoverBusinessLine(ctx, c.BusinessLine)
 		done <- err
 	}()
-	<-g.entered
+	<-g.Entered
 	if err := e.Cat.PutBusinessLine(ctx, c.BusinessLine, 777_777); err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestBudgetPutDoesNotLiftTheFence(t *testing.T) {
 	if a := try(t, rdb, c, "rp-50", "u-1", "rq-1"); a.Code != scripts.CodeNotWarm {
 		t.Fatalf("claim while fenced, after the budget PUT: code %d, want NOT_WARM %d", a.Code, scripts.CodeNotWarm)
 	}
-	close(g.open)
+	close(g.Open)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

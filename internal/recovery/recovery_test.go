@@ -53,26 +53,6 @@ func newRecoverer(t *testing.T, rdb *redis.Client, e *testenv.Env, bl string, cu
 	return r
 }
 
-// gate is a CatchUp the test opens: it shows what the system does while a recovery
-// waits for the settler.
-type gate struct {
-	entered chan struct{}
-	open    chan struct{}
-	once    sync.Once
-}
-
-func newGate() *gate { return &gate{entered: make(chan struct{}), open: make(chan struct{})} }
-
-func (g *gate) Wait(ctx context.Context) error {
-	g.once.Do(func() { close(g.entered) })
-	select {
-	case <-g.open:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // counters are every live figure a rebuild writes, for exact comparison.
 func counters(t *testing.T, rdb *redis.Client, c *testenv.Campaign, skus ...string) string {
 	t.Helper()
@@ -294,7 +274,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 	if _, err := testenv.SettleOutbox(ctx, rdb, e.PG, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	g := newGate()
+	g := testenv.NewGate()
 	rec := newRecoverer(t, rdb, e, c.BusinessLine, g)
 	if f, err := rec.Detect(ctx); err != nil || len(filter(f, c.BusinessLine)) != 0 {
 		t.Fatalf("first sight: %v %v; want no findings (the campaign is stamped)", f, err)
@@ -326,7 +306,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 		_, err := rec.RecoverBusinessLine(ctx, c.BusinessLine)
 		done <- err
 	}()
-	<-g.entered
+	<-g.Entered
 	// Fenced: a claim is refused without taking anything, and not remembered.
 	fenced := counters(t, rdb, c, "rp-50")
 	if a := try(t, rdb, c, "rp-50", "u-9", "rq-9"); a.Code != scripts.CodeNotWarm {
@@ -338,7 +318,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 	if n, _ := rdb.Exists(ctx, rkeys.Request(c.ID, "rq-9")).Result(); n != 0 {
 		t.Fatal("a fenced claim left an idempotency record")
 	}
-	close(g.open)
+	close(g.Open)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

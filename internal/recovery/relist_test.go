@@ -72,7 +72,7 @@ func TestCampaignCreatedJustBeforeTheLossIsRebuilt(t *testing.T) {
 }
 
 func newOpenGate() recovery.CatchUp {
-	g := newGate()
-	close(g.open)
+	g := testenv.NewGate()
+	close(g.Open)
 	return g
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,16 +46,25 @@ func (e *Env) With(rdb *redis.Client) *Env {
 // move. Postgres stays the shared one (every id is fresh).
 func Private(t testing.TB) *Env {
 	t.Helper()
+	rdb := PrivateRedis(t)
+	pg := PG(t)
+	return &Env{T: t, RDB: rdb, PG: pg, Cat: catalog.New(pg, rdb)}
+}
+
+// PrivateRedis starts a redis-server of the test's own on a free loopback port (no
+// persistence, then args, e.g. "--maxmemory-policy", "allkeys-lru"), killed when the
+// test ends, and returns a client of it once it answers.
+func PrivateRedis(t testing.TB, args ...string) *redis.Client {
+	t.Helper()
 	port := strconv.Itoa(FreePort(t))
-	Start(t, "redis-server", nil, "--bind", "127.0.0.1", "--port", port,
-		"--save", "", "--appendonly", "no")
+	Start(t, "redis-server", nil, append([]string{"--bind", "127.0.0.1", "--port", port,
+		"--save", "", "--appendonly", "no"}, args...)...)
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port})
 	t.Cleanup(func() { rdb.Close() })
 	Eventually(t, 10*time.Second, "private redis-server to answer", func() bool {
 		return rdb.Ping(context.Background()).Err() == nil
 	})
-	pg := PG(t)
-	return &Env{T: t, RDB: rdb, PG: pg, Cat: catalog.New(pg, rdb)}
+	return rdb
 }
 
 // Ctx is a context bounded to d, cancelled when the test ends.
@@ -134,4 +144,26 @@ func (e *Env) info(section string) map[string]string {
 		}
 	}
 	return out
+}
+
+// Gate is a recovery.CatchUp (and anything else that waits) that a test opens: Wait
+// closes Entered on its first call and returns when Open is closed (or ctx ends), so a
+// test sees what the system does while a recovery waits for the settler.
+type Gate struct {
+	Entered, Open chan struct{}
+	once          sync.Once
+}
+
+// NewGate is a closed gate.
+func NewGate() *Gate { return &Gate{Entered: make(chan struct{}), Open: make(chan struct{})} }
+
+// Wait blocks until the gate is open.
+func (g *Gate) Wait(ctx context.Context) error {
+	g.once.Do(func() { close(g.Entered) })
+	select {
+	case <-g.Open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -204,15 +204,7 @@ func TestRedisMemoryPerClaim(t *testing.T) {
 // figures are not moved by other tests on the shared one.
 func privateRedis(t *testing.T) *redis.Client {
 	t.Helper()
-	port := testenv.FreePort(t)
-	testenv.Start(t, "redis-server", nil, "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--save", "", "--appendonly", "no")
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port)})
-	t.Cleanup(func() { rdb.Close() })
-	testenv.Eventually(t, 10*time.Second, "private redis-server to answer", func() bool {
-		return rdb.Ping(context.Background()).Err() == nil
-	})
-	return rdb
+	return testenv.PrivateRedis(t)
 }
 
 func usage(t *testing.T, rdb *redis.Client, key string) float64 {
