@@ -10,11 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/flashgate/flashgate/internal/faultproxy"
-	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
 
@@ -119,20 +117,7 @@ func checkOneShots(t *testing.T, f *faultSys, cmp string, shots []oneShot, bound
 
 func requestIDsInPG(t *testing.T, ctx context.Context, f *faultSys, cmp string) map[string]bool {
 	t.Helper()
-	rows, err := f.pg.Query(ctx, `SELECT request_id FROM claims WHERE campaign_id = $1`, cmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		out[id] = true
-	}
-	return out
+	return testenv.Set(t, f.pg, `SELECT request_id FROM claims WHERE campaign_id = $1`, cmp)
 }
 
 // redisBehindProxy is a private redis-server that the settler reaches directly and
@@ -279,12 +264,7 @@ func TestPostgresBlackholedForTheSettler(t *testing.T) {
 // 503 within its delivery timeout's bound and gives the claims back; the records that
 // land later are voided claims and must not become rows.
 func TestBrokerTakesProducesButNeverAcks(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(),
-		kfake.SeedTopics(4, kafkaopt.ClaimsTopic, kafkaopt.DecisionsTopic, kafkaopt.ClaimsRejectedTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := testenv.NewKfake(t)
 	var holding atomic.Bool
 	release := make(chan struct{})
 	var once sync.Once

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/internal/catalog"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
 
@@ -53,7 +52,7 @@ func (c *claimant) partnerClaim(key, campaign, sku, user, requestID string) answ
 func TestPartnerClaims(t *testing.T) {
 	g := startGateway(t)
 	camp, _, rdb, pg := setupCampaign(t, `[{"sku":"rp-50","stock":100,"value":50}]`)
-	settler := settletest.StartSettler(t, rdb, pg, camp)
+	settler := testenv.StartSettler(t, rdb, pg, camp)
 	pid := strings.ReplaceAll(testenv.ID(t, "acme"), "-", "_")
 	path := "/admin/v1/partners/" + pid
 

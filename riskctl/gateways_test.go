@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
 
@@ -66,12 +65,12 @@ func (g gateway) claim(t *testing.T, camp, user, device string) answer {
 // Two gateway processes: a threshold changed with riskctl (the binary) mid-sale applies
 // to the very next claim on both, with no restart; a block likewise.
 func TestThresholdChangeAppliesToBothGateways(t *testing.T) {
-	e := risktest.New(t)
+	e := testenv.New(t)
 	testenv.RequireBroker(t)
 	gwBin := testenv.Build(t, "./gateway")
 	ctlBin := testenv.Build(t, "./riskctl")
 	a, b := startGateway(t, gwBin), startGateway(t, gwBin)
-	camp := e.Campaign(1000, 100)
+	camp := e.StockCampaign(1000, 100)
 	dev := testenv.ID(t, "dev")
 	ctl := func(args ...string) {
 		t.Helper()

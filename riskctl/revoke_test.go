@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/api"
+	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
 	"github.com/flashgate/flashgate/gateway/vouchers"
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -19,11 +19,11 @@ import (
 // through the settler's expirer, a redeemed one stays redeemed, one still settling is
 // revoked as it lands, and the change is audited under FLASH_ACTOR - as is a block.
 func TestRevokeThenRedeem(t *testing.T) {
-	e := risktest.New(t)
-	camp := e.Campaign(100, 10)
-	c := e.Claimer(nil)
+	e := testenv.New(t)
+	camp := e.StockCampaign(100, 10)
+	c := claimertest.New(e, nil)
 	user, dev := testenv.ID(t, "cheat"), testenv.ID(t, "dev")
-	ctx := risktest.Ctx(t, 30*time.Second)
+	ctx := testenv.Ctx(t, 30*time.Second)
 	var bl string
 	if err := e.PG.QueryRow(ctx, `SELECT business_line FROM campaigns WHERE id = $1`, camp).Scan(&bl); err != nil {
 		t.Fatal(err)
@@ -31,7 +31,7 @@ func TestRevokeThenRedeem(t *testing.T) {
 	// Three accepted claims (reserved in Redis), settled as the settler writes them.
 	var ids []string
 	for range 3 {
-		o := risktest.Claim(t, c, camp, user, dev, "10.9.0.1")
+		o := claimertest.Claim(t, c, camp, user, dev, "10.9.0.1")
 		if o.Code != scripts.CodeAccepted {
 			t.Fatalf("claim: code %d", o.Code)
 		}
@@ -79,7 +79,7 @@ func TestRevokeThenRedeem(t *testing.T) {
 	}
 	// The expirer gives the two revoked vouchers' value back, once.
 	x, err := expire.New(expire.Config{Interval: time.Second, Batch: 100, MaxBatches: 10, RedisTimeout: 2 * time.Second,
-		Campaigns: []string{camp}}, e.RDB, e.PG, risktest.Quiet, nil)
+		Campaigns: []string{camp}}, e.RDB, e.PG, testenv.Quiet, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

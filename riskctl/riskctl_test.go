@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/risk/decisionlog"
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -40,19 +40,19 @@ func mustRiskctl(t *testing.T, args ...string) string {
 	return out
 }
 
-func auditCount(t *testing.T, e *risktest.Env, scope string) int {
+func auditCount(t *testing.T, e *testenv.Env, scope string) int {
 	t.Helper()
 	var n int
-	if err := e.PG.QueryRow(risktest.Ctx(t, 5*time.Second), `SELECT count(*) FROM risk_audit WHERE scope = $1`, scope).Scan(&n); err != nil {
+	if err := e.PG.QueryRow(testenv.Ctx(t, 5*time.Second), `SELECT count(*) FROM risk_audit WHERE scope = $1`, scope).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
 }
 
 // snapshot is every piece of risk state a bad command could touch for the test's ids.
-func snapshot(t *testing.T, e *risktest.Env, camp, dev string) string {
+func snapshot(t *testing.T, e *testenv.Env, camp, dev string) string {
 	t.Helper()
-	ctx := risktest.Ctx(t, 5*time.Second)
+	ctx := testenv.Ctx(t, 5*time.Second)
 	var b strings.Builder
 	for _, k := range []string{rkeys.RiskRules(camp), rkeys.RiskGlobalRules} {
 		h, err := e.RDB.HGetAll(ctx, k).Result()
@@ -80,7 +80,7 @@ func snapshot(t *testing.T, e *risktest.Env, camp, dev string) string {
 // Every bad command line exits 2 with a message naming what is wrong, and changes
 // nothing: not the rules, not a block, not the audit trail.
 func TestBadInputChangesNothing(t *testing.T) {
-	e := risktest.New(t)
+	e := testenv.New(t)
 	camp := testenv.ID(t, "cmp")
 	dev := testenv.ID(t, "dev")
 	mustRiskctl(t, "rules", "set", "--campaign", camp, "--actor", "test", "device.max=3", "device.window=1m")
@@ -184,9 +184,9 @@ func TestHelp(t *testing.T) {
 // rules set prints old -> new, audits it (actor, old, new), and the claim path sees it at
 // once; setting the same again is "no change" with no audit row.
 func TestRulesSetAuditedAndLive(t *testing.T) {
-	e := risktest.New(t)
-	camp := e.Campaign(100, 10)
-	c := e.Claimer(nil)
+	e := testenv.New(t)
+	camp := e.StockCampaign(100, 10)
+	c := claimertest.New(e, nil)
 	out := mustRiskctl(t, "rules", "set", "--campaign", camp, "--actor", "alice", "device.max=2", "device.window=1h")
 	for _, want := range []string{"device.max: - → 2", "device.window: - → 1h", "alice"} {
 		if !strings.Contains(out, want) {
@@ -194,7 +194,7 @@ func TestRulesSetAuditedAndLive(t *testing.T) {
 		}
 	}
 	for i := range 3 {
-		o := risktest.Claim(t, c, camp, fmt.Sprint("u", i), "dev-live", "10.7.0.1")
+		o := claimertest.Claim(t, c, camp, fmt.Sprint("u", i), "dev-live", "10.7.0.1")
 		if want := i < 2; (o.Code == scripts.CodeAccepted) != want {
 			t.Fatalf("claim %d: %s", i, risk.ReasonOf(o.Code))
 		}
@@ -207,7 +207,7 @@ func TestRulesSetAuditedAndLive(t *testing.T) {
 	if !v.Changed || v.Old["device.max"] != "2" || v.New["device.max"] != "3" || len(v.Diff) != 1 {
 		t.Errorf("json change %+v", v)
 	}
-	if o := risktest.Claim(t, c, camp, "u-after", "dev-live", "10.7.0.1"); o.Code != scripts.CodeAccepted {
+	if o := claimertest.Claim(t, c, camp, "u-after", "dev-live", "10.7.0.1"); o.Code != scripts.CodeAccepted {
 		t.Fatalf("after raising the limit: %s", risk.ReasonOf(o.Code))
 	}
 	out = mustRiskctl(t, "rules", "set", "--campaign", camp, "--actor", "bob", "device.max=3")
@@ -229,7 +229,7 @@ func TestRulesSetAuditedAndLive(t *testing.T) {
 	}
 	// default removes the override.
 	mustRiskctl(t, "rules", "set", "--campaign", camp, "device.max=default", "device.window=default")
-	if n, _ := e.RDB.HLen(risktest.Ctx(t, time.Second), rkeys.RiskRules(camp)).Result(); n != 0 {
+	if n, _ := e.RDB.HLen(testenv.Ctx(t, time.Second), rkeys.RiskRules(camp)).Result(); n != 0 {
 		t.Errorf("%d fields left after setting both to default", n)
 	}
 }
@@ -255,14 +255,14 @@ func auditRows(t *testing.T, camp string) []auditRow {
 // Blocked and frozen devices get 403 on their next claim; unblock restores them at once;
 // each block and unblock is an audit row; block list shows both kinds.
 func TestBlockFreezeUnblock(t *testing.T) {
-	e := risktest.New(t)
-	camp := e.Campaign(100, 10)
-	c := e.Claimer(nil)
+	e := testenv.New(t)
+	camp := e.StockCampaign(100, 10)
+	c := claimertest.New(e, nil)
 	dev := testenv.ID(t, "dev")
 	ip := "10.8.0.1"
 
 	mustRiskctl(t, "block", "device", dev, "--reason", "farm seen in top", "--ttl", "1h", "--actor", "carol")
-	if o := risktest.Claim(t, c, camp, "u1", dev, ip); o.Code != scripts.CodeBlocked || o.Risk.Flags&risk.BlockedDevice == 0 {
+	if o := claimertest.Claim(t, c, camp, "u1", dev, ip); o.Code != scripts.CodeBlocked || o.Risk.Flags&risk.BlockedDevice == 0 {
 		t.Fatalf("blocked device: %s %v", risk.ReasonOf(o.Code), o.Risk.Flags.HitNames())
 	}
 	out := mustRiskctl(t, "block", "list", "device", "--json")
@@ -270,7 +270,7 @@ func TestBlockFreezeUnblock(t *testing.T) {
 		t.Errorf("block list lacks the block: %s", out)
 	}
 	mustRiskctl(t, "unblock", "device", dev, "--actor", "carol")
-	if o := risktest.Claim(t, c, camp, "u2", dev, ip); o.Code != scripts.CodeAccepted {
+	if o := claimertest.Claim(t, c, camp, "u2", dev, ip); o.Code != scripts.CodeAccepted {
 		t.Fatalf("after unblock: %s", risk.ReasonOf(o.Code))
 	}
 	if out := mustRiskctl(t, "unblock", "device", dev); !strings.Contains(out, "nothing to lift") {
@@ -280,7 +280,7 @@ func TestBlockFreezeUnblock(t *testing.T) {
 	// An IP block, normalised the way the gateway prints the client IP.
 	bip := freshIP()
 	mustRiskctl(t, "block", "ip", "::ffff:"+bip, "--reason", "proxy farm", "--ttl", "1h")
-	if o := risktest.Claim(t, c, camp, "u3", testenv.ID(t, "dev"), bip); o.Code != scripts.CodeBlocked {
+	if o := claimertest.Claim(t, c, camp, "u3", testenv.ID(t, "dev"), bip); o.Code != scripts.CodeBlocked {
 		t.Fatalf("blocked ip: %s", risk.ReasonOf(o.Code))
 	}
 	mustRiskctl(t, "unblock", "ip", bip)
@@ -290,11 +290,11 @@ func TestBlockFreezeUnblock(t *testing.T) {
 	fdev := testenv.ID(t, "dev")
 	// Fresh users: a freeze is global, and the users' own windows count too.
 	for i := range 3 {
-		if o := risktest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != scripts.CodeAccepted {
+		if o := claimertest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != scripts.CodeAccepted {
 			t.Fatalf("freeze claim %d: %s", i, risk.ReasonOf(o.Code))
 		}
 	}
-	if o := risktest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != scripts.CodeBlocked || o.Risk.Flags&risk.FrozenDevice == 0 {
+	if o := claimertest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != scripts.CodeBlocked || o.Risk.Flags&risk.FrozenDevice == 0 {
 		t.Fatalf("frozen device: %s %v", risk.ReasonOf(o.Code), o.Risk.Flags.HitNames())
 	}
 	out = mustRiskctl(t, "block", "list", "device")
@@ -306,7 +306,7 @@ func TestBlockFreezeUnblock(t *testing.T) {
 		t.Errorf("unblock of a frozen device: %q", out)
 	}
 	// Restored, and its freeze window cleared: the next claim neither fails nor re-freezes.
-	if o := risktest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != scripts.CodeAccepted || o.Risk.Flags&risk.FrozeDevice != 0 {
+	if o := claimertest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != scripts.CodeAccepted || o.Risk.Flags&risk.FrozeDevice != 0 {
 		t.Fatalf("after unblocking the freeze: %s %v", risk.ReasonOf(o.Code), o.Risk.Flags.HitNames())
 	}
 
@@ -324,13 +324,13 @@ func TestBlockFreezeUnblock(t *testing.T) {
 // Shadow mode, switched with riskctl, lets everything through; rules show then reports
 // the would-be rejections; switching it off enforces at once.
 func TestShadowOnOff(t *testing.T) {
-	e := risktest.New(t)
-	camp := e.Campaign(100, 10)
-	c := e.Claimer(nil)
+	e := testenv.New(t)
+	camp := e.StockCampaign(100, 10)
+	c := claimertest.New(e, nil)
 	mustRiskctl(t, "rules", "set", "--campaign", camp, "device.max=1", "device.window=1h")
 	mustRiskctl(t, "shadow", "on", "--campaign", camp)
 	for i := range 4 {
-		if o := risktest.Claim(t, c, camp, fmt.Sprint("s", i), "dev-sh", "10.9.0.1"); o.Code != scripts.CodeAccepted {
+		if o := claimertest.Claim(t, c, camp, fmt.Sprint("s", i), "dev-sh", "10.9.0.1"); o.Code != scripts.CodeAccepted {
 			t.Fatalf("shadow claim %d: %s", i, risk.ReasonOf(o.Code))
 		}
 	}
@@ -339,7 +339,7 @@ func TestShadowOnOff(t *testing.T) {
 		t.Errorf("rules show in shadow mode: %s", out)
 	}
 	mustRiskctl(t, "shadow", "off", "--campaign", camp)
-	if o := risktest.Claim(t, c, camp, "s-off", "dev-sh", "10.9.0.1"); o.Code != scripts.CodeDeviceVelocity {
+	if o := claimertest.Claim(t, c, camp, "s-off", "dev-sh", "10.9.0.1"); o.Code != scripts.CodeDeviceVelocity {
 		t.Fatalf("shadow off: %s", risk.ReasonOf(o.Code))
 	}
 	if n := auditCount(t, e, "campaign:"+camp); n != 3 {
@@ -375,20 +375,20 @@ func farmThenHonest() []traffic {
 // replay predicts, from the recorded decisions of a sale, exactly the outcomes a real
 // re-run of the same traffic with the proposed rules produces.
 func TestReplayPredictsRerun(t *testing.T) {
-	e := risktest.New(t)
+	e := testenv.New(t)
 	const stock = 22
-	recorded := e.Campaign(stock, 1)
+	recorded := e.StockCampaign(stock, 1)
 	start := time.Now()
-	dl, err := decisionlog.New(decisionlog.Config{Brokers: testenv.Brokers(), Linger: time.Millisecond}, nil, risktest.Quiet)
+	dl, err := decisionlog.New(decisionlog.Config{Brokers: testenv.Brokers(), Linger: time.Millisecond}, nil, testenv.Quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := e.Claimer(dl)
+	c := claimertest.New(e, dl)
 	tr := farmThenHonest()
 	outcomes := func(camp string) map[string]int {
 		got := map[string]int{}
 		for _, x := range tr {
-			got[risk.ReasonOf(risktest.Claim(t, c, camp, x.user, x.device, x.ip).Code)]++
+			got[risk.ReasonOf(claimertest.Claim(t, c, camp, x.user, x.device, x.ip).Code)]++
 		}
 		return got
 	}
@@ -413,7 +413,7 @@ func TestReplayPredictsRerun(t *testing.T) {
 
 	// The real re-run: the same traffic, in the same order, on a fresh campaign with the
 	// proposed rules applied through riskctl.
-	rerun := e.Campaign(stock, 1)
+	rerun := e.StockCampaign(stock, 1)
 	mustRiskctl(t, "rules", "set", "--campaign", rerun, "device.max=2", "device.window=1h", "ip.max=3", "ip.window=1h")
 	real := outcomes(rerun)
 	if !equalCounts(rep.Proposed, real) {
@@ -459,7 +459,7 @@ func equalCounts(a, b map[string]int) bool {
 // the audit trail chains (each row's old is the previous row's new), so no change is
 // lost or audited against a stale old value.
 func TestConcurrentChangesChain(t *testing.T) {
-	e := risktest.New(t)
+	e := testenv.New(t)
 	camp := testenv.ID(t, "cmp")
 	mustRiskctl(t, "rules", "set", "--campaign", camp, "device.max=1", "device.window=1m")
 	errs := make(chan string, 8)
@@ -487,7 +487,7 @@ func TestConcurrentChangesChain(t *testing.T) {
 			t.Errorf("row %d old %v does not follow row %d new %v", i, rows[i].Old, i-1, rows[i-1].New)
 		}
 	}
-	ctx := risktest.Ctx(t, 5*time.Second)
+	ctx := testenv.Ctx(t, 5*time.Second)
 	got, _ := e.RDB.HGet(ctx, rkeys.RiskRules(camp), "device.max").Result()
 	if got != rows[8].New["device.max"] {
 		t.Errorf("Redis has device.max=%s, the last audit row says %s", got, rows[8].New["device.max"])

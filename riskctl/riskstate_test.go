@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk"
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -27,9 +27,9 @@ func (settledNow) Wait(context.Context) error { return nil }
 // device is refused, the rule is back, the lifted block stays lifted - also one lifted
 // after the first loss, through a second loss.
 func TestRiskStateSurvivesRedisLoss(t *testing.T) {
-	e := risktest.Private(t)
-	ctx := risktest.Ctx(t, 2*time.Minute)
-	camp := e.Campaign(100, 100)
+	e := testenv.Private(t)
+	ctx := testenv.Ctx(t, 2*time.Minute)
+	camp := e.StockCampaign(100, 100)
 	var bl string
 	if err := e.PG.QueryRow(ctx, `SELECT business_line FROM campaigns WHERE id = $1`, camp).Scan(&bl); err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func TestRiskStateSurvivesRedisLoss(t *testing.T) {
 		t.Fatalf("campaign rules before the loss: %v, %v", rules0, err)
 	}
 
-	c := e.Claimer(nil)
+	c := claimertest.New(e, nil)
 	// claim answers the script's code; a 503 (NOT_WARM) must have left no idempotency
 	// record: nothing remembered, the retry is decided anew.
 	claim := func(dev string) int {
@@ -75,7 +75,7 @@ func TestRiskStateSurvivesRedisLoss(t *testing.T) {
 		t.Fatalf("unblocked device before the loss: code %d", got)
 	}
 
-	rec, err := recovery.New(recovery.Config{BusinessLines: []string{bl}}, e.RDB, e.PG, settledNow{}, risktest.Quiet, nil)
+	rec, err := recovery.New(recovery.Config{BusinessLines: []string{bl}}, e.RDB, e.PG, settledNow{}, testenv.Quiet, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

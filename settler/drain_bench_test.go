@@ -19,7 +19,6 @@ import (
 
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 )
 
 var (
@@ -55,14 +54,14 @@ var (
 func BenchmarkDrain(b *testing.B) {
 	rdb, pg := testenv.Redis(b), testenv.PG(b)
 	n, rate := *drainClaims, *drainRate
-	c := fixture.NewCampaign(b, rdb, pg, n)
+	c := testenv.NewCampaign(b, rdb, pg, n)
 	b.Cleanup(func() { c.Forget(b, pg) }) // registered first: it must run even if setup fails
 	start := time.Now()
 	recs := c.Claim(b, n)
 	c.MarkDurable(b, recs)
 	b.Logf("%d claims decided by claim.lua in %s", n, time.Since(start).Round(time.Millisecond))
-	topic, group := fixture.NewTopic(b), testenv.ID(b, "settler-drain")
-	kcl := fixture.Producer(b)
+	topic, group := testenv.NewTopic(b), testenv.ID(b, "settler-drain")
+	kcl := testenv.Producer(b)
 
 	port := testenv.FreePort(b)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
@@ -81,7 +80,7 @@ func BenchmarkDrain(b *testing.B) {
 
 	acked := make(map[[2]int64]time.Time, n)
 	produce := func(part []claim.Record) {
-		krs := fixture.Produce(b, kcl, topic, part)
+		krs := testenv.Produce(b, kcl, topic, part)
 		now := time.Now()
 		for _, kr := range krs {
 			acked[[2]int64{int64(kr.Partition), kr.Offset}] = now

@@ -54,6 +54,7 @@ type background struct {
 	reconcileRepairAfter                      int
 	recoveryInterval, recoveryCatchUp, accept time.Duration
 	recoveryBLs                               []string
+	campaigns                                 []string // expiry and reconciliation only these (empty: all)
 }
 
 // validate checks what the components cannot (0 meaning "off") and reports a bad value
@@ -98,7 +99,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 func run(args []string) int {
 	var (
 		redisAddr, brokers, pgURL, addr, logLevel string
-		recoveryBLs                               string
+		recoveryBLs, campaigns                    string
 		redisAuth                                 flagenv.RedisAuth
 		cfg                                       settle.Config
 		bg                                        background
@@ -145,6 +146,7 @@ func run(args []string) int {
 	f.Duration(&bg.recoveryInterval, "recovery-interval", "FLASH_RECOVERY_INTERVAL", 500*time.Millisecond, "Redis-loss recovery: detection period (the longest a restarted Redis goes unnoticed)")
 	f.Duration(&bg.recoveryCatchUp, "recovery-catchup-timeout", "FLASH_RECOVERY_CATCHUP_TIMEOUT", time.Minute, "Redis-loss recovery: longest wait for the settler group to settle what is in Kafka before a rebuild (the business line stays fenced and is retried after it)")
 	f.String(&recoveryBLs, "recovery-business-lines", "FLASH_RECOVERY_BUSINESS_LINES", "", "Redis-loss recovery: only these business lines (comma-separated); default every business line in Postgres. For a Redis that serves some business lines of a shared database")
+	f.String(&campaigns, "campaigns", "FLASH_SETTLER_CAMPAIGNS", "", "voucher expiry and reconciliation: only these campaigns (comma-separated); default every campaign. For a test or staging settler on a shared stack (the relay and the consume loop still serve every campaign of its topic)")
 	f.Duration(&bg.accept, "accept-grace", "FLASH_ACCEPT_GRACE", 24*time.Hour, "how long after a campaign's end its idempotency records live (the gateway's value): older campaigns without unexpired vouchers are not watched")
 	f.Bool(&bg.allowEviction, "allow-eviction", "FLASH_REDIS_ALLOW_EVICTION", false, "start on a Redis whose maxmemory-policy is not noeviction (it may evict stock, budgets and idempotency records); /readyz then reports redis_eviction as degraded")
 	f.String(&logLevel, "log-level", "FLASH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
@@ -162,6 +164,7 @@ func run(args []string) int {
 	}
 	cfg.Brokers = flagenv.Brokers(brokers)
 	bg.recoveryBLs = splitList(recoveryBLs)
+	bg.campaigns = splitList(campaigns)
 	if err := bg.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "settler:", err)
 		return 2
@@ -269,7 +272,7 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 	}
 	loops := []loop{{"relay", rl.Run}, {"recovery", rec.Run}}
 	if bg.expireInterval > 0 {
-		x, err := expire.New(expire.Config{Interval: bg.expireInterval, Batch: bg.expireBatch}, rdb, pg, log.With("component", "expire"), reg)
+		x, err := expire.New(expire.Config{Interval: bg.expireInterval, Batch: bg.expireBatch, Campaigns: bg.campaigns}, rdb, pg, log.With("component", "expire"), reg)
 		if err != nil {
 			return err
 		}
@@ -292,7 +295,7 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 	}
 	if bg.reconcileInterval > 0 {
 		rc, err := reconcile.New(reconcile.Config{Interval: bg.reconcileInterval, OrphanAge: bg.relayMinAge,
-			RepairAfter: bg.reconcileRepairAfter, AcceptGrace: bg.accept},
+			RepairAfter: bg.reconcileRepairAfter, AcceptGrace: bg.accept, Campaigns: bg.campaigns},
 			reconcile.Deps{Redis: rdb, PG: pg, Relay: rl, Recoverer: rec, Log: log.With("component", "reconcile"), Registerer: reg})
 		if err != nil {
 			return err

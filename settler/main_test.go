@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 )
 
 // TestKill9MidStream kills the settler binary with SIGKILL while it is writing a stream
@@ -34,11 +33,9 @@ func settlerEnv(port int, topic, group string, extra ...string) []string {
 func TestKill9MidStream(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const total, first = 3000, 1500
-	c := fixture.NewCampaign(t, rdb, pg, total)
-	recs := c.Claim(t, total)
-	c.MarkDurable(t, recs)
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
-	kcl := fixture.Producer(t)
+	c, recs := testenv.DurableCampaign(t, rdb, pg, total)
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
+	kcl := testenv.Producer(t)
 
 	port := testenv.FreePort(t)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
@@ -47,12 +44,12 @@ func TestKill9MidStream(t *testing.T) {
 	// defaults (four writers, large polls) a fast settler could write all 1,500 before
 	// the test saw the first row, and the test then refused to call that a mid-stream
 	// kill (seen once under a parallel suite).
-	env := settlerEnv(port, topic, group, "FLASH_SETTLER_BATCH=10", "FLASH_SETTLER_WRITERS=1")
+	env := settlerEnv(port, topic, group, append(c.SettlerEnv(), "FLASH_SETTLER_BATCH=10", "FLASH_SETTLER_WRITERS=1")...)
 	bin := testenv.Build(t, "./settler")
 	p := testenv.Start(t, bin, env)
 	p.WaitReady(t, base+"/readyz")
 
-	krs := fixture.Produce(t, kcl, topic, recs[:first])
+	krs := testenv.Produce(t, kcl, topic, recs[:first])
 	var atKill int64
 	testenv.Eventually(t, 60*time.Second, "the settler to start writing", func() bool {
 		atKill = c.ReadBooks(t, pg).Claims
@@ -66,7 +63,7 @@ func TestKill9MidStream(t *testing.T) {
 
 	// Nothing committed may be missing from Postgres: every record below a committed
 	// offset must be a row.
-	committed := fixture.Committed(t, group, topic)
+	committed := testenv.Committed(t, group, topic)
 	rows := c.ClaimIDs(t, pg)
 	covered := 0
 	for i, kr := range krs {
@@ -80,14 +77,14 @@ func TestKill9MidStream(t *testing.T) {
 	t.Logf("%d records covered by committed offsets at the kill, %d rows", covered, len(rows))
 
 	// More claims arrive while the settler is down; then it comes back.
-	fixture.Produce(t, kcl, topic, recs[first:])
+	testenv.Produce(t, kcl, topic, recs[first:])
 	p2 := testenv.Start(t, bin, env)
 	p2.WaitReady(t, base+"/readyz")
 	testenv.Eventually(t, 120*time.Second, "every claim to be a row after the restart", func() bool {
 		return c.ReadBooks(t, pg).Claims >= total
 	})
 	b := c.ReadBooks(t, pg)
-	want := fixture.Books{Claims: total, DistinctRequests: total, ClaimValue: total * c.Value,
+	want := testenv.Books{Claims: total, DistinctRequests: total, ClaimValue: total * c.Value,
 		Reserves: total, ReserveAmount: total * c.Value}
 	if b != want {
 		t.Fatalf("books after kill -9 and restart: got %+v; want %+v", b, want)

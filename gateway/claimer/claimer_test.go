@@ -58,6 +58,7 @@ func (e *env) claimer() *claimer.Claimer {
 }
 
 type campaignSpec struct {
+	id         string        // default: a fresh one
 	start, end time.Duration // relative to now
 	limit      int64
 	budget     int64
@@ -65,48 +66,43 @@ type campaignSpec struct {
 	skus       string // JSON array
 }
 
+// campaign creates a campaign through the kit's builder, with this package's defaults:
+// a business line of its own with a budget of 1e6 (bl ""), opening now for an hour,
+// one claim per user, a budget of 1e5, three rp-50 at 50.
 func (e *env) campaign(bl string, s campaignSpec) string {
 	e.t.Helper()
-	ctx := context.Background()
-	if bl == "" {
-		bl = testenv.ID(e.t, "bl")
-		if err := e.cat.PutBusinessLine(ctx, bl, 1_000_000); err != nil {
-			e.t.Fatal(err)
-		}
-	}
 	if s.skus == "" {
 		s.skus = `[{"sku":"rp-50","stock":3,"value":50}]`
 	}
-	if s.limit == 0 {
-		s.limit = 1
+	var skus []testenv.SKU
+	if err := json.Unmarshal([]byte(s.skus), &skus); err != nil {
+		e.t.Fatalf("campaign skus %s: %v", s.skus, err)
 	}
 	if s.budget == 0 {
 		s.budget = 100_000
 	}
-	if s.end == 0 {
-		s.end = time.Hour
+	if s.start == 0 {
+		s.start = -time.Nanosecond // now (the kit's 0 is a minute ago)
 	}
-	seg := "null"
-	if s.segment != "" {
-		seg = `"` + s.segment + `"`
-	}
-	id := testenv.ID(e.t, "cmp")
-	body := fmt.Sprintf(`{"name":"t","business_line":%q,"starts_at":%q,"ends_at":%q,"per_user_limit":%d,
-		"budget":%d,"voucher_ttl":"72h","segment":%s,"skus":%s}`, bl,
-		time.Now().Add(s.start).UTC().Format(time.RFC3339Nano), time.Now().Add(s.end).UTC().Format(time.RFC3339Nano),
-		s.limit, s.budget, seg, s.skus)
-	cp, err := catalog.DecodeCampaign(id, []byte(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := e.cat.PutCampaign(ctx, cp); err != nil {
-		e.t.Fatal(err)
-	}
-	return id
+	kit := &testenv.Env{T: e.t, RDB: e.rdb, Cat: e.cat}
+	return kit.Campaign(testenv.Spec{ID: s.id, BusinessLine: bl, BLBudget: 1_000_000, Start: s.start, End: s.end,
+		PerUser: s.limit, Budget: s.budget, Segment: s.segment, SKUs: skus}).ID
 }
 
 func req(campaign, sku, user, reqID string) *claimer.Request {
 	return &claimer.Request{RequestID: reqID, CampaignID: campaign, SKU: sku, UserID: user, DeviceID: "d-" + user, IP: "127.0.0.1"}
+}
+
+// doAll makes n claims at once, the i-th built by mk, and returns them with their errors.
+func (e *env) doAll(c *claimer.Claimer, n int, mk func(i int) *claimer.Request) ([]*claimer.Request, []error) {
+	reqs, errs := make([]*claimer.Request, n), make([]error, n)
+	var wg sync.WaitGroup
+	for i := range reqs {
+		reqs[i] = mk(i)
+		wg.Go(func() { errs[i] = e.do(c, reqs[i]) })
+	}
+	wg.Wait()
+	return reqs, errs
 }
 
 func (e *env) do(c *claimer.Claimer, r *claimer.Request) error {
@@ -428,15 +424,7 @@ func TestConcurrentClaimsShareOneScriptCall(t *testing.T) {
 	if calls, claims := batches(); calls != 1 || claims != 1 {
 		t.Fatalf("a lone claim: %d calls for %.0f claims", calls, claims)
 	}
-	var wg sync.WaitGroup
-	reqs := make([]*claimer.Request, n)
-	errs := make([]error, n)
-	for i := range n {
-		reqs[i] = req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = e.do(c, reqs[i]) }()
-	}
-	wg.Wait()
+	reqs, errs := e.doAll(c, n, func(i int) *claimer.Request { return req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)) })
 	ids := map[string]bool{}
 	for i := range n {
 		if errs[i] != nil || reqs[i].Code != scripts.CodeAccepted {
@@ -462,15 +450,7 @@ func TestDurableMarksShareOneCall(t *testing.T) {
 	c := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, claimer.NewMetrics(reg))
 	camp := e.campaign("", campaignSpec{skus: `[{"sku":"rp-50","stock":10,"value":50}]`})
 	const n = 3
-	reqs := make([]*claimer.Request, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		reqs[i] = req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = e.do(c, reqs[i]) }()
-	}
-	wg.Wait()
+	reqs, errs := e.doAll(c, n, func(i int) *claimer.Request { return req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)) })
 	for i := range n {
 		if errs[i] != nil || reqs[i].Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d: err %v, %s", i, errs[i], reason(reqs[i].Code))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os/exec"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,21 +17,6 @@ import (
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 )
-
-type heldGate struct {
-	entered, open chan struct{}
-	once          sync.Once
-}
-
-func (g *heldGate) Wait(ctx context.Context) error {
-	g.once.Do(func() { close(g.entered) })
-	select {
-	case <-g.open:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
 
 // Issue 21.5: while Redis has lost a campaign and until it is rebuilt, a campaign known
 // in Postgres answers 503 (retry) - never 404 unknown_campaign - whether the gateway
@@ -74,7 +58,7 @@ func TestKnownCampaignIs503WhileRebuilt(t *testing.T) {
 	c.Forget(cmp)
 	unavailable("Redis lost everything, route loaded again", "u2")
 
-	g := &heldGate{entered: make(chan struct{}), open: make(chan struct{})}
+	g := testenv.NewGate()
 	rec, err := recovery.New(recovery.Config{Interval: 50 * time.Millisecond, ListEvery: 50 * time.Millisecond,
 		CatchUpTimeout: 20 * time.Second, BusinessLines: []string{bl}}, rdb, pg, g, quiet, nil)
 	if err != nil {
@@ -82,7 +66,7 @@ func TestKnownCampaignIs503WhileRebuilt(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { _, err := rec.Once(ctx); done <- err }()
-	<-g.entered
+	<-g.Entered
 	// Fenced. Another campaign in the set makes "this Redis holds campaigns" true: the
 	// fence's token alone must give 503.
 	if err := rdb.SAdd(ctx, rkeys.Campaigns, testenv.ID(t, "other")).Err(); err != nil {
@@ -94,7 +78,7 @@ func TestKnownCampaignIs503WhileRebuilt(t *testing.T) {
 	if err := e.do(c, nope); err != nil || nope.Code != scripts.CodeUnknownCampaign {
 		t.Fatalf("a campaign that exists nowhere: %s %v; want unknown_campaign", reason(nope.Code), err)
 	}
-	close(g.open)
+	close(g.Open)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

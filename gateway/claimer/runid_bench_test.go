@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -22,7 +21,7 @@ import (
 //
 //	go test -run XXX -bench RunIDCheck -benchtime 200x ./gateway/claimer/
 func BenchmarkRunIDCheck(b *testing.B) {
-	e := risktest.Private(b)
+	e := testenv.Private(b)
 	ctx := context.Background()
 	type variant struct {
 		name, camp, bl string
@@ -31,7 +30,7 @@ func BenchmarkRunIDCheck(b *testing.B) {
 	}
 	vs := []*variant{{name: "stamped"}, {name: "unstamped"}}
 	for _, v := range vs {
-		v.camp = e.Campaign(50_000_000, 1)
+		v.camp = e.StockCampaign(50_000_000, 1)
 		v.bl = e.RDB.HGet(ctx, rkeys.Meta(v.camp), "bl").Val()
 	}
 	if err := e.RDB.HDel(ctx, rkeys.Meta(vs[1].camp), rkeys.FieldRunID).Err(); err != nil {

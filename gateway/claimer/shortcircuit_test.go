@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
@@ -106,15 +103,9 @@ func TestShortCircuitSoldOut(t *testing.T) {
 	before := e.snapshot(cmp)
 	st := c.Stats()
 	const n = 40
-	var wg sync.WaitGroup
-	reqs := make([]*claimer.Request, n)
-	errs := make([]error, n)
-	for i := range reqs {
-		reqs[i] = req(cmp, "rp-50", fmt.Sprintf("late%d", i), fmt.Sprintf("late-r%d", i))
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = e.do(c, reqs[i]) }()
-	}
-	wg.Wait()
+	reqs, errs := e.doAll(c, n, func(i int) *claimer.Request {
+		return req(cmp, "rp-50", fmt.Sprintf("late%d", i), fmt.Sprintf("late-r%d", i))
+	})
 	for i, r := range reqs {
 		if errs[i] != nil || r.Code != scripts.CodeSoldOut || r.Replayed {
 			t.Fatalf("late claim %d: %s replayed=%v err %v; want a fresh sold_out", i, reason(r.Code), r.Replayed, errs[i])
@@ -287,16 +278,7 @@ func TestShortCircuitWindow(t *testing.T) {
 
 	// Re-warm: opens now, with stock.
 	changes := other.Stats().Changes
-	body := fmt.Sprintf(`{"name":"t","business_line":%q,"starts_at":%q,"ends_at":%q,"per_user_limit":1,
-		"budget":100000,"voucher_ttl":"72h","segment":null,"skus":[{"sku":"rp-50","stock":3,"value":50}]}`, bl,
-		time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano), time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano))
-	cp, err := catalog.DecodeCampaign(later, []byte(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.cat.PutCampaign(ctx, cp); err != nil {
-		t.Fatal(err)
-	}
+	e.campaign(bl, campaignSpec{id: later, start: -time.Second})
 	e.expect(c, req(later, "rp-50", "u5", "o5"), scripts.CodeAccepted, true)
 	e.waitChange(other, changes)
 	e.expect(other, req(later, "rp-50", "u6", "o6"), scripts.CodeAccepted, true)
@@ -320,15 +302,7 @@ func TestProduceModes(t *testing.T) {
 			cmp := e.campaign("", campaignSpec{start: -time.Minute, skus: `[{"sku":"rp-50","stock":5,"value":50}]`})
 			ctx := context.Background()
 			const users = 30
-			reqs := make([]*claimer.Request, users)
-			errs := make([]error, users)
-			var wg sync.WaitGroup
-			for i := range reqs {
-				reqs[i] = req(cmp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
-				wg.Add(1)
-				go func() { defer wg.Done(); errs[i] = e.do(c, reqs[i]) }()
-			}
-			wg.Wait()
+			reqs, errs := e.doAll(c, users, func(i int) *claimer.Request { return req(cmp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)) })
 			claims := map[string]*claimer.Request{}
 			for i, r := range reqs {
 				switch {
@@ -378,12 +352,6 @@ func TestProduceModes(t *testing.T) {
 // Postgres for the catalog).
 func newPrivateRedisEnv(t *testing.T) *env {
 	t.Helper()
-	port := strconv.Itoa(testenv.FreePort(t))
-	testenv.Start(t, "redis-server", nil, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no")
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port})
-	t.Cleanup(func() { rdb.Close() })
-	testenv.Eventually(t, 10*time.Second, "private redis-server answers", func() bool {
-		return rdb.Ping(context.Background()).Err() == nil
-	})
+	rdb := testenv.PrivateRedis(t)
 	return &env{t: t, rdb: rdb, cat: catalog.New(testenv.PG(t), rdb)}
 }

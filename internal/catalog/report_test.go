@@ -13,7 +13,6 @@ import (
 	"github.com/flashgate/flashgate/gateway/api"
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/catalog"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 	"github.com/flashgate/flashgate/settler/expire"
@@ -31,8 +30,8 @@ func row(r catalog.ReportRow) string {
 // the redemption rate and the budget spent and recovered - per SKU, in total, and per
 // tier - from the books, in JSON and CSV.
 func TestCampaignReport(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
 	p := testenv.ID(t, "r") // user ids unique to this test: segments are shared
 	user := func(i int) string { return fmt.Sprintf("%s-u%d", p, i) }
 	var all, gold, silver []string
@@ -50,12 +49,12 @@ func TestCampaignReport(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := e.Campaign(settletest.Spec{Segment: recall, PerUser: 2,
-		SKUs: []settletest.SKU{{SKU: "rp-100", Stock: 5, Value: 100}, {SKU: "rp-50", Stock: 10, Value: 50}}})
+	c := e.Campaign(testenv.Spec{Segment: recall, PerUser: 2,
+		SKUs: []testenv.SKU{{SKU: "rp-100", Stock: 5, Value: 100}, {SKU: "rp-50", Stock: 10, Value: 50}}})
 
 	claims := map[string]string{} // "user/sku" → claim id
 	take := func(i int, sku string) {
-		a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, sku, user(i), fmt.Sprintf("rq-%d-%s", i, sku))
+		a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, sku, user(i), fmt.Sprintf("rq-%d-%s", i, sku))
 		if err != nil || a.Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d %s: code %d err %v", i, sku, a.Code, err)
 		}
@@ -68,14 +67,14 @@ func TestCampaignReport(t *testing.T) {
 		take(i, "rp-100")
 	}
 	// Not in the segment: refused, and so never in the report.
-	if a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", p+"-outsider", "rq-out"); err != nil || a.Code != scripts.CodeNotEligible {
+	if a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", p+"-outsider", "rq-out"); err != nil || a.Code != scripts.CodeNotEligible {
 		t.Fatalf("outsider: %+v %v", a, err)
 	}
 	// One claim still in flight at report time: not issued yet.
-	if _, err := settletest.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
+	if _, err := testenv.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	if a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-100", user(9), "rq-late"); err != nil || a.Code != scripts.CodeAccepted {
+	if a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-100", user(9), "rq-late"); err != nil || a.Code != scripts.CodeAccepted {
 		t.Fatalf("late claim: %+v %v", a, err)
 	}
 
@@ -107,7 +106,7 @@ func TestCampaignReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Segment == nil || *rep.Segment != recall || rep.BusinessLine != c.BL {
+	if rep.Segment == nil || *rep.Segment != recall || rep.BusinessLine != c.BusinessLine {
 		t.Fatalf("header: %+v", rep)
 	}
 	want := []string{
@@ -178,9 +177,9 @@ func TestCampaignReport(t *testing.T) {
 // A campaign open to everyone has no segment split, and a campaign with no claims
 // reports zeros (and a zero rate, not NaN).
 func TestReportWithoutClaims(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 20*time.Second)
-	c := e.Campaign(settletest.Spec{})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 20*time.Second)
+	c := e.Campaign(testenv.Spec{})
 	rep, err := e.Cat.Report(ctx, c.ID)
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/flashgate/flashgate/internal/catalog"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 )
@@ -28,7 +27,7 @@ func put(t *testing.T, cat *catalog.Catalog, id string, body []byte) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cat.PutCampaign(settletest.Ctx(t, 10*time.Second), cp)
+	return cat.PutCampaign(testenv.Ctx(t, 10*time.Second), cp)
 }
 
 // Issue 21.1: the same campaign body PUT again and again around its opening while
@@ -44,8 +43,8 @@ func TestRePutAroundOpeningNeverOversells(t *testing.T) {
 		{"budget binds", 1000, 400, 40}, // value 10: 40 claims
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := settletest.New(t)
-			ctx := settletest.Ctx(t, 60*time.Second)
+			e := testenv.New(t)
+			ctx := testenv.Ctx(t, 60*time.Second)
 			bl := e.BusinessLine(1_000_000_000)
 			id := testenv.ID(t, "cmp")
 			opens := time.Now().Add(1200 * time.Millisecond).Truncate(time.Millisecond)
@@ -70,7 +69,7 @@ func TestRePutAroundOpeningNeverOversells(t *testing.T) {
 						default:
 						}
 						u := fmt.Sprintf("u-%d-%d", w, i)
-						a, err := settletest.ScriptClaim(ctx, e.RDB, id, "rp-10", u, "rq-"+u)
+						a, err := testenv.ScriptClaim(ctx, e.RDB, id, "rp-10", u, "rq-"+u)
 						if err != nil {
 							t.Error(err)
 							return
@@ -120,7 +119,7 @@ func TestRePutAroundOpeningNeverOversells(t *testing.T) {
 			if got := fmt.Sprint(meta); got != fmt.Sprintf("[%d %d]", 10*tc.limit, tc.limit) {
 				t.Errorf("campaign spent/taken %s, want [%d %d]", got, 10*tc.limit, tc.limit)
 			}
-			if _, err := settletest.SettleOutbox(ctx, e.RDB, e.PG, id); err != nil {
+			if _, err := testenv.SettleOutbox(ctx, e.RDB, e.PG, id); err != nil {
 				t.Fatal(err)
 			}
 			var rows, value int64
@@ -138,8 +137,8 @@ func TestRePutAroundOpeningNeverOversells(t *testing.T) {
 // change; anything else is refused naming the field, and nothing changes. A stock may
 // be raised (the units given out stay given out) but not lowered below them.
 func TestChangesAfterTheStart(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 30*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
 	bl := e.BusinessLine(1_000_000_000)
 	id := testenv.ID(t, "cmp")
 	starts, ends := time.Now().Add(-time.Minute).Truncate(time.Millisecond), time.Now().Add(time.Hour).Truncate(time.Millisecond)
@@ -148,7 +147,7 @@ func TestChangesAfterTheStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		if a, err := settletest.ScriptClaim(ctx, e.RDB, id, "rp-10", fmt.Sprint("u", i), fmt.Sprint("rq", i)); err != nil || a.Code != scripts.CodeAccepted {
+		if a, err := testenv.ScriptClaim(ctx, e.RDB, id, "rp-10", fmt.Sprint("u", i), fmt.Sprint("rq", i)); err != nil || a.Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d: %+v %v", i, a, err)
 		}
 	}

@@ -19,15 +19,8 @@ import (
 // privateRedis starts a redis-server of the test's own with a maxmemory-policy.
 func privateRedis(t *testing.T, policy string) (string, *redis.Client) {
 	t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	_, port, _ := strings.Cut(addr, ":")
-	testenv.Start(t, "redis-server", nil, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
-		"--maxmemory", "256mb", "--maxmemory-policy", policy)
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { rdb.Close() })
-	testenv.Eventually(t, 10*time.Second, "private redis-server to answer", func() bool {
-		return rdb.Ping(context.Background()).Err() == nil
-	})
+	rdb := testenv.PrivateRedis(t, "--maxmemory", "256mb", "--maxmemory-policy", policy)
+	addr := rdb.Options().Addr
 	return addr, rdb
 }
 

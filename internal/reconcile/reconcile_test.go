@@ -14,7 +14,6 @@ import (
 	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 	"github.com/flashgate/flashgate/settler/expire"
@@ -23,7 +22,7 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func checker(t *testing.T, e *settletest.Env) *reconcile.Reconciler {
+func checker(t *testing.T, e *testenv.Env) *reconcile.Reconciler {
 	t.Helper()
 	rc, err := reconcile.New(reconcile.Config{OrphanAge: time.Hour}, reconcile.Deps{Redis: e.RDB, PG: e.PG, Log: quiet})
 	if err != nil {
@@ -33,9 +32,9 @@ func checker(t *testing.T, e *settletest.Env) *reconcile.Reconciler {
 }
 
 // repairer has a relay and a recoverer that waits for a reference settler.
-func repairer(t *testing.T, e *settletest.Env, st *settletest.Settler, orphanAge time.Duration, cfg reconcile.Config) *reconcile.Reconciler {
+func repairer(t *testing.T, e *testenv.Env, st *testenv.Settler, orphanAge time.Duration, cfg reconcile.Config) *reconcile.Reconciler {
 	t.Helper()
-	kcl := settletest.Producer(t)
+	kcl := testenv.Producer(t)
 	rl, err := relay.New(relay.Config{MinAge: orphanAge}, e.RDB, e.PG, kcl, quiet, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -67,11 +66,11 @@ func sku(r *reconcile.Report, name string) reconcile.SKU {
 	return reconcile.SKU{}
 }
 
-func claimN(t *testing.T, e *settletest.Env, c settletest.Campaign, skuName string, from, n int) {
+func claimN(t *testing.T, e *testenv.Env, c *testenv.Campaign, skuName string, from, n int) {
 	t.Helper()
-	ctx := settletest.Ctx(t, 30*time.Second)
+	ctx := testenv.Ctx(t, 30*time.Second)
 	for i := from; i < from+n; i++ {
-		a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, skuName, fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
+		a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, skuName, fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
 		if err != nil || a.Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d: code %d, err %v", i, a.Code, err)
 		}
@@ -80,7 +79,7 @@ func claimN(t *testing.T, e *settletest.Env, c settletest.Campaign, skuName stri
 
 func mustCheck(t *testing.T, rc *reconcile.Reconciler, id string) *reconcile.Report {
 	t.Helper()
-	r, err := rc.Campaign(settletest.Ctx(t, 20*time.Second), id)
+	r, err := rc.Campaign(testenv.Ctx(t, 20*time.Second), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,9 +93,9 @@ func mustCheck(t *testing.T, rc *reconcile.Reconciler, id string) *reconcile.Rep
 // ("settling", the difference is exactly the in-flight claims), once they are rows
 // ("in_sync"), and after some vouchers expired (the released value is accounted for).
 func TestCleanSaleHasNoDrift(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
-	c := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: 10, Value: 50}, {SKU: "rp-100", Stock: 5, Value: 100}}})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
+	c := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: 10, Value: 50}, {SKU: "rp-100", Stock: 5, Value: 100}}})
 	claimN(t, e, c, "rp-50", 0, 6)
 	claimN(t, e, c, "rp-100", 100, 3)
 	rc := checker(t, e)
@@ -109,7 +108,7 @@ func TestCleanSaleHasNoDrift(t *testing.T) {
 		t.Fatalf("rp-50 in flight: %+v", s)
 	}
 
-	if _, err := settletest.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
+	if _, err := testenv.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
 		t.Fatal(err)
 	}
 	r = mustCheck(t, rc, c.ID)
@@ -143,17 +142,17 @@ func TestCleanSaleHasNoDrift(t *testing.T) {
 // spend (both campaigns' rows and in-flight claims) and no drift, and a campaign on
 // another line is not counted in it.
 func TestBusinessLineBooksSpanItsCampaigns(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
 	bl := e.BusinessLine(1_000_000)
-	a := e.Campaign(settletest.Spec{BusinessLine: bl, SKUs: []settletest.SKU{{SKU: "rp-50", Stock: 10, Value: 50}}})
-	b := e.Campaign(settletest.Spec{BusinessLine: bl, SKUs: []settletest.SKU{{SKU: "rp-100", Stock: 10, Value: 100}}})
-	other := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: 10, Value: 50}}})
+	a := e.Campaign(testenv.Spec{BusinessLine: bl, SKUs: []testenv.SKU{{SKU: "rp-50", Stock: 10, Value: 50}}})
+	b := e.Campaign(testenv.Spec{BusinessLine: bl, SKUs: []testenv.SKU{{SKU: "rp-100", Stock: 10, Value: 100}}})
+	other := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: 10, Value: 50}}})
 	claimN(t, e, a, "rp-50", 0, 4)     // 200, settled below
 	claimN(t, e, b, "rp-100", 100, 3)  // 300, left in flight
 	claimN(t, e, other, "rp-50", 0, 5) // 250, another line
-	for _, c := range []settletest.Campaign{a, other} {
-		if _, err := settletest.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
+	for _, c := range []*testenv.Campaign{a, other} {
+		if _, err := testenv.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -170,18 +169,18 @@ func TestBusinessLineBooksSpanItsCampaigns(t *testing.T) {
 // Injected faults are reported with their exact size, and repaired: counters that
 // disagree with the books are rebuilt from them; an orphan is re-published and settled.
 func TestInjectedDriftIsExactAndRepaired(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 90*time.Second)
-	c := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: 10, Value: 50}}})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 90*time.Second)
+	c := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: 10, Value: 50}}})
 	claimN(t, e, c, "rp-50", 0, 4)
-	if _, err := settletest.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
+	if _, err := testenv.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	st := settletest.StartSettler(t, e.RDB, e.PG, c.ID)
+	st := testenv.StartSettler(t, e.RDB, e.PG, c.ID)
 	rc := checker(t, e)
 
 	// Phantom claims: two units and their value counted in Redis that no claim took.
-	skuKey, meta, bl := rkeys.SKU(c.ID, "rp-50"), rkeys.Meta(c.ID), rkeys.BusinessLine(c.BL)
+	skuKey, meta, bl := rkeys.SKU(c.ID, "rp-50"), rkeys.Meta(c.ID), rkeys.BusinessLine(c.BusinessLine)
 	pipe := e.RDB.TxPipeline()
 	pipe.HIncrBy(ctx, skuKey, "taken", 2)
 	pipe.HIncrBy(ctx, skuKey, "stock", -2)
@@ -239,14 +238,14 @@ func TestInjectedDriftIsExactAndRepaired(t *testing.T) {
 // Run's pass repairs a drift only once it has persisted, unchanged, for RepairAfter
 // stable checks; in between it only reports it.
 func TestOnceRepairsPersistentDrift(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
-	c := e.Campaign(settletest.Spec{})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
+	c := e.Campaign(testenv.Spec{})
 	claimN(t, e, c, "rp-50", 0, 3)
-	if _, err := settletest.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
+	if _, err := testenv.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	st := settletest.StartSettler(t, e.RDB, e.PG, c.ID)
+	st := testenv.StartSettler(t, e.RDB, e.PG, c.ID)
 	rp := repairer(t, e, st, time.Hour, reconcile.Config{RepairAfter: 2, Campaigns: []string{c.ID}})
 	if err := e.RDB.HIncrBy(ctx, rkeys.SKU(c.ID, "rp-50"), "stock", 3).Err(); err != nil {
 		t.Fatal(err)
@@ -271,9 +270,9 @@ func TestOnceRepairsPersistentDrift(t *testing.T) {
 
 // A campaign Redis does not know is "missing", not drifting.
 func TestMissingCampaign(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 20*time.Second)
-	c := e.Campaign(settletest.Spec{})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 20*time.Second)
+	c := e.Campaign(testenv.Spec{})
 	// Before any claim (no outbox stream yet) a campaign is in sync.
 	if r := mustCheck(t, checker(t, e), c.ID); r.State != reconcile.StateInSync || r.Drift != 0 || sku(r, "rp-50").StockLeft != 10 {
 		t.Fatalf("fresh campaign: %+v", r)
@@ -291,7 +290,7 @@ func TestMissingCampaign(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	e := settletest.New(t)
+	e := testenv.New(t)
 	for _, tc := range []struct {
 		cfg  reconcile.Config
 		want string

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/internal/settletest"
+	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 )
 
@@ -14,50 +14,50 @@ import (
 // While fenced a claim stays 503 (NOT_WARM, nothing taken); the new budget is applied
 // when the rebuild ends, not lost.
 func TestBudgetPutDoesNotLiftTheFence(t *testing.T) {
-	base := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
+	base := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
 	pr := startPrivateRedis(t)
 	rdb := pr.client()
 	e := base.With(rdb)
-	c := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: 5, Value: 50}}})
+	c := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: 5, Value: 50}}})
 	if a := try(t, rdb, c, "rp-50", "u-0", "rq-0"); a.Code != scripts.CodeAccepted {
 		t.Fatalf("claim before: %+v", a)
 	}
-	if _, err := settletest.SettleOutbox(ctx, rdb, e.PG, c.ID); err != nil {
+	if _, err := testenv.SettleOutbox(ctx, rdb, e.PG, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	g := newGate()
-	rec := newRecoverer(t, rdb, e, c.BL, g)
+	g := testenv.NewGate()
+	rec := newRecoverer(t, rdb, e, c.BusinessLine, g)
 	done := make(chan error, 1)
 	go func() {
-		_, err := rec.RecoverBusinessLine(ctx, c.BL)
+		_, err := rec.RecoverBusinessLine(ctx, c.BusinessLine)
 		done <- err
 	}()
-	<-g.entered
-	if err := e.Cat.PutBusinessLine(ctx, c.BL, 777_777); err != nil {
+	<-g.Entered
+	if err := e.Cat.PutBusinessLine(ctx, c.BusinessLine, 777_777); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := rdb.HExists(ctx, rkeys.BusinessLine(c.BL), "budget").Result(); ok {
+	if ok, _ := rdb.HExists(ctx, rkeys.BusinessLine(c.BusinessLine), "budget").Result(); ok {
 		t.Fatal("the budget PUT wrote the budget field while the business line was fenced: the fence is lifted")
 	}
 	if a := try(t, rdb, c, "rp-50", "u-1", "rq-1"); a.Code != scripts.CodeNotWarm {
 		t.Fatalf("claim while fenced, after the budget PUT: code %d, want NOT_WARM %d", a.Code, scripts.CodeNotWarm)
 	}
-	close(g.open)
+	close(g.Open)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if got := rdb.HMGet(ctx, rkeys.BusinessLine(c.BL), "budget", "spent", "budget_next").Val(); got[0] != "777777" || got[1] != "50" || got[2] != nil {
+	if got := rdb.HMGet(ctx, rkeys.BusinessLine(c.BusinessLine), "budget", "spent", "budget_next").Val(); got[0] != "777777" || got[1] != "50" || got[2] != nil {
 		t.Fatalf("after the rebuild: budget/spent/budget_next %v, want the PUT's budget 777777, 50 and none", got)
 	}
 	if a := try(t, rdb, c, "rp-50", "u-1", "rq-1"); a.Code != scripts.CodeAccepted {
 		t.Fatalf("claim after the rebuild: %+v", a)
 	}
 	// Unfenced: a PUT writes the budget at once again.
-	if err := e.Cat.PutBusinessLine(ctx, c.BL, 888_888); err != nil {
+	if err := e.Cat.PutBusinessLine(ctx, c.BusinessLine, 888_888); err != nil {
 		t.Fatal(err)
 	}
-	if got := rdb.HGet(ctx, rkeys.BusinessLine(c.BL), "budget").Val(); got != "888888" {
+	if got := rdb.HGet(ctx, rkeys.BusinessLine(c.BusinessLine), "budget").Val(); got != "888888" {
 		t.Fatalf("budget after an unfenced PUT: %s", got)
 	}
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
 
@@ -15,9 +14,9 @@ import (
 // claim answers NOT_WARM (a campaign stamped with another Redis run id), so recovery
 // starts at once. Seen here by a pass's side effect: an unstamped campaign is stamped.
 func TestKickRunsAPassNow(t *testing.T) {
-	e := settletest.New(t)
+	e := testenv.New(t)
 	bl := e.BusinessLine(1_000_000_000)
-	c := e.Campaign(settletest.Spec{BusinessLine: bl})
+	c := e.Campaign(testenv.Spec{BusinessLine: bl})
 	rec, err := recovery.New(recovery.Config{Interval: time.Hour, ListEvery: time.Hour,
 		CatchUpTimeout: 10 * time.Second, BusinessLines: []string{bl}}, e.RDB, e.PG, newOpenGate(), quiet, nil)
 	if err != nil {

@@ -23,7 +23,6 @@ import (
 	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 	"github.com/flashgate/flashgate/settler/relay"
@@ -44,7 +43,7 @@ func adminClient(t *testing.T) *kgo.Client {
 
 // newRecoverer watches only the business line of the test (the database is shared:
 // every other test's campaigns are in it, and a private Redis knows none of them).
-func newRecoverer(t *testing.T, rdb *redis.Client, e *settletest.Env, bl string, cu recovery.CatchUp) *recovery.Recoverer {
+func newRecoverer(t *testing.T, rdb *redis.Client, e *testenv.Env, bl string, cu recovery.CatchUp) *recovery.Recoverer {
 	t.Helper()
 	r, err := recovery.New(recovery.Config{Interval: 50 * time.Millisecond, ListEvery: 50 * time.Millisecond,
 		CatchUpTimeout: 20 * time.Second, BusinessLines: []string{bl}}, rdb, e.PG, cu, quiet, nil)
@@ -54,30 +53,10 @@ func newRecoverer(t *testing.T, rdb *redis.Client, e *settletest.Env, bl string,
 	return r
 }
 
-// gate is a CatchUp the test opens: it shows what the system does while a recovery
-// waits for the settler.
-type gate struct {
-	entered chan struct{}
-	open    chan struct{}
-	once    sync.Once
-}
-
-func newGate() *gate { return &gate{entered: make(chan struct{}), open: make(chan struct{})} }
-
-func (g *gate) Wait(ctx context.Context) error {
-	g.once.Do(func() { close(g.entered) })
-	select {
-	case <-g.open:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // counters are every live figure a rebuild writes, for exact comparison.
-func counters(t *testing.T, rdb *redis.Client, c settletest.Campaign, skus ...string) string {
+func counters(t *testing.T, rdb *redis.Client, c *testenv.Campaign, skus ...string) string {
 	t.Helper()
-	ctx := settletest.Ctx(t, 5*time.Second)
+	ctx := testenv.Ctx(t, 5*time.Second)
 	var b strings.Builder
 	meta, err := rdb.HMGet(ctx, rkeys.Meta(c.ID), "spent", "taken", recovery.FieldReleased).Result()
 	if err != nil {
@@ -107,7 +86,7 @@ func counters(t *testing.T, rdb *redis.Client, c settletest.Campaign, skus ...st
 	}
 	sort.Strings(keys)
 	fmt.Fprintf(&b, "users %s\n", strings.Join(keys, ","))
-	bl, err := rdb.HMGet(ctx, rkeys.BusinessLine(c.BL), "budget", "spent").Result()
+	bl, err := rdb.HMGet(ctx, rkeys.BusinessLine(c.BusinessLine), "budget", "spent").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,9 +94,9 @@ func counters(t *testing.T, rdb *redis.Client, c settletest.Campaign, skus ...st
 	return b.String()
 }
 
-func try(t *testing.T, rdb *redis.Client, c settletest.Campaign, sku, user, rq string) settletest.Accepted {
+func try(t *testing.T, rdb *redis.Client, c *testenv.Campaign, sku, user, rq string) testenv.Accepted {
 	t.Helper()
-	a, err := settletest.ScriptClaim(settletest.Ctx(t, 5*time.Second), rdb, c.ID, sku, user, rq)
+	a, err := testenv.ScriptClaim(testenv.Ctx(t, 5*time.Second), rdb, c.ID, sku, user, rq)
 	if err != nil {
 		t.Fatalf("claim %s: %v", rq, err)
 	}
@@ -132,42 +111,42 @@ func try(t *testing.T, rdb *redis.Client, c settletest.Campaign, sku, user, rq s
 // retry of an accepted request_id gets its claim back; the campaign then sells exactly
 // its remaining stock.
 func TestRecoverLostCampaign(t *testing.T) {
-	base := settletest.New(t)
-	ctx := settletest.Ctx(t, 90*time.Second)
+	base := testenv.New(t)
+	ctx := testenv.Ctx(t, 90*time.Second)
 	pr := startPrivateRedis(t)
 	e := base.With(pr.client())
 	const stock = 8
-	c := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: stock, Value: 50}}})
-	st := settletest.NewSettler(t, e.RDB, e.PG, c.ID) // not consuming yet: the settler is behind
-	kcl := settletest.Producer(t)
+	c := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: stock, Value: 50}}})
+	st := testenv.NewSettler(t, e.RDB, e.PG, c.ID) // not consuming yet: the settler is behind
+	kcl := testenv.Producer(t)
 
-	var accepted []settletest.Accepted
+	var accepted []testenv.Accepted
 	for i := 0; i < 6; i++ {
 		accepted = append(accepted, try(t, e.RDB, c, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i)))
 	}
-	recs, err := settletest.OutboxRecords(ctx, e.RDB, c.ID)
+	recs, err := testenv.OutboxRecords(ctx, e.RDB, c.ID)
 	if err != nil || len(recs) != 6 {
 		t.Fatalf("outbox %d, %v", len(recs), err)
 	}
 	// 0-2 are rows; 3-4 are in Kafka only; 5 was never produced.
-	if _, err := settletest.Write(ctx, e.RDB, e.PG, recs[:3], -1, nil); err != nil {
+	if _, err := testenv.Write(ctx, e.RDB, e.PG, recs[:3], -1, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := settletest.Produce(ctx, e.RDB, kcl, recs[3:5]...); err != nil {
+	if err := testenv.ProduceDurable(ctx, e.RDB, kcl, recs[3:5]...); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.RDB.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
 
-	rec := newRecoverer(t, e.RDB, e, c.BL, &recovery.KafkaCatchUp{Client: adminClient(t), Group: st.Group, Topic: kafkaopt.ClaimsTopic})
+	rec := newRecoverer(t, e.RDB, e, c.BusinessLine, &recovery.KafkaCatchUp{Client: adminClient(t), Group: st.Group, Topic: kafkaopt.ClaimsTopic})
 	found, err := rec.Detect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var reasons []string
 	for _, f := range found {
-		if f.BusinessLine == c.BL {
+		if f.BusinessLine == c.BusinessLine {
 			reasons = append(reasons, f.Reason)
 		}
 	}
@@ -181,7 +160,7 @@ func TestRecoverLostCampaign(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		st.Start()
 	}()
-	out, err := rec.RecoverBusinessLine(ctx, c.BL)
+	out, err := rec.RecoverBusinessLine(ctx, c.BusinessLine)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,8 +175,8 @@ func TestRecoverLostCampaign(t *testing.T) {
 	if ok, _ := e.RDB.SIsMember(ctx, rkeys.Campaigns, c.ID).Result(); !ok {
 		t.Fatal("campaign not back in the set of campaigns")
 	}
-	if f, err := rec.Detect(ctx); err != nil || len(filter(f, c.BL)) != 0 {
-		t.Fatalf("after recovery: findings %v, %v; want none", filter(f, c.BL), err)
+	if f, err := rec.Detect(ctx); err != nil || len(filter(f, c.BusinessLine)) != 0 {
+		t.Fatalf("after recovery: findings %v, %v; want none", filter(f, c.BusinessLine), err)
 	}
 	// A retry of a settled request_id gets its claim back, not a second claim.
 	for i := 0; i < 5; i++ {
@@ -280,24 +259,24 @@ func (p *privateRedis) client() *redis.Client {
 // undoing a simulated loss of the last second's writes (AOF everysec after a machine
 // crash), which would otherwise let two more units be sold than the stock.
 func TestRecoverAfterRestart(t *testing.T) {
-	base := settletest.New(t)
-	ctx := settletest.Ctx(t, 90*time.Second)
+	base := testenv.New(t)
+	ctx := testenv.Ctx(t, 90*time.Second)
 	pr := startPrivateRedis(t)
 	rdb := pr.client()
 	e := base.With(rdb)
 	const stock = 6
-	c := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: stock, Value: 50}}})
+	c := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: stock, Value: 50}}})
 	for i := 0; i < 4; i++ {
 		if a := try(t, rdb, c, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i)); a.Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d: %+v", i, a)
 		}
 	}
-	if _, err := settletest.SettleOutbox(ctx, rdb, e.PG, c.ID); err != nil {
+	if _, err := testenv.SettleOutbox(ctx, rdb, e.PG, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	g := newGate()
-	rec := newRecoverer(t, rdb, e, c.BL, g)
-	if f, err := rec.Detect(ctx); err != nil || len(filter(f, c.BL)) != 0 {
+	g := testenv.NewGate()
+	rec := newRecoverer(t, rdb, e, c.BusinessLine, g)
+	if f, err := rec.Detect(ctx); err != nil || len(filter(f, c.BusinessLine)) != 0 {
 		t.Fatalf("first sight: %v %v; want no findings (the campaign is stamped)", f, err)
 	}
 	before := counters(t, rdb, c, "rp-50")
@@ -311,7 +290,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 	pipe.HIncrBy(ctx, rkeys.SKU(c.ID, "rp-50"), "taken", -2)
 	pipe.HIncrBy(ctx, rkeys.Meta(c.ID), "taken", -2)
 	pipe.HIncrBy(ctx, rkeys.Meta(c.ID), "spent", -100)
-	pipe.HIncrBy(ctx, rkeys.BusinessLine(c.BL), "spent", -100)
+	pipe.HIncrBy(ctx, rkeys.BusinessLine(c.BusinessLine), "spent", -100)
 	pipe.HDel(ctx, rkeys.Users(c.ID), "u-2", "u-3")
 	pipe.Del(ctx, rkeys.Request(c.ID, "rq-2"), rkeys.Request(c.ID, "rq-3"))
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -319,15 +298,15 @@ func TestRecoverAfterRestart(t *testing.T) {
 	}
 
 	f, err := rec.Detect(ctx)
-	if err != nil || len(filter(f, c.BL)) != 1 || filter(f, c.BL)[0].Reason != "restarted" {
+	if err != nil || len(filter(f, c.BusinessLine)) != 1 || filter(f, c.BusinessLine)[0].Reason != "restarted" {
 		t.Fatalf("after restart: %v %v; want restarted", f, err)
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := rec.RecoverBusinessLine(ctx, c.BL)
+		_, err := rec.RecoverBusinessLine(ctx, c.BusinessLine)
 		done <- err
 	}()
-	<-g.entered
+	<-g.Entered
 	// Fenced: a claim is refused without taking anything, and not remembered.
 	fenced := counters(t, rdb, c, "rp-50")
 	if a := try(t, rdb, c, "rp-50", "u-9", "rq-9"); a.Code != scripts.CodeNotWarm {
@@ -339,14 +318,14 @@ func TestRecoverAfterRestart(t *testing.T) {
 	if n, _ := rdb.Exists(ctx, rkeys.Request(c.ID, "rq-9")).Result(); n != 0 {
 		t.Fatal("a fenced claim left an idempotency record")
 	}
-	close(g.open)
+	close(g.Open)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	if got := counters(t, rdb, c, "rp-50"); got != before {
 		t.Fatalf("after recovery:\n%s\nwant (before the restart):\n%s", got, before)
 	}
-	if f, err := rec.Detect(ctx); err != nil || len(filter(f, c.BL)) != 0 {
+	if f, err := rec.Detect(ctx); err != nil || len(filter(f, c.BusinessLine)) != 0 {
 		t.Fatalf("after recovery: findings %v %v", f, err)
 	}
 	// The lost records are back: the retry of rq-2 is its original claim.
@@ -374,16 +353,16 @@ func TestRecoverAfterRestart(t *testing.T) {
 // along: afterwards accepted ≤ stock, every promised claim (acknowledged by the broker:
 // the gateway's 200) is a row, and the counters reconcile with the books.
 func TestSaleAcrossRedisRestart(t *testing.T) {
-	base := settletest.New(t)
-	ctx := settletest.Ctx(t, 120*time.Second)
+	base := testenv.New(t)
+	ctx := testenv.Ctx(t, 120*time.Second)
 	pr := startPrivateRedis(t)
 	rdb := pr.client()
 	e := base.With(rdb)
 	const stock, users = 30, 60
-	c := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: stock, Value: 50}}})
-	st := settletest.StartSettler(t, rdb, e.PG, c.ID)
-	kcl := settletest.Producer(t)
-	rec := newRecoverer(t, rdb, e, c.BL, &recovery.KafkaCatchUp{Client: adminClient(t), Group: st.Group, Topic: kafkaopt.ClaimsTopic})
+	c := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: stock, Value: 50}}})
+	st := testenv.StartSettler(t, rdb, e.PG, c.ID)
+	kcl := testenv.Producer(t)
+	rec := newRecoverer(t, rdb, e, c.BusinessLine, &recovery.KafkaCatchUp{Client: adminClient(t), Group: st.Group, Topic: kafkaopt.ClaimsTopic})
 	if _, err := rec.Once(ctx); err != nil { // first sight: stamp
 		t.Fatal(err)
 	}
@@ -412,7 +391,7 @@ func TestSaleAcrossRedisRestart(t *testing.T) {
 			for i := w; i < users; i += 4 {
 				rq, user := fmt.Sprintf("rq-%d", i), fmt.Sprintf("u-%d", i)
 				for ctx.Err() == nil {
-					a, err := settletest.ScriptClaim(ctx, rdb, c.ID, "rp-50", user, rq)
+					a, err := testenv.ScriptClaim(ctx, rdb, c.ID, "rp-50", user, rq)
 					if err != nil || a.Code == scripts.CodeNotWarm || a.Code == scripts.CodeInFlight || a.Code == scripts.CodeUnknownCampaign {
 						time.Sleep(20 * time.Millisecond) // 503: the client retries the same request_id
 						continue
@@ -423,9 +402,9 @@ func TestSaleAcrossRedisRestart(t *testing.T) {
 					if !a.Replayed {
 						// The gateway's produce; 200 only once the broker has it.
 						r := claim.Record{Version: claim.Version, ClaimID: a.ClaimID, RequestID: rq, CampaignID: c.ID,
-							BusinessLine: c.BL, SKU: "rp-50", UserID: user, DeviceID: "d-" + user, IP: "127.0.0.1",
+							BusinessLine: c.BusinessLine, SKU: "rp-50", UserID: user, DeviceID: "d-" + user, IP: "127.0.0.1",
 							Value: a.Value, ClaimedAtMs: a.ClaimedAtMs, ExpiresAtMs: a.ExpiresAtMs, OutboxID: a.OutboxID}
-						if err := settletest.Produce(ctx, rdb, kcl, r); err != nil {
+						if err := testenv.ProduceDurable(ctx, rdb, kcl, r); err != nil {
 							// Redis went away around the durable mark: the answer is unknown
 							// to this client, which retries.
 							time.Sleep(20 * time.Millisecond)

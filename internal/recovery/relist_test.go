@@ -6,7 +6,6 @@ import (
 
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 )
@@ -15,13 +14,13 @@ import (
 // Redis lost its data is rebuilt too - the recoverer works from Postgres's list of live
 // campaigns as it is then, not from the list it cached before the campaign existed.
 func TestCampaignCreatedJustBeforeTheLossIsRebuilt(t *testing.T) {
-	base := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
+	base := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
 	pr := startPrivateRedis(t)
 	rdb := pr.client()
 	e := base.With(rdb)
 	bl := e.BusinessLine(1_000_000_000)
-	old := e.Campaign(settletest.Spec{BusinessLine: bl})
+	old := e.Campaign(testenv.Spec{BusinessLine: bl})
 	bl2 := testenv.ID(t, "bl") // created after the recoverer's first list
 	// A list cached for a minute: without a fresh list on a full pass the new campaign
 	// would be missed.
@@ -36,12 +35,12 @@ func TestCampaignCreatedJustBeforeTheLossIsRebuilt(t *testing.T) {
 	if err := e.Cat.PutBusinessLine(ctx, bl2, 1_000_000_000); err != nil {
 		t.Fatal(err)
 	}
-	fresh := e.Campaign(settletest.Spec{BusinessLine: bl2, SKUs: []settletest.SKU{{SKU: "rp-50", Stock: 4, Value: 50}}})
+	fresh := e.Campaign(testenv.Spec{BusinessLine: bl2, SKUs: []testenv.SKU{{SKU: "rp-50", Stock: 4, Value: 50}}})
 	first := try(t, rdb, fresh, "rp-50", "u-1", "rq-1")
 	if first.Code != scripts.CodeAccepted {
 		t.Fatalf("claim on the new campaign: %+v", first)
 	}
-	if _, err := settletest.SettleOutbox(ctx, rdb, e.PG, fresh.ID); err != nil {
+	if _, err := testenv.SettleOutbox(ctx, rdb, e.PG, fresh.ID); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond)
@@ -73,7 +72,7 @@ func TestCampaignCreatedJustBeforeTheLossIsRebuilt(t *testing.T) {
 }
 
 func newOpenGate() recovery.CatchUp {
-	g := newGate()
-	close(g.open)
+	g := testenv.NewGate()
+	close(g.Open)
 	return g
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -47,7 +46,7 @@ func BenchmarkClaimScript(b *testing.B) {
 		{"shadow", true, append(rules[:len(rules):len(rules)], "shadow=on"), false},
 		{"farm", true, []string{"device.max=1", "device.window=1h", "ip.max=1000000", "ip.window=1h", "user.max=100", "user.window=1h"}, true},
 	}
-	e := risktest.New(b)
+	e := testenv.New(b)
 	ctx := context.Background()
 	type state struct {
 		camp, bl string
@@ -57,7 +56,7 @@ func BenchmarkClaimScript(b *testing.B) {
 	}
 	st := make([]state, len(variants))
 	for i, v := range variants {
-		camp := e.Campaign(50_000_000, 1)
+		camp := e.StockCampaign(50_000_000, 1)
 		if v.rules != nil {
 			e.SetRules(camp, v.rules...)
 		}

@@ -1,15 +1,12 @@
 package risk_test
 
 import (
-	"fmt"
 	"reflect"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/flashgate/flashgate/internal/catalog"
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -20,28 +17,14 @@ import (
 //   - B: budget 1000, 1 per user, SKU b1 (10 × 50).
 type sale struct{ bl, a, b string }
 
-func newSale(t *testing.T, e *risktest.Env) sale {
+func newSale(t *testing.T, e *testenv.Env) sale {
 	t.Helper()
-	ctx := risktest.Ctx(t, 10*time.Second)
-	s := sale{bl: testenv.ID(t, "bl"), a: testenv.ID(t, "cmpa"), b: testenv.ID(t, "cmpb")}
-	if err := e.Cat.PutBusinessLine(ctx, s.bl, 400); err != nil {
-		t.Fatal(err)
+	s := sale{bl: e.BusinessLine(400), a: testenv.ID(t, "cmpa"), b: testenv.ID(t, "cmpb")}
+	put := func(id string, budget, perUser int64, skus ...testenv.SKU) {
+		e.Campaign(testenv.Spec{ID: id, BusinessLine: s.bl, Start: -time.Second, PerUser: perUser, Budget: budget, SKUs: skus})
 	}
-	put := func(id string, budget, perUser int, skus string) {
-		body := fmt.Sprintf(`{"name":"batch test","business_line":%q,"starts_at":%q,"ends_at":%q,"per_user_limit":%d,
-			"budget":%d,"voucher_ttl":"72h","segment":null,"skus":[%s]}`,
-			s.bl, time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano),
-			time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano), perUser, budget, skus)
-		cp, err := catalog.DecodeCampaign(id, []byte(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.Cat.PutCampaign(ctx, cp); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put(s.a, 200, 2, `{"sku":"a1","stock":3,"value":20},{"sku":"a2","stock":20,"value":30},{"sku":"a3","stock":5,"value":10}`)
-	put(s.b, 1000, 1, `{"sku":"b1","stock":10,"value":50}`)
+	put(s.a, 200, 2, testenv.SKU{SKU: "a1", Stock: 3, Value: 20}, testenv.SKU{SKU: "a2", Stock: 20, Value: 30}, testenv.SKU{SKU: "a3", Stock: 5, Value: 10})
+	put(s.b, 1000, 1, testenv.SKU{SKU: "b1", Stock: 10, Value: 50})
 	return s
 }
 
@@ -49,9 +32,9 @@ func newSale(t *testing.T, e *risktest.Env) sale {
 // spent and taken of each campaign, the business line's spent, the per-user counts,
 // the rejection counts and the outbox lengths - named by role, not by id, so that two
 // sales can be compared.
-func (s sale) counters(t *testing.T, e *risktest.Env) map[string]string {
+func (s sale) counters(t *testing.T, e *testenv.Env) map[string]string {
 	t.Helper()
-	ctx := risktest.Ctx(t, 10*time.Second)
+	ctx := testenv.Ctx(t, 10*time.Second)
 	got := map[string]string{}
 	// read copies fields of a hash (all of them when none are named).
 	read := func(role, key string, fields ...string) {
@@ -90,7 +73,7 @@ func (s sale) counters(t *testing.T, e *risktest.Env) map[string]string {
 // after. And the batch reads each counter hash once and writes each accepted claim's
 // counters with one HSET a hash: the number of HMGET and HINCRBY it runs is exact.
 func TestBatchLeavesWhatSingleCallsLeave(t *testing.T) {
-	e := risktest.Private(t)
+	e := testenv.Private(t)
 	batched, single := newSale(t, e), newSale(t, e)
 	const (
 		acc   = scripts.CodeAccepted

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/risk/decisionlog"
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -20,9 +20,9 @@ import (
 
 func reason(code int) string { return risk.ReasonOf(code) }
 
-func hget(t *testing.T, e *risktest.Env, key, field string) int64 {
+func hget(t *testing.T, e *testenv.Env, key, field string) int64 {
 	t.Helper()
-	v, err := e.RDB.HGet(risktest.Ctx(t, 5*time.Second), key, field).Result()
+	v, err := e.RDB.HGet(testenv.Ctx(t, 5*time.Second), key, field).Result()
 	if err != nil {
 		return 0
 	}
@@ -34,12 +34,12 @@ func hget(t *testing.T, e *risktest.Env, key, field string) int64 {
 // accepted in the window and 429 device_velocity for the rest, each with a true
 // retry_after; honest users of the same sale, claiming in between, are untouched.
 func TestBotFarmOneDevice(t *testing.T) {
-	e := risktest.New(t)
-	camp := e.Campaign(10_000, 1)
+	e := testenv.New(t)
+	camp := e.StockCampaign(10_000, 1)
 	const max = 5
 	e.SetRules(camp, "device.max=5", "device.window=1h")
-	rec := &risktest.Recorder{}
-	c := e.Claimer(rec)
+	rec := &testenv.Recorder{}
+	c := claimertest.New(e, rec)
 
 	type res struct {
 		honest bool
@@ -54,7 +54,7 @@ func TestBotFarmOneDevice(t *testing.T) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results <- res{o: risktest.Claim(t, c, camp, fmt.Sprintf("bot-%d", i), "farm-device", "10.9.9.9")}
+			results <- res{o: claimertest.Claim(t, c, camp, fmt.Sprintf("bot-%d", i), "farm-device", "10.9.9.9")}
 		}()
 		go func() {
 			defer wg.Done()
@@ -63,7 +63,7 @@ func TestBotFarmOneDevice(t *testing.T) {
 			}
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results <- res{honest: true, o: risktest.Claim(t, c, camp, fmt.Sprintf("honest-%d", i), fmt.Sprintf("phone-%d", i), fmt.Sprintf("10.1.%d.%d", i/250, i%250))}
+			results <- res{honest: true, o: claimertest.Claim(t, c, camp, fmt.Sprintf("honest-%d", i), fmt.Sprintf("phone-%d", i), fmt.Sprintf("10.1.%d.%d", i/250, i%250))}
 		}()
 	}
 	wg.Wait()
@@ -106,7 +106,7 @@ func TestBotFarmOneDevice(t *testing.T) {
 	// (and is still over the limit).
 	r := &claimer.Request{RequestID: testenv.ID(t, "rq"), CampaignID: camp, SKU: "rp-50", UserID: "bot-x", DeviceID: "farm-device", IP: "10.9.9.9"}
 	for i := range 2 {
-		if err := c.Do(risktest.Ctx(t, 10*time.Second), r); err != nil {
+		if err := c.Do(testenv.Ctx(t, 10*time.Second), r); err != nil {
 			t.Fatal(err)
 		}
 		if r.Code != scripts.CodeDeviceVelocity || r.Replayed {
@@ -119,17 +119,17 @@ func TestBotFarmOneDevice(t *testing.T) {
 // window (a fixed window would let 2*max through around its boundary), and the
 // retry_after_ms of a 429 is exactly when the next claim passes.
 func TestSlidingWindowBoundary(t *testing.T) {
-	e := risktest.New(t)
-	camp := e.Campaign(10_000, 1)
+	e := testenv.New(t)
+	camp := e.StockCampaign(10_000, 1)
 	const max, window = 3, 1000
 	e.SetRules(camp, "device.max=3", "device.window=1s")
-	c := e.Claimer(nil)
+	c := claimertest.New(e, nil)
 
 	var accepted []int64 // Redis times of accepted claims
 	var lastRetry claimer.Outcome
 	deadline := time.Now().Add(3500 * time.Millisecond)
 	for i := 0; time.Now().Before(deadline); i++ {
-		o := risktest.Claim(t, c, camp, fmt.Sprintf("u-%d", i), "dev-burst", "10.2.2.2")
+		o := claimertest.Claim(t, c, camp, fmt.Sprintf("u-%d", i), "dev-burst", "10.2.2.2")
 		switch o.Code {
 		case scripts.CodeAccepted:
 			accepted = append(accepted, o.ClaimedAtMs)
@@ -167,13 +167,13 @@ func TestSlidingWindowBoundary(t *testing.T) {
 
 	// Honour one retry_after_ms exactly: rejected until then, accepted once it passed.
 	var o claimer.Outcome
-	for o = risktest.Claim(t, c, camp, "u-wait-0", "dev-burst", "10.2.2.2"); o.Code == scripts.CodeAccepted; o = risktest.Claim(t, c, camp, testenv.ID(t, "u"), "dev-burst", "10.2.2.2") {
+	for o = claimertest.Claim(t, c, camp, "u-wait-0", "dev-burst", "10.2.2.2"); o.Code == scripts.CodeAccepted; o = claimertest.Claim(t, c, camp, testenv.ID(t, "u"), "dev-burst", "10.2.2.2") {
 	}
 	if o.Code != scripts.CodeDeviceVelocity {
 		t.Fatalf("got %s, want device_velocity", reason(o.Code))
 	}
 	time.Sleep(time.Duration(o.RetryAfterMs)*time.Millisecond + 5*time.Millisecond)
-	if o2 := risktest.Claim(t, c, camp, "u-waited", "dev-burst", "10.2.2.2"); o2.Code != scripts.CodeAccepted {
+	if o2 := claimertest.Claim(t, c, camp, "u-waited", "dev-burst", "10.2.2.2"); o2.Code != scripts.CodeAccepted {
 		t.Errorf("after waiting retry_after_ms=%d: %s (retry %d), want accepted", o.RetryAfterMs, reason(o2.Code), o2.RetryAfterMs)
 	}
 }
@@ -182,30 +182,30 @@ func TestSlidingWindowBoundary(t *testing.T) {
 // do not count against the device or the user, and business rejections (user_limit) do
 // not count either.
 func TestRejectedClaimsConsumeNoQuota(t *testing.T) {
-	e := risktest.New(t)
-	camp := e.Campaign(10_000, 1)
+	e := testenv.New(t)
+	camp := e.StockCampaign(10_000, 1)
 	e.SetRules(camp, "device.max=2", "device.window=1h", "ip.max=1", "ip.window=1h")
-	c := e.Claimer(nil)
+	c := claimertest.New(e, nil)
 
-	if o := risktest.Claim(t, c, camp, "u1", "dev-q", "10.3.0.1"); o.Code != scripts.CodeAccepted {
+	if o := claimertest.Claim(t, c, camp, "u1", "dev-q", "10.3.0.1"); o.Code != scripts.CodeAccepted {
 		t.Fatalf("first: %s", reason(o.Code))
 	}
 	// Same IP: rejected by the IP rule 5 times; the device's window must not grow.
 	for i := range 5 {
-		if o := risktest.Claim(t, c, camp, fmt.Sprintf("u-ip-%d", i), "dev-q", "10.3.0.1"); o.Code != scripts.CodeIPVelocity {
+		if o := claimertest.Claim(t, c, camp, fmt.Sprintf("u-ip-%d", i), "dev-q", "10.3.0.1"); o.Code != scripts.CodeIPVelocity {
 			t.Fatalf("same ip: %s, want ip_velocity", reason(o.Code))
 		}
 	}
 	// The same user again: user_limit (a business rejection) - not counted either.
-	if o := risktest.Claim(t, c, camp, "u1", "dev-q", "10.3.0.2"); o.Code != scripts.CodeUserLimit {
+	if o := claimertest.Claim(t, c, camp, "u1", "dev-q", "10.3.0.2"); o.Code != scripts.CodeUserLimit {
 		t.Fatalf("same user: %s, want user_limit", reason(o.Code))
 	}
 	// A new IP: the device has used 1 of 2, so this one passes.
-	o := risktest.Claim(t, c, camp, "u2", "dev-q", "10.3.0.3")
+	o := claimertest.Claim(t, c, camp, "u2", "dev-q", "10.3.0.3")
 	if o.Code != scripts.CodeAccepted || o.Risk.Device != 1 || o.Risk.IP != 0 {
 		t.Fatalf("new ip: %s saw device=%d ip=%d, want accepted with device=1 ip=0", reason(o.Code), o.Risk.Device, o.Risk.IP)
 	}
-	if o := risktest.Claim(t, c, camp, "u3", "dev-q", "10.3.0.4"); o.Code != scripts.CodeDeviceVelocity {
+	if o := claimertest.Claim(t, c, camp, "u3", "dev-q", "10.3.0.4"); o.Code != scripts.CodeDeviceVelocity {
 		t.Fatalf("third on the device: %s, want device_velocity", reason(o.Code))
 	}
 }
@@ -214,26 +214,26 @@ func TestRejectedClaimsConsumeNoQuota(t *testing.T) {
 // decision log on flash.decisions (read back from the broker) and in the campaign's
 // shadow counts; nothing is counted as a real rejection.
 func TestShadowMode(t *testing.T) {
-	e := risktest.New(t)
-	camp := e.Campaign(10_000, 1)
+	e := testenv.New(t)
+	camp := e.StockCampaign(10_000, 1)
 	e.SetRules(camp, "device.max=2", "device.window=1h", "shadow=on")
 	blockedUser := testenv.ID(t, "u-blocked")
-	ctx := risktest.Ctx(t, 60*time.Second)
+	ctx := testenv.Ctx(t, 60*time.Second)
 	if err := e.RDB.Set(ctx, rkeys.Block(rkeys.KindUser, blockedUser), risk.EncodeEntry("test", "t", time.Now()), time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now().Add(-time.Second).UnixMilli()
-	dl, err := decisionlog.New(decisionlog.Config{Brokers: testenv.Brokers(), Linger: time.Millisecond}, nil, risktest.Quiet)
+	dl, err := decisionlog.New(decisionlog.Config{Brokers: testenv.Brokers(), Linger: time.Millisecond}, nil, testenv.Quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := e.Claimer(dl)
+	c := claimertest.New(e, dl)
 	for i := range 10 {
 		user := fmt.Sprintf("u-%d", i)
 		if i == 9 {
 			user = blockedUser
 		}
-		if o := risktest.Claim(t, c, camp, user, "dev-shadow", "10.4.4.4"); o.Code != scripts.CodeAccepted {
+		if o := claimertest.Claim(t, c, camp, user, "dev-shadow", "10.4.4.4"); o.Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d in shadow mode: %s", i, reason(o.Code))
 		}
 	}
@@ -285,15 +285,15 @@ func TestShadowMode(t *testing.T) {
 // within freeze.window is frozen: the claim that crosses the line is accepted (it is the
 // evidence), every later one gets 403 blocked, in every campaign.
 func TestAutoFreezeAcrossCampaigns(t *testing.T) {
-	e := risktest.New(t)
-	a, b := e.Campaign(100, 10), e.Campaign(100, 10)
+	e := testenv.New(t)
+	a, b := e.StockCampaign(100, 10), e.StockCampaign(100, 10)
 	for _, camp := range []string{a, b} {
 		e.SetRules(camp, "freeze.max=3", "freeze.window=1h", "freeze.for=1h")
 	}
-	c := e.Claimer(nil)
+	c := claimertest.New(e, nil)
 	dev := testenv.ID(t, "dev-frz")
 	for i, camp := range []string{a, b, a, b} {
-		o := risktest.Claim(t, c, camp, testenv.ID(t, "u"), dev, "10.5.5.5")
+		o := claimertest.Claim(t, c, camp, testenv.ID(t, "u"), dev, "10.5.5.5")
 		if o.Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d: %s, want accepted", i, reason(o.Code))
 		}
@@ -302,12 +302,12 @@ func TestAutoFreezeAcrossCampaigns(t *testing.T) {
 		}
 	}
 	for _, camp := range []string{a, b} {
-		o := risktest.Claim(t, c, camp, testenv.ID(t, "u"), dev, "10.5.5.6")
+		o := claimertest.Claim(t, c, camp, testenv.ID(t, "u"), dev, "10.5.5.6")
 		if o.Code != scripts.CodeBlocked || o.Risk.Flags&risk.FrozenDevice == 0 {
 			t.Errorf("after the freeze in %s: %s hits %v, want blocked by frozen_device", camp, reason(o.Code), o.Risk.Flags.HitNames())
 		}
 	}
-	ctx := risktest.Ctx(t, 5*time.Second)
+	ctx := testenv.Ctx(t, 5*time.Second)
 	en, ok, err := risk.ReadEntry(ctx, e.RDB, risk.Device, dev, true)
 	if err != nil || !ok {
 		t.Fatalf("freeze entry: ok=%v err=%v", ok, err)
@@ -320,10 +320,10 @@ func TestAutoFreezeAcrossCampaigns(t *testing.T) {
 // The base layout (9 keys, 8 results) that test fixtures of other packages still use
 // runs no risk checks and keeps its shape.
 func TestBaseLayoutStillWorks(t *testing.T) {
-	e := risktest.New(t)
-	camp := e.Campaign(10, 1)
+	e := testenv.New(t)
+	camp := e.StockCampaign(10, 1)
 	e.SetRules(camp, "device.max=1", "device.window=1h")
-	ctx := risktest.Ctx(t, 10*time.Second)
+	ctx := testenv.Ctx(t, 10*time.Second)
 	bl, _ := e.RDB.HGet(ctx, rkeys.Meta(camp), "bl").Result()
 	for i := range 2 {
 		keys := []string{rkeys.Meta(camp), rkeys.SKU(camp, "rp-50"), rkeys.Request(camp, fmt.Sprint("r", i)), rkeys.Users(camp),

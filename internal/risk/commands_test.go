@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -37,7 +36,7 @@ func claimLayout(claims []call) ([]string, []any) {
 }
 
 // runClaims runs claims in one claim.lua call and returns each claim's code.
-func runClaims(tb testing.TB, e *risktest.Env, claims []call) []int64 {
+func runClaims(tb testing.TB, e *testenv.Env, claims []call) []int64 {
 	tb.Helper()
 	keys, args := claimLayout(claims)
 	res, err := scripts.Claim.Run(context.Background(), e.RDB, keys, args...).Slice()
@@ -57,7 +56,7 @@ func runClaims(tb testing.TB, e *risktest.Env, claims []call) []int64 {
 
 // scriptCommands is what ran inside claim.lua between two INFO commandstats readings:
 // the client's own commands (the script call, loading it, INFO itself) are left out.
-func scriptCommands(before, after map[string]risktest.CommandStat) map[string]int64 {
+func scriptCommands(before, after map[string]testenv.CommandStat) map[string]int64 {
 	d := map[string]int64{}
 	for name, st := range after {
 		switch name {
@@ -72,7 +71,7 @@ func scriptCommands(before, after map[string]risktest.CommandStat) map[string]in
 }
 
 // scriptUsec is the time Redis spent running claim.lua between two readings.
-func scriptUsec(before, after map[string]risktest.CommandStat) int64 {
+func scriptUsec(before, after map[string]testenv.CommandStat) int64 {
 	return after["evalsha"].Usec - before["evalsha"].Usec + after["eval"].Usec - before["eval"].Usec
 }
 
@@ -111,7 +110,7 @@ func breakdown(m map[string]int64, claims int) string {
 //
 //	go test -run XXX -bench ClaimCommands -benchtime 10x ./internal/risk/
 func BenchmarkClaimCommands(b *testing.B) {
-	e := risktest.Private(b)
+	e := testenv.Private(b)
 	ctx := context.Background()
 	variants := []struct {
 		name  string
@@ -145,7 +144,7 @@ func BenchmarkClaimCommands(b *testing.B) {
 		return claims
 	}
 	for i, v := range variants {
-		camp := e.Campaign(v.stock, 1)
+		camp := e.StockCampaign(v.stock, 1)
 		if v.rules != nil {
 			e.SetRules(camp, v.rules...)
 		}

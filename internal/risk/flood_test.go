@@ -12,8 +12,7 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
-	"github.com/flashgate/flashgate/internal/catalog"
-	"github.com/flashgate/flashgate/internal/risk/risktest"
+	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -29,9 +28,9 @@ const (
 	floodMemBound = 1 << 20          // bytes; 50,000 remembered rejections take ~7 MB
 )
 
-func redisInfo(t *testing.T, e *risktest.Env, section, field string) int64 {
+func redisInfo(t *testing.T, e *testenv.Env, section, field string) int64 {
 	t.Helper()
-	info, err := e.RDB.Info(risktest.Ctx(t, 5*time.Second), section).Result()
+	info, err := e.RDB.Info(testenv.Ctx(t, 5*time.Second), section).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,31 +92,19 @@ func flood(t *testing.T, c *claimer.Claimer, camp, tag string, n int, d time.Dur
 // own, so nothing else moves used_memory): no key per request (DBSIZE unchanged) and
 // used_memory grown by less than floodMemBound.
 func TestFloodOfUniqueRequestIDsLeavesBoundedMemory(t *testing.T) {
-	e := risktest.Private(t)
-	ctx := risktest.Ctx(t, 3*time.Minute)
+	e := testenv.Private(t)
+	ctx := testenv.Ctx(t, 3*time.Minute)
 
-	notStarted := testenv.ID(t, "cmp")
-	bl := testenv.ID(t, "bl")
-	if err := e.Cat.PutBusinessLine(ctx, bl, 1_000_000_000); err != nil {
-		t.Fatal(err)
-	}
-	cp, err := catalog.DecodeCampaign(notStarted, []byte(fmt.Sprintf(`{"name":"flood","business_line":%q,"starts_at":%q,"ends_at":%q,
-		"per_user_limit":1,"budget":1000000000,"voucher_ttl":"72h","segment":null,"skus":[{"sku":"rp-50","stock":100,"value":50}]}`,
-		bl, time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano), time.Now().Add(2*time.Hour).UTC().Format(time.RFC3339Nano))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Cat.PutCampaign(ctx, cp); err != nil {
-		t.Fatal(err)
-	}
-	paused := e.Campaign(100, 1)
+	notStarted := e.Campaign(testenv.Spec{Start: time.Hour, End: 2 * time.Hour,
+		SKUs: []testenv.SKU{{SKU: "rp-50", Stock: 100, Value: 50}}}).ID
+	paused := e.StockCampaign(100, 1)
 	if err := e.Cat.SetPaused(ctx, paused, true); err != nil {
 		t.Fatal(err)
 	}
-	soldOut := e.Campaign(1, 1)
+	soldOut := e.StockCampaign(1, 1)
 
-	c := e.Claimer(nil)
-	if got := risktest.Claim(t, c, soldOut, "u-first", "d-first", "10.77.0.2"); got.Code != scripts.CodeAccepted {
+	c := claimertest.New(e, nil)
+	if got := claimertest.Claim(t, c, soldOut, "u-first", "d-first", "10.77.0.2"); got.Code != scripts.CodeAccepted {
 		t.Fatalf("the only unit: code %d", got.Code)
 	}
 

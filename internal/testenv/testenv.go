@@ -1,7 +1,25 @@
-// Package testenv owns what flashgate's integration tests share: connections to the
-// real dev stack (Redis, Postgres, the Kafka-protocol broker that `make up` starts),
-// fresh ids so tests never collide on the shared servers, and building and running the
-// project's own binaries so a test can kill -9 them.
+// Package testenv is flashgate's one test kit (tests only; no binary links it):
+//
+//   - testenv.go: connections to the real dev stack (Redis, Postgres, the Kafka-protocol
+//     broker that `make up` starts), building and running the project's own binaries so
+//     a test can kill -9 them, polling;
+//   - env.go: Env (a test's Redis, Postgres and catalog), a private redis-server, INFO;
+//   - ids.go: fresh ids (ID) and the one claim-id generator (NewClaimID);
+//   - campaign.go: the one campaign builder (Env.Campaign with a Spec; NewCampaign and
+//     Env.StockCampaign are presets of it) and what a test reads of a campaign's books;
+//   - fixture.go: claims decided by claim.lua (Campaign.Decide), durable/void marks, the
+//     producer, topics of a test's own, committed offsets, a cutting TCP proxy;
+//   - settle.go: claims a gateway died on (ScriptClaim), outbox records and the reference
+//     settler (Write, Settler);
+//   - risk.go: rules set directly in Redis and a decision recorder;
+//   - kfake.go: an in-process kfake cluster with fault hooks, for broker faults.
+//
+// Isolation is the default: every builder takes fresh ids (a business line of the
+// test's own for every campaign), so tests of different packages that run in parallel
+// under `go test ./...` against the one dev stack never meet; a settler a test starts
+// must be confined to the test's business line and campaign (Campaign.SettlerEnv).
+// The claimer helpers live beside the claimer (gateway/claimer/claimertest): this
+// package is on layer 1 and imports no binary's tree.
 //
 // It never mocks a server and never skips: when the stack is down a test fails with a
 // message saying how to start it.
@@ -9,8 +27,6 @@ package testenv
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -126,16 +142,6 @@ func GroupAtEnd(t testing.TB, brokers []string, group, topic string) {
 	if err != nil {
 		t.Fatalf("group %s at the end of %s: %v; %s", group, topic, err, hint)
 	}
-}
-
-// ID returns a fresh id "prefix-<hex>" valid as any flashgate id (at most 64 chars of
-// [A-Za-z0-9._:-]), unique across test processes and runs.
-func ID(t testing.TB, prefix string) string {
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

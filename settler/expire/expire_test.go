@@ -15,14 +15,14 @@ import (
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/internal/settletest"
+	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 	"github.com/flashgate/flashgate/settler/expire"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func newExpirer(t *testing.T, e *settletest.Env, cfg expire.Config) *expire.Expirer {
+func newExpirer(t *testing.T, e *testenv.Env, cfg expire.Config) *expire.Expirer {
 	t.Helper()
 	x, err := expire.New(cfg, e.RDB, e.PG, quiet, nil)
 	if err != nil {
@@ -32,18 +32,18 @@ func newExpirer(t *testing.T, e *settletest.Env, cfg expire.Config) *expire.Expi
 }
 
 // sale claims n vouchers (one per user) and settles them into Postgres.
-func sale(t *testing.T, e *settletest.Env, c settletest.Campaign, sku string, n int) []string {
+func sale(t *testing.T, e *testenv.Env, c *testenv.Campaign, sku string, n int) []string {
 	t.Helper()
-	ctx := settletest.Ctx(t, 30*time.Second)
+	ctx := testenv.Ctx(t, 30*time.Second)
 	var ids []string
 	for i := 0; i < n; i++ {
-		a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, sku, fmt.Sprintf("u-%s-%d", sku, i), fmt.Sprintf("rq-%s-%d", sku, i))
+		a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, sku, fmt.Sprintf("u-%s-%d", sku, i), fmt.Sprintf("rq-%s-%d", sku, i))
 		if err != nil || a.Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d: code %d err %v", i, a.Code, err)
 		}
 		ids = append(ids, a.ClaimID)
 	}
-	if _, err := settletest.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
+	if _, err := testenv.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
 		t.Fatal(err)
 	}
 	return ids
@@ -51,17 +51,17 @@ func sale(t *testing.T, e *settletest.Env, c settletest.Campaign, sku string, n 
 
 // age makes a campaign's vouchers due: their expires_at is moved into the past, as if
 // the voucher TTL had run out.
-func age(t *testing.T, e *settletest.Env, campaign string) {
+func age(t *testing.T, e *testenv.Env, campaign string) {
 	t.Helper()
-	if _, err := e.PG.Exec(settletest.Ctx(t, 5*time.Second),
+	if _, err := e.PG.Exec(testenv.Ctx(t, 5*time.Second),
 		`UPDATE claims SET expires_at = now() - interval '1 second' WHERE campaign_id = $1`, campaign); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func hget(t *testing.T, e *settletest.Env, key, field string) int64 {
+func hget(t *testing.T, e *testenv.Env, key, field string) int64 {
 	t.Helper()
-	v, err := e.RDB.HGet(settletest.Ctx(t, 5*time.Second), key, field).Result()
+	v, err := e.RDB.HGet(testenv.Ctx(t, 5*time.Second), key, field).Result()
 	if err != nil && err.Error() != "redis: nil" {
 		t.Fatal(err)
 	}
@@ -74,10 +74,10 @@ type books struct {
 	released                             int64
 }
 
-func readBooks(t *testing.T, e *settletest.Env, campaign string) books {
+func readBooks(t *testing.T, e *testenv.Env, campaign string) books {
 	t.Helper()
 	var b books
-	err := e.PG.QueryRow(settletest.Ctx(t, 5*time.Second), `SELECT
+	err := e.PG.QueryRow(testenv.Ctx(t, 5*time.Second), `SELECT
 		count(*) FILTER (WHERE state = 'expired'), count(*) FILTER (WHERE state = 'redeemed'),
 		count(*) FILTER (WHERE state = 'settled'),
 		(SELECT count(*) FROM budget_ledger WHERE campaign_id = $1 AND kind = 'release'),
@@ -93,10 +93,10 @@ func readBooks(t *testing.T, e *settletest.Env, campaign string) books {
 // once, in Redis (campaign and business line) and in the ledger; a voucher redeemed
 // before it expired is never expired; redeeming an expired voucher is refused.
 func TestTwoExpirersRecoverEachVoucherOnce(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
 	const n = 120
-	c := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: n, Value: 50}}})
+	c := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: n, Value: 50}}})
 	ids := sale(t, e, c, "rp-50", n)
 
 	store, err := vouchers.New(e.PG)
@@ -110,7 +110,7 @@ func TestTwoExpirersRecoverEachVoucherOnce(t *testing.T) {
 		}
 	}
 	spent0 := hget(t, e, rkeys.Meta(c.ID), "spent")
-	blSpent0 := hget(t, e, rkeys.BusinessLine(c.BL), "spent")
+	blSpent0 := hget(t, e, rkeys.BusinessLine(c.BusinessLine), "spent")
 	if spent0 != n*50 || blSpent0 != n*50 {
 		t.Fatalf("before expiry: campaign spent %d, business line spent %d; want %d", spent0, blSpent0, n*50)
 	}
@@ -156,7 +156,7 @@ func TestTwoExpirersRecoverEachVoucherOnce(t *testing.T) {
 	if got := hget(t, e, rkeys.Meta(c.ID), recovery.FieldReleased); got != expired*50 {
 		t.Fatalf("campaign released %d, want %d", got, expired*50)
 	}
-	if got, want := hget(t, e, rkeys.BusinessLine(c.BL), "spent"), int64(redeemed*50); got != want {
+	if got, want := hget(t, e, rkeys.BusinessLine(c.BusinessLine), "spent"), int64(redeemed*50); got != want {
 		t.Fatalf("business line spent %d, want %d", got, want)
 	}
 	// Without recycle_stock the units stay sold.
@@ -178,14 +178,14 @@ func TestTwoExpirersRecoverEachVoucherOnce(t *testing.T) {
 // An expirer that dies after release.lua and before its commit: the next pass expires the
 // claim and gives nothing back twice. Recycling puts the unit back on sale once.
 func TestCrashBetweenReleaseAndCommit(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 30*time.Second)
-	c := e.Campaign(settletest.Spec{Recycle: true, SKUs: []settletest.SKU{{SKU: "rp-50", Stock: 2, Value: 50}}})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
+	c := e.Campaign(testenv.Spec{Recycle: true, SKUs: []testenv.SKU{{SKU: "rp-50", Stock: 2, Value: 50}}})
 	ids := sale(t, e, c, "rp-50", 2)
 	age(t, e, c.ID)
 
 	// What the dead expirer did in Redis.
-	res, err := scripts.Release.Run(ctx, e.RDB, []string{rkeys.Meta(c.ID), rkeys.BusinessLine(c.BL), recovery.Released(c.ID),
+	res, err := scripts.Release.Run(ctx, e.RDB, []string{rkeys.Meta(c.ID), rkeys.BusinessLine(c.BusinessLine), recovery.Released(c.ID),
 		rkeys.SKU(c.ID, "rp-50")}, "1", ids[0], 50).Int64Slice()
 	if err != nil || len(res) != 1 || res[0] != 1 {
 		t.Fatalf("release: %v %v", res, err)
@@ -204,7 +204,7 @@ func TestCrashBetweenReleaseAndCommit(t *testing.T) {
 	if got := hget(t, e, rkeys.Meta(c.ID), "spent"); got != 0 {
 		t.Fatalf("campaign spent %d, want 0", got)
 	}
-	if got := hget(t, e, rkeys.BusinessLine(c.BL), "spent"); got != 0 {
+	if got := hget(t, e, rkeys.BusinessLine(c.BusinessLine), "spent"); got != 0 {
 		t.Fatalf("business line spent %d, want 0", got)
 	}
 	sku := rkeys.SKU(c.ID, "rp-50")
@@ -216,7 +216,7 @@ func TestCrashBetweenReleaseAndCommit(t *testing.T) {
 	}
 	// The recycled units sell again.
 	for i := 0; i < 3; i++ {
-		a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("late-%d", i), fmt.Sprintf("late-rq-%d", i))
+		a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("late-%d", i), fmt.Sprintf("late-rq-%d", i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,9 +233,9 @@ func TestCrashBetweenReleaseAndCommit(t *testing.T) {
 // While a campaign is being rebuilt after a Redis loss, expiry waits: nothing is given
 // back to counters that are about to be rewritten.
 func TestFencedCampaignWaits(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 30*time.Second)
-	c := e.Campaign(settletest.Spec{})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
+	c := e.Campaign(testenv.Spec{})
 	sale(t, e, c, "rp-50", 2)
 	age(t, e, c.ID)
 	if err := e.RDB.HSet(ctx, rkeys.Meta(c.ID), recovery.FieldRecovering, "tok").Err(); err != nil {
@@ -265,10 +265,10 @@ func TestFencedCampaignWaits(t *testing.T) {
 
 // A fenced campaign's vouchers, however old, do not hold up other campaigns' expiry.
 func TestFencedCampaignDoesNotStarveOthers(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 30*time.Second)
-	fenced := e.Campaign(settletest.Spec{})
-	other := e.Campaign(settletest.Spec{})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
+	fenced := e.Campaign(testenv.Spec{})
+	other := e.Campaign(testenv.Spec{})
 	sale(t, e, fenced, "rp-50", 3)
 	sale(t, e, other, "rp-50", 2)
 	if _, err := e.PG.Exec(ctx, `UPDATE claims SET expires_at = now() - interval '1 hour' WHERE campaign_id = $1`, fenced.ID); err != nil {
@@ -292,7 +292,7 @@ func TestFencedCampaignDoesNotStarveOthers(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	e := settletest.New(t)
+	e := testenv.New(t)
 	for _, tc := range []struct {
 		cfg  expire.Config
 		want string

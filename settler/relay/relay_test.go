@@ -16,10 +16,8 @@ import (
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 	"github.com/flashgate/flashgate/settler/relay"
 )
 
@@ -30,9 +28,9 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // from c: it leaves the live set, and a lease one of them took in the moment it was
 // there is dropped (its outbox was still empty). This test's relays call Campaign
 // directly. Seen in CI: a foreign relay's lease made a pass here report Leased.
-func isolate(t *testing.T, e *settletest.Env, campaign string) {
+func isolate(t *testing.T, e *testenv.Env, campaign string) {
 	t.Helper()
-	ctx := settletest.Ctx(t, 5*time.Second)
+	ctx := testenv.Ctx(t, 5*time.Second)
 	if err := e.RDB.SRem(ctx, rkeys.Campaigns, campaign).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -41,9 +39,9 @@ func isolate(t *testing.T, e *settletest.Env, campaign string) {
 	}
 }
 
-func newRelay(t *testing.T, e *settletest.Env, cfg relay.Config) *relay.Relay {
+func newRelay(t *testing.T, e *testenv.Env, cfg relay.Config) *relay.Relay {
 	t.Helper()
-	r, err := relay.New(cfg, e.RDB, e.PG, settletest.Producer(t), quiet, nil)
+	r, err := relay.New(cfg, e.RDB, e.PG, testenv.Producer(t), quiet, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +50,7 @@ func newRelay(t *testing.T, e *settletest.Env, cfg relay.Config) *relay.Relay {
 
 func rows(t *testing.T, pg *pgxpool.Pool, campaign string) (claims, reserves int64) {
 	t.Helper()
-	ctx := settletest.Ctx(t, 5*time.Second)
+	ctx := testenv.Ctx(t, 5*time.Second)
 	err := pg.QueryRow(ctx, `SELECT (SELECT count(*) FROM claims WHERE campaign_id = $1),
 		(SELECT count(*) FROM budget_ledger WHERE campaign_id = $1 AND kind = 'reserve')`, campaign).Scan(&claims, &reserves)
 	if err != nil {
@@ -61,9 +59,9 @@ func rows(t *testing.T, pg *pgxpool.Pool, campaign string) (claims, reserves int
 	return
 }
 
-func record(t *testing.T, e *settletest.Env, campaign, reqID string) string {
+func record(t *testing.T, e *testenv.Env, campaign, reqID string) string {
 	t.Helper()
-	v, err := e.RDB.Get(settletest.Ctx(t, 5*time.Second), rkeys.Request(campaign, reqID)).Result()
+	v, err := e.RDB.Get(testenv.Ctx(t, 5*time.Second), rkeys.Request(campaign, reqID)).Result()
 	if err != nil {
 		t.Fatalf("record %s: %v", reqID, err)
 	}
@@ -75,14 +73,14 @@ func record(t *testing.T, e *settletest.Env, campaign, reqID string) string {
 // relay voids it once it is older than the bound - never publishes it: the record is V,
 // the unit and the budget are back, the outbox is empty, and no row is ever written.
 func TestRelayVoidsClaimOfDeadGateway(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
-	c := e.Campaign(settletest.Spec{})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
+	c := e.Campaign(testenv.Spec{})
 	isolate(t, e, c.ID)
-	st := settletest.StartSettler(t, e.RDB, e.PG, c.ID)
+	st := testenv.StartSettler(t, e.RDB, e.PG, c.ID)
 	before, _ := e.RDB.HGetAll(ctx, rkeys.SKU(c.ID, "rp-50")).Result()
 
-	a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", "u-1", "rq-1")
+	a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", "u-1", "rq-1")
 	if err != nil || a.Code != scripts.CodeAccepted {
 		t.Fatalf("claim: code %d, err %v", a.Code, err)
 	}
@@ -137,13 +135,13 @@ func TestRelayVoidsClaimOfDeadGateway(t *testing.T) {
 // republished by the relay once older than the bound, and the settler writes it: exactly
 // one row and one reserve entry although the relay published it twice.
 func TestRelayRepublishesDurableClaim(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
-	c := e.Campaign(settletest.Spec{})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
+	c := e.Campaign(testenv.Spec{})
 	isolate(t, e, c.ID)
-	st := settletest.NewSettler(t, e.RDB, e.PG, c.ID)
+	st := testenv.NewSettler(t, e.RDB, e.PG, c.ID)
 
-	a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", "u-1", "rq-1")
+	a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", "u-1", "rq-1")
 	if err != nil || a.Code != scripts.CodeAccepted {
 		t.Fatalf("claim: code %d, err %v", a.Code, err)
 	}
@@ -185,13 +183,13 @@ func TestRelayRepublishesDurableClaim(t *testing.T) {
 // pass publishes at most MaxPublishPerPass. Counted on a topic of the test's own: every
 // durable claim is published exactly once per RepublishEvery, not once per relay.
 func TestTwoRelaysShareTheWork(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
 	const n, perPass = 12, 5
-	c := e.Campaign(settletest.Spec{SKUs: []settletest.SKU{{SKU: "rp-50", Stock: n, Value: 50}}})
+	c := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: n, Value: 50}}})
 	isolate(t, e, c.ID)
 	for i := 0; i < n; i++ {
-		a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
+		a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
 		if err != nil || a.Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d: %+v %v", i, a, err)
 		}
@@ -199,7 +197,7 @@ func TestTwoRelaysShareTheWork(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	topic := fixture.NewTopic(t)
+	topic := testenv.NewTopic(t)
 	cfg := relay.Config{MinAge: 100 * time.Millisecond, Interval: 20 * time.Millisecond, RepublishEvery: time.Hour,
 		MaxPublishPerPass: perPass, Topic: topic, Page: 3, MaxPerPass: 100}
 	r1, r2 := newRelay(t, e, cfg), newRelay(t, e, cfg)
@@ -233,26 +231,26 @@ func TestTwoRelaysShareTheWork(t *testing.T) {
 // settler committed but its cleanup was lost) and entries of voided claims. Each case is
 // checked on the outbox, the inflight hash and the counters.
 func TestRelayTrimsOnlyCommittedOrVoided(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 30*time.Second)
-	c := e.Campaign(settletest.Spec{})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
+	c := e.Campaign(testenv.Spec{})
 	isolate(t, e, c.ID)
-	var acc [3]settletest.Accepted
+	var acc [3]testenv.Accepted
 	for i := range acc {
 		var err error
-		acc[i], err = settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
+		acc[i], err = testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
 		if err != nil || acc[i].Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d: %+v %v", i, acc[i], err)
 		}
 	}
-	recs, err := settletest.OutboxRecords(ctx, e.RDB, c.ID)
+	recs, err := testenv.OutboxRecords(ctx, e.RDB, c.ID)
 	if err != nil || len(recs) != 3 {
 		t.Fatalf("outbox: %d records, err %v", len(recs), err)
 	}
 	// 0: committed, cleanup lost (the outbox entry stays).
 	committed := recs[0]
 	committed.OutboxID = "" // the settler's XDEL never happens
-	if _, err := settletest.Write(ctx, e.RDB, e.PG, []claim.Record{committed}, -1, nil); err != nil {
+	if _, err := testenv.Write(ctx, e.RDB, e.PG, []claim.Record{committed}, -1, nil); err != nil {
 		t.Fatal(err)
 	}
 	// 1: voided by its gateway, but the entry is still there (a lost XDEL).
@@ -296,8 +294,8 @@ func TestRelayTrimsOnlyCommittedOrVoided(t *testing.T) {
 // EntryBytes each at the longest ids; once the relay and the settler run it drains to
 // empty, and every accepted claim is a row.
 func TestOutboxBound(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 90*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 90*time.Second)
 	const stock, users = 40, 60
 	// The longest ids the API allows make the largest entries.
 	long := func(prefix string, i int) string {
@@ -306,11 +304,11 @@ func TestOutboxBound(t *testing.T) {
 	}
 	id := testenv.ID(t, "cmp")
 	id += "-" + strings.Repeat("c", 64-len(id)-1)
-	c := e.Campaign(settletest.Spec{ID: id, SKUs: []settletest.SKU{{SKU: "rp-50", Stock: stock, Value: 50}}})
+	c := e.Campaign(testenv.Spec{ID: id, SKUs: []testenv.SKU{{SKU: "rp-50", Stock: stock, Value: 50}}})
 
 	accepted := 0
 	for i := 0; i < users; i++ {
-		a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", long("u", i), long("rq", i))
+		a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", long("u", i), long("rq", i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -329,7 +327,7 @@ func TestOutboxBound(t *testing.T) {
 		t.Fatalf("accepted %d of %d, want the whole stock %d", accepted, users, stock)
 	}
 	// Every claim was acknowledged and answered 200 (D); none was settled.
-	recs, err := settletest.OutboxRecords(ctx, e.RDB, c.ID)
+	recs, err := testenv.OutboxRecords(ctx, e.RDB, c.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +349,7 @@ func TestOutboxBound(t *testing.T) {
 		t.Fatalf("outbox takes %d bytes, more than the bound %d (%d entries × %d)", mem, b.Bytes, b.Entries, relay.EntryBytes)
 	}
 
-	st := settletest.StartSettler(t, e.RDB, e.PG, c.ID)
+	st := testenv.StartSettler(t, e.RDB, e.PG, c.ID)
 	r := newRelay(t, e, relay.Config{MinAge: 100 * time.Millisecond, Interval: 50 * time.Millisecond})
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -396,8 +394,8 @@ func TestOutboxBoundFormula(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	e := settletest.New(t)
-	kcl := settletest.Producer(t)
+	e := testenv.New(t)
+	kcl := testenv.Producer(t)
 	tests := []struct {
 		cfg  relay.Config
 		want string

@@ -16,7 +16,6 @@ import (
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 )
 
 // TestRedisMemoryPerClaim measures, on a real redis-server of the test's own (so that
@@ -38,7 +37,7 @@ func TestRedisMemoryPerClaim(t *testing.T) {
 	ctx := context.Background()
 	const n = 5000 // accepted claims; as many rejected requests again
 
-	c := fixture.NewCampaign(t, rdb, pg, n)
+	c := testenv.NewCampaign(t, rdb, pg, n)
 	defer c.Forget(t, pg)
 	req := func(i int, user int) claim.Record {
 		return claim.Record{
@@ -205,15 +204,7 @@ func TestRedisMemoryPerClaim(t *testing.T) {
 // figures are not moved by other tests on the shared one.
 func privateRedis(t *testing.T) *redis.Client {
 	t.Helper()
-	port := testenv.FreePort(t)
-	testenv.Start(t, "redis-server", nil, "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--save", "", "--appendonly", "no")
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port)})
-	t.Cleanup(func() { rdb.Close() })
-	testenv.Eventually(t, 10*time.Second, "private redis-server to answer", func() bool {
-		return rdb.Ping(context.Background()).Err() == nil
-	})
-	return rdb
+	return testenv.PrivateRedis(t)
 }
 
 func usage(t *testing.T, rdb *redis.Client, key string) float64 {

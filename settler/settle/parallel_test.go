@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 )
 
 func TestSplitEvenBatches(t *testing.T) {
@@ -73,16 +75,8 @@ func equal(a, b []int) bool {
 func TestOneFailingBatchFailsThePoll(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 200
-	c := fixture.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
-	cfg, err := Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", MaxBatch: 50, Writers: 4,
-		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Settler{cfg: cfg, rdb: rdb, pg: pg, m: NewMetrics(nil), method: writeChosen,
-		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	c, recs := testenv.DurableCampaign(t, rdb, pg, n)
+	s := fourWriters(t, rdb, pg)
 	items := benchItems(recs)
 	bad := items[120] // in the third batch (100..149)
 	good := bad.rec.RequestID
@@ -110,7 +104,7 @@ func TestOneFailingBatchFailsThePoll(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := c.ReadBooks(t, pg)
-	want := fixture.Books{Claims: n, DistinctRequests: n, ClaimValue: n * c.Value, Reserves: n, ReserveAmount: n * c.Value}
+	want := testenv.Books{Claims: n, DistinctRequests: n, ClaimValue: n * c.Value, Reserves: n, ReserveAmount: n * c.Value}
 	if b != want {
 		t.Fatalf("books after the poll is settled again: %+v, want %+v", b, want)
 	}
@@ -127,16 +121,8 @@ func TestOneFailingBatchFailsThePoll(t *testing.T) {
 func TestRefusedClaimIsSetAsideFromItsBatch(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 200
-	c := fixture.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
-	cfg, err := Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", MaxBatch: 50, Writers: 4,
-		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Settler{cfg: cfg, rdb: rdb, pg: pg, m: NewMetrics(nil), method: writeChosen,
-		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	c, recs := testenv.DurableCampaign(t, rdb, pg, n)
+	s := fourWriters(t, rdb, pg)
 	items := benchItems(recs)
 	bad := items[120]
 	bad.rec.Value = -1
@@ -160,4 +146,17 @@ func TestRefusedClaimIsSetAsideFromItsBatch(t *testing.T) {
 	if !permanent(bad.refused) {
 		t.Fatalf("refusal %v is not classed permanent", bad.refused)
 	}
+}
+
+// fourWriters is a settler of four writers of 50-claim batches that retries fast, for
+// driving its poll directly (no broker).
+func fourWriters(t *testing.T, rdb *redis.Client, pg *pgxpool.Pool) *Settler {
+	t.Helper()
+	cfg, err := Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", MaxBatch: 50, Writers: 4,
+		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Settler{cfg: cfg, rdb: rdb, pg: pg, m: NewMetrics(nil), method: writeChosen,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }

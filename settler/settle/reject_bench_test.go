@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 )
 
 // BenchmarkValidate measures the input checks of one poll of 1000 claims with the
@@ -17,7 +16,7 @@ import (
 //	go test -run '^$' -bench BenchmarkValidate -benchmem ./settler/settle/
 func BenchmarkValidate(b *testing.B) {
 	rdb, pg := testenv.Redis(b), testenv.PG(b)
-	c := fixture.NewCampaign(b, rdb, pg, 1000)
+	c := testenv.NewCampaign(b, rdb, pg, 1000)
 	recs := c.Claim(b, 1000)
 	cfg, err := Config{Brokers: []string{"127.0.0.1:1"}, Group: "g"}.withDefaults()
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 )
 
 // readRejected reads want records from topic's rejected topic (from its start), failing
@@ -117,10 +116,8 @@ func checkSetAside(t *testing.T, r *running, topic string, bad []*kgo.Record, re
 func TestForgedRecordsAreSetAsideWhileASaleSettles(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 200
-	c := fixture.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
-	other := fixture.NewCampaign(t, rdb, pg, 1) // a real campaign of another business line
+	c, recs := testenv.DurableCampaign(t, rdb, pg, n)
+	other := testenv.NewCampaign(t, rdb, pg, 1) // a real campaign of another business line
 
 	forge := func(edit func(r *claim.Record)) []byte {
 		r := recs[0]
@@ -150,18 +147,18 @@ func TestForgedRecordsAreSetAsideWhileASaleSettles(t *testing.T) {
 		{func() []byte { r := recs[n-1]; r.Value = 1; return r.AppendJSON(nil) }(), "value_mismatch"},
 		{[]byte(`not json`), "undecodable"},
 	}
-	kcl := fixture.Producer(t)
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
+	kcl := testenv.Producer(t)
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
 	key := []byte(c.ID)
 	var all []*kgo.Record
-	all = append(all, fixture.Produce(t, kcl, topic, recs[:n/2])...)
+	all = append(all, testenv.Produce(t, kcl, topic, recs[:n/2])...)
 	badKrs := make([]*kgo.Record, len(bad))
 	reasons := make([]string, len(bad))
 	for i, b := range bad {
 		badKrs[i], reasons[i] = &kgo.Record{Key: key, Value: b.rec}, b.reason
 	}
-	all = append(all, fixture.ProduceRaw(t, kcl, topic, badKrs)...)
-	all = append(all, fixture.Produce(t, kcl, topic, recs[n/2:])...)
+	all = append(all, testenv.ProduceRaw(t, kcl, topic, badKrs)...)
+	all = append(all, testenv.Produce(t, kcl, topic, recs[n/2:])...)
 
 	r := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: group})
 	checkBooks(t, c, waitRows(t, c, pg, n), n)
@@ -236,7 +233,7 @@ func TestPostgresRefusedRecordIsSetAside(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	refusing := privateSchema(t, pg)
 	const n = 100
-	c := fixture.NewCampaign(t, rdb, pg, n+1)
+	c := testenv.NewCampaign(t, rdb, pg, n+1)
 	recs := c.Claim(t, n)
 	poison := []claim.Record{{RequestID: "r-poison", UserID: "poison-1", DeviceID: "d-poison", IP: "10.0.0.1"}}
 	if code := c.Decide(t, poison)[0]; code != scripts.CodeAccepted {
@@ -244,9 +241,9 @@ func TestPostgresRefusedRecordIsSetAside(t *testing.T) {
 	}
 	c.MarkDurable(t, append(recs, poison[0]))
 	stream := append(append(append([]claim.Record{}, recs[:n/2]...), poison[0]), recs[n/2:]...)
-	kcl := fixture.Producer(t)
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
-	all := fixture.Produce(t, kcl, topic, stream)
+	kcl := testenv.Producer(t)
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
+	all := testenv.Produce(t, kcl, topic, stream)
 	start := time.Now()
 	r := startSettler(t, deps{rdb: rdb, pg: refusing, topic: topic, group: group})
 	checkBooks(t, c, waitRows(t, c, refusing, n), n)

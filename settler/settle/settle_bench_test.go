@@ -14,7 +14,6 @@ import (
 
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 )
 
 var benchClaims = flag.Int("settle.claims", 20000, "BenchmarkSettlePath: claims settled per configuration")
@@ -52,7 +51,7 @@ func BenchmarkSettlePath(b *testing.B) {
 func settleOnce(b *testing.B, rdb *redis.Client, pg *pgxpool.Pool, m writeMethod, batch, writers, total int) time.Duration {
 	b.StopTimer()
 	defer b.StartTimer()
-	c := fixture.NewCampaign(b, rdb, pg, total)
+	c := testenv.NewCampaign(b, rdb, pg, total)
 	defer c.Forget(b, pg) // first: it must run even if the setup below fails
 	recs := c.Claim(b, total)
 	c.MarkDurable(b, recs)

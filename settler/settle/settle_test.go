@@ -19,7 +19,6 @@ import (
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 	"github.com/flashgate/flashgate/settler/settle"
 )
 
@@ -131,9 +130,9 @@ func (r *running) ready() error {
 	return r.s.Ready(ctx)
 }
 
-func waitRows(t *testing.T, c *fixture.Campaign, pg *pgxpool.Pool, want int64) fixture.Books {
+func waitRows(t *testing.T, c *testenv.Campaign, pg *pgxpool.Pool, want int64) testenv.Books {
 	t.Helper()
-	var b fixture.Books
+	var b testenv.Books
 	testenv.Eventually(t, 60*time.Second, "claim rows to be written", func() bool {
 		b = c.ReadBooks(t, pg)
 		return b.Claims >= want
@@ -141,9 +140,9 @@ func waitRows(t *testing.T, c *fixture.Campaign, pg *pgxpool.Pool, want int64) f
 	return c.ReadBooks(t, pg)
 }
 
-func checkBooks(t *testing.T, c *fixture.Campaign, b fixture.Books, n int64) {
+func checkBooks(t *testing.T, c *testenv.Campaign, b testenv.Books, n int64) {
 	t.Helper()
-	want := fixture.Books{Claims: n, DistinctRequests: n, ClaimValue: n * c.Value, Reserves: n, ReserveAmount: n * c.Value}
+	want := testenv.Books{Claims: n, DistinctRequests: n, ClaimValue: n * c.Value, Reserves: n, ReserveAmount: n * c.Value}
 	if b != want {
 		t.Fatalf("books of %s: got %+v; want %+v", c.ID, b, want)
 	}
@@ -162,7 +161,7 @@ func maxOffsets(krs []*kgo.Record) map[int32]int64 {
 
 // committedPast reports whether the group's commits cover every record in krs.
 func committedPast(t *testing.T, group string, krs []*kgo.Record) bool {
-	committed := fixture.Committed(t, group, krs[0].Topic)
+	committed := testenv.Committed(t, group, krs[0].Topic)
 	for p, o := range maxOffsets(krs) {
 		if committed[p] <= o {
 			return false
@@ -173,7 +172,7 @@ func committedPast(t *testing.T, group string, krs []*kgo.Record) bool {
 
 // committedNone reports whether no commit of the group covers any record in krs.
 func committedNone(t *testing.T, group string, krs []*kgo.Record) bool {
-	committed := fixture.Committed(t, group, krs[0].Topic)
+	committed := testenv.Committed(t, group, krs[0].Topic)
 	for _, r := range krs {
 		if committed[r.Partition] > r.Offset {
 			return false
@@ -185,12 +184,10 @@ func committedNone(t *testing.T, group string, krs []*kgo.Record) bool {
 func TestSettlesExactlyOnceAcrossRedelivery(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 300
-	c := fixture.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
-	kcl := fixture.Producer(t)
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
-	krs := fixture.Produce(t, kcl, topic, recs)
+	c, recs := testenv.DurableCampaign(t, rdb, pg, n)
+	kcl := testenv.Producer(t)
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
+	krs := testenv.Produce(t, kcl, topic, recs)
 
 	r := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: group, cfg: settle.Config{MaxBatch: 64}})
 	b := waitRows(t, c, pg, n)
@@ -214,7 +211,7 @@ func TestSettlesExactlyOnceAcrossRedelivery(t *testing.T) {
 	}
 
 	// Redelivery: the same records again, in the same group...
-	krs2 := fixture.Produce(t, kcl, topic, recs)
+	krs2 := testenv.Produce(t, kcl, topic, recs)
 	r.waitMetric("flashgate_settler_duplicates_ignored_total", n, 60*time.Second)
 	testenv.Eventually(t, 10*time.Second, "offsets committed past the redelivered records", func() bool {
 		return committedPast(t, group, krs2)
@@ -240,7 +237,7 @@ func TestSettlesExactlyOnceAcrossRedelivery(t *testing.T) {
 	// record, so it reads the 2n records so far plus n more, the same claim up to three
 	// times in one batch.
 	r2 := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: testenv.ID(t, "settler-test"), cfg: settle.Config{MaxBatch: 500}})
-	fixture.Produce(t, kcl, topic, recs)
+	testenv.Produce(t, kcl, topic, recs)
 	r2.waitMetric("flashgate_settler_records_consumed_total", 3*n, 60*time.Second)
 	r2.waitMetric("flashgate_settler_duplicates_ignored_total", 3*n, 60*time.Second)
 	checkBooks(t, c, c.ReadBooks(t, pg), n)
@@ -251,7 +248,7 @@ func TestSettlesExactlyOnceAcrossRedelivery(t *testing.T) {
 
 func TestVoidedClaimIsNotWritten(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
-	c := fixture.NewCampaign(t, rdb, pg, 10)
+	c := testenv.NewCampaign(t, rdb, pg, 10)
 	recs := c.Claim(t, 5)
 	voided := recs[1]
 	c.MarkDurable(t, append(recs[:1:1], recs[2:]...))
@@ -262,8 +259,8 @@ func TestVoidedClaimIsNotWritten(t *testing.T) {
 	// ...but the first produce did reach Kafka after all, so both records arrive.
 	all := append(append([]claim.Record(nil), recs...), again)
 
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
-	fixture.Produce(t, fixture.Producer(t), topic, all)
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
+	testenv.Produce(t, testenv.Producer(t), topic, all)
 	r := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: group})
 	b := waitRows(t, c, pg, 5)
 	r.waitMetric("flashgate_settler_records_consumed_total", 6, 30*time.Second)
@@ -285,23 +282,23 @@ func TestVoidedClaimIsNotWritten(t *testing.T) {
 
 func TestUndecodableRecordsAreSkippedAndCommitted(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
-	c := fixture.NewCampaign(t, rdb, pg, 10)
+	c := testenv.NewCampaign(t, rdb, pg, 10)
 	recs := c.Claim(t, 4)
 	c.MarkDurable(t, recs)
 	nul := recs[3]
 	nul.DeviceID = "d\x00evil" // decodes, but Postgres text cannot hold it
 	good := recs[:3]
 
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
-	kcl := fixture.Producer(t)
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
+	kcl := testenv.Producer(t)
 	key := []byte(c.ID)
 	var krs []*kgo.Record
-	krs = append(krs, fixture.ProduceRaw(t, kcl, topic, []*kgo.Record{
+	krs = append(krs, testenv.ProduceRaw(t, kcl, topic, []*kgo.Record{
 		{Key: key, Value: []byte(`not json`)},
 		{Key: key, Value: []byte(`{"v":99,"claim_id":"x"}`)},
 		{Key: key, Value: nul.AppendJSON(nil)},
 	})...)
-	krs = append(krs, fixture.Produce(t, kcl, topic, good)...)
+	krs = append(krs, testenv.Produce(t, kcl, topic, good)...)
 	r := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: group})
 	b := waitRows(t, c, pg, 3)
 	checkBooks(t, c, b, 3)
@@ -316,37 +313,13 @@ func TestUndecodableRecordsAreSkippedAndCommitted(t *testing.T) {
 // ready, and settle everything once Redis is back.
 func TestRedisOutageHoldsTheBatch(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
-	const n = 40
-	c := fixture.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
-
-	proxy := fixture.NewProxy(t, testenv.RedisAddr())
+	c, recs := testenv.DurableCampaign(t, rdb, pg, 40)
+	proxy := testenv.NewProxy(t, testenv.RedisAddr())
 	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: time.Second,
 		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
 	t.Cleanup(func() { viaProxy.Close() })
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
-	r := startSettler(t, deps{rdb: viaProxy, pg: pg, topic: topic, group: group, cfg: settle.Config{RedisTimeout: time.Second}})
-	testenv.Eventually(t, 30*time.Second, "settler ready", func() bool { return r.ready() == nil })
-
-	proxy.Cut()
-	krs := fixture.Produce(t, fixture.Producer(t), topic, recs)
-	r.waitMetric("flashgate_settler_redis_errors_total", 3, 30*time.Second)
-	if err := r.ready(); err == nil {
-		t.Fatal("ready while Redis is cut off")
-	}
-	if b := c.ReadBooks(t, pg); b.Claims != 0 {
-		t.Fatalf("%d rows written while confirm could not run", b.Claims)
-	}
-	if !committedNone(t, group, krs) {
-		t.Fatal("offsets committed past records that were not written")
-	}
-
-	proxy.Restore()
-	checkBooks(t, c, waitRows(t, c, pg, n), n)
-	testenv.Eventually(t, 10*time.Second, "offsets committed after recovery", func() bool {
-		return committedPast(t, group, krs)
-	})
+	r := holdsTheBatch(t, c, recs, pg, proxy, "Redis", "flashgate_settler_redis_errors_total",
+		deps{rdb: viaProxy, pg: pg, cfg: settle.Config{RedisTimeout: time.Second}})
 	testenv.Eventually(t, 10*time.Second, "ready again", func() bool { return r.ready() == nil })
 }
 
@@ -355,12 +328,8 @@ func TestRedisOutageHoldsTheBatch(t *testing.T) {
 // once Postgres is back.
 func TestPostgresOutageHoldsTheBatch(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
-	const n = 40
-	c := fixture.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
-
-	proxy := fixture.NewProxy(t, hostPort(t, testenv.PGURL()))
+	c, recs := testenv.DurableCampaign(t, rdb, pg, 40)
+	proxy := testenv.NewProxy(t, hostPort(t, testenv.PGURL()))
 	pgURL := strings.Replace(testenv.PGURL(), hostPort(t, testenv.PGURL()), proxy.Addr(), 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -369,31 +338,44 @@ func TestPostgresOutageHoldsTheBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(viaProxy.Close)
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
-	r := startSettler(t, deps{rdb: rdb, pg: viaProxy, topic: topic, group: group, cfg: settle.Config{PGTimeout: 2 * time.Second}})
+	holdsTheBatch(t, c, recs, pg, proxy, "Postgres", "flashgate_settler_postgres_errors_total",
+		deps{rdb: rdb, pg: viaProxy, cfg: settle.Config{PGTimeout: 2 * time.Second}})
+	if ob, inf := c.Leftovers(t); ob != 0 || inf != 0 {
+		t.Fatalf("outbox %d, inflight %d; want 0, 0", ob, inf)
+	}
+}
+
+// holdsTheBatch starts a settler on d (a topic and group of its own), cuts it off from
+// server through proxy, produces recs, and checks that the settler counts errors on
+// metric, is not ready, writes nothing and commits nothing; then restores the server
+// and checks every claim is written once and the offsets are committed past them.
+func holdsTheBatch(t *testing.T, c *testenv.Campaign, recs []claim.Record, pg *pgxpool.Pool, proxy *testenv.Proxy,
+	server, metric string, d deps) *running {
+	t.Helper()
+	d.topic, d.group = testenv.NewTopic(t), testenv.ID(t, "settler-test")
+	r := startSettler(t, d)
 	testenv.Eventually(t, 30*time.Second, "settler ready", func() bool { return r.ready() == nil })
 
 	proxy.Cut()
-	krs := fixture.Produce(t, fixture.Producer(t), topic, recs)
-	r.waitMetric("flashgate_settler_postgres_errors_total", 3, 30*time.Second)
+	krs := testenv.Produce(t, testenv.Producer(t), d.topic, recs)
+	r.waitMetric(metric, 3, 30*time.Second)
 	if err := r.ready(); err == nil {
-		t.Fatal("ready while Postgres is cut off")
+		t.Fatalf("ready while %s is cut off", server)
 	}
 	if b := c.ReadBooks(t, pg); b.Claims != 0 {
-		t.Fatalf("%d rows visible while the settler's Postgres is cut off", b.Claims)
+		t.Fatalf("%d rows written while the settler's %s is cut off", b.Claims, server)
 	}
-	if !committedNone(t, group, krs) {
+	if !committedNone(t, d.group, krs) {
 		t.Fatal("offsets committed past records that were not written")
 	}
 
 	proxy.Restore()
+	n := int64(len(recs))
 	checkBooks(t, c, waitRows(t, c, pg, n), n)
 	testenv.Eventually(t, 10*time.Second, "offsets committed after recovery", func() bool {
-		return committedPast(t, group, krs)
+		return committedPast(t, d.group, krs)
 	})
-	if ob, inf := c.Leftovers(t); ob != 0 || inf != 0 {
-		t.Fatalf("outbox %d, inflight %d; want 0, 0", ob, inf)
-	}
+	return r
 }
 
 // TestShutdownAbandonsAnUnwritableBatchUncommitted stops a settler whose Postgres is
@@ -402,11 +384,9 @@ func TestPostgresOutageHoldsTheBatch(t *testing.T) {
 func TestShutdownAbandonsAnUnwritableBatchUncommitted(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 20
-	c := fixture.NewCampaign(t, rdb, pg, n)
-	recs := c.Claim(t, n)
-	c.MarkDurable(t, recs)
+	c, recs := testenv.DurableCampaign(t, rdb, pg, n)
 
-	proxy := fixture.NewProxy(t, hostPort(t, testenv.PGURL()))
+	proxy := testenv.NewProxy(t, hostPort(t, testenv.PGURL()))
 	pgURL := strings.Replace(testenv.PGURL(), hostPort(t, testenv.PGURL()), proxy.Addr(), 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -415,12 +395,12 @@ func TestShutdownAbandonsAnUnwritableBatchUncommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(viaProxy.Close)
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
 	r := startSettler(t, deps{rdb: rdb, pg: viaProxy, topic: topic, group: group,
 		cfg: settle.Config{PGTimeout: time.Second, DrainTimeout: 500 * time.Millisecond}})
 	testenv.Eventually(t, 30*time.Second, "settler ready", func() bool { return r.ready() == nil })
 	proxy.Cut()
-	krs := fixture.Produce(t, fixture.Producer(t), topic, recs)
+	krs := testenv.Produce(t, testenv.Producer(t), topic, recs)
 	r.waitMetric("flashgate_settler_postgres_errors_total", 1, 30*time.Second)
 	if err := r.shutdown(); err == nil {
 		t.Fatal("Run returned nil although its last batch was not settled")
@@ -451,15 +431,15 @@ func hostPort(t *testing.T, url string) string {
 func TestParallelWritersSettleExactlyOnce(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
 	const n = 600
-	c := fixture.NewCampaign(t, rdb, pg, n+1)
+	c := testenv.NewCampaign(t, rdb, pg, n+1)
 	recs := c.Claim(t, n)
 	voided := c.Claim(t, 1)[0]
 	c.Void(t, voided)
 	again := c.Reclaim(t, voided)
 	recs = append(recs, again)
 	c.MarkDurable(t, recs)
-	kcl := fixture.Producer(t)
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
+	kcl := testenv.Producer(t)
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
 	// Each claim, then the voided record, then every claim again interleaved with
 	// itself: polls of up to 200 records see both copies of many claims.
 	stream := append([]claim.Record{}, recs...)
@@ -467,7 +447,7 @@ func TestParallelWritersSettleExactlyOnce(t *testing.T) {
 	for i := range recs {
 		stream = append(stream, recs[i], recs[len(recs)-1-i])
 	}
-	krs := fixture.Produce(t, kcl, topic, stream)
+	krs := testenv.Produce(t, kcl, topic, stream)
 
 	r := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: group, cfg: settle.Config{MaxBatch: 50, Writers: 4}})
 	r.waitMetric("flashgate_settler_records_consumed_total", float64(len(stream)), 60*time.Second)
@@ -500,17 +480,17 @@ func TestParallelWritersSettleExactlyOnce(t *testing.T) {
 // committed offset before the next is produced.
 func TestTrickleSettlesBelowFetchMinBytes(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
-	c := fixture.NewCampaign(t, rdb, pg, 10)
+	c := testenv.NewCampaign(t, rdb, pg, 10)
 	recs := c.Claim(t, 2)
 	c.MarkDurable(t, recs)
-	kcl := fixture.Producer(t)
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
+	kcl := testenv.Producer(t)
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
 	r := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: group,
 		cfg: settle.Config{FetchMinBytes: 1 << 20, PollWait: 100 * time.Millisecond}})
 	testenv.Eventually(t, 30*time.Second, "the settler to join its group", func() bool { return r.ready() == nil })
 
 	for i := range recs {
-		krs := fixture.Produce(t, kcl, topic, recs[i:i+1])
+		krs := testenv.Produce(t, kcl, topic, recs[i:i+1])
 		if n := len(krs[0].Value); n*100 > 1<<20 {
 			t.Fatalf("a claim record is %d bytes; the test needs it far below the 1 MiB minimum", n)
 		} else {

@@ -8,7 +8,6 @@ import (
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/settler/internal/fixture"
 	"github.com/flashgate/flashgate/settler/settle"
 )
 
@@ -18,13 +17,13 @@ import (
 // past VoidAfter voids it instead - what it took is given back and it is no row.
 func TestUndecidedClaimWaitsForItsMarkThenIsVoided(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
-	c := fixture.NewCampaign(t, rdb, pg, 10)
+	c := testenv.NewCampaign(t, rdb, pg, 10)
 	recs := c.Claim(t, 3)
 	durable, late, never := recs[0], recs[1], recs[2]
 	c.MarkDurable(t, []claim.Record{durable})
 
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
-	fixture.Produce(t, fixture.Producer(t), topic, recs)
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
+	testenv.Produce(t, testenv.Producer(t), topic, recs)
 	r := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: group, cfg: settle.Config{VoidAfter: 2 * time.Second}})
 	r.waitMetric("flashgate_settler_records_consumed_total", 3, 30*time.Second)
 	time.Sleep(300 * time.Millisecond)
@@ -53,7 +52,7 @@ func TestUndecidedClaimWaitsForItsMarkThenIsVoided(t *testing.T) {
 // one marked D and answered 200: it is written (like a claim with no trace), not voided.
 func TestUndecidedClaimOnARolledBackRedisIsWritten(t *testing.T) {
 	rdb, pg := testenv.Redis(t), testenv.PG(t)
-	c := fixture.NewCampaign(t, rdb, pg, 10)
+	c := testenv.NewCampaign(t, rdb, pg, 10)
 	recs := c.Claim(t, 1)
 	ctx := context.Background()
 	meta := rkeys.Meta(c.ID)
@@ -66,8 +65,8 @@ func TestUndecidedClaimOnARolledBackRedisIsWritten(t *testing.T) {
 	}
 	t.Cleanup(func() { rdb.HSet(context.Background(), meta, rkeys.FieldRunID, stamp) })
 
-	topic, group := fixture.NewTopic(t), testenv.ID(t, "settler-test")
-	fixture.Produce(t, fixture.Producer(t), topic, recs)
+	topic, group := testenv.NewTopic(t), testenv.ID(t, "settler-test")
+	testenv.Produce(t, testenv.Producer(t), topic, recs)
 	r := startSettler(t, deps{rdb: rdb, pg: pg, topic: topic, group: group, cfg: settle.Config{VoidAfter: time.Second}})
 	b := waitRows(t, c, pg, 1)
 	if err := rdb.HSet(ctx, meta, rkeys.FieldRunID, stamp).Err(); err != nil {

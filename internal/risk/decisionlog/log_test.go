@@ -9,9 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/risk/decisionlog"
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 )
@@ -37,7 +37,7 @@ func TestDeadBrokerDropsAndCounts(t *testing.T) {
 	dead := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)) // nothing listens there
 	reg := prometheus.NewRegistry()
 	dl, err := decisionlog.New(decisionlog.Config{Brokers: []string{dead}, MaxBuffered: 5,
-		DeliveryTimeout: time.Second}, decisionlog.NewMetrics(reg), risktest.Quiet)
+		DeliveryTimeout: time.Second}, decisionlog.NewMetrics(reg), testenv.Quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,11 +45,11 @@ func TestDeadBrokerDropsAndCounts(t *testing.T) {
 	for range 1000 {
 		dl.Record(&d) // beyond 5 buffered: dropped at once, not waited for
 	}
-	e := risktest.New(t)
-	camp := e.Campaign(10, 1)
-	c := e.Claimer(dl)
+	e := testenv.New(t)
+	camp := e.StockCampaign(10, 1)
+	c := claimertest.New(e, dl)
 	for i := range 3 {
-		if o := risktest.Claim(t, c, camp, "u"+strconv.Itoa(i), "d", "10.0.0.1"); o.Code != scripts.CodeAccepted {
+		if o := claimertest.Claim(t, c, camp, "u"+strconv.Itoa(i), "d", "10.0.0.1"); o.Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d with a dead decision log: %s", i, risk.ReasonOf(o.Code))
 		}
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/risk/riskstate"
-	"github.com/flashgate/flashgate/internal/risk/risktest"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
@@ -21,7 +20,7 @@ import (
 // makes it what the record says - and keeps a freeze set after the unblock - then
 // stamps the marker, after which it does nothing.
 func TestRebuildCorrectsARolledBackRedis(t *testing.T) {
-	e := risktest.Private(t)
+	e := testenv.Private(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	lifted, refrozen, blocked := testenv.ID(t, "dev"), testenv.ID(t, "dev"), testenv.ID(t, "dev")

@@ -1,25 +1,23 @@
-// Package settletest owns what the settlement-side integration tests share (outbox
-// relay, reconciliation, expiry, Redis-loss recovery, the campaign report): campaigns
-// with fresh ids on the dev stack, claims decided by claim.lua directly (a gateway that
-// dies right after the script and never produces), and a reference settler that writes
-// claims to Postgres the way DESIGN.md describes - confirm.lua, one idempotent insert of
-// the claim and its reserve entry, then the outbox and inflight cleanup.
+package testenv
+
+// What the settlement-side tests share (outbox relay, reconciliation, expiry, Redis-loss
+// recovery, the campaign report; was internal/settletest): claims decided by claim.lua
+// directly (a gateway that dies right after the script and never produces), and a
+// reference settler that writes claims to Postgres the way DESIGN.md describes -
+// confirm.lua, one idempotent insert of the claim and its reserve entry, then the outbox
+// and inflight cleanup.
 //
 // The reference settler consumes flash.claims by partition from the offsets it finds at
 // start, handles only the campaigns a test names (the topic and Redis are shared by every
 // test on the machine, so it must not confirm other tests' claims), and commits its
 // progress under its own consumer group so that a catch-up check (internal/recovery)
-// reads a real committed offset. Tests only: it never runs in a binary.
-package settletest
+// reads a real committed offset.
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,128 +27,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/flashgate/flashgate/internal/catalog"
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
 )
-
-// Env is a test's view of the dev stack.
-type Env struct {
-	T   testing.TB
-	RDB *redis.Client
-	PG  *pgxpool.Pool
-	Cat *catalog.Catalog
-}
-
-// New connects to the dev stack (failing the test when it is down).
-func New(t testing.TB) *Env {
-	t.Helper()
-	rdb := testenv.Redis(t)
-	pg := testenv.PG(t)
-	return &Env{T: t, RDB: rdb, PG: pg, Cat: catalog.New(pg, rdb)}
-}
-
-// With returns an Env on another Redis (a private redis-server) and the same Postgres.
-func (e *Env) With(rdb *redis.Client) *Env {
-	return &Env{T: e.T, RDB: rdb, PG: e.PG, Cat: catalog.New(e.PG, rdb)}
-}
-
-// Ctx is a context bounded to d, cancelled when the test ends.
-func Ctx(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// BusinessLine creates a business line with a fresh id.
-func (e *Env) BusinessLine(budget int64) string {
-	e.T.Helper()
-	id := testenv.ID(e.T, "bl")
-	if err := e.Cat.PutBusinessLine(Ctx(e.T, 10*time.Second), id, budget); err != nil {
-		e.T.Fatal(err)
-	}
-	return id
-}
-
-// SKU is one item of a test campaign.
-type SKU struct {
-	SKU          string
-	Stock, Value int64
-}
-
-// Spec describes a test campaign; zero fields get defaults (open now for an hour, one
-// claim per user, a budget of 1e9, a voucher TTL of 72h, one SKU rp-50 × 10 at 50).
-type Spec struct {
-	ID           string // default: a fresh id
-	BusinessLine string
-	Start, End   time.Duration // relative to now
-	PerUser      int64
-	Budget       int64
-	TTL          string
-	Segment      string
-	Recycle      bool
-	SKUs         []SKU
-}
-
-// Campaign is a created test campaign.
-type Campaign struct {
-	ID, BL, Segment string
-}
-
-// Campaign creates (and warms) a campaign with a fresh id.
-func (e *Env) Campaign(s Spec) Campaign {
-	e.T.Helper()
-	if s.BusinessLine == "" {
-		s.BusinessLine = e.BusinessLine(1_000_000_000)
-	}
-	if s.End == 0 {
-		s.End = time.Hour
-	}
-	if s.Start == 0 {
-		s.Start = -time.Minute
-	}
-	if s.PerUser == 0 {
-		s.PerUser = 1
-	}
-	if s.Budget == 0 {
-		s.Budget = 1_000_000_000
-	}
-	if s.TTL == "" {
-		s.TTL = "72h"
-	}
-	if len(s.SKUs) == 0 {
-		s.SKUs = []SKU{{"rp-50", 10, 50}}
-	}
-	var skus []string
-	for _, k := range s.SKUs {
-		skus = append(skus, fmt.Sprintf(`{"sku":%q,"stock":%d,"value":%d}`, k.SKU, k.Stock, k.Value))
-	}
-	seg := "null"
-	if s.Segment != "" {
-		seg = strconv.Quote(s.Segment)
-	}
-	id := s.ID
-	if id == "" {
-		id = testenv.ID(e.T, "cmp")
-	}
-	now := time.Now()
-	body := fmt.Sprintf(`{"name":"settlement test","business_line":%q,"starts_at":%q,"ends_at":%q,
-		"per_user_limit":%d,"budget":%d,"voucher_ttl":%q,"segment":%s,"recycle_stock":%v,"skus":[%s]}`,
-		s.BusinessLine, now.Add(s.Start).UTC().Format(time.RFC3339Nano), now.Add(s.End).UTC().Format(time.RFC3339Nano),
-		s.PerUser, s.Budget, s.TTL, seg, s.Recycle, strings.Join(skus, ","))
-	cp, err := catalog.DecodeCampaign(id, []byte(body))
-	if err != nil {
-		e.T.Fatalf("campaign spec: %v", err)
-	}
-	if err := e.Cat.PutCampaign(Ctx(e.T, 10*time.Second), cp); err != nil {
-		e.T.Fatalf("put campaign: %v", err)
-	}
-	return Campaign{ID: id, BL: s.BusinessLine, Segment: s.Segment}
-}
 
 // Accepted is what claim.lua answered for one claim.
 type Accepted struct {
@@ -161,17 +43,6 @@ type Accepted struct {
 	ClaimedAtMs int64
 	ExpiresAtMs int64
 	OutboxID    string
-}
-
-var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
-
-// NewClaimID returns a claim id in the gateway's format, "<campaign>.<26 chars>".
-func NewClaimID(campaign string) string {
-	var raw [16]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		panic(err)
-	}
-	return campaign + "." + idEncoding.EncodeToString(raw[:])
 }
 
 // ScriptClaim decides one claim with claim.lua directly, as a gateway does, and never
@@ -244,8 +115,10 @@ func recordOf(campaign string, m redis.XMessage) claim.Record {
 		Value: n("v"), ClaimedAtMs: n("t"), ExpiresAtMs: n("e"), OutboxID: m.ID, Channel: s("h")}
 }
 
-// Produce publishes claims to flash.claims as the gateway does and marks them durable.
-func Produce(ctx context.Context, rdb *redis.Client, kcl *kgo.Client, recs ...claim.Record) error {
+// ProduceDurable publishes claims to flash.claims as the gateway does (one at a time,
+// keyed by campaign) and marks each durable after its ack; unlike Produce it returns
+// the error, for tests whose Redis or broker goes away under it.
+func ProduceDurable(ctx context.Context, rdb *redis.Client, kcl *kgo.Client, recs ...claim.Record) error {
 	for _, r := range recs {
 		kr := &kgo.Record{Topic: kafkaopt.ClaimsTopic, Key: []byte(r.CampaignID), Value: r.AppendJSON(nil)}
 		if err := kcl.ProduceSync(ctx, kr).FirstErr(); err != nil {
@@ -256,18 +129,6 @@ func Produce(ctx context.Context, rdb *redis.Client, kcl *kgo.Client, recs ...cl
 		}
 	}
 	return nil
-}
-
-// Producer returns a producer client of the dev stack's broker, closed with the test.
-func Producer(t testing.TB) *kgo.Client {
-	t.Helper()
-	testenv.RequireBroker(t)
-	kcl, err := kgo.NewClient(kafkaopt.Producer(testenv.Brokers(), time.Millisecond, 10*time.Second)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kcl.Close)
-	return kcl
 }
 
 // Write settles claims the way the settler does after their gateway marked them durable:
@@ -378,14 +239,14 @@ func StartSettler(t testing.TB, rdb *redis.Client, pg *pgxpool.Pool, campaigns .
 // produced in between are settled when it starts.
 func NewSettler(t testing.TB, rdb *redis.Client, pg *pgxpool.Pool, campaigns ...string) *Settler {
 	t.Helper()
-	testenv.RequireBroker(t)
-	s := &Settler{t: t, rdb: rdb, pg: pg, Group: testenv.ID(t, "settletest"), watch: map[string]bool{}, done: make(chan struct{})}
+	RequireBroker(t)
+	s := &Settler{t: t, rdb: rdb, pg: pg, Group: ID(t, "settletest"), watch: map[string]bool{}, done: make(chan struct{})}
 	for _, c := range campaigns {
 		s.watch[c] = true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	admin, err := kgo.NewClient(kgo.SeedBrokers(testenv.Brokers()...))
+	admin, err := kgo.NewClient(kgo.SeedBrokers(Brokers()...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +264,7 @@ func NewSettler(t testing.TB, rdb *redis.Client, pg *pgxpool.Pool, campaigns ...
 	for p, o := range ends {
 		start[p] = kgo.NewOffset().At(o)
 	}
-	s.kcl, err = kgo.NewClient(kgo.SeedBrokers(testenv.Brokers()...),
+	s.kcl, err = kgo.NewClient(kgo.SeedBrokers(Brokers()...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{kafkaopt.ClaimsTopic: start}),
 		kgo.FetchMaxWait(50*time.Millisecond))
 	if err != nil {

@@ -1,0 +1,90 @@
+package claimer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/internal/claim"
+	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/rkeys"
+	"github.com/flashgate/flashgate/internal/testenv"
+	"github.com/flashgate/flashgate/scripts"
+)
+
+// TestBrokerRefusesProduceVoids: a broker that is up but refuses every produce (an
+// in-process kfake cluster answering INVALID_RECORD, a non-retriable error) makes the
+// claimer answer 503 (ErrUnavailable) at once, well inside its delivery timeout, and
+// void.lua gives back everything the claims took. When the broker takes produces again,
+// the same request_id is decided anew and accepted, and its record is on the broker.
+func TestBrokerRefusesProduceVoids(t *testing.T) {
+	e := newEnv(t)
+	k := testenv.NewKfake(t)
+	cmp := e.campaign("", campaignSpec{start: -time.Minute})
+	c := e.claimerOn(k.Brokers(), 20*time.Second)
+	before := e.snapshot(cmp)
+
+	refuse := k.FailProduce(kerr.InvalidRecord.Code)
+	start := time.Now()
+	for i := range 3 {
+		r := req(cmp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
+		if err := e.do(c, r); !errors.Is(err, claimer.ErrUnavailable) {
+			t.Fatalf("claim %d while the broker refuses produces: %s err %v; want ErrUnavailable (503)", i, reason(r.Code), err)
+		}
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("three refused claims took %s: a non-retriable refusal should fail fast, not wait out the 20s delivery timeout", took)
+	}
+	if refuse.Hits() == 0 {
+		t.Fatal("the broker answered no produce with the fault: it did not bite")
+	}
+	if after := e.snapshot(cmp); after != before {
+		t.Fatalf("refused produces left state behind:\nbefore %s\nafter  %s", before, after)
+	}
+	if rec := e.rdb.Get(context.Background(), rkeys.Request(cmp, "r0")).Val(); len(rec) == 0 || rec[0] != 'V' {
+		t.Errorf("idempotency record after the refusal: %q, want state V", rec)
+	}
+
+	refuse.Clear()
+	r := req(cmp, "rp-50", "u0", "r0")
+	if err := e.do(c, r); err != nil || r.Code != scripts.CodeAccepted || r.Replayed {
+		t.Fatalf("retry once the broker takes produces: %s replayed=%v err %v; want a fresh accept", reason(r.Code), r.Replayed, err)
+	}
+	if stock := e.rdb.HGet(context.Background(), rkeys.SKU(cmp, "rp-50"), "stock").Val(); stock != "2" {
+		t.Errorf("stock %s, want 2", stock)
+	}
+	if !onBroker(t, k.Brokers(), r.ClaimID) {
+		t.Errorf("accepted claim %s is not on the broker's %s", r.ClaimID, kafkaopt.ClaimsTopic)
+	}
+}
+
+// onBroker reports whether a flash.claims record of brokers carries claimID.
+func onBroker(t *testing.T, brokers []string, claimID string) bool {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(kafkaopt.ClaimsTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		found := false
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if rec, err := claim.Decode(r.Value); err == nil && rec.ClaimID == claimID {
+				found = true
+			}
+		})
+		if found {
+			return true
+		}
+	}
+	return false
+}
