@@ -136,8 +136,8 @@ func startChaosStack(t *testing.T) *chaosStack {
 	c := &chaosStack{t: t, redis: startRedis(t), pg: startPG(t), brokerPort: testenv.FreePort(t), brokerDir: tempDir(t, "broker")}
 	c.broker = startBroker(t, c.brokerDir, c.brokerPort)
 	c.rdb = c.redis.client()
-	c.pool = c.pg.pool() // applies the migrations before any binary starts
-	common := []string{"FLASH_REDIS_ADDR=" + c.redis.addr(), "FLASH_PG_URL=" + c.pg.url(),
+	c.pool = c.pg.Pool(8) // applies the migrations before any binary starts
+	common := []string{"FLASH_REDIS_ADDR=" + c.redis.addr(), "FLASH_PG_URL=" + c.pg.URL(),
 		"FLASH_KAFKA_BROKERS=127.0.0.1:" + strconv.Itoa(c.brokerPort), "FLASH_LOG_LEVEL=warn"}
 	for i := range c.gws {
 		pub, adm := testenv.FreePort(t), testenv.FreePort(t)
@@ -177,7 +177,7 @@ func (c *chaosStack) targets() string { return c.gws[0].public + "," + c.gws[1].
 // cluster's processes.
 func (c *chaosStack) killPG() {
 	t := c.t
-	b, err := os.ReadFile(filepath.Join(c.pg.data(), "postmaster.pid"))
+	b, err := os.ReadFile(filepath.Join(c.pg.Data(), "postmaster.pid"))
 	if err != nil {
 		t.Fatalf("postmaster.pid: %v", err)
 	}
@@ -239,7 +239,7 @@ var scenarios = []scenario{
 		inject: func(c *chaosStack, s chaosSettings, _ int) {
 			c.killPG()
 			time.Sleep(s.down)
-			c.pg.start()
+			c.pg.Start()
 		}},
 	{name: "redis-stall", what: "SIGSTOP Redis for a few seconds, then SIGCONT", watch: "gateway", mustUnready: true,
 		inject: func(c *chaosStack, s chaosSettings, _ int) {

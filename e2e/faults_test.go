@@ -16,12 +16,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +28,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
 
@@ -75,94 +69,11 @@ func (r *privRedis) client() *redis.Client {
 	return rdb
 }
 
-// privPG is a Postgres cluster of the test's own (initdb into a temporary folder, run
-// as the postgres OS user), so the test can crash and restart it without touching the
-// dev stack's server that other tests use.
-type privPG struct {
-	t        *testing.T
-	port     int
-	dir, bin string
-	user     string
-}
+// privPG is a Postgres cluster of the test's own (testenv.StartPG), so the test can
+// crash and restart it without touching the dev stack's server that other tests use.
+type privPG = testenv.PrivatePG
 
-func startPG(t *testing.T) *privPG {
-	t.Helper()
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	if len(bins) == 0 {
-		t.Fatalf("initdb not found under /usr/lib/postgresql/*/bin; %s", "run `make up` (it installs Postgres)")
-	}
-	pu, err := user.Lookup("postgres")
-	if err != nil {
-		t.Fatalf("OS user postgres: %v (it comes with Debian's postgresql package)", err)
-	}
-	dir, err := os.MkdirTemp("", "flashgate-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	uid, _ := strconv.Atoi(pu.Uid)
-	gid, _ := strconv.Atoi(pu.Gid)
-	// The server refuses to run as root: the folder belongs to postgres.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(dir, uid, gid); err != nil {
-		t.Fatalf("chown %s to postgres: %v (the test needs root to run a private Postgres)", dir, err)
-	}
-	p := &privPG{t: t, port: testenv.FreePort(t), dir: dir, bin: filepath.Dir(bins[0]), user: "postgres"}
-	p.run(60*time.Second, "initdb", "-D", p.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
-	p.start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = exec.CommandContext(ctx, "runuser", "-u", p.user, "--", filepath.Join(p.bin, "pg_ctl"), "-D", p.data(),
-			"-m", "immediate", "-w", "stop").Run()
-	})
-	return p
-}
-
-func (p *privPG) data() string { return filepath.Join(p.dir, "data") }
-
-func (p *privPG) url() string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.port)
-}
-
-func (p *privPG) run(d time.Duration, tool string, args ...string) {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "runuser", append([]string{"-u", p.user, "--", filepath.Join(p.bin, tool)}, args...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		p.t.Fatalf("%s %s: %v\n%s", tool, strings.Join(args, " "), err, out)
-	}
-}
-
-func (p *privPG) start() {
-	p.t.Helper()
-	p.run(60*time.Second, "pg_ctl", "-D", p.data(), "-l", filepath.Join(p.dir, "log"), "-w", "-t", "50",
-		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=100", p.port, p.dir), "start")
-}
-
-// crash stops the server the way a crash does (immediate: no checkpoint; the restart
-// replays the WAL), dropping every connection.
-func (p *privPG) crash() {
-	p.run(30*time.Second, "pg_ctl", "-D", p.data(), "-m", "immediate", "-w", "stop")
-}
-
-func (p *privPG) pool() *pgxpool.Pool {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	pool, err := store.Open(ctx, p.url(), 8)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	if err := store.Migrate(pool); err != nil {
-		p.t.Fatal(err)
-	}
-	p.t.Cleanup(pool.Close)
-	return pool
-}
+func startPG(t *testing.T) *privPG { return testenv.StartPG(t) }
 
 // faultSys is a gateway and a settler on a private Redis and a private broker (and a
 // private Postgres when pg is set), limited to one business line.
@@ -204,7 +115,7 @@ func startFaults(t *testing.T, o faultOpts) *faultSys {
 	group := testenv.ID(t, "e2e-settler")
 	pgURL := testenv.PGURL()
 	if o.pg != nil {
-		pgURL = o.pg.url()
+		pgURL = o.pg.URL()
 	}
 	common := []string{redisEnv[0], "FLASH_PG_URL=" + pgURL, "FLASH_KAFKA_BROKERS=" + brokers,
 		"FLASH_SETTLER_GROUP=" + group, "FLASH_RECOVERY_BUSINESS_LINES=" + bl}
@@ -213,7 +124,7 @@ func startFaults(t *testing.T, o faultOpts) *faultSys {
 	s := &system{t: t, rdb: rdb, brokers: brokers, group: group,
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}}
 	if o.pg != nil {
-		s.pg = o.pg.pool()
+		s.pg = o.pg.Pool(8)
 	} else {
 		s.pg = testenv.PG(t)
 	}
@@ -411,10 +322,10 @@ func TestPostgresRestartedMidSale(t *testing.T) {
 	wait, answered := f.sale(cmp, "rp-50", users(testenv.ID(t, "u"), 1000), 64)
 
 	testenv.Eventually(t, 60*time.Second, "the settler writes some of the sale", func() bool { return f.rows(cmp) > 20 })
-	pg.crash()
+	pg.Crash()
 	t.Logf("postgres crashed with %d of 1000 claims answered", answered.Load())
 	time.Sleep(2 * time.Second) // the settler's batches fail and back off meanwhile
-	pg.start()
+	pg.Start()
 
 	checkSale(t, f.system, cmp, stock, wait())
 }

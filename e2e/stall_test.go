@@ -222,7 +222,7 @@ func TestRedisLatencyForTheGateway(t *testing.T) {
 // ready, and once Postgres is back everything settles.
 func TestPostgresBlackholedForTheSettler(t *testing.T) {
 	pg := startPG(t)
-	u := pg.url()
+	u := pg.URL()
 	hp := u[strings.Index(u, "@")+1:]
 	hp = hp[:strings.Index(hp, "/")]
 	p := newProxy(t, hp)

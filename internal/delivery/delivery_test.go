@@ -17,14 +17,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/flashgate/flashgate/internal/delivery"
-	"github.com/flashgate/flashgate/internal/pgtest"
+	"github.com/flashgate/flashgate/internal/testenv"
 )
 
 // TestDelivery runs the deliverer's tests on a private Postgres of their own: the
 // settlers that other packages' tests start act on every delivery in the shared
 // database and would call (and count against) these tests' fulfilment servers.
 func TestDelivery(t *testing.T) {
-	pg := pgtest.Start(t).Pool(16)
+	pg := testenv.StartPG(t).Pool(16)
 	for _, c := range []struct {
 		name string
 		test func(*testing.T, *pgxpool.Pool)

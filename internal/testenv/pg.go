@@ -1,13 +1,13 @@
-// Package pgtest runs a Postgres server of a test's own: initdb into a temporary folder,
+package testenv
+
+// PrivatePG is a Postgres server of a test's own: initdb into a temporary folder,
 // started as the postgres OS user on a free loopback port, stopped when the test ends.
 // For a test that must not share the dev stack's database: one that crashes Postgres,
 // or one whose rows other packages' settlers (which act on every campaign) would touch.
-package pgtest
 
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -22,15 +22,14 @@ import (
 	"github.com/flashgate/flashgate/internal/store"
 )
 
-// Server is a private Postgres cluster.
-type Server struct {
+type PrivatePG struct {
 	t        testing.TB
 	Port     int
 	dir, bin string
 }
 
-// Start initialises and starts a private server (a few seconds).
-func Start(t testing.TB) *Server {
+// StartPG initialises and starts a private server (a few seconds).
+func StartPG(t testing.TB) *PrivatePG {
 	t.Helper()
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(bins) == 0 {
@@ -54,35 +53,27 @@ func Start(t testing.TB) *Server {
 	if err := os.Chown(dir, uid, gid); err != nil {
 		t.Fatalf("chown %s to postgres: %v (a private Postgres needs root)", dir, err)
 	}
-	s := &Server{t: t, Port: freePort(t), dir: dir, bin: filepath.Dir(bins[0])}
-	s.run(60*time.Second, "initdb", "-D", s.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+	s := &PrivatePG{t: t, Port: FreePort(t), dir: dir, bin: filepath.Dir(bins[0])}
+	s.run(60*time.Second, "initdb", "-D", s.Data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
 	s.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_ = exec.CommandContext(ctx, "runuser", "-u", "postgres", "--", filepath.Join(s.bin, "pg_ctl"), "-D", s.data(),
+		_ = exec.CommandContext(ctx, "runuser", "-u", "postgres", "--", filepath.Join(s.bin, "pg_ctl"), "-D", s.Data(),
 			"-m", "immediate", "-w", "stop").Run()
 	})
 	return s
 }
 
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func (s *Server) data() string { return filepath.Join(s.dir, "data") }
+// Data is the cluster's data folder.
+func (s *PrivatePG) Data() string { return filepath.Join(s.dir, "data") }
 
 // URL is the superuser's connection URL.
-func (s *Server) URL() string {
+func (s *PrivatePG) URL() string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.Port)
 }
 
-func (s *Server) run(d time.Duration, tool string, args ...string) {
+func (s *PrivatePG) run(d time.Duration, tool string, args ...string) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -93,20 +84,20 @@ func (s *Server) run(d time.Duration, tool string, args ...string) {
 }
 
 // Start (re)starts the server after Crash.
-func (s *Server) Start() {
+func (s *PrivatePG) Start() {
 	s.t.Helper()
-	s.run(60*time.Second, "pg_ctl", "-D", s.data(), "-l", filepath.Join(s.dir, "log"), "-w", "-t", "50",
+	s.run(60*time.Second, "pg_ctl", "-D", s.Data(), "-l", filepath.Join(s.dir, "log"), "-w", "-t", "50",
 		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=100", s.Port, s.dir), "start")
 }
 
 // Crash stops the server the way a crash does (immediate: no checkpoint; the restart
 // replays the WAL), dropping every connection.
-func (s *Server) Crash() {
-	s.run(30*time.Second, "pg_ctl", "-D", s.data(), "-m", "immediate", "-w", "stop")
+func (s *PrivatePG) Crash() {
+	s.run(30*time.Second, "pg_ctl", "-D", s.Data(), "-m", "immediate", "-w", "stop")
 }
 
 // Pool returns a pool with every migration applied, closed when the test ends.
-func (s *Server) Pool(maxConns int32) *pgxpool.Pool {
+func (s *PrivatePG) Pool(maxConns int32) *pgxpool.Pool {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
