@@ -50,6 +50,11 @@ var Grants = map[string][]string{
 		`GRANT SELECT ON risk_state TO flashgate_gateway`,
 		`GRANT INSERT ON events TO flashgate_gateway`,
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_gateway`,
+		// The voucher's life (0011): redeem against an order and its rollback, transfer.
+		`GRANT UPDATE (order_id, order_amount, order_category, user_id, hops) ON claims TO flashgate_gateway`,
+		`GRANT UPDATE (min_spend, excluded_categories) ON campaign_skus TO flashgate_gateway`,
+		`GRANT SELECT, INSERT, UPDATE ON redemptions TO flashgate_gateway`,
+		`GRANT SELECT, INSERT ON transfers TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
@@ -65,6 +70,7 @@ var Grants = map[string][]string{
 		`GRANT SELECT, INSERT ON events TO flashgate_settler`,
 		`GRANT UPDATE (published_at) ON events TO flashgate_settler`,
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_settler`,
+		`GRANT SELECT ON redemptions, transfers TO flashgate_settler`,
 	},
 	RoleRiskctl: {
 		// The audit trail: append and read, never change or delete a row.
