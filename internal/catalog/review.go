@@ -223,4 +223,3 @@ func cutCursor(s string) (int64, string, bool) {
 	}
 	return 0, "", false
 }
-

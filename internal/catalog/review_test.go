@@ -32,8 +32,8 @@ func TestReviewAndExpiring(t *testing.T) {
 	}
 	type claim struct {
 		user, channel, state string
-		amount              *int64
-		expiresIn           string
+		amount               *int64
+		expiresIn            string
 	}
 	amt := func(n int64) *int64 { return &n }
 	seed := []claim{
