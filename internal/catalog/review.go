@@ -65,6 +65,15 @@ func (c *Catalog) Review(ctx context.Context, id string) ([]ReviewRow, error) {
 	if !exists {
 		return nil, ErrNotFound
 	}
+	out, err := reviewRows(ctx, tx, id)
+	if err != nil {
+		return nil, fmt.Errorf("review %s: %w", id, err)
+	}
+	return out, tx.Commit(ctx)
+}
+
+// reviewRows reads the review in tx (the report's snapshot, or Review's own).
+func reviewRows(ctx context.Context, tx pgx.Tx, id string) ([]ReviewRow, error) {
 	out := []ReviewRow{}
 	scan := func(rows pgx.Rows, tiered bool) error {
 		defer rows.Close()
@@ -93,21 +102,21 @@ func (c *Catalog) Review(ctx context.Context, id string) ([]ReviewRow, error) {
 	rows, err := tx.Query(ctx, `SELECT cl.channel, `+reviewAggregates+` FROM claims cl WHERE cl.campaign_id = $1
 		GROUP BY GROUPING SETS ((), (cl.channel)) ORDER BY cl.channel NULLS FIRST`, id)
 	if err != nil {
-		return nil, fmt.Errorf("review %s: %w", id, err)
+		return nil, err
 	}
 	if err := scan(rows, false); err != nil {
-		return nil, fmt.Errorf("review %s: %w", id, err)
+		return nil, err
 	}
 	rows, err = tx.Query(ctx, `SELECT m.segment, cl.channel, `+reviewAggregates+`
 		FROM claims cl JOIN segment_members m ON m.user_id = cl.user_id WHERE cl.campaign_id = $1
 		GROUP BY GROUPING SETS ((m.segment), (m.segment, cl.channel)) ORDER BY m.segment, cl.channel NULLS FIRST`, id)
 	if err != nil {
-		return nil, fmt.Errorf("review %s: %w", id, err)
+		return nil, err
 	}
 	if err := scan(rows, true); err != nil {
-		return nil, fmt.Errorf("review %s: %w", id, err)
+		return nil, err
 	}
-	return out, tx.Commit(ctx)
+	return out, nil
 }
 
 // ReviewCSVHeader is the review CSV's header line.

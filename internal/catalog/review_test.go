@@ -82,6 +82,10 @@ func TestReviewAndExpiring(t *testing.T) {
 			t.Errorf("row %d: %+v, want %+v", i, g, w)
 		}
 	}
+	rep, err := c2(e).Report(ctx, c.ID)
+	if err != nil || len(rep.Review) != len(rows) || rep.Review[0] != rows[0] || rep.Review[len(rows)-1] != rows[len(rows)-1] {
+		t.Fatalf("the report's review %+v (err %v), want the review's rows", rep, err)
+	}
 	var buf bytes.Buffer
 	if err := catalog.WriteReviewCSV(&buf, rows); err != nil {
 		t.Fatal(err)
