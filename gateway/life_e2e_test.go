@@ -120,6 +120,23 @@ func TestVoucherLifeOverHTTP(t *testing.T) {
 	if a := send(t, "GET", g.pub+"/v1/me/claims?user_id="+owner, "", nil); a.status != 200 || strings.Contains(string(a.body), id) {
 		t.Errorf("old owner's list: %s; want without %s", a, id)
 	}
+	// The admin side: the expiring list (bounded, 400 naming the field) and the review.
+	adm := func(path string) answer {
+		return send(t, "GET", g.adm+"/admin/v1/campaigns/"+camp+path, "", nil, "Authorization", "Bearer "+testToken)
+	}
+	for _, q := range []string{"", "?within=abc", "?within=0s", "?within=800h", "?within=48h&limit=0", "?within=48h&limit=x", "?within=48h&after=zz"} {
+		a := adm("/expiring" + q)
+		if a.status != 400 {
+			t.Errorf("expiring%s: %s; want 400", q, a)
+		}
+	}
+	if a := adm("/expiring?within=48h"); a.status != 200 || !strings.Contains(string(a.body), id) || !strings.Contains(string(a.body), `"user_id":"`+other+`"`) {
+		t.Errorf("expiring within 48h: %s; want %s held by %s", a, id, other)
+	}
+	if a := adm("/report?table=review&format=csv"); a.status != 200 || !strings.HasPrefix(string(a.body), "tier,channel,issued,used,") ||
+		!strings.Contains(string(a.body), "\n*,*,1,0,0.0000,0,0,0.00\n") {
+		t.Errorf("review CSV: %s", a)
+	}
 	// Body-less redeem (the original form) still works on a settled voucher.
 	if a := post("/redeem", `{"user_id":"`+other+`"}`); a.status != 200 || !strings.Contains(string(a.body), `"state":"redeemed"`) {
 		t.Errorf("body-less redeem by the new owner: %s", a)
