@@ -250,7 +250,15 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 	case len(parts) == 3 && parts[0] == "campaigns" && parts[1] != "" && parts[2] == "report":
 		if s.method(ctx, "GET") {
-			s.report(ctx, parts[1])
+			if string(ctx.QueryArgs().Peek("table")) == "review" {
+				s.review(ctx, parts[1]) // life.go
+			} else {
+				s.report(ctx, parts[1])
+			}
+		}
+	case len(parts) == 3 && parts[0] == "campaigns" && parts[1] != "" && parts[2] == "expiring":
+		if s.method(ctx, "GET") {
+			s.expiring(ctx, parts[1]) // life.go
 		}
 	case len(parts) == 3 && parts[0] == "campaigns" && parts[1] != "" && parts[2] == "reconcile" && s.cfg.Reconciler != nil:
 		switch {

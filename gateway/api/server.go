@@ -132,6 +132,9 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		s.claim(ctx)
 	case bytes.HasPrefix(path, pathClaimsPrefix):
 		rest := path[len(pathClaimsPrefix):]
+		if s.lifeRoute(ctx, rest) { // rollback, transfer (life.go)
+			return
+		}
 		if bytes.HasSuffix(rest, suffixRedeem) {
 			defer s.metrics.observeRoute(ctx, RouteRedeem)
 			if !ctx.IsPost() {
@@ -451,6 +454,10 @@ func (s *Server) redeem(ctx *fasthttp.RequestCtx, id []byte) {
 		return
 	}
 	body := ctx.Request.Body()
+	if bytes.Contains(body, keyOrderID) {
+		s.redeemOrder(ctx, id) // against an order (life.go)
+		return
+	}
 	var user string
 	if sub != nil && len(bytes.TrimSpace(body)) == 0 {
 		user = string(sub) // with a token, redeem needs no body

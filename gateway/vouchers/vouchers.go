@@ -19,6 +19,9 @@ import (
 // Store reads and redeems vouchers. Safe for concurrent use.
 type Store struct {
 	pg *pgxpool.Pool
+	// TransferMax transfers per TransferWindow per owner (transfer.go; 0: the defaults).
+	TransferMax    int
+	TransferWindow time.Duration
 }
 
 // New builds a Store on a pool.

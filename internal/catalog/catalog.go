@@ -51,6 +51,10 @@ type SKU struct {
 	SKU   string `json:"sku"`
 	Stock int64  `json:"stock"`
 	Value int64  `json:"value"`
+	// The voucher's life (life.go): redeem only on an order of at least MinSpend, not on
+	// an order of an excluded category.
+	MinSpend           int64    `json:"min_spend,omitempty"`
+	ExcludedCategories []string `json:"excluded_categories,omitempty"`
 }
 
 // Campaign is a campaign as the admin API takes it.
@@ -67,8 +71,12 @@ type Campaign struct {
 	RecycleStock bool      `json:"recycle_stock"`
 	SKUs         []SKU     `json:"skus"`
 	Paused       bool      `json:"paused"`
+	// Transfer between users (life.go); MaxTransfers nil means 1.
+	Transferable bool   `json:"transferable,omitempty"`
+	MaxTransfers *int64 `json:"max_transfers,omitempty"`
 
-	ttl time.Duration
+	ttl        time.Duration
+	lifeFrozen string // the first life field a started campaign may not change (life.go)
 }
 
 // ValidID reports whether id is 1-64 characters of [A-Za-z0-9._:-] (CONTRACT.md).
@@ -167,7 +175,7 @@ func (c *Campaign) validate() error {
 		}
 		seen[s.SKU] = true
 	}
-	return nil
+	return c.validateLife()
 }
 
 // Catalog reads and writes campaign definitions.
@@ -242,6 +250,10 @@ func (c *Catalog) PutCampaign(ctx context.Context, cp *Campaign) error {
 	if err != nil {
 		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
 	}
+	prevLife, err := readLife(ctx, tx, cp.ID, prev != nil)
+	if err != nil {
+		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
+	}
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM business_lines WHERE id = $1)`, cp.BusinessLine).Scan(&exists); err != nil {
 		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
@@ -278,6 +290,9 @@ func (c *Catalog) PutCampaign(ctx context.Context, cp *Campaign) error {
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"campaign_skus"}, []string{"campaign_id", "sku", "stock", "value"}, pgx.CopyFromRows(rows)); err != nil {
 		return fmt.Errorf("put campaign %s skus: %w", cp.ID, err)
+	}
+	if err := storeLife(ctx, tx, cp, prevLife); err != nil {
+		return err
 	}
 	if err := c.warm(ctx, cp, prev); err != nil {
 		return err
@@ -364,7 +379,7 @@ func frozenChange(prev *stored, cp *Campaign) string {
 			return "skus[" + strconv.Itoa(i) + "].value"
 		}
 	}
-	return ""
+	return cp.lifeFrozen
 }
 
 // StartedError refuses a change that a started campaign may not take; Field names it.

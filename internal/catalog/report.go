@@ -70,6 +70,8 @@ type Report struct {
 	// Channels splits the all-SKU figures by where the claims came from: one row per
 	// channel with claims ("app", "partner:<id>", "push:<id>"), by channel.
 	Channels []ReportRow `json:"channels"`
+	// Review is the per-tier and per-channel review (review.go).
+	Review []ReviewRow `json:"review"`
 }
 
 func (r *ReportRow) finish() {
@@ -150,6 +152,9 @@ func (c *Catalog) Report(ctx context.Context, id string) (*Report, error) {
 
 	if err := channelSplit(ctx, tx, rep); err != nil {
 		return nil, fmt.Errorf("report %s: %w", id, err)
+	}
+	if rep.Review, err = reviewRows(ctx, tx, id); err != nil {
+		return nil, fmt.Errorf("report %s: review: %w", id, err)
 	}
 	if rep.Segment != nil {
 		if err := c.segmentSplit(ctx, tx, rep); err != nil {

@@ -52,6 +52,11 @@ var Grants = map[string][]string{
 		`GRANT SELECT ON deliveries TO flashgate_gateway`,
 		`GRANT UPDATE (state, attempts, next_at, failed_at, lease_until) ON deliveries TO flashgate_gateway`,
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_gateway`,
+		// The voucher's life (0011): redeem against an order and its rollback, transfer.
+		`GRANT UPDATE (order_id, order_amount, order_category, user_id, hops) ON claims TO flashgate_gateway`,
+		`GRANT UPDATE (min_spend, excluded_categories) ON campaign_skus TO flashgate_gateway`,
+		`GRANT SELECT, INSERT, UPDATE ON redemptions TO flashgate_gateway`,
+		`GRANT SELECT, INSERT ON transfers TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
@@ -68,6 +73,7 @@ var Grants = map[string][]string{
 		`GRANT UPDATE (published_at) ON events TO flashgate_settler`,
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_settler`,
 		`GRANT SELECT, INSERT, UPDATE ON deliveries TO flashgate_settler`,
+		`GRANT SELECT ON redemptions, transfers TO flashgate_settler`,
 	},
 	RoleRiskctl: {
 		// The audit trail: append and read, never change or delete a row.

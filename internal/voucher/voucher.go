@@ -26,7 +26,24 @@ const (
 	RedeemNotOwner
 	RedeemExpired
 	RedeemRevoked // voided by the risk team (riskctl revoke)
+	// Redeem against an order (gateway/vouchers/orders.go).
+	RedeemBelowMin      // the order's amount is under the SKU's min_spend
+	RedeemNotApplicable // the order's category is excluded by the SKU
+	RedeemOtherOrder    // already redeemed on another order
+	RollbackNoOrder     // rollback of an order the voucher is not redeemed on
+	// Transfer (gateway/vouchers/transfer.go).
+	TransferNotAllowed  // the campaign is not transferable, or the hops are used up
+	TransferNotUsable   // redeemed, expired or revoked: it cannot move
+	TransferSelf        // to the current owner
+	TransferRateLimited // the owner moved too many vouchers in the window
 )
+
+// Order is what a redeem against an order carries.
+type Order struct {
+	ID       string
+	Amount   int64
+	Category string
+}
 
 // Cursor is a position in a user's vouchers: everything claimed strictly before
 // (ClaimedAt, ClaimID) in the list's order. The zero Cursor is the start.

@@ -256,10 +256,9 @@ func (x *Expirer) batch(ctx context.Context, skip []string) (st Stats, picked in
 	if len(ids) == 0 {
 		return st, len(all), fenced, nil
 	}
-	tag, err := tx.Exec(ctx, `UPDATE claims SET state = 'expired', expired_at = now()
-		WHERE claim_id = ANY($1) AND state = 'settled'`, ids)
+	n, err := markExpired(ctx, tx, ids)
 	if err != nil {
-		return st, len(all), fenced, fmt.Errorf("expire: mark expired: %w", err)
+		return st, len(all), fenced, err
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO budget_ledger (claim_id, campaign_id, business_line, kind, amount)
 		SELECT claim_id, campaign_id, business_line, 'release', value FROM claims WHERE claim_id = ANY($1)
@@ -269,7 +268,7 @@ func (x *Expirer) batch(ctx context.Context, skip []string) (st Stats, picked in
 	if err := tx.Commit(ctx); err != nil {
 		return st, len(all), fenced, fmt.Errorf("expire: commit: %w", err)
 	}
-	st.Expired = int(tag.RowsAffected())
+	st.Expired = n
 	x.m.expired.Add(float64(st.Expired))
 	x.m.recovered.Add(float64(st.Recovered))
 	x.m.recycled.Add(float64(st.Recycled))
