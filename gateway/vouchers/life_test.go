@@ -10,7 +10,6 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/catalog"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/internal/voucher"
 	"github.com/flashgate/flashgate/scripts"
@@ -21,9 +20,9 @@ import (
 // rp-50 has min_spend 10000 and excludes "newbie", with the given transfer settings
 // (extra is spliced into the body, e.g. `"transferable":true,`), and settles n claims
 // of it. It returns the campaign, the claim ids and their users.
-func lifeCampaign(t *testing.T, e *settletest.Env, extra string, n int) (string, []string, []string) {
+func lifeCampaign(t *testing.T, e *testenv.Env, extra string, n int) (string, []string, []string) {
 	t.Helper()
-	ctx := settletest.Ctx(t, 30*time.Second)
+	ctx := testenv.Ctx(t, 30*time.Second)
 	bl := e.BusinessLine(1_000_000_000)
 	id := testenv.ID(t, "vl")
 	now := time.Now()
@@ -41,22 +40,22 @@ func lifeCampaign(t *testing.T, e *settletest.Env, extra string, n int) (string,
 	var ids, users []string
 	for i := 0; i < n; i++ {
 		users = append(users, fmt.Sprintf("%s-u-%d", id, i))
-		a, err := settletest.ScriptClaim(ctx, e.RDB, id, "rp-50", users[i], fmt.Sprintf("rq-%d", i))
+		a, err := testenv.ScriptClaim(ctx, e.RDB, id, "rp-50", users[i], fmt.Sprintf("rq-%d", i))
 		if err != nil || a.Code != scripts.CodeAccepted {
 			t.Fatalf("claim %d: code %d err %v", i, a.Code, err)
 		}
 		ids = append(ids, a.ClaimID)
 	}
-	if _, err := settletest.SettleOutbox(ctx, e.RDB, e.PG, id); err != nil {
+	if _, err := testenv.SettleOutbox(ctx, e.RDB, e.PG, id); err != nil {
 		t.Fatal(err)
 	}
 	return id, ids, users
 }
 
-func countEvents(t *testing.T, e *settletest.Env, typ, key string) int {
+func countEvents(t *testing.T, e *testenv.Env, typ, key string) int {
 	t.Helper()
 	var n int
-	if err := e.PG.QueryRow(settletest.Ctx(t, 5*time.Second), `SELECT count(*) FROM events WHERE type = $1 AND key = $2`,
+	if err := e.PG.QueryRow(testenv.Ctx(t, 5*time.Second), `SELECT count(*) FROM events WHERE type = $1 AND key = $2`,
 		typ, key).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +64,7 @@ func countEvents(t *testing.T, e *settletest.Env, typ, key string) int {
 
 func state(t *testing.T, s *vouchers.Store, id string) voucher.Voucher {
 	t.Helper()
-	v, ok, err := s.Voucher(settletest.Ctx(t, 5*time.Second), id)
+	v, ok, err := s.Voucher(testenv.Ctx(t, 5*time.Second), id)
 	if err != nil || !ok {
 		t.Fatalf("voucher %s: ok %v err %v", id, ok, err)
 	}
@@ -73,8 +72,8 @@ func state(t *testing.T, s *vouchers.Store, id string) voucher.Voucher {
 }
 
 func TestRedeemAgainstAnOrder(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 30*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
 	_, ids, u := lifeCampaign(t, e, "", 1)
 	s, _ := vouchers.New(e.PG)
 	id := ids[0]
@@ -120,8 +119,8 @@ func TestRedeemAgainstAnOrder(t *testing.T) {
 }
 
 func TestRollbackThenRedeemAgain(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 30*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
 	_, ids, u := lifeCampaign(t, e, "", 2)
 	s, _ := vouchers.New(e.PG)
 	id := ids[0]
@@ -177,8 +176,8 @@ func TestRollbackThenRedeemAgain(t *testing.T) {
 // A redeem racing its own expiry ends in exactly one of the two: redeemed (one redeemed
 // event, no release) or expired (one expired event, one release).
 func TestRedeemRacesExpiry(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
 	const n = 60
 	camp, ids, u := lifeCampaign(t, e, "", n)
 	s, _ := vouchers.New(e.PG)
@@ -254,8 +253,8 @@ func TestRedeemRacesExpiry(t *testing.T) {
 }
 
 func TestTransfer(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 60*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 60*time.Second)
 	const n = 20
 	camp, ids, u := lifeCampaign(t, e, `"transferable":true,"max_transfers":2,`, n+4)
 	s, _ := vouchers.New(e.PG)
@@ -361,8 +360,8 @@ func TestTransfer(t *testing.T) {
 }
 
 func TestTransferNotTransferable(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 30*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
 	_, ids, u := lifeCampaign(t, e, "", 1)
 	s, _ := vouchers.New(e.PG)
 	if _, r, err := s.Transfer(ctx, ids[0], u[0], "x"); err != nil || r != voucher.TransferNotAllowed {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/internal/catalog"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
 
@@ -45,8 +44,8 @@ func TestLifeFieldsRefusedWhenBad(t *testing.T) {
 
 // Before the start the life fields may change and are stored; after it they are frozen.
 func TestLifeFieldsFrozenOnceStarted(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 30*time.Second)
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
 	bl := e.BusinessLine(1_000_000)
 	id := testenv.ID(t, "lf")
 	start := time.Now().Add(2 * time.Second)

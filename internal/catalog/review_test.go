@@ -8,16 +8,15 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/internal/catalog"
-	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
 
 // The review of a seeded scenario against figures computed by hand, and the expiring
 // holders list with its paging and bounds.
 func TestReviewAndExpiring(t *testing.T) {
-	e := settletest.New(t)
-	ctx := settletest.Ctx(t, 30*time.Second)
-	c := e.Campaign(settletest.Spec{})
+	e := testenv.New(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
+	c := e.Campaign(testenv.Spec{})
 	ta, tb := testenv.ID(t, "ta"), testenv.ID(t, "tb")
 	u := func(n string) string { return c.ID + "-" + n }
 	for seg, users := range map[string][]string{ta: {u("a1"), u("a2"), u("a3")}, tb: {u("b1"), u("b2")}} {
@@ -47,11 +46,11 @@ func TestReviewAndExpiring(t *testing.T) {
 	}
 	ids := make([]string, len(seed))
 	for i, s := range seed {
-		ids[i] = settletest.NewClaimID(c.ID)
+		ids[i] = testenv.NewClaimID(c.ID)
 		if _, err := e.PG.Exec(ctx, `INSERT INTO claims (claim_id, request_id, campaign_id, business_line, sku, user_id,
 			device_id, ip, value, claimed_at, expires_at, state, order_amount, channel, kafka_partition, kafka_offset)
 			VALUES ($1, $2, $3, $4, 'rp-50', $5, 'd', '127.0.0.1', 50, now(), now() + $6::interval, $7, $8, $9, 0, 0)`,
-			ids[i], testenv.ID(t, "rq"), c.ID, c.BL, s.user, s.expiresIn, s.state, s.amount, s.channel); err != nil {
+			ids[i], testenv.ID(t, "rq"), c.ID, c.BusinessLine, s.user, s.expiresIn, s.state, s.amount, s.channel); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -127,7 +126,7 @@ func TestReviewAndExpiring(t *testing.T) {
 	}
 }
 
-func c2(e *settletest.Env) *catalog.Catalog { return e.Cat }
+func c2(e *testenv.Env) *catalog.Catalog { return e.Cat }
 
 func abs(f float64) float64 {
 	if f < 0 {
