@@ -50,6 +50,11 @@ var Grants = map[string][]string{
 		`GRANT SELECT ON risk_state TO flashgate_gateway`,
 		`GRANT INSERT ON events TO flashgate_gateway`,
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_gateway`,
+		// The points mall (0010): tasks are the admin API's, grants write lots and ledger
+		// rows, refusals are counted for the risk team, GET /v1/me/points reads.
+		`GRANT SELECT, INSERT, UPDATE ON points_tasks, points_accounts TO flashgate_gateway`,
+		`GRANT SELECT, INSERT ON points_lots, points_ledger, points_refusals TO flashgate_gateway`,
+		`GRANT USAGE ON SEQUENCE points_ledger_id_seq TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
@@ -65,6 +70,8 @@ var Grants = map[string][]string{
 		`GRANT SELECT, INSERT ON events TO flashgate_settler`,
 		`GRANT UPDATE (published_at) ON events TO flashgate_settler`,
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_settler`,
+		// Points (0010): recovery rebuilds the hot balances from the ledger.
+		`GRANT SELECT ON points_tasks, points_lots, points_ledger, points_accounts TO flashgate_settler`,
 	},
 	RoleRiskctl: {
 		// The audit trail: append and read, never change or delete a row.
@@ -78,10 +85,12 @@ var Grants = map[string][]string{
 		`GRANT UPDATE (expires_at, revoked_at) ON claims TO flashgate_riskctl`,
 		// The record of the risk state it sets, beside each audit row (0008).
 		`GRANT SELECT, INSERT, UPDATE ON risk_state TO flashgate_riskctl`,
+		// riskctl points freeze|unfreeze (0010).
+		`GRANT SELECT, INSERT, UPDATE ON points_accounts TO flashgate_riskctl`,
 	},
 	RoleBench: {
 		// bench verify reads the books; it writes nothing.
-		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events TO flashgate_bench`,
+		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events, points_tasks, points_lots, points_ledger, points_accounts, points_refusals TO flashgate_bench`,
 	},
 }
 
