@@ -168,24 +168,37 @@ func (s *Service) record(ctx context.Context, in *GrantReq) (*GrantResult, error
 	return res, nil
 }
 
+// The hot balance is stamped with the run id of the Redis server that built it ("ok"):
+// a hash restored from the AOF after a restart (which may have lost the last applies)
+// is not trusted and is rebuilt from the ledger on its next use (DESIGN.md "Points").
+const runIDLua = `local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+`
+
 // applyScript adds a grant to the hot balance once (its g:<grant_id> field marks it).
-// A hash without "ok" was never rebuilt from Postgres (or Redis lost it): NOT_WARM.
-var applyScript = redis.NewScript(`
-if redis.call('HEXISTS', KEYS[1], 'ok') == 0 then return redis.error_reply('NOT_WARM') end
+// A hash not built on this Redis run is NOT_WARM: the caller rebuilds it and retries.
+var applyScript = redis.NewScript(runIDLua + `
+if redis.call('HGET', KEYS[1], 'ok') ~= run then return redis.error_reply('NOT_WARM') end
 if redis.call('HSETNX', KEYS[1], 'g:' .. ARGV[1], 1) == 1 then
   redis.call('HINCRBY', KEYS[1], 'bal', ARGV[2])
 end
 return tonumber(redis.call('HGET', KEYS[1], 'bal'))
 `)
 
-// rebuildScript writes a user's hot balance from the record unless another rebuild got
-// there first (ARGV: balance, then the grant ids already in it). First writer wins; a
-// grant the winner did not include has no marker, so its own apply adds it once.
-var rebuildScript = redis.NewScript(`
-if redis.call('HEXISTS', KEYS[1], 'ok') == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'ok', 1)
+// rebuildScript writes a user's hot balance from the record unless a rebuild on this
+// run got there first (ARGV: balance, then the grant ids already in it). First writer
+// wins; a grant the winner did not include has no marker, so its own apply adds it once.
+var rebuildScript = redis.NewScript(runIDLua + `
+if redis.call('HGET', KEYS[1], 'ok') == run then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'ok', run)
 for i = 2, #ARGV do redis.call('HSET', KEYS[1], 'g:' .. ARGV[i], 1) end
 return 1
+`)
+
+// hotScript reads the hot balance if it was built on this run.
+var hotScript = redis.NewScript(runIDLua + `
+if redis.call('HGET', KEYS[1], 'ok') ~= run then return false end
+return tonumber(redis.call('HGET', KEYS[1], 'bal'))
 `)
 
 func (s *Service) apply(ctx context.Context, user, grantID string, amount int64) error {
@@ -230,17 +243,12 @@ func (s *Service) Rebuild(ctx context.Context, user string) error {
 	return rebuildScript.Run(ctx, s.rdb, []string{rkeys.Points(user)}, args...).Err()
 }
 
-// HotBalance reads the user's balance in Redis (ok false: not built).
+// HotBalance reads the user's balance in Redis (ok false: not built on this Redis run).
 func (s *Service) HotBalance(ctx context.Context, user string) (int64, bool, error) {
-	v, err := s.rdb.HMGet(ctx, rkeys.Points(user), "bal", "ok").Result()
-	if err != nil {
-		return 0, false, err
-	}
-	if v[1] == nil {
+	n, err := hotScript.Run(ctx, s.rdb, []string{rkeys.Points(user)}).Int64()
+	if errors.Is(err, redis.Nil) {
 		return 0, false, nil
 	}
-	b, _ := v[0].(string)
-	n, err := strconv.ParseInt(b, 10, 64)
 	return n, err == nil, err
 }
 

@@ -329,3 +329,31 @@ func TestConcurrentGrantsAndRebuild(t *testing.T) {
 		t.Fatalf("account: %+v %v", acct, err)
 	}
 }
+
+// A hot balance not built on this Redis run (a restart restored it from the AOF, maybe
+// without the last applies) is not trusted: the next grant rebuilds it from the ledger.
+func TestHotBalanceFromAnotherRedisRunIsRebuilt(t *testing.T) {
+	e := newEnv(t, 0)
+	task, key := e.task(t, 100, 1000)
+	user := testenv.ID(t, "u")
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if _, err := e.svc.Grant(ctx, []byte(key), &points.GrantReq{UserID: user, Task: task, Amount: 30, GrantID: testenv.ID(t, "g")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What a restart that lost the second apply leaves: a stale balance, an old stamp.
+	if err := e.rdb.HSet(ctx, rkeys.Points(user), "bal", 30, "ok", "0000previousrun").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := e.svc.HotBalance(ctx, user); err != nil || ok {
+		t.Fatalf("a balance of another run reads as built (%v, %v)", ok, err)
+	}
+	if _, err := e.svc.Grant(ctx, []byte(key), &points.GrantReq{UserID: user, Task: task, Amount: 5, GrantID: testenv.ID(t, "g")}); err != nil {
+		t.Fatal(err)
+	}
+	ledger, _, _, hot, ok := e.books(t, user)
+	if ledger != 65 || !ok || hot != 65 {
+		t.Fatalf("ledger %d hot %d/%v, want 65 both", ledger, hot, ok)
+	}
+}
