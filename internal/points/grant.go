@@ -185,20 +185,31 @@ return tonumber(redis.call('HGET', KEYS[1], 'bal'))
 `)
 
 // rebuildScript writes a user's hot balance from the record unless a rebuild on this
-// run got there first (ARGV: balance, then the grant ids already in it). First writer
-// wins; a grant the winner did not include has no marker, so its own apply adds it once.
+// run got there first. ARGV: balance, frozen (0/1), the number of grant ids n, the n
+// grant ids already in the balance, then the reservation ids whose spend is in the
+// ledger. Reservations (rsv:<r>) that survived in the hash stay held; those already
+// spent in the ledger are marked done. First writer wins; a grant the winner did not
+// include has no g: field, so its own apply adds it once.
 var rebuildScript = redis.NewScript(runIDLua + `
 if redis.call('HGET', KEYS[1], 'ok') == run then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'ok', run)
-for i = 2, #ARGV do redis.call('HSET', KEYS[1], 'g:' .. ARGV[i], 1) end
+local n = tonumber(ARGV[3])
+for i = 4, 3 + n do redis.call('HSET', KEYS[1], 'g:' .. ARGV[i], 1) end
+for i = 4 + n, #ARGV do
+  if redis.call('HDEL', KEYS[1], 'rsv:' .. ARGV[i]) == 1 then redis.call('HSET', KEYS[1], 'done:' .. ARGV[i], 'spent') end
+end
+local held = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 4) == 'rsv:' then held = held + tonumber(all[i + 1]) end
+end
+redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'held', held, 'frz', ARGV[2], 'ok', run)
 return 1
 `)
 
 // hotScript reads the hot balance if it was built on this run.
 var hotScript = redis.NewScript(runIDLua + `
 if redis.call('HGET', KEYS[1], 'ok') ~= run then return false end
-return tonumber(redis.call('HGET', KEYS[1], 'bal'))
+return tonumber(redis.call('HGET', KEYS[1], 'bal')) - tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
 `)
 
 func (s *Service) apply(ctx context.Context, user, grantID string, amount int64) error {
@@ -215,35 +226,53 @@ func (s *Service) apply(ctx context.Context, user, grantID string, amount int64)
 	return err
 }
 
-// Rebuild writes user's hot balance from Postgres (balance = ledger sum) if Redis has
-// none: on first use and after a Redis loss (DESIGN.md "Points"). Idempotent.
+// Rebuild writes user's hot balance from Postgres (balance = ledger sum; reservations
+// still held in Redis stay held) if it was not built on this Redis run: on first use
+// and after a Redis loss (DESIGN.md "Points"). Idempotent.
 func (s *Service) Rebuild(ctx context.Context, user string) error {
 	var bal int64
-	var grants []string
+	var frozen bool
 	tx, err := s.pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
 	}
 	defer tx.Rollback(ctx)
-	if err := tx.QueryRow(ctx, `SELECT coalesce(sum(delta), 0) FROM points_ledger WHERE user_id = $1`, user).Scan(&bal); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT coalesce((SELECT sum(delta) FROM points_ledger WHERE user_id = $1), 0),
+		coalesce((SELECT frozen FROM points_accounts WHERE user_id = $1), false)`, user).Scan(&bal, &frozen); err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
 	}
-	rows, err := tx.Query(ctx, `SELECT grant_id FROM points_lots WHERE user_id = $1`, user)
+	collect := func(q string) ([]string, error) {
+		rows, err := tx.Query(ctx, q, user)
+		if err != nil {
+			return nil, err
+		}
+		return pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	grants, err := collect(`SELECT grant_id FROM points_lots WHERE user_id = $1`)
 	if err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
 	}
-	if grants, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+	spent, err := collect(`SELECT source_id FROM points_ledger WHERE user_id = $1 AND kind = 'spend'`)
+	if err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
 	}
-	args := make([]any, 0, 1+len(grants))
-	args = append(args, bal)
+	fz := 0
+	if frozen {
+		fz = 1
+	}
+	args := make([]any, 0, 3+len(grants)+len(spent))
+	args = append(args, bal, fz, len(grants))
 	for _, g := range grants {
 		args = append(args, g)
+	}
+	for _, r := range spent {
+		args = append(args, r)
 	}
 	return rebuildScript.Run(ctx, s.rdb, []string{rkeys.Points(user)}, args...).Err()
 }
 
-// HotBalance reads the user's balance in Redis (ok false: not built on this Redis run).
+// HotBalance reads the user's spendable balance in Redis (balance less held
+// reservations; ok false: not built on this Redis run).
 func (s *Service) HotBalance(ctx context.Context, user string) (int64, bool, error) {
 	n, err := hotScript.Run(ctx, s.rdb, []string{rkeys.Points(user)}).Int64()
 	if errors.Is(err, redis.Nil) {

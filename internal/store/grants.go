@@ -70,8 +70,12 @@ var Grants = map[string][]string{
 		`GRANT SELECT, INSERT ON events TO flashgate_settler`,
 		`GRANT UPDATE (published_at) ON events TO flashgate_settler`,
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_settler`,
-		// Points (0010): recovery rebuilds the hot balances from the ledger.
+		// Points (0010): the hot balances' rebuild reads the record; confirming a
+		// points_item claim writes its spend row and debits the lots.
 		`GRANT SELECT ON points_tasks, points_lots, points_ledger, points_accounts TO flashgate_settler`,
+		`GRANT INSERT ON points_ledger TO flashgate_settler`,
+		`GRANT UPDATE (remaining) ON points_lots TO flashgate_settler`,
+		`GRANT USAGE ON SEQUENCE points_ledger_id_seq TO flashgate_settler`,
 	},
 	RoleRiskctl: {
 		// The audit trail: append and read, never change or delete a row.
