@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashgate/flashgate/internal/events"
+	"github.com/flashgate/flashgate/internal/risk/audit"
 	"github.com/flashgate/flashgate/internal/rkeys"
 )
 
@@ -138,45 +140,66 @@ func (s *Service) Spend(ctx context.Context, user, r, claimID string, price int6
 	return nil
 }
 
-// SetFrozen freezes or unfreezes a user's account (the record, then the hot copy the
-// reserve script reads). A frozen account's reservations answer blocked.
-func (s *Service) SetFrozen(ctx context.Context, user string, frozen bool, reason string) error {
+// Audit actions of a freeze (0010's CHECK).
+const (
+	ActionFreeze   = "points.freeze"
+	ActionUnfreeze = "points.unfreeze"
+)
+
+// SetFrozen freezes or unfreezes a user's account: the record, its audit row (actor)
+// and a points_frozen/points_unfrozen event in one transaction, then the hot copy the
+// reserve script reads (one HSET: an unbuilt hash is NOT_WARM and reads the record when
+// it is built). A frozen account's reservations answer blocked. It returns the audit
+// row's id.
+func (s *Service) SetFrozen(ctx context.Context, user string, frozen bool, reason, actor string) (int64, error) {
 	if !ValidID(user) {
-		return fieldErr("user_id", idRule)
+		return 0, fieldErr("user_id", idRule)
 	}
-	if len(reason) > 500 {
-		return fieldErr("reason", "at most 500 characters")
+	if strings.TrimSpace(reason) == "" || len(reason) > 500 {
+		return 0, fieldErr("reason", "required, at most 500 characters")
 	}
 	tx, err := s.pg.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("freeze %s: %w", user, err)
+		return 0, fmt.Errorf("freeze %s: %w", user, err)
 	}
 	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, userLock, user); err != nil {
+		return 0, fmt.Errorf("freeze %s: %w", user, err)
+	}
+	var was bool
+	var wasReason string
+	err = tx.QueryRow(ctx, `SELECT frozen, reason FROM points_accounts WHERE user_id = $1`, user).Scan(&was, &wasReason)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("freeze %s: %w", user, err)
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO points_accounts (user_id, frozen, reason) VALUES ($1, $2, $3)
 		ON CONFLICT (user_id) DO UPDATE SET frozen = $2, reason = $3, updated_at = now()`, user, frozen, reason); err != nil {
-		return fmt.Errorf("freeze %s: %w", user, err)
+		return 0, fmt.Errorf("freeze %s: %w", user, err)
 	}
-	typ := events.PointsFrozen
+	typ, action := events.PointsFrozen, ActionFreeze
 	if !frozen {
-		typ = events.PointsUnfrozen
+		typ, action = events.PointsUnfrozen, ActionUnfreeze
 	}
-	if err := events.Emit(ctx, tx, typ, user, map[string]any{"user_id": user, "reason": reason}); err != nil {
-		return fmt.Errorf("freeze %s: %w", user, err)
+	if err := events.Emit(ctx, tx, typ, user, map[string]any{"user_id": user, "reason": reason, "actor": actor}); err != nil {
+		return 0, fmt.Errorf("freeze %s: %w", user, err)
+	}
+	row, err := audit.Record(ctx, tx, actor, action, "points:"+user,
+		audit.State{"frozen": strconv.FormatBool(was), "reason": wasReason},
+		audit.State{"frozen": strconv.FormatBool(frozen), "reason": reason}, reason)
+	if err != nil {
+		return 0, fmt.Errorf("freeze %s: %w", user, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("freeze %s: %w", user, err)
+		return 0, fmt.Errorf("freeze %s: %w", user, err)
 	}
 	fz := "0"
 	if frozen {
 		fz = "1"
 	}
-	// Only a built hash is updated; an unbuilt one reads the record when it is built.
-	err = s.rdb.Eval(ctx, runIDLua+`if redis.call('HGET', KEYS[1], 'ok') == run then redis.call('HSET', KEYS[1], 'frz', ARGV[1]) end return 1`,
-		[]string{rkeys.Points(user)}, fz).Err()
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("freeze %s: recorded, Redis not updated (repeat it): %w", user, err)
+	if err := s.rdb.HSet(ctx, rkeys.Points(user), "frz", fz).Err(); err != nil {
+		return row.ID, fmt.Errorf("freeze %s: recorded (audit #%d), Redis not updated (repeat it): %w", user, row.ID, err)
 	}
-	return nil
+	return row.ID, nil
 }
 
 // debitOldest takes price points off user's lots, soonest expiry first; it returns what

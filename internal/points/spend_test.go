@@ -111,7 +111,7 @@ func TestFrozenAccountIsBlocked(t *testing.T) {
 	e.fund(t, user, 100)
 	ctx := context.Background()
 	c := testenv.ID(t, "c")
-	if err := e.svc.SetFrozen(ctx, user, true, "abnormal gains"); err != nil {
+	if _, err := e.svc.SetFrozen(ctx, user, true, "abnormal gains", "test"); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := e.svc.Reserve(ctx, user, c+":f1", 10); got != points.Blocked {
@@ -123,7 +123,7 @@ func TestFrozenAccountIsBlocked(t *testing.T) {
 	if got, _ := e.svc.Reserve(ctx, user, c+":f2", 10); got != points.Blocked {
 		t.Fatalf("frozen after a rebuild: %s, want blocked", got)
 	}
-	if err := e.svc.SetFrozen(ctx, user, false, "reviewed"); err != nil {
+	if _, err := e.svc.SetFrozen(ctx, user, false, "reviewed", "test"); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := e.svc.Reserve(ctx, user, c+":f3", 10); got != points.Reserved {
@@ -132,6 +132,11 @@ func TestFrozenAccountIsBlocked(t *testing.T) {
 	acct, _ := e.svc.Account(ctx, user)
 	if acct.Frozen || acct.Reason != "reviewed" {
 		t.Fatalf("account %+v", acct)
+	}
+	var audited int
+	if err := e.pg.QueryRow(ctx, `SELECT count(*) FROM risk_audit WHERE scope = $1 AND actor = 'test'
+		AND action IN ('points.freeze', 'points.unfreeze')`, "points:"+user).Scan(&audited); err != nil || audited != 2 {
+		t.Fatalf("audit rows %d (%v), want 2", audited, err)
 	}
 }
 
