@@ -123,4 +123,24 @@ func TestPointsGrantsEndToEnd(t *testing.T) {
 	if a := send(t, "GET", g.pub+"/v1/me/points", "", nil); a.status != 400 || !strings.Contains(a.json(t)["message"].(string), "user_id") {
 		t.Fatalf("GET /v1/me/points without a user: %s", a)
 	}
+
+	// Freeze through the admin API: 400 without a reason (nothing changed), then
+	// audited under the token's name and shown to the owner.
+	if a := adminSend(t, g, "POST", "/admin/v1/points/accounts/"+user+"/freeze", map[string]any{}); a.status != 400 ||
+		!strings.Contains(a.json(t)["message"].(string), "reason") {
+		t.Fatalf("freeze without a reason: %s", a)
+	}
+	if m := mine(); m["frozen"] != false {
+		t.Fatalf("a refused freeze froze: %v", m)
+	}
+	if a := adminSend(t, g, "POST", "/admin/v1/points/accounts/"+user+"/freeze", map[string]any{"reason": "abnormal gains"}); a.status != 200 {
+		t.Fatalf("freeze: %s", a)
+	}
+	if m := mine(); m["frozen"] != true || m["reason"] != "abnormal gains" {
+		t.Fatalf("after freeze: %v", m)
+	}
+	if err := pg.QueryRow(context.Background(), `SELECT count(*) FROM risk_audit WHERE action = 'points.freeze' AND scope = $1`,
+		"points:"+user).Scan(&audited); err != nil || audited != 1 {
+		t.Fatalf("freeze audit rows %d (%v), want 1", audited, err)
+	}
 }

@@ -108,6 +108,9 @@ func (s *Server) grant(ctx *fasthttp.RequestCtx) {
 // AdminRoute serves /admin/v1/points/tasks/{task} (admin.Config.Routes; the token is
 // checked). PUT is audited with the acting token's name.
 func (s *Server) AdminRoute(ctx *fasthttp.RequestCtx, parts []string) bool {
+	if len(parts) >= 3 && parts[0] == "points" && parts[1] == "accounts" && parts[2] != "" {
+		return s.account(ctx, parts[2:])
+	}
 	if len(parts) != 3 || parts[0] != "points" || parts[1] != "tasks" || parts[2] == "" {
 		return false
 	}
@@ -158,6 +161,53 @@ func (s *Server) AdminRoute(ctx *fasthttp.RequestCtx, parts []string) bool {
 	default:
 		ctx.Response.Header.Set("Allow", "GET, HEAD, PUT")
 		s.write(ctx, fasthttp.StatusMethodNotAllowed, map[string]string{"error": "method_not_allowed"})
+	}
+	return true
+}
+
+// account serves GET /admin/v1/points/accounts/{user} and POST .../freeze and
+// .../unfreeze {"reason"} (audited as points.freeze / points.unfreeze with the token's
+// name, like riskctl points freeze).
+func (s *Server) account(ctx *fasthttp.RequestCtx, rest []string) bool {
+	user := rest[0]
+	c, cancel := opContext()
+	defer cancel()
+	switch {
+	case len(rest) == 1:
+		if !ctx.IsGet() && !ctx.IsHead() {
+			ctx.Response.Header.Set("Allow", "GET, HEAD")
+			s.write(ctx, fasthttp.StatusMethodNotAllowed, map[string]string{"error": "method_not_allowed"})
+			return true
+		}
+		a, err := s.svc.Account(c, user)
+		if err != nil {
+			s.writeErr(ctx, err)
+			return true
+		}
+		s.write(ctx, fasthttp.StatusOK, a)
+	case len(rest) == 2 && (rest[1] == "freeze" || rest[1] == "unfreeze"):
+		if !ctx.IsPost() {
+			ctx.Response.Header.Set("Allow", "POST")
+			s.write(ctx, fasthttp.StatusMethodNotAllowed, map[string]string{"error": "method_not_allowed"})
+			return true
+		}
+		var body struct {
+			Reason string `json:"reason"`
+		}
+		if err := decodeStrict(ctx.Request.Body(), &body); err != nil {
+			s.writeErr(ctx, err)
+			return true
+		}
+		frozen := rest[1] == "freeze"
+		id, err := s.svc.SetFrozen(c, user, frozen, body.Reason, admin.ActorOf(ctx))
+		if err != nil {
+			s.writeErr(ctx, err)
+			return true
+		}
+		s.log.Info("points account "+rest[1], "user", user, "actor", admin.ActorOf(ctx))
+		s.write(ctx, fasthttp.StatusOK, map[string]any{"user_id": user, "frozen": frozen, "reason": body.Reason, "audit_id": id})
+	default:
+		return false
 	}
 	return true
 }
