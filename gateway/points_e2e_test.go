@@ -143,4 +143,7 @@ func TestPointsGrantsEndToEnd(t *testing.T) {
 		"points:"+user).Scan(&audited); err != nil || audited != 1 {
 		t.Fatalf("freeze audit rows %d (%v), want 1", audited, err)
 	}
+	if a := adminSend(t, g, "GET", "/admin/v1/points/report", nil); a.status != 200 || !strings.Contains(string(a.body), `"task":"`+task+`","issued":99,"spent":0,"expired":0`) {
+		t.Fatalf("report: %s", a)
+	}
 }

@@ -108,6 +108,22 @@ func (s *Server) grant(ctx *fasthttp.RequestCtx) {
 // AdminRoute serves /admin/v1/points/tasks/{task} (admin.Config.Routes; the token is
 // checked). PUT is audited with the acting token's name.
 func (s *Server) AdminRoute(ctx *fasthttp.RequestCtx, parts []string) bool {
+	if len(parts) == 2 && parts[0] == "points" && parts[1] == "report" {
+		if !ctx.IsGet() && !ctx.IsHead() {
+			ctx.Response.Header.Set("Allow", "GET, HEAD")
+			s.write(ctx, fasthttp.StatusMethodNotAllowed, map[string]string{"error": "method_not_allowed"})
+			return true
+		}
+		c, cancel := opContext()
+		defer cancel()
+		rep, err := s.svc.Report(c)
+		if err != nil {
+			s.writeErr(ctx, err)
+			return true
+		}
+		s.write(ctx, fasthttp.StatusOK, rep)
+		return true
+	}
 	if len(parts) >= 3 && parts[0] == "points" && parts[1] == "accounts" && parts[2] != "" {
 		return s.account(ctx, parts[2:])
 	}

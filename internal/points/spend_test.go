@@ -177,3 +177,41 @@ func TestRebuildKeepsHeldReservations(t *testing.T) {
 		t.Fatalf("a repeated confirm after the rebuild took the price twice: %d, want 400", hot)
 	}
 }
+
+// The report attributes a spend to the tasks whose lots it used (oldest first).
+func TestReportByTask(t *testing.T) {
+	e := newEnv(t, 0)
+	user := testenv.ID(t, "u")
+	ctx := context.Background()
+	c := testenv.ID(t, "c")
+	e.fund(t, user, 400)
+	e.fund(t, user, 600)
+	if got, _ := e.svc.Reserve(ctx, user, c+":r", 500); got != points.Reserved {
+		t.Fatal(got)
+	}
+	if err := e.svc.Spend(ctx, user, c+":r", c+"-claim", 500); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := e.svc.Report(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []points.TaskFigures
+	for _, f := range rep.Tasks {
+		var n int
+		_ = e.pg.QueryRow(ctx, `SELECT count(*) FROM points_lots WHERE task_id = $1 AND user_id = $2`, f.Task, user).Scan(&n)
+		if n > 0 {
+			mine = append(mine, f)
+		}
+	}
+	if len(mine) != 2 {
+		t.Fatalf("tasks of the user in the report: %+v", mine)
+	}
+	byIssued := map[int64]points.TaskFigures{mine[0].Issued: mine[0], mine[1].Issued: mine[1]}
+	if f := byIssued[400]; f.Spent != 400 || f.ConsumptionRate != 1 {
+		t.Fatalf("older task: %+v, want all 400 spent", f)
+	}
+	if f := byIssued[600]; f.Spent != 100 || f.ConsumptionRate != 100.0/600 {
+		t.Fatalf("newer task: %+v, want 100 of 600 spent", f)
+	}
+}
