@@ -1,3 +1,5 @@
+ALTER TABLE campaign_skus DROP COLUMN IF EXISTS points;
+ALTER TABLE campaigns DROP COLUMN IF EXISTS kind;
 ALTER TABLE risk_audit DROP CONSTRAINT IF EXISTS risk_audit_action_check;
 ALTER TABLE risk_audit ADD CONSTRAINT risk_audit_action_check CHECK (action IN (
     'rules.set', 'shadow', 'block', 'unblock', 'revoke',

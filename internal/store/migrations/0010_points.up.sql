@@ -68,6 +68,12 @@ CREATE TABLE points_refusals (
     PRIMARY KEY (grant_id, reason)
 );
 
+-- Redemption kinds (CONTRACT.md): a campaign has one kind; a points_item SKU has a price
+-- in points. Constant defaults add the columns without rewriting the tables.
+ALTER TABLE campaigns ADD COLUMN kind text NOT NULL DEFAULT 'voucher'
+    CHECK (kind IN ('voucher', 'points_item', 'lottery'));
+ALTER TABLE campaign_skus ADD COLUMN points bigint CHECK (points IS NULL OR points > 0);
+
 ALTER TABLE risk_audit DROP CONSTRAINT IF EXISTS risk_audit_action_check;
 ALTER TABLE risk_audit ADD CONSTRAINT risk_audit_action_check CHECK (action IN (
     'rules.set', 'shadow', 'block', 'unblock', 'revoke',
