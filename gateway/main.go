@@ -32,11 +32,13 @@ import (
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/gateway/console"
 	"github.com/flashgate/flashgate/gateway/h5"
+	gwpoints "github.com/flashgate/flashgate/gateway/points"
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/catalog"
 	"github.com/flashgate/flashgate/internal/evict"
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/points"
 	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/decisionlog"
@@ -98,6 +100,8 @@ type config struct {
 	lookupTimeout, shutdownTimeout                                           time.Duration
 	readTimeout, writeTimeout, idleTimeout                                   time.Duration
 	maxHeaderBytes, maxConns, maxConnsPerIP                                  int
+	pointsTZ                                                                 string
+	pointsDailyCap                                                           int
 	decisions, shortCircuit                                                  bool
 	allowEviction                                                            bool
 	produceMode                                                              string
@@ -154,6 +158,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	f.Duration(&c.recoveryInterval, "recovery-interval", "FLASH_RECOVERY_INTERVAL", 500*time.Millisecond, "Redis-loss recovery: detection period (the longest a restarted Redis goes unnoticed)")
 	f.Duration(&c.recoveryCatchUp, "recovery-catchup-timeout", "FLASH_RECOVERY_CATCHUP_TIMEOUT", time.Minute, "Redis-loss recovery: longest wait for the settler group before a rebuild (the business line stays fenced and is retried after it)")
 	f.String(&c.recoveryBLs, "recovery-business-lines", "FLASH_RECOVERY_BUSINESS_LINES", "", "Redis-loss recovery: only these business lines (comma-separated); default every business line in Postgres. For a Redis that serves some business lines of a shared database")
+	f.String(&c.pointsTZ, "points-tz", "FLASH_POINTS_TZ", points.DefaultTZ, "points: the IANA time zone whose calendar days the daily grant caps count (DESIGN.md \"Points\")")
+	f.Int(&c.pointsDailyCap, "points-daily-cap", "FLASH_POINTS_DAILY_CAP", points.DefaultDailyCap, "points: most points one user may be granted per calendar day over all tasks (1..1000000000)")
 	f.Duration(&c.readTimeout, "read-timeout", "FLASH_READ_TIMEOUT", publicReadTimeout, "public listener: longest time to read one whole request from its first byte (100ms..1m); a slower client gets 408 and is disconnected")
 	f.Duration(&c.writeTimeout, "write-timeout", "FLASH_WRITE_TIMEOUT", publicWriteTimeout, "public listener: longest time to write an answer (100ms..1m)")
 	f.Duration(&c.idleTimeout, "idle-timeout", "FLASH_IDLE_TIMEOUT", publicIdleTimeout, "public listener: how long a keep-alive connection may wait for its next request (1s..1h)")
@@ -430,6 +436,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if acfg.PendingMine, err = vouchers.NewPendingScan(rdb, claims); err != nil {
 		return err
 	}
+	pointsZone, err := time.LoadLocation(cfg.pointsTZ)
+	if err != nil {
+		return usageError{fmt.Errorf("-points-tz (FLASH_POINTS_TZ)=%q: %v", cfg.pointsTZ, err)}
+	}
+	pts, err := points.New(pg, rdb, points.Config{Zone: pointsZone, DailyCap: int64(cfg.pointsDailyCap), Registerer: reg})
+	if err != nil {
+		return usageError{err}
+	}
+	ptsHTTP := gwpoints.New(pts, pg, log.With("component", "points"))
+	acfg.Points = ptsHTTP.Public
 	apiMetrics := api.NewMetrics(reg)
 	pub, err := api.New(acfg, claims, vs, claims, apiMetrics, log)
 	if err != nil {
@@ -469,7 +485,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	adm, err := admin.New(admin.Config{
 		Console:    con.Handler,
-		Routes:     []func(*fasthttp.RequestCtx, []string) bool{page.AdminRoute, con.AdminRoute},
+		Routes:     []func(*fasthttp.RequestCtx, []string) bool{page.AdminRoute, con.AdminRoute, ptsHTTP.AdminRoute},
 		Addr:       cfg.adminAddr,
 		Token:      cfg.adminToken,
 		Tokens:     cfg.adminTokens,

@@ -57,6 +57,7 @@ Usage:
   riskctl top devices|ips|users [--campaign C] [--since 10m]
   riskctl audit [--since 24h]
   riskctl replay --rules FILE [--campaign C] [--since 1h]
+  riskctl points freeze|unfreeze USER --reason TEXT  (a points account: spends nothing)
 
 Every command takes --help, --json, and the connection flags --redis-addr, --redis-user,
 --pg-url, --kafka-brokers (env FLASH_REDIS_ADDR, FLASH_REDIS_USERNAME, FLASH_PG_URL, FLASH_KAFKA_BROKERS;
@@ -237,6 +238,9 @@ var commands = map[string]command{
 	"top":        {help: topHelp, run: top},
 	"audit":      {help: auditHelp, run: auditCmd},
 	"replay":     {help: replayHelp, run: replay},
+	// The points mall (riskctl/points.go).
+	"points freeze":   {help: pointsFreezeHelp, writes: true, run: pointsFreeze(true)},
+	"points unfreeze": {help: pointsFreezeHelp, writes: true, run: pointsFreeze(false)},
 }
 
 // run is riskctl with its arguments; it returns the exit code.
@@ -250,6 +254,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	name, rest := args[0], args[1:]
+	if name == "points" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		name, rest = "points "+rest[0], rest[1:]
+	}
 	if name == "rules" {
 		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
 			if len(rest) > 0 && isHelp(rest[0]) {

@@ -24,6 +24,10 @@ type ctxKey string
 
 const actorKey ctxKey = "flashgate.admin.actor"
 
+// ActorOf is the name of the admin token a request was authenticated with, for routes
+// served through Config.Routes that audit their own changes (gateway/points).
+func ActorOf(ctx *fasthttp.RequestCtx) string { return actorOf(ctx) }
+
 func actorOf(ctx *fasthttp.RequestCtx) string {
 	a, _ := ctx.UserValue(actorKey).(string)
 	return a

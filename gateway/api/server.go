@@ -70,6 +70,10 @@ type Config struct {
 	// PendingMine, when set, adds a user's accepted-but-unsettled claims to
 	// GET /v1/me/claims.
 	PendingMine PendingMine
+	// Points, when set, serves the points mall's public routes (gateway/points):
+	// POST /v1/points/grants and GET /v1/me/points. It gets the reader that answers who
+	// a GET is for (the token's user) and returns false for a path not its own.
+	Points func(ctx *fasthttp.RequestCtx, path []byte, reader func(*fasthttp.RequestCtx) (string, bool)) bool
 }
 
 // Server is the public claim API.
@@ -160,6 +164,10 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 		s.mine(ctx)
 	default:
+		if s.cfg.Points != nil && s.cfg.Points(ctx, path, s.reader) {
+			s.metrics.observeRoute(ctx, RouteOther)
+			return
+		}
 		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
 		s.metrics.observeRoute(ctx, RouteOther)
 	}

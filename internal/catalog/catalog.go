@@ -43,6 +43,18 @@ func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
+// Campaign kinds (CONTRACT.md "Redemption kinds").
+const (
+	KindVoucher    = "voucher"
+	KindPointsItem = "points_item"
+)
+
+// AcceptPointsItems gates "kind":"points_item": until the claim handler's points step
+// (DESIGN.md "Points: the cross-slot step") is wired, such a campaign would be claimed
+// like a voucher without debiting points, so the PUT refuses it (400 naming kind).
+// Tests of the catalog's half set it.
+var AcceptPointsItems = false
+
 // MaxVoucherTTL bounds voucher_ttl: longer than a year is a typo, not a campaign.
 const MaxVoucherTTL = 366 * 24 * time.Hour
 
@@ -55,6 +67,8 @@ type SKU struct {
 	// an order of an excluded category.
 	MinSpend           int64    `json:"min_spend,omitempty"`
 	ExcludedCategories []string `json:"excluded_categories,omitempty"`
+	// Points is a points_item SKU's price in points (issue 16); only that kind has it.
+	Points *int64 `json:"points,omitempty"`
 }
 
 // Campaign is a campaign as the admin API takes it.
@@ -74,6 +88,8 @@ type Campaign struct {
 	// Transfer between users (life.go); MaxTransfers nil means 1.
 	Transferable bool   `json:"transferable,omitempty"`
 	MaxTransfers *int64 `json:"max_transfers,omitempty"`
+	// Kind is "voucher" (the default) or "points_item" (CONTRACT.md "Redemption kinds").
+	Kind string `json:"kind,omitempty"`
 
 	ttl        time.Duration
 	lifeFrozen string // the first life field a started campaign may not change (life.go)
@@ -160,6 +176,17 @@ func (c *Campaign) validate() error {
 		return fieldErr("voucher_ttl", "must be more than 0 and at most %s", MaxVoucherTTL)
 	}
 	c.ttl = ttl
+	switch c.Kind {
+	case "":
+		c.Kind = KindVoucher
+	case KindVoucher:
+	case KindPointsItem:
+		if !AcceptPointsItems {
+			return fieldErr("kind", "points_item campaigns are not served yet (their claims would not debit points)")
+		}
+	default:
+		return fieldErr("kind", "must be voucher or points_item, got %q", c.Kind)
+	}
 	seen := make(map[string]bool, len(c.SKUs))
 	for i, s := range c.SKUs {
 		f := "skus[" + strconv.Itoa(i) + "]"
@@ -170,6 +197,10 @@ func (c *Campaign) validate() error {
 			return fieldErr(f+".sku", "duplicate SKU %q", s.SKU)
 		case s.Stock < 0 || s.Stock > 1_000_000_000:
 			return fieldErr(f+".stock", "must be 0..1000000000, got %d", s.Stock)
+		case c.Kind == KindPointsItem && (s.Points == nil || *s.Points < 1 || *s.Points > 1_000_000_000):
+			return fieldErr(f+".points", "a points_item SKU needs its price in points, 1..1000000000")
+		case c.Kind != KindPointsItem && s.Points != nil:
+			return fieldErr(f+".points", "only a points_item campaign's SKUs have a points price (kind is %s)", c.Kind)
 		case s.Value <= 0 || s.Value > 1_000_000_000_000:
 			return fieldErr(f+".value", "must be 1..1000000000000, got %d", s.Value)
 		}
@@ -270,14 +301,14 @@ func (c *Catalog) PutCampaign(ctx context.Context, cp *Campaign) error {
 		}
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO campaigns
-		(id, name, business_line, starts_at, ends_at, per_user_limit, budget, voucher_ttl_ms, segment, recycle_stock, paused)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
+		(id, name, business_line, starts_at, ends_at, per_user_limit, budget, voucher_ttl_ms, segment, recycle_stock, paused, kind)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)
 		ON CONFLICT (id) DO UPDATE SET name=EXCLUDED.name, business_line=EXCLUDED.business_line,
 		  starts_at=EXCLUDED.starts_at, ends_at=EXCLUDED.ends_at, per_user_limit=EXCLUDED.per_user_limit,
 		  budget=EXCLUDED.budget, voucher_ttl_ms=EXCLUDED.voucher_ttl_ms, segment=EXCLUDED.segment,
-		  recycle_stock=EXCLUDED.recycle_stock, paused=EXCLUDED.paused, updated_at=now()`,
+		  recycle_stock=EXCLUDED.recycle_stock, paused=EXCLUDED.paused, kind=EXCLUDED.kind, updated_at=now()`,
 		cp.ID, cp.Name, cp.BusinessLine, cp.StartsAt, cp.EndsAt, cp.PerUserLimit, cp.Budget,
-		cp.ttl.Milliseconds(), cp.Segment, cp.RecycleStock, cp.Paused)
+		cp.ttl.Milliseconds(), cp.Segment, cp.RecycleStock, cp.Paused, cp.kind())
 	if err != nil {
 		return fmt.Errorf("put campaign %s: %w", cp.ID, err)
 	}
@@ -286,9 +317,9 @@ func (c *Catalog) PutCampaign(ctx context.Context, cp *Campaign) error {
 	}
 	rows := make([][]any, len(cp.SKUs))
 	for i, s := range cp.SKUs {
-		rows[i] = []any{cp.ID, s.SKU, s.Stock, s.Value}
+		rows[i] = []any{cp.ID, s.SKU, s.Stock, s.Value, s.Points}
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"campaign_skus"}, []string{"campaign_id", "sku", "stock", "value"}, pgx.CopyFromRows(rows)); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"campaign_skus"}, []string{"campaign_id", "sku", "stock", "value", "points"}, pgx.CopyFromRows(rows)); err != nil {
 		return fmt.Errorf("put campaign %s skus: %w", cp.ID, err)
 	}
 	if err := storeLife(ctx, tx, cp, prevLife); err != nil {
@@ -306,42 +337,55 @@ func (c *Catalog) PutCampaign(ctx context.Context, cp *Campaign) error {
 	return nil
 }
 
+// kind is the campaign's kind, voucher when not given (a Campaign built in Go).
+func (c *Campaign) kind() string {
+	if c.Kind == "" {
+		return KindVoucher
+	}
+	return c.Kind
+}
+
 // stored is a campaign's definition as Postgres has it (nil: a new campaign).
 type stored struct {
-	bl       string
-	starts   time.Time
-	limit    int64
-	ttlMs    int64
-	segment  *string
-	recycle  bool
-	skuValue map[string]int64
-	skuOrder []string
+	bl        string
+	starts    time.Time
+	limit     int64
+	ttlMs     int64
+	segment   *string
+	recycle   bool
+	skuValue  map[string]int64
+	skuOrder  []string
+	kind      string
+	skuPoints map[string]*int64
 }
 
 // storedCampaign reads the campaign's stored definition and locks its row until tx ends.
 func storedCampaign(ctx context.Context, tx pgx.Tx, id string) (*stored, error) {
 	var p stored
-	err := tx.QueryRow(ctx, `SELECT business_line, starts_at, per_user_limit, voucher_ttl_ms, segment, recycle_stock
-		FROM campaigns WHERE id = $1 FOR UPDATE`, id).Scan(&p.bl, &p.starts, &p.limit, &p.ttlMs, &p.segment, &p.recycle)
+	err := tx.QueryRow(ctx, `SELECT business_line, starts_at, per_user_limit, voucher_ttl_ms, segment, recycle_stock, kind
+		FROM campaigns WHERE id = $1 FOR UPDATE`, id).Scan(&p.bl, &p.starts, &p.limit, &p.ttlMs, &p.segment, &p.recycle, &p.kind)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	rows, err := tx.Query(ctx, `SELECT sku, value FROM campaign_skus WHERE campaign_id = $1 ORDER BY sku`, id)
+	rows, err := tx.Query(ctx, `SELECT sku, value, points FROM campaign_skus WHERE campaign_id = $1 ORDER BY sku`, id)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	p.skuValue = map[string]int64{}
+	p.skuPoints = map[string]*int64{}
 	for rows.Next() {
 		var sku string
 		var v int64
-		if err := rows.Scan(&sku, &v); err != nil {
+		var pts *int64
+		if err := rows.Scan(&sku, &v, &pts); err != nil {
 			return nil, err
 		}
 		p.skuValue[sku] = v
+		p.skuPoints[sku] = pts
 		p.skuOrder = append(p.skuOrder, sku)
 	}
 	return &p, rows.Err()
@@ -367,6 +411,8 @@ func frozenChange(prev *stored, cp *Campaign) string {
 		return "segment"
 	case prev.recycle != cp.RecycleStock:
 		return "recycle_stock"
+	case prev.kind != cp.kind():
+		return "kind"
 	case len(prev.skuValue) != len(cp.SKUs):
 		return "skus"
 	}
@@ -377,6 +423,9 @@ func frozenChange(prev *stored, cp *Campaign) string {
 		}
 		if v != s.Value {
 			return "skus[" + strconv.Itoa(i) + "].value"
+		}
+		if pp := prev.skuPoints[s.SKU]; (pp == nil) != (s.Points == nil) || pp != nil && *pp != *s.Points {
+			return "skus[" + strconv.Itoa(i) + "].points"
 		}
 	}
 	return cp.lifeFrozen

@@ -214,3 +214,8 @@ func CampaignOfKey(key string) string {
 	}
 	return ""
 }
+
+// Points is a user's hot points balance (DESIGN.md "Points"): a hash in the user's own
+// slot ({u:<user>}) with "bal", "ok" (set by the rebuild from Postgres) and one
+// "g:<grant_id>" field per grant applied, so a grant is applied exactly once.
+func Points(user string) string { return "fg:{u:" + user + "}:pts" }

@@ -57,6 +57,11 @@ var Grants = map[string][]string{
 		`GRANT UPDATE (min_spend, excluded_categories) ON campaign_skus TO flashgate_gateway`,
 		`GRANT SELECT, INSERT, UPDATE ON redemptions TO flashgate_gateway`,
 		`GRANT SELECT, INSERT ON transfers TO flashgate_gateway`,
+		// The points mall (0010): tasks are the admin API's, grants write lots and ledger
+		// rows, refusals are counted for the risk team, GET /v1/me/points reads.
+		`GRANT SELECT, INSERT, UPDATE ON points_tasks, points_accounts TO flashgate_gateway`,
+		`GRANT SELECT, INSERT ON points_lots, points_ledger, points_refusals TO flashgate_gateway`,
+		`GRANT USAGE ON SEQUENCE points_ledger_id_seq TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
@@ -74,6 +79,12 @@ var Grants = map[string][]string{
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_settler`,
 		`GRANT SELECT, INSERT, UPDATE ON deliveries TO flashgate_settler`,
 		`GRANT SELECT ON redemptions, transfers TO flashgate_settler`,
+		// Points (0010): the hot balances' rebuild reads the record; confirming a
+		// points_item claim writes its spend row and debits the lots.
+		`GRANT SELECT ON points_tasks, points_lots, points_ledger, points_accounts TO flashgate_settler`,
+		`GRANT INSERT ON points_ledger TO flashgate_settler`,
+		`GRANT UPDATE (remaining) ON points_lots TO flashgate_settler`,
+		`GRANT USAGE ON SEQUENCE points_ledger_id_seq TO flashgate_settler`,
 	},
 	RoleRiskctl: {
 		// The audit trail: append and read, never change or delete a row.
@@ -87,10 +98,12 @@ var Grants = map[string][]string{
 		`GRANT UPDATE (expires_at, revoked_at) ON claims TO flashgate_riskctl`,
 		// The record of the risk state it sets, beside each audit row (0008).
 		`GRANT SELECT, INSERT, UPDATE ON risk_state TO flashgate_riskctl`,
+		// riskctl points freeze|unfreeze (0010).
+		`GRANT SELECT, INSERT, UPDATE ON points_accounts TO flashgate_riskctl`,
 	},
 	RoleBench: {
 		// bench verify reads the books; it writes nothing.
-		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events, deliveries TO flashgate_bench`,
+		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events, deliveries, points_tasks, points_lots, points_ledger, points_accounts, points_refusals TO flashgate_bench`,
 	},
 }
 
