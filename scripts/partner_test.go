@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/riskstate"
 	"github.com/flashgate/flashgate/internal/rkeys"
@@ -116,9 +117,9 @@ func TestPartnerQuotaInTheClaimStep(t *testing.T) {
 		codes, _ := runGatewayLayout(t, rdb, camp, bl, cs)
 		for i, c := range codes {
 			switch c {
-			case scripts.CodeAccepted:
+			case claim.CodeAccepted:
 				accepted++
-			case scripts.CodePartnerQuota:
+			case claim.CodePartnerQuota:
 				refused++
 			default:
 				t.Fatalf("claim %s: code %d", cs[i].req, c)
@@ -138,18 +139,18 @@ func TestPartnerQuotaInTheClaimStep(t *testing.T) {
 	if n, _ := rdb.XLen(context.Background(), rkeys.Outbox(camp)).Result(); n != 5 {
 		t.Errorf("outbox holds %d claims, want 5", n)
 	}
-	if got := hgetInt(t, rdb, rkeys.Rejections(camp), strconv.Itoa(scripts.CodePartnerQuota)); got != 15 {
+	if got := hgetInt(t, rdb, rkeys.Rejections(camp), strconv.Itoa(claim.CodePartnerQuota)); got != 15 {
 		t.Errorf("partner_quota rejections counted %d, want 15", got)
 	}
 	// A retry of a refused request is answered from memory, as every 409 is.
-	if codes, _ := runGatewayLayout(t, rdb, camp, bl, []pclaim{{"r19", "acme:u19", "partner:acme"}}); codes[0] != scripts.CodePartnerQuota {
+	if codes, _ := runGatewayLayout(t, rdb, camp, bl, []pclaim{{"r19", "acme:u19", "partner:acme"}}); codes[0] != claim.CodePartnerQuota {
 		t.Errorf("retry of a refused partner claim: code %d", codes[0])
 	}
 	// No quota at all in this campaign; the app channel is not limited by quotas.
 	codes, _ := runGatewayLayout(t, rdb, camp, bl, []pclaim{{"x1", "other:u1", "partner:other"}, {"x2", "u-app", ""},
 		{"x3", "u-push", "push:spring"}})
-	if codes[0] != scripts.CodePartnerQuota || codes[1] != scripts.CodeAccepted || codes[2] != scripts.CodeAccepted {
-		t.Errorf("partner without quota, app, push: codes %v; want %d, 1, 1", codes, scripts.CodePartnerQuota)
+	if codes[0] != claim.CodePartnerQuota || codes[1] != claim.CodeAccepted || codes[2] != claim.CodeAccepted {
+		t.Errorf("partner without quota, app, push: codes %v; want %d, 1, 1", codes, claim.CodePartnerQuota)
 	}
 	// The channel travels in the outbox entry (the relay builds the record from it).
 	msgs, err := rdb.XRange(context.Background(), rkeys.Outbox(camp), "-", "+").Result()
@@ -175,7 +176,7 @@ func TestVoidGivesPartnerQuotaBackOnce(t *testing.T) {
 	camp, bl := partnerCampaign(t, rdb, map[string]int64{"acme": 2})
 	codes, ids := runGatewayLayout(t, rdb, camp, bl, []pclaim{{"r1", "acme:u1", "partner:acme"}, {"r2", "acme:u2", "partner:acme"},
 		{"r3", "acme:u3", "partner:acme"}})
-	if codes[0] != 1 || codes[1] != 1 || codes[2] != scripts.CodePartnerQuota {
+	if codes[0] != 1 || codes[1] != 1 || codes[2] != claim.CodePartnerQuota {
 		t.Fatalf("codes %v; want 1, 1, partner_quota", codes)
 	}
 	voidKeys := []string{rkeys.Meta(camp), rkeys.SKU(camp, "rp-10"), rkeys.Request(camp, "r1"), rkeys.Users(camp),
@@ -190,7 +191,7 @@ func TestVoidGivesPartnerQuotaBackOnce(t *testing.T) {
 		}
 	}
 	codes, _ = runGatewayLayout(t, rdb, camp, bl, []pclaim{{"r4", "acme:u4", "partner:acme"}, {"r5", "acme:u5", "partner:acme"}})
-	if codes[0] != 1 || codes[1] != scripts.CodePartnerQuota {
+	if codes[0] != 1 || codes[1] != claim.CodePartnerQuota {
 		t.Errorf("after the void: codes %v; want one more accepted, then partner_quota", codes)
 	}
 	// An app claim's void leaves every partner's count alone.

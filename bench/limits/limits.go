@@ -292,7 +292,7 @@ func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
 				}
 				done.Add(int64(n))
 				for i := 0; i < n; i++ {
-					if v, _ := out[i*perClaim].(int64); v == scripts.CodeAccepted {
+					if v, _ := out[i*perClaim].(int64); v == claim.CodeAccepted {
 						accepted.Add(1)
 					}
 				}

@@ -255,6 +255,11 @@ type batch struct {
 	fresh  []*pending
 	cmds   []*redis.Cmd
 	valbuf []byte
+	// The codec's scratch for one claim (kept here so building and decoding allocate
+	// nothing).
+	ck claim.Keys
+	ca claim.Args
+	co claim.Outcome
 }
 
 // Claimer decides and makes durable claims. Safe for concurrent use.
@@ -354,7 +359,7 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		return fmt.Errorf("%w: route campaign: %v", ErrUnavailable, err)
 	}
 	if rt == nil {
-		r.Outcome = Outcome{Code: scripts.CodeUnknownCampaign}
+		r.Outcome = Outcome{Code: claim.CodeUnknownCampaign}
 		return nil
 	}
 	p := pendingPool.Get().(*pending)
@@ -380,19 +385,19 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		if p.err != nil {
 			return p.err
 		}
-		if r.Code == scripts.CodeStale && !restaled {
+		if r.Code == claim.CodeStale && !restaled {
 			restaled = true
 			c.routes.invalidate(r.CampaignID)
 			if rt, err = c.routes.get(ctx, r.CampaignID, time.Now()); err != nil {
 				return fmt.Errorf("%w: route campaign: %v", ErrUnavailable, err)
 			}
 			if rt == nil {
-				r.Outcome = Outcome{Code: scripts.CodeUnknownCampaign}
+				r.Outcome = Outcome{Code: claim.CodeUnknownCampaign}
 				return nil
 			}
 			continue
 		}
-		if r.Code == scripts.CodeInFlight && c.waitInFlight(ctx, &inFlightUntil, &backoff) {
+		if r.Code == claim.CodeInFlight && c.waitInFlight(ctx, &inFlightUntil, &backoff) {
 			// Double tap: the first attempt of this request_id is still being made
 			// durable (here or on another gateway). Its answer is this one's: asked
 			// again once it is D (200, its claim) or V (decided anew).
@@ -401,14 +406,14 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		}
 		break
 	}
-	if r.Code == scripts.CodeNotWarm && c.cfg.OnNotWarm != nil {
+	if r.Code == claim.CodeNotWarm && c.cfg.OnNotWarm != nil {
 		c.cfg.OnNotWarm(r.CampaignID)
 	}
 	switch r.Code {
-	case scripts.CodeStale, scripts.CodeNotWarm, scripts.CodeInFlight:
+	case claim.CodeStale, claim.CodeNotWarm, claim.CodeInFlight:
 		return fmt.Errorf("%w: script code %d", ErrUnavailable, r.Code)
 	}
-	if r.Code != scripts.CodeAccepted || r.Replayed {
+	if r.Code != claim.CodeAccepted || r.Replayed {
 		return nil
 	}
 	if p.durable {
@@ -624,17 +629,13 @@ func (c *Claimer) work() {
 	}
 }
 
-// perClaim is the number of claim.lua results per claim in the gateway's layout (risk
-// checks on).
-const perClaim = scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim
-
 // produceBatch is the ProduceSync baseline: the worker makes the batch's accepted claims
 // durable (all produced at once, then every acknowledgement awaited) before it takes its
 // next batch. Each claim's error (nil, or 503 after its void) is its answer.
 func (c *Claimer) produceBatch(b *batch) {
 	var wg sync.WaitGroup
 	for _, p := range b.items {
-		if p.err != nil || p.req.Code != scripts.CodeAccepted || p.req.Replayed {
+		if p.err != nil || p.req.Code != claim.CodeAccepted || p.req.Replayed {
 			continue
 		}
 		p.durable = true
@@ -691,26 +692,29 @@ func (c *Claimer) dropStale(b *batch) []*pending {
 // runScript makes one script call for items and writes each claim's outcome.
 func (c *Claimer) runScript(b *batch, items []*pending) {
 	n := len(items)
-	b.keys = b.keys[:0]
-	b.args = append(b.args[:0], n, c.cfg.AcceptGrace.Milliseconds(), c.cfg.RejectTTL.Milliseconds())
+	b.keys, b.args = claim.AppendHeader(b.keys, b.args, n, c.cfg.AcceptGrace.Milliseconds(), c.cfg.RejectTTL.Milliseconds())
 	b.keybuf = b.keybuf[:0]
+	k := &b.ck
 	for _, p := range items {
 		r, rt := p.req, p.rt
-		b.keys = append(b.keys, rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey,
-			rt.outbox, rt.inflight, rt.rejects, rt.segKey, rt.riskRules, rkeys.RiskGlobalRules)
-		b.keys = b.appendKey(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindDevice, r.DeviceID))
-		b.keys = b.appendKey(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindIP, r.IP))
-		b.keys = b.appendKey(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindUser, r.UserID))
-		b.keys = b.appendKey(rkeys.AppendBlock(b.keybuf, rkeys.KindDevice, r.DeviceID))
-		b.keys = b.appendKey(rkeys.AppendBlock(b.keybuf, rkeys.KindIP, r.IP))
-		b.keys = b.appendKey(rkeys.AppendBlock(b.keybuf, rkeys.KindUser, r.UserID))
-		b.keys = b.appendKey(rkeys.AppendFreeze(b.keybuf, rkeys.KindDevice, r.DeviceID))
-		b.keys = b.appendKey(rkeys.AppendFreeze(b.keybuf, rkeys.KindUser, r.UserID))
-		b.keys = b.appendKey(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindDevice, r.DeviceID))
-		b.keys = b.appendKey(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindUser, r.UserID))
-		b.keys = append(b.keys, rt.shadowRejects, rkeys.RiskIndex)
-		b.keys = b.appendKey(rkeys.AppendPartnerQuotas(b.keybuf, r.CampaignID))
-		b.args = append(b.args, r.RequestID, p.claimID, r.CampaignID, r.SKU, r.UserID, r.DeviceID, r.IP, r.Channel)
+		*k = claim.Keys{Meta: rt.meta, SKU: rt.skuKey(r.SKU), Request: p.reqKey, Users: rt.users,
+			BusinessLine: rt.blKey, Outbox: rt.outbox, Inflight: rt.inflight, Rejections: rt.rejects,
+			Segment: rt.segKey, RiskRules: rt.riskRules, GlobalRules: rkeys.RiskGlobalRules,
+			ShadowRejections: rt.shadowRejects, RiskIndex: rkeys.RiskIndex}
+		k.VelocityDevice = b.key(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindDevice, r.DeviceID))
+		k.VelocityIP = b.key(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindIP, r.IP))
+		k.VelocityUser = b.key(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindUser, r.UserID))
+		k.BlockDevice = b.key(rkeys.AppendBlock(b.keybuf, rkeys.KindDevice, r.DeviceID))
+		k.BlockIP = b.key(rkeys.AppendBlock(b.keybuf, rkeys.KindIP, r.IP))
+		k.BlockUser = b.key(rkeys.AppendBlock(b.keybuf, rkeys.KindUser, r.UserID))
+		k.FreezeDevice = b.key(rkeys.AppendFreeze(b.keybuf, rkeys.KindDevice, r.DeviceID))
+		k.FreezeUser = b.key(rkeys.AppendFreeze(b.keybuf, rkeys.KindUser, r.UserID))
+		k.FreezeWindowDevice = b.key(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindDevice, r.DeviceID))
+		k.FreezeWindowUser = b.key(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindUser, r.UserID))
+		k.PartnerQuotas = b.key(rkeys.AppendPartnerQuotas(b.keybuf, r.CampaignID))
+		b.ca = claim.Args{RequestID: r.RequestID, ClaimID: p.claimID, CampaignID: r.CampaignID, SKU: r.SKU,
+			UserID: r.UserID, DeviceID: r.DeviceID, IP: r.IP, Channel: r.Channel}
+		b.keys, b.args = claim.AppendClaim(b.keys, b.args, k, &b.ca)
 	}
 	c.metrics.batchSize.Observe(float64(n))
 	c.scriptClaims.Add(int64(n))
@@ -720,7 +724,7 @@ func (c *Claimer) runScript(b *batch, items []*pending) {
 	cancel()
 	end := time.Now()
 	c.metrics.scriptSeconds.Observe(end.Sub(start).Seconds())
-	if err == nil && len(res) != n*perClaim {
+	if err == nil && !claim.ResultsFor(res, n) {
 		err = fmt.Errorf("claim script returned %d values for %d claims", len(res), n)
 	}
 	if err != nil {
@@ -737,22 +741,17 @@ func (c *Claimer) runScript(b *batch, items []*pending) {
 		c.voidUnanswered(items)
 		return
 	}
-	c.observeClock(asInt(res[8]), start, end)
+	c.observeClock(claim.DecidedAtMs(res), start, end)
 	for i, p := range items {
-		o := res[i*perClaim:]
+		o := &b.co
+		claim.DecodeResult(res, i, o)
 		out := &p.req.Outcome
-		out.Code = int(asInt(o[0]))
-		out.Replayed = asInt(o[1]) == 1
-		out.ClaimID, _ = o[2].(string)
-		out.Value = asInt(o[3])
-		out.ClaimedAtMs = asInt(o[4])
-		out.ExpiresAtMs = asInt(o[5])
-		p.outbox, _ = o[6].(string)
-		out.RetryAfterMs = asInt(o[7])
-		out.DecidedAtMs = asInt(o[8])
-		out.Risk = risk.Seen{Device: asInt(o[9]), IP: asInt(o[10]), User: asInt(o[11]),
-			FreezeDevice: asInt(o[12]), FreezeUser: asInt(o[13]), Flags: risk.Flags(asInt(o[14]))}
-		if out.Code == scripts.CodeSoldOut && !out.Replayed {
+		*out = Outcome{Code: o.Code, Replayed: o.Replayed, ClaimID: o.ClaimID, Value: o.Value,
+			ClaimedAtMs: o.ClaimedAtMs, ExpiresAtMs: o.ExpiresAtMs, RetryAfterMs: o.RetryAfterMs,
+			DecidedAtMs: o.DecidedAtMs, Risk: risk.Seen{Device: o.SeenDevice, IP: o.SeenIP, User: o.SeenUser,
+				FreezeDevice: o.SeenFreezeDevice, FreezeUser: o.SeenFreezeUser, Flags: risk.Flags(o.Flags)}}
+		p.outbox = o.OutboxID
+		if out.Code == claim.CodeSoldOut && !out.Replayed {
 			// Stock was <= 0 when this script ran. Only this claim's route learns it:
 			// if a change was announced since the route was taken, it is dead already.
 			if s, ok := p.rt.skus[p.req.SKU]; ok {
@@ -771,27 +770,16 @@ func (c *Claimer) runScript(b *batch, items []*pending) {
 	}
 }
 
-// appendKey returns keys with the name just appended to b.keybuf added, as a string
+// key returns the name just appended to b.keybuf (buf is the grown buffer) as a string
 // that views the buffer (no copy). The old part of keybuf is never written again while
 // the call is built, so a view stays valid even when a later append moves the buffer
 // (the view keeps the old array alive); the next batch overwrites it only after this
 // script call returned and go-redis no longer holds the keys.
-func (b *batch) appendKey(buf []byte) []string {
+func (b *batch) key(buf []byte) string {
 	start := len(b.keybuf)
 	b.keybuf = buf
 	k := buf[start:]
-	return append(b.keys, unsafe.String(unsafe.SliceData(k), len(k)))
-}
-
-func asInt(v any) int64 {
-	switch x := v.(type) {
-	case int64:
-		return x
-	case string:
-		n, _ := strconv.ParseInt(x, 10, 64)
-		return n
-	}
-	return 0
+	return unsafe.String(unsafe.SliceData(k), len(k))
 }
 
 type mark struct {
@@ -895,7 +883,7 @@ func (c *Claimer) Pending(ctx context.Context, claimID string) (Outcome, Request
 	if len(f) != 9 || f[1] != claimID || f[0] == "V" || f[0] == "R" {
 		return Outcome{}, Request{}, false, nil
 	}
-	o := Outcome{Code: scripts.CodeAccepted, ClaimID: claimID}
+	o := Outcome{Code: claim.CodeAccepted, ClaimID: claimID}
 	o.Value, _ = strconv.ParseInt(f[2], 10, 64)
 	o.ClaimedAtMs, _ = strconv.ParseInt(f[3], 10, 64)
 	o.ExpiresAtMs, _ = strconv.ParseInt(f[4], 10, 64)

@@ -10,13 +10,13 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/settletest"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 	"github.com/flashgate/flashgate/settler/expire"
 	"github.com/flashgate/flashgate/settler/relay"
 )
@@ -72,7 +72,7 @@ func claimN(t *testing.T, e *settletest.Env, c settletest.Campaign, skuName stri
 	ctx := settletest.Ctx(t, 30*time.Second)
 	for i := from; i < from+n; i++ {
 		a, err := settletest.ScriptClaim(ctx, e.RDB, c.ID, skuName, fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
-		if err != nil || a.Code != scripts.CodeAccepted {
+		if err != nil || a.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: code %d, err %v", i, a.Code, err)
 		}
 	}

@@ -188,7 +188,7 @@ func ScriptClaim(ctx context.Context, rdb *redis.Client, campaign, sku, user, re
 	bl, _ := m[0].(string)
 	seg, _ := m[1].(string)
 	if bl == "" {
-		return Accepted{Code: scripts.CodeUnknownCampaign}, nil
+		return Accepted{Code: claim.CodeUnknownCampaign}, nil
 	}
 	segKey := rkeys.Meta(campaign)
 	if seg != "" {
