@@ -10,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -879,13 +877,10 @@ func (c *Claimer) Pending(ctx context.Context, claimID string) (Outcome, Request
 	if err != nil {
 		return Outcome{}, Request{}, false, err
 	}
-	f := strings.Split(rec, "\t")
-	if len(f) != 9 || f[1] != claimID || f[0] == "V" || f[0] == "R" {
+	f, ok := claim.ParseIdem(rec)
+	if !ok || f.ClaimID != claimID || f.State == claim.IdemVoided || f.State == claim.IdemRejected {
 		return Outcome{}, Request{}, false, nil
 	}
-	o := Outcome{Code: claim.CodeAccepted, ClaimID: claimID}
-	o.Value, _ = strconv.ParseInt(f[2], 10, 64)
-	o.ClaimedAtMs, _ = strconv.ParseInt(f[3], 10, 64)
-	o.ExpiresAtMs, _ = strconv.ParseInt(f[4], 10, 64)
-	return o, Request{RequestID: reqID, CampaignID: camp, SKU: f[6], UserID: f[7], DeviceID: f[8]}, true, nil
+	o := Outcome{Code: claim.CodeAccepted, ClaimID: claimID, Value: f.Value, ClaimedAtMs: f.ClaimedAtMs, ExpiresAtMs: f.ExpiresAtMs}
+	return o, Request{RequestID: reqID, CampaignID: camp, SKU: f.SKU, UserID: f.UserID, DeviceID: f.DeviceID}, true, nil
 }

@@ -180,14 +180,7 @@ func (c *Claimer) shortCircuit(b *batch) []*pending {
 // as a view of b.valbuf (see appendKey: the views stay valid until the next batch).
 func (b *batch) rejection(p *pending) string {
 	start := len(b.valbuf)
-	buf := append(b.valbuf, "R\t"...)
-	buf = strconv.AppendInt(buf, int64(p.short), 10)
-	buf = append(buf, "\t\t\t\t\t"...)
-	buf = append(buf, p.req.SKU...)
-	buf = append(buf, '\t')
-	buf = append(buf, p.req.UserID...)
-	buf = append(buf, '\t')
-	buf = append(buf, p.req.DeviceID...)
+	buf := claim.AppendRejection(b.valbuf, p.short, p.req.SKU, p.req.UserID, p.req.DeviceID)
 	b.valbuf = buf
 	return viewString(buf[start:])
 }
