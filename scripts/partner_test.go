@@ -62,17 +62,26 @@ type pclaim struct{ req, user, channel string }
 // each one's code and claim id.
 func runGatewayLayout(t *testing.T, rdb *redis.Client, camp, bl string, claims []pclaim) ([]int64, []string) {
 	t.Helper()
-	keys := make([]string, 0, len(claims)*scripts.ClaimGatewayKeysPerClaim)
-	args := []any{len(claims), int64(60_000), int64(60_000)}
+	res := runClaims(t, rdb, camp, bl, claims)
+	codes, ids := make([]int64, len(claims)), make([]string, len(claims))
+	for i := range claims {
+		codes[i], ids[i] = int64(res[i].Code), res[i].ClaimID
+	}
+	return codes, ids
+}
+
+// runClaims runs claims in one claim.lua call built and decoded by the codec
+// (internal/claim batch.go), as the gateway sends them.
+func runClaims(t *testing.T, rdb *redis.Client, camp, bl string, claims []pclaim) []claim.Outcome {
+	t.Helper()
+	keys, args := claim.AppendHeader(nil, nil, len(claims), 60_000, 60_000)
 	for _, c := range claims {
 		dev, ip := "d-"+c.req, "198.18.7.7"
-		keys = append(keys, rkeys.Meta(camp), rkeys.SKU(camp, "rp-10"), rkeys.Request(camp, c.req), rkeys.Users(camp),
-			rkeys.BusinessLine(bl), rkeys.Outbox(camp), rkeys.Inflight(camp), rkeys.Rejections(camp), rkeys.Meta(camp))
-		keys = rkeys.AppendClaimRiskKeys(keys, camp, dev, ip, c.user)
-		keys = append(keys, rkeys.PartnerQuotas(camp))
-		args = append(args, c.req, camp+".c"+c.req, camp, "rp-10", c.user, dev, ip, c.channel)
+		k := rkeys.ClaimKeys(camp, "rp-10", c.req, bl, "", dev, ip, c.user)
+		keys, args = claim.AppendClaim(keys, args, &k, &claim.Args{RequestID: c.req, ClaimID: camp + ".c" + c.req,
+			CampaignID: camp, SKU: "rp-10", UserID: c.user, DeviceID: dev, IP: ip, Channel: c.channel})
 	}
-	if len(keys) != len(claims)*scripts.ClaimGatewayKeysPerClaim || len(args) != scripts.ClaimHeaderArgs+len(claims)*scripts.ClaimGatewayArgsPerClaim {
+	if len(keys) != len(claims)*claim.BatchKeysPerClaim || len(args) != claim.BatchHeaderArgs+len(claims)*claim.BatchArgsPerClaim {
 		t.Fatalf("layout: %d keys %d args", len(keys), len(args))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -81,13 +90,14 @@ func runGatewayLayout(t *testing.T, rdb *redis.Client, camp, bl string, claims [
 	if err != nil {
 		t.Fatalf("claim.lua: %v", err)
 	}
-	per := scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim
-	codes, ids := make([]int64, len(claims)), make([]string, len(claims))
-	for i := range claims {
-		codes[i] = res[i*per].(int64)
-		ids[i], _ = res[i*per+2].(string)
+	if !claim.ResultsFor(res, len(claims)) {
+		t.Fatalf("claim.lua answered %d values for %d claims", len(res), len(claims))
 	}
-	return codes, ids
+	out := make([]claim.Outcome, len(claims))
+	for i := range out {
+		claim.DecodeResult(res, i, &out[i])
+	}
+	return out
 }
 
 func hgetInt(t *testing.T, rdb *redis.Client, key, field string) int64 {
