@@ -8,9 +8,9 @@ import (
 	"github.com/flashgate/flashgate/gateway/api"
 	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
 	"github.com/flashgate/flashgate/gateway/vouchers"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 	"github.com/flashgate/flashgate/settler/expire"
 )
 
@@ -32,7 +32,7 @@ func TestRevokeThenRedeem(t *testing.T) {
 	var ids []string
 	for range 3 {
 		o := claimertest.Claim(t, c, camp, user, dev, "10.9.0.1")
-		if o.Code != scripts.CodeAccepted {
+		if o.Code != claim.CodeAccepted {
 			t.Fatalf("claim: code %d", o.Code)
 		}
 		ids = append(ids, o.ClaimID)

@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/risk/decisionlog"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // riskctl runs the CLI in-process and returns its exit code and output.
@@ -195,7 +195,7 @@ func TestRulesSetAuditedAndLive(t *testing.T) {
 	}
 	for i := range 3 {
 		o := claimertest.Claim(t, c, camp, fmt.Sprint("u", i), "dev-live", "10.7.0.1")
-		if want := i < 2; (o.Code == scripts.CodeAccepted) != want {
+		if want := i < 2; (o.Code == claim.CodeAccepted) != want {
 			t.Fatalf("claim %d: %s", i, risk.ReasonOf(o.Code))
 		}
 	}
@@ -207,7 +207,7 @@ func TestRulesSetAuditedAndLive(t *testing.T) {
 	if !v.Changed || v.Old["device.max"] != "2" || v.New["device.max"] != "3" || len(v.Diff) != 1 {
 		t.Errorf("json change %+v", v)
 	}
-	if o := claimertest.Claim(t, c, camp, "u-after", "dev-live", "10.7.0.1"); o.Code != scripts.CodeAccepted {
+	if o := claimertest.Claim(t, c, camp, "u-after", "dev-live", "10.7.0.1"); o.Code != claim.CodeAccepted {
 		t.Fatalf("after raising the limit: %s", risk.ReasonOf(o.Code))
 	}
 	out = mustRiskctl(t, "rules", "set", "--campaign", camp, "--actor", "bob", "device.max=3")
@@ -262,7 +262,7 @@ func TestBlockFreezeUnblock(t *testing.T) {
 	ip := "10.8.0.1"
 
 	mustRiskctl(t, "block", "device", dev, "--reason", "farm seen in top", "--ttl", "1h", "--actor", "carol")
-	if o := claimertest.Claim(t, c, camp, "u1", dev, ip); o.Code != scripts.CodeBlocked || o.Risk.Flags&risk.BlockedDevice == 0 {
+	if o := claimertest.Claim(t, c, camp, "u1", dev, ip); o.Code != claim.CodeBlocked || o.Risk.Flags&risk.BlockedDevice == 0 {
 		t.Fatalf("blocked device: %s %v", risk.ReasonOf(o.Code), o.Risk.Flags.HitNames())
 	}
 	out := mustRiskctl(t, "block", "list", "device", "--json")
@@ -270,7 +270,7 @@ func TestBlockFreezeUnblock(t *testing.T) {
 		t.Errorf("block list lacks the block: %s", out)
 	}
 	mustRiskctl(t, "unblock", "device", dev, "--actor", "carol")
-	if o := claimertest.Claim(t, c, camp, "u2", dev, ip); o.Code != scripts.CodeAccepted {
+	if o := claimertest.Claim(t, c, camp, "u2", dev, ip); o.Code != claim.CodeAccepted {
 		t.Fatalf("after unblock: %s", risk.ReasonOf(o.Code))
 	}
 	if out := mustRiskctl(t, "unblock", "device", dev); !strings.Contains(out, "nothing to lift") {
@@ -280,7 +280,7 @@ func TestBlockFreezeUnblock(t *testing.T) {
 	// An IP block, normalised the way the gateway prints the client IP.
 	bip := freshIP()
 	mustRiskctl(t, "block", "ip", "::ffff:"+bip, "--reason", "proxy farm", "--ttl", "1h")
-	if o := claimertest.Claim(t, c, camp, "u3", testenv.ID(t, "dev"), bip); o.Code != scripts.CodeBlocked {
+	if o := claimertest.Claim(t, c, camp, "u3", testenv.ID(t, "dev"), bip); o.Code != claim.CodeBlocked {
 		t.Fatalf("blocked ip: %s", risk.ReasonOf(o.Code))
 	}
 	mustRiskctl(t, "unblock", "ip", bip)
@@ -290,11 +290,11 @@ func TestBlockFreezeUnblock(t *testing.T) {
 	fdev := testenv.ID(t, "dev")
 	// Fresh users: a freeze is global, and the users' own windows count too.
 	for i := range 3 {
-		if o := claimertest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != scripts.CodeAccepted {
+		if o := claimertest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != claim.CodeAccepted {
 			t.Fatalf("freeze claim %d: %s", i, risk.ReasonOf(o.Code))
 		}
 	}
-	if o := claimertest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != scripts.CodeBlocked || o.Risk.Flags&risk.FrozenDevice == 0 {
+	if o := claimertest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != claim.CodeBlocked || o.Risk.Flags&risk.FrozenDevice == 0 {
 		t.Fatalf("frozen device: %s %v", risk.ReasonOf(o.Code), o.Risk.Flags.HitNames())
 	}
 	out = mustRiskctl(t, "block", "list", "device")
@@ -306,7 +306,7 @@ func TestBlockFreezeUnblock(t *testing.T) {
 		t.Errorf("unblock of a frozen device: %q", out)
 	}
 	// Restored, and its freeze window cleared: the next claim neither fails nor re-freezes.
-	if o := claimertest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != scripts.CodeAccepted || o.Risk.Flags&risk.FrozeDevice != 0 {
+	if o := claimertest.Claim(t, c, camp, testenv.ID(t, "f"), fdev, ip); o.Code != claim.CodeAccepted || o.Risk.Flags&risk.FrozeDevice != 0 {
 		t.Fatalf("after unblocking the freeze: %s %v", risk.ReasonOf(o.Code), o.Risk.Flags.HitNames())
 	}
 
@@ -330,7 +330,7 @@ func TestShadowOnOff(t *testing.T) {
 	mustRiskctl(t, "rules", "set", "--campaign", camp, "device.max=1", "device.window=1h")
 	mustRiskctl(t, "shadow", "on", "--campaign", camp)
 	for i := range 4 {
-		if o := claimertest.Claim(t, c, camp, fmt.Sprint("s", i), "dev-sh", "10.9.0.1"); o.Code != scripts.CodeAccepted {
+		if o := claimertest.Claim(t, c, camp, fmt.Sprint("s", i), "dev-sh", "10.9.0.1"); o.Code != claim.CodeAccepted {
 			t.Fatalf("shadow claim %d: %s", i, risk.ReasonOf(o.Code))
 		}
 	}
@@ -339,7 +339,7 @@ func TestShadowOnOff(t *testing.T) {
 		t.Errorf("rules show in shadow mode: %s", out)
 	}
 	mustRiskctl(t, "shadow", "off", "--campaign", camp)
-	if o := claimertest.Claim(t, c, camp, "s-off", "dev-sh", "10.9.0.1"); o.Code != scripts.CodeDeviceVelocity {
+	if o := claimertest.Claim(t, c, camp, "s-off", "dev-sh", "10.9.0.1"); o.Code != claim.CodeDeviceVelocity {
 		t.Fatalf("shadow off: %s", risk.ReasonOf(o.Code))
 	}
 	if n := auditCount(t, e, "campaign:"+camp); n != 3 {

@@ -9,11 +9,11 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // settledNow is the recoverer's wait for the settler: nothing of the test is in Kafka.
@@ -53,25 +53,25 @@ func TestRiskStateSurvivesRedisLoss(t *testing.T) {
 	c := claimertest.New(e, nil)
 	// claim answers the script's code; a 503 (NOT_WARM) must have left no idempotency
 	// record: nothing remembered, the retry is decided anew.
-	claim := func(dev string) int {
+	claimDev := func(dev string) int {
 		t.Helper()
 		r := &claimer.Request{RequestID: testenv.ID(t, "rq"), CampaignID: camp, SKU: "rp-50",
 			UserID: testenv.ID(t, "u"), DeviceID: dev, IP: "10.9.0.1"}
 		err := c.Do(ctx, r)
-		if err != nil && !(errors.Is(err, claimer.ErrUnavailable) && r.Code == scripts.CodeNotWarm) {
+		if err != nil && !(errors.Is(err, claimer.ErrUnavailable) && r.Code == claim.CodeNotWarm) {
 			t.Fatalf("claim of device %s: %v", dev, err)
 		}
-		if r.Code == scripts.CodeNotWarm {
+		if r.Code == claim.CodeNotWarm {
 			if n := e.RDB.Exists(ctx, rkeys.Request(camp, r.RequestID)).Val(); n != 0 {
 				t.Fatalf("a NOT_WARM claim left its idempotency record")
 			}
 		}
 		return r.Code
 	}
-	if got := claim(blocked); got != scripts.CodeBlocked {
+	if got := claimDev(blocked); got != claim.CodeBlocked {
 		t.Fatalf("blocked device before the loss: code %d", got)
 	}
-	if got := claim(lifted); got != scripts.CodeAccepted {
+	if got := claimDev(lifted); got != claim.CodeAccepted {
 		t.Fatalf("unblocked device before the loss: code %d", got)
 	}
 
@@ -99,8 +99,8 @@ func TestRiskStateSurvivesRedisLoss(t *testing.T) {
 		}
 		before := stock()
 		for _, dev := range []string{blocked, ok} {
-			if got := claim(dev); got != scripts.CodeNotWarm {
-				t.Fatalf("device %s between the loss and the risk rebuild: code %d, want NOT_WARM (%d)", dev, got, scripts.CodeNotWarm)
+			if got := claimDev(dev); got != claim.CodeNotWarm {
+				t.Fatalf("device %s between the loss and the risk rebuild: code %d, want NOT_WARM (%d)", dev, got, claim.CodeNotWarm)
 			}
 		}
 		if after := stock(); after != before {
@@ -112,18 +112,18 @@ func TestRiskStateSurvivesRedisLoss(t *testing.T) {
 	}
 
 	lose()
-	if got := claim(blocked); got != scripts.CodeBlocked {
+	if got := claimDev(blocked); got != claim.CodeBlocked {
 		t.Fatalf("blocked device after the rebuild: code %d, want blocked", got)
 	}
-	if got := claim(lifted); got != scripts.CodeAccepted {
+	if got := claimDev(lifted); got != claim.CodeAccepted {
 		t.Fatalf("device unblocked before the loss, after the rebuild: code %d, want accepted", got)
 	}
 	if rules1, err := e.RDB.HGetAll(ctx, rkeys.RiskRules(camp)).Result(); err != nil || !equalMaps(rules0, rules1) {
 		t.Fatalf("campaign rules after the rebuild: %v (%v), want %v", rules1, err, rules0)
 	}
 	// The rule is enforced again: the device's third accepted claim in the hour is refused.
-	for i, want := range []int{scripts.CodeAccepted, scripts.CodeAccepted, scripts.CodeDeviceVelocity} {
-		if got := claim(ok); got != want {
+	for i, want := range []int{claim.CodeAccepted, claim.CodeAccepted, claim.CodeDeviceVelocity} {
+		if got := claimDev(ok); got != want {
 			t.Fatalf("claim %d of a device under device.max=2: code %d, want %d", i+1, got, want)
 		}
 	}
@@ -145,10 +145,10 @@ func TestRiskStateSurvivesRedisLoss(t *testing.T) {
 	// An unblock after the loss is kept through the next one.
 	rc("unblock", "device", later)
 	lose()
-	if got := claim(later); got != scripts.CodeAccepted {
+	if got := claimDev(later); got != claim.CodeAccepted {
 		t.Fatalf("device unblocked after the first loss, after the second: code %d, want accepted", got)
 	}
-	if got := claim(blocked); got != scripts.CodeBlocked {
+	if got := claimDev(blocked); got != claim.CodeBlocked {
 		t.Fatalf("blocked device after the second loss: code %d", got)
 	}
 	var state string

@@ -86,6 +86,9 @@ end
 -- it), S (settled: the settler confirmed it), V (voided by compensation) or R (rejected;
 -- claim holds the code). The trailing sku/user/device is the request's
 -- fingerprint: the same request_id with a different fingerprint is a key reuse.
+-- Go owner of this record: internal/claim/idem.go; of the outbox entry below (XADD):
+-- internal/claim/outbox.go; of the batch layout and result codes: internal/claim
+-- batch.go and code.go (code_test.go checks the codes against this file).
 local function parse(rec)
   return string.match(rec, '^(%a)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
 end

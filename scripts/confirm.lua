@@ -12,6 +12,9 @@
 --                      it been voided). The settler waits, and past the deadline voids
 --                      it (void.lua); the record is never written from A: its client
 --                      may have been answered 503.
+--
+-- The idempotency record (fg:{c}:rq:<id>, "X\tclaim\tvalue\t...") has its Go owner in
+-- internal/claim/idem.go, which documents its layout; keep the two in step.
 local out = {}
 for i = 1, #KEYS do
   local prev = redis.call('GET', KEYS[i])

@@ -7,6 +7,9 @@
 -- returns per claim: 1 durable (marked now, or already D or S for this claim),
 --                    0 not durable (voided, gone, or the request_id belongs to another
 --                      claim): the gateway answers 503 and the claim is not a row.
+--
+-- The idempotency record (fg:{c}:rq:<id>, "X\tclaim\tvalue\t...") has its Go owner in
+-- internal/claim/idem.go, which documents its layout; keep the two in step.
 local out = {}
 for i = 1, #KEYS do
   out[i] = 0

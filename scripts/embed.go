@@ -56,29 +56,9 @@ var (
 	Durable = redis.NewScript(durableSrc)
 )
 
-// Result codes of claim.lua and void.lua. The gateway maps them to HTTP answers in one
-// table (gateway/api); nothing else interprets them.
+// Results of void.lua and confirm.lua. claim.lua's result codes have their Go owner in
+// internal/claim (code.go: the table of codes, reasons and HTTP statuses).
 const (
-	CodeAccepted        = 1
-	CodeSoldOut         = 10
-	CodeBudgetExhausted = 11
-	CodeUserLimit       = 12
-	CodeNotStarted      = 13
-	CodeEnded           = 14
-	CodePaused          = 15
-	CodeNotEligible     = 16
-	CodePartnerQuota    = 17
-	CodeDeviceVelocity  = 20
-	CodeIPVelocity      = 21
-	CodeUserVelocity    = 22
-	CodeBlocked         = 30
-	CodeUnknownCampaign = 40
-	CodeUnknownSKU      = 41
-	CodeKeyReuse        = 42
-	CodeStale           = 50
-	CodeNotWarm         = 51
-	CodeInFlight        = 52
-
 	VoidGone      = 0
 	VoidDone      = 1
 	VoidAlready   = 2
@@ -91,23 +71,6 @@ const (
 	// settler waits for the gateway, and voids it past its deadline.
 	ConfirmUndecided = 3
 )
-
-// Reasons names each rejection code as CONTRACT.md spells it (the "reason" of a 409,
-// 429 or 403, and the key of the rejection counts in campaign figures).
-var Reasons = map[int]string{
-	CodeSoldOut:         "sold_out",
-	CodeBudgetExhausted: "budget_exhausted",
-	CodeUserLimit:       "user_limit",
-	CodeNotStarted:      "not_started",
-	CodeEnded:           "ended",
-	CodePaused:          "paused",
-	CodeNotEligible:     "not_eligible",
-	CodePartnerQuota:    "partner_quota",
-	CodeDeviceVelocity:  "device_velocity",
-	CodeIPVelocity:      "ip_velocity",
-	CodeUserVelocity:    "user_velocity",
-	CodeBlocked:         "blocked",
-}
 
 // Settlement-side scripts (issue 5): budget recovery on expiry and the rebuild of a
 // campaign's counters after a Redis loss. See each .lua header for its layout.

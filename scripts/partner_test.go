@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/riskstate"
 	"github.com/flashgate/flashgate/internal/rkeys"
@@ -61,17 +62,26 @@ type pclaim struct{ req, user, channel string }
 // each one's code and claim id.
 func runGatewayLayout(t *testing.T, rdb *redis.Client, camp, bl string, claims []pclaim) ([]int64, []string) {
 	t.Helper()
-	keys := make([]string, 0, len(claims)*scripts.ClaimGatewayKeysPerClaim)
-	args := []any{len(claims), int64(60_000), int64(60_000)}
+	res := runClaims(t, rdb, camp, bl, claims)
+	codes, ids := make([]int64, len(claims)), make([]string, len(claims))
+	for i := range claims {
+		codes[i], ids[i] = int64(res[i].Code), res[i].ClaimID
+	}
+	return codes, ids
+}
+
+// runClaims runs claims in one claim.lua call built and decoded by the codec
+// (internal/claim batch.go), as the gateway sends them.
+func runClaims(t *testing.T, rdb *redis.Client, camp, bl string, claims []pclaim) []claim.Outcome {
+	t.Helper()
+	keys, args := claim.AppendHeader(nil, nil, len(claims), 60_000, 60_000)
 	for _, c := range claims {
 		dev, ip := "d-"+c.req, "198.18.7.7"
-		keys = append(keys, rkeys.Meta(camp), rkeys.SKU(camp, "rp-10"), rkeys.Request(camp, c.req), rkeys.Users(camp),
-			rkeys.BusinessLine(bl), rkeys.Outbox(camp), rkeys.Inflight(camp), rkeys.Rejections(camp), rkeys.Meta(camp))
-		keys = rkeys.AppendClaimRiskKeys(keys, camp, dev, ip, c.user)
-		keys = append(keys, rkeys.PartnerQuotas(camp))
-		args = append(args, c.req, camp+".c"+c.req, camp, "rp-10", c.user, dev, ip, c.channel)
+		k := rkeys.ClaimKeys(camp, "rp-10", c.req, bl, "", dev, ip, c.user)
+		keys, args = claim.AppendClaim(keys, args, &k, &claim.Args{RequestID: c.req, ClaimID: camp + ".c" + c.req,
+			CampaignID: camp, SKU: "rp-10", UserID: c.user, DeviceID: dev, IP: ip, Channel: c.channel})
 	}
-	if len(keys) != len(claims)*scripts.ClaimGatewayKeysPerClaim || len(args) != scripts.ClaimHeaderArgs+len(claims)*scripts.ClaimGatewayArgsPerClaim {
+	if len(keys) != len(claims)*claim.BatchKeysPerClaim || len(args) != claim.BatchHeaderArgs+len(claims)*claim.BatchArgsPerClaim {
 		t.Fatalf("layout: %d keys %d args", len(keys), len(args))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -80,13 +90,14 @@ func runGatewayLayout(t *testing.T, rdb *redis.Client, camp, bl string, claims [
 	if err != nil {
 		t.Fatalf("claim.lua: %v", err)
 	}
-	per := scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim
-	codes, ids := make([]int64, len(claims)), make([]string, len(claims))
-	for i := range claims {
-		codes[i] = res[i*per].(int64)
-		ids[i], _ = res[i*per+2].(string)
+	if !claim.ResultsFor(res, len(claims)) {
+		t.Fatalf("claim.lua answered %d values for %d claims", len(res), len(claims))
 	}
-	return codes, ids
+	out := make([]claim.Outcome, len(claims))
+	for i := range out {
+		claim.DecodeResult(res, i, &out[i])
+	}
+	return out
 }
 
 func hgetInt(t *testing.T, rdb *redis.Client, key, field string) int64 {
@@ -116,9 +127,9 @@ func TestPartnerQuotaInTheClaimStep(t *testing.T) {
 		codes, _ := runGatewayLayout(t, rdb, camp, bl, cs)
 		for i, c := range codes {
 			switch c {
-			case scripts.CodeAccepted:
+			case claim.CodeAccepted:
 				accepted++
-			case scripts.CodePartnerQuota:
+			case claim.CodePartnerQuota:
 				refused++
 			default:
 				t.Fatalf("claim %s: code %d", cs[i].req, c)
@@ -138,18 +149,18 @@ func TestPartnerQuotaInTheClaimStep(t *testing.T) {
 	if n, _ := rdb.XLen(context.Background(), rkeys.Outbox(camp)).Result(); n != 5 {
 		t.Errorf("outbox holds %d claims, want 5", n)
 	}
-	if got := hgetInt(t, rdb, rkeys.Rejections(camp), strconv.Itoa(scripts.CodePartnerQuota)); got != 15 {
+	if got := hgetInt(t, rdb, rkeys.Rejections(camp), strconv.Itoa(claim.CodePartnerQuota)); got != 15 {
 		t.Errorf("partner_quota rejections counted %d, want 15", got)
 	}
 	// A retry of a refused request is answered from memory, as every 409 is.
-	if codes, _ := runGatewayLayout(t, rdb, camp, bl, []pclaim{{"r19", "acme:u19", "partner:acme"}}); codes[0] != scripts.CodePartnerQuota {
+	if codes, _ := runGatewayLayout(t, rdb, camp, bl, []pclaim{{"r19", "acme:u19", "partner:acme"}}); codes[0] != claim.CodePartnerQuota {
 		t.Errorf("retry of a refused partner claim: code %d", codes[0])
 	}
 	// No quota at all in this campaign; the app channel is not limited by quotas.
 	codes, _ := runGatewayLayout(t, rdb, camp, bl, []pclaim{{"x1", "other:u1", "partner:other"}, {"x2", "u-app", ""},
 		{"x3", "u-push", "push:spring"}})
-	if codes[0] != scripts.CodePartnerQuota || codes[1] != scripts.CodeAccepted || codes[2] != scripts.CodeAccepted {
-		t.Errorf("partner without quota, app, push: codes %v; want %d, 1, 1", codes, scripts.CodePartnerQuota)
+	if codes[0] != claim.CodePartnerQuota || codes[1] != claim.CodeAccepted || codes[2] != claim.CodeAccepted {
+		t.Errorf("partner without quota, app, push: codes %v; want %d, 1, 1", codes, claim.CodePartnerQuota)
 	}
 	// The channel travels in the outbox entry (the relay builds the record from it).
 	msgs, err := rdb.XRange(context.Background(), rkeys.Outbox(camp), "-", "+").Result()
@@ -175,7 +186,7 @@ func TestVoidGivesPartnerQuotaBackOnce(t *testing.T) {
 	camp, bl := partnerCampaign(t, rdb, map[string]int64{"acme": 2})
 	codes, ids := runGatewayLayout(t, rdb, camp, bl, []pclaim{{"r1", "acme:u1", "partner:acme"}, {"r2", "acme:u2", "partner:acme"},
 		{"r3", "acme:u3", "partner:acme"}})
-	if codes[0] != 1 || codes[1] != 1 || codes[2] != scripts.CodePartnerQuota {
+	if codes[0] != 1 || codes[1] != 1 || codes[2] != claim.CodePartnerQuota {
 		t.Fatalf("codes %v; want 1, 1, partner_quota", codes)
 	}
 	voidKeys := []string{rkeys.Meta(camp), rkeys.SKU(camp, "rp-10"), rkeys.Request(camp, "r1"), rkeys.Users(camp),
@@ -190,7 +201,7 @@ func TestVoidGivesPartnerQuotaBackOnce(t *testing.T) {
 		}
 	}
 	codes, _ = runGatewayLayout(t, rdb, camp, bl, []pclaim{{"r4", "acme:u4", "partner:acme"}, {"r5", "acme:u5", "partner:acme"}})
-	if codes[0] != 1 || codes[1] != scripts.CodePartnerQuota {
+	if codes[0] != 1 || codes[1] != claim.CodePartnerQuota {
 		t.Errorf("after the void: codes %v; want one more accepted, then partner_quota", codes)
 	}
 	// An app claim's void leaves every partner's count alone.

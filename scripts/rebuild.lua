@@ -25,6 +25,9 @@
 -- Rebuilt counters may put stock back on sale (or change the window): the campaign's
 -- meta key is published on fg:changes (rkeys.Changes) so gateways forget what they
 -- concluded about the campaign.
+--
+-- The idempotency record (fg:{c}:rq:<id>, "X\tclaim\tvalue\t...") has its Go owner in
+-- internal/claim/idem.go, which documents its layout; keep the two in step.
 
 local meta, skus, users, usersNew, released, releasedNew, campaigns, inflight =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]

@@ -16,6 +16,9 @@
 --
 -- A unit given back is on sale again: the script publishes the campaign's meta key on
 -- fg:changes (rkeys.Changes) so every gateway stops answering sold_out locally for it.
+--
+-- The idempotency record (fg:{c}:rq:<id>, "X\tclaim\tvalue\t...") has its Go owner in
+-- internal/claim/idem.go, which documents its layout; keep the two in step.
 
 local prev = redis.call('GET', KEYS[3])
 if not prev then return 0 end

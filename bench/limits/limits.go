@@ -214,7 +214,6 @@ func (quiet) Printf(string, ...any) {}
 // settler relays its outbox; its idempotency records expire with it, and every other
 // key is deleted at the end.
 func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
-	const perClaim = scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim
 	c := Ceiling{Name: "claim.lua, 1 claim per call", Unit: "claims", Compare: "requests"}
 	if n > 1 {
 		c.Name = "claim.lua, " + strconv.Itoa(n) + " per call"
@@ -265,34 +264,35 @@ func claimScript(ctx context.Context, cfg Config, n int) (Ceiling, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			kk := make([]string, 0, n*scripts.ClaimGatewayKeysPerClaim)
-			args := make([]any, 0, scripts.ClaimHeaderArgs+n*scripts.ClaimGatewayArgsPerClaim)
+			kk := make([]string, 0, n*claim.BatchKeysPerClaim)
+			args := make([]any, 0, claim.BatchHeaderArgs+n*claim.BatchArgsPerClaim)
+			var o claim.Outcome
 			seq := 0
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				kk, args = kk[:0], args[:0]
 				// A grace of 1 ms: the records expire with the scratch campaign.
-				args = append(args, n, 1, 1000)
+				kk, args = claim.AppendHeader(kk, args, n, 1, 1000)
 				for range n {
 					seq++
 					req := "w" + strconv.Itoa(w) + "-" + strconv.Itoa(seq)
 					user, device := "u-"+req, "d-"+req
 					ip := "198.18." + strconv.Itoa(seq>>8&255) + "." + strconv.Itoa(seq&255)
-					kk = append(kk, rkeys.Meta(camp), rkeys.SKU(camp, "rp-50"), rkeys.Request(camp, req), rkeys.Users(camp),
-						rkeys.BusinessLine(bl), rkeys.Outbox(camp), rkeys.Inflight(camp), rkeys.Rejections(camp), rkeys.Meta(camp))
-					kk = rkeys.AppendClaimRiskKeys(kk, camp, device, ip, user)
-					kk = append(kk, rkeys.PartnerQuotas(camp))
-					args = append(args, req, camp+"."+req, camp, "rp-50", user, device, ip, "")
+					k := rkeys.ClaimKeys(camp, "rp-50", req, bl, "", device, ip, user)
+					kk, args = claim.AppendClaim(kk, args, &k, &claim.Args{RequestID: req, ClaimID: camp + "." + req,
+						CampaignID: camp, SKU: "rp-50", UserID: user, DeviceID: device, IP: ip})
 				}
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				out, err := scripts.Claim.Run(cctx, rdb, kk, args...).Slice()
 				cancel()
+				if err == nil && !claim.ResultsFor(out, n) {
+					err = fmt.Errorf("claim.lua answered %d values for %d claims", len(out), n)
+				}
 				if err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}
 				done.Add(int64(n))
 				for i := 0; i < n; i++ {
-					if v, _ := out[i*perClaim].(int64); v == scripts.CodeAccepted {
+					if claim.DecodeResult(out, i, &o); o.Code == claim.CodeAccepted {
 						accepted.Add(1)
 					}
 				}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/flashgate/flashgate/bench/record"
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -92,7 +93,7 @@ func newSale(t *testing.T, ctx context.Context, rdb *redis.Client, pg *pgxpool.P
 	defer tx.Rollback(ctx)
 	for i, tr := range tries {
 		o := res[i*scripts.ClaimResultsPerClaim:]
-		if o[0].(int64) != scripts.CodeAccepted {
+		if o[0].(int64) != claim.CodeAccepted {
 			continue
 		}
 		e := record.Entry{ClaimID: o[2].(string), RequestID: "rq-" + strconv.Itoa(i), Campaign: s.campaign,

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
-	"github.com/flashgate/flashgate/scripts"
+	"github.com/flashgate/flashgate/internal/claim"
 )
 
 // The allocation budget of the claim handler's own code (STYLE "an allocation budget on
@@ -24,14 +24,14 @@ func TestClaimHandlerAllocs(t *testing.T) {
 		out  claimer.Outcome
 		err  error
 	}{
-		{"accepted", claimer.Outcome{Code: scripts.CodeAccepted, ClaimID: "cny-2027.0123456789abcdefghijklmnop", Value: 50, ExpiresAtMs: 1_800_000_000_000}, nil},
-		{"replayed", claimer.Outcome{Code: scripts.CodeAccepted, Replayed: true, ClaimID: "cny-2027.0123456789abcdefghijklmnop", Value: 50, ExpiresAtMs: 1_800_000_000_000}, nil},
-		{"sold out", claimer.Outcome{Code: scripts.CodeSoldOut}, nil},
-		{"rejection replayed", claimer.Outcome{Code: scripts.CodeNotStarted, Replayed: true}, nil},
-		{"velocity", claimer.Outcome{Code: scripts.CodeDeviceVelocity, RetryAfterMs: 1500}, nil},
-		{"blocked", claimer.Outcome{Code: scripts.CodeBlocked}, nil},
-		{"unknown sku", claimer.Outcome{Code: scripts.CodeUnknownSKU}, nil},
-		{"key reuse", claimer.Outcome{Code: scripts.CodeKeyReuse}, nil},
+		{"accepted", claimer.Outcome{Code: claim.CodeAccepted, ClaimID: "cny-2027.0123456789abcdefghijklmnop", Value: 50, ExpiresAtMs: 1_800_000_000_000}, nil},
+		{"replayed", claimer.Outcome{Code: claim.CodeAccepted, Replayed: true, ClaimID: "cny-2027.0123456789abcdefghijklmnop", Value: 50, ExpiresAtMs: 1_800_000_000_000}, nil},
+		{"sold out", claimer.Outcome{Code: claim.CodeSoldOut}, nil},
+		{"rejection replayed", claimer.Outcome{Code: claim.CodeNotStarted, Replayed: true}, nil},
+		{"velocity", claimer.Outcome{Code: claim.CodeDeviceVelocity, RetryAfterMs: 1500}, nil},
+		{"blocked", claimer.Outcome{Code: claim.CodeBlocked}, nil},
+		{"unknown sku", claimer.Outcome{Code: claim.CodeUnknownSKU}, nil},
+		{"key reuse", claimer.Outcome{Code: claim.CodeKeyReuse}, nil},
 		{"unavailable", claimer.Outcome{}, claimer.ErrUnavailable},
 	}
 	for _, proxies := range []string{"", "192.0.2.0/24"} {

@@ -7,44 +7,41 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgate/flashgate/internal/claim"
-	"github.com/flashgate/flashgate/scripts"
 )
 
-// answer is how one script code is told to the client. This table is the only place
-// that turns a claim outcome into HTTP.
+// answer is how one script code is told to the client, built from the result-code
+// table (internal/claim code.go: status and reason word); this is the only place that
+// turns a claim outcome into HTTP bytes.
 type answer struct {
 	status int
-	reason string // "" for accepted
-	body   []byte // the whole body when it does not vary
+	reason string // "" for accepted and refusals
+	body   []byte // the whole body when it does not vary (nil for 200 and 429)
 	label  string // metric label
 }
 
-func rejected(status int, reason string) answer {
-	return answer{status: status, reason: reason, label: reason,
-		body: []byte(`{"result":"rejected","reason":"` + reason + `"}`)}
-}
+// answers holds one entry per code a client can be told: accepted, every rejection
+// and every refusal (the internal retry codes end as 503 answerUnavailable).
+var answers = func() map[int]answer {
+	m := map[int]answer{}
+	for _, r := range claim.Results {
+		switch {
+		case r.Kind == claim.KindAccepted:
+			m[r.Code] = answer{status: r.Status, label: r.Reason}
+		case r.Kind == claim.KindRejected && r.Status == fasthttp.StatusTooManyRequests:
+			// The body carries retry_after_ms (appendVelocity).
+			m[r.Code] = answer{status: r.Status, reason: r.Reason, label: r.Reason}
+		case r.Kind == claim.KindRejected:
+			m[r.Code] = answer{status: r.Status, reason: r.Reason, label: r.Reason,
+				body: []byte(`{"result":"rejected","reason":"` + r.Reason + `"}`)}
+		case r.Kind == claim.KindRefused:
+			m[r.Code] = failure(r.Status, r.Reason, r.Reason)
+		}
+	}
+	return m
+}()
 
 func failure(status int, errName, label string) answer {
 	return answer{status: status, label: label, body: []byte(`{"error":"` + errName + `"}`)}
-}
-
-var answers = map[int]answer{
-	scripts.CodeAccepted:        {status: fasthttp.StatusOK, label: "accepted"},
-	scripts.CodeSoldOut:         rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodeSoldOut]),
-	scripts.CodeBudgetExhausted: rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodeBudgetExhausted]),
-	scripts.CodeUserLimit:       rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodeUserLimit]),
-	scripts.CodeNotStarted:      rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodeNotStarted]),
-	scripts.CodeEnded:           rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodeEnded]),
-	scripts.CodePaused:          rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodePaused]),
-	scripts.CodeNotEligible:     rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodeNotEligible]),
-	scripts.CodePartnerQuota:    rejected(fasthttp.StatusConflict, scripts.Reasons[scripts.CodePartnerQuota]),
-	scripts.CodeDeviceVelocity:  {status: fasthttp.StatusTooManyRequests, reason: scripts.Reasons[scripts.CodeDeviceVelocity], label: scripts.Reasons[scripts.CodeDeviceVelocity]},
-	scripts.CodeIPVelocity:      {status: fasthttp.StatusTooManyRequests, reason: scripts.Reasons[scripts.CodeIPVelocity], label: scripts.Reasons[scripts.CodeIPVelocity]},
-	scripts.CodeUserVelocity:    {status: fasthttp.StatusTooManyRequests, reason: scripts.Reasons[scripts.CodeUserVelocity], label: scripts.Reasons[scripts.CodeUserVelocity]},
-	scripts.CodeBlocked:         rejected(fasthttp.StatusForbidden, scripts.Reasons[scripts.CodeBlocked]),
-	scripts.CodeUnknownCampaign: failure(fasthttp.StatusNotFound, "unknown_campaign", "unknown_campaign"),
-	scripts.CodeUnknownSKU:      failure(fasthttp.StatusNotFound, "unknown_sku", "unknown_sku"),
-	scripts.CodeKeyReuse:        failure(fasthttp.StatusUnprocessableEntity, "idempotency_key_reuse", "idempotency_key_reuse"),
 }
 
 var (

@@ -10,7 +10,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
-	"github.com/flashgate/flashgate/scripts"
+	"github.com/flashgate/flashgate/internal/claim"
 )
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef-test")
@@ -146,7 +146,7 @@ func TestClaimHandlerAllocsWithTokens(t *testing.T) {
 	s := &Server{cfg: Config{Auth: a}, metrics: NewMetrics(nil), log: quietLog}
 	body := `{"campaign_id":"cny-2027","sku":"rp-50","user_id":"u-1001","device_id":"d-9f2c","request_id":"6f1c2b"}`
 	noUser := `{"campaign_id":"cny-2027","sku":"rp-50","device_id":"d-9f2c","request_id":"6f1c2b"}`
-	accepted := claimer.Outcome{Code: scripts.CodeAccepted, ClaimID: "cny-2027.0123456789abcdefghijklmnop", Value: 50, ExpiresAtMs: 1_800_000_000_000}
+	accepted := claimer.Outcome{Code: claim.CodeAccepted, ClaimID: "cny-2027.0123456789abcdefghijklmnop", Value: 50, ExpiresAtMs: 1_800_000_000_000}
 	for _, tc := range []struct {
 		name, body, auth string
 		status           int

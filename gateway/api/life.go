@@ -9,8 +9,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/voucher"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // The voucher's life on the public API (CONTRACT.md "Issuance and the voucher's life"):
@@ -261,7 +261,7 @@ func (s *Server) notBlocked(ctx *fasthttp.RequestCtx, lctx context.Context, user
 		return false
 	}
 	if blocked {
-		writeJSON(ctx, fasthttp.StatusForbidden, answers[scripts.CodeBlocked].body)
+		writeJSON(ctx, fasthttp.StatusForbidden, answers[claim.CodeBlocked].body)
 		return false
 	}
 	return true

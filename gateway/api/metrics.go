@@ -10,7 +10,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgate/flashgate/internal/claim"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // MaxCampaignSeries bounds the per-campaign series: this many campaigns that answer
@@ -209,7 +208,7 @@ func (s *campaignSeries) count(campaign []byte, code int, now int64) {
 // admit gives campaign a place when one is free (or an idle campaign's can be taken)
 // and the campaign exists, else "other".
 func (s *campaignSeries) admit(campaign []byte, code, seen int, now int64) *campaignCounters {
-	if code == scripts.CodeUnknownCampaign || code == codeUnavailable || string(campaign) == "other" {
+	if code == claim.CodeUnknownCampaign || code == codeUnavailable || string(campaign) == "other" {
 		return s.other
 	}
 	if seen >= s.max {

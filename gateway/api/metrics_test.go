@@ -10,7 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
-	"github.com/flashgate/flashgate/scripts"
+	"github.com/flashgate/flashgate/internal/claim"
 )
 
 // The per-campaign series stay bounded: the first MaxCampaignSeries existing campaigns
@@ -20,13 +20,13 @@ func TestCampaignSeriesBounded(t *testing.T) {
 	m := NewMetrics(reg)
 	start := time.Now()
 	for i := range MaxCampaignSeries + 5 {
-		m.observeClaim(start, scripts.CodeAccepted, []byte("camp-"+strconv.Itoa(i)))
+		m.observeClaim(start, claim.CodeAccepted, []byte("camp-"+strconv.Itoa(i)))
 	}
 	for i := range 100 {
-		m.observeClaim(start, scripts.CodeUnknownCampaign, []byte("made-up-"+strconv.Itoa(i)))
+		m.observeClaim(start, claim.CodeUnknownCampaign, []byte("made-up-"+strconv.Itoa(i)))
 	}
 	// A campaign admitted early keeps its series.
-	m.observeClaim(start, scripts.CodeSoldOut, []byte("camp-0"))
+	m.observeClaim(start, claim.CodeSoldOut, []byte("camp-0"))
 
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -56,11 +56,11 @@ func TestCampaignSeriesBounded(t *testing.T) {
 	if campaigns["camp-20"] || campaigns["made-up-0"] {
 		t.Errorf("a campaign beyond the bound has its own series: %v", campaigns)
 	}
-	other := counterValue(t, m.campaigns.other.byCode[scripts.CodeAccepted])
+	other := counterValue(t, m.campaigns.other.byCode[claim.CodeAccepted])
 	if other != 5 {
 		t.Errorf("other accepted = %v, want 5", other)
 	}
-	if got := counterValue(t, m.campaigns.other.byCode[scripts.CodeUnknownCampaign]); got != 100 {
+	if got := counterValue(t, m.campaigns.other.byCode[claim.CodeUnknownCampaign]); got != 100 {
 		t.Errorf("other unknown_campaign = %v, want 100", got)
 	}
 }
@@ -76,7 +76,7 @@ func TestRequestLatencyHistogram(t *testing.T) {
 	if status, msg := s.decode(ctx, st); status != 0 {
 		t.Fatal(msg)
 	}
-	st.req.Outcome = claimer.Outcome{Code: scripts.CodeSoldOut}
+	st.req.Outcome = claimer.Outcome{Code: claim.CodeSoldOut}
 	s.respond(ctx, st, nil)
 	s.respond(ctx, st, claimer.ErrUnavailable)
 	bad := request("POST", "text/plain", "{}", "192.0.2.7:5555")
@@ -139,11 +139,11 @@ func BenchmarkObserveClaim(b *testing.B) {
 	m := NewMetrics(nil)
 	campaign := []byte("cny-2027")
 	start := time.Now()
-	m.observeClaim(start, scripts.CodeAccepted, campaign)
+	m.observeClaim(start, claim.CodeAccepted, campaign)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			m.observeClaim(start, scripts.CodeSoldOut, campaign)
+			m.observeClaim(start, claim.CodeSoldOut, campaign)
 		}
 	})
 }
@@ -159,9 +159,9 @@ func TestCampaignSeriesIdleGivesWay(t *testing.T) {
 		if i == 3 {
 			at = old // camp-3's last claim was long ago
 		}
-		m.observeClaim(at, scripts.CodeAccepted, []byte("camp-"+strconv.Itoa(i)))
+		m.observeClaim(at, claim.CodeAccepted, []byte("camp-"+strconv.Itoa(i)))
 	}
-	m.observeClaim(time.Now(), scripts.CodeAccepted, []byte("next-sale"))
+	m.observeClaim(time.Now(), claim.CodeAccepted, []byte("next-sale"))
 	known := *m.campaigns.known.Load()
 	if len(known) != MaxCampaignSeries || known["next-sale"] == nil || known["camp-3"] != nil {
 		names := []string{}
@@ -181,11 +181,11 @@ func TestCampaignSeriesIdleGivesWay(t *testing.T) {
 		}
 	}
 	// Everyone busy now: the next newcomer (a second later) is "other".
-	m.observeClaim(time.Now().Add(time.Second), scripts.CodeAccepted, []byte("third-sale"))
+	m.observeClaim(time.Now().Add(time.Second), claim.CodeAccepted, []byte("third-sale"))
 	if (*m.campaigns.known.Load())["third-sale"] != nil {
 		t.Error("a busy campaign was evicted")
 	}
-	if got := counterValue(t, m.campaigns.other.byCode[scripts.CodeAccepted]); got != 1 {
+	if got := counterValue(t, m.campaigns.other.byCode[claim.CodeAccepted]); got != 1 {
 		t.Errorf("other accepted = %v, want 1", got)
 	}
 }

@@ -19,8 +19,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/voucher"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // Voucher is a claim as GET /v1/claims/{id} reports it (internal/voucher, which the
@@ -245,7 +245,7 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, st *reqState, err error) {
 	defer s.metrics.observeClaim(ctx.Time(), r.Code, st.body.CampaignID)
 	s.metrics.outcome(r.Code).Inc()
 	switch {
-	case r.Code == scripts.CodeAccepted:
+	case r.Code == claim.CodeAccepted:
 		if r.Replayed {
 			ctx.Response.Header.SetBytesKV(hdrReplayed, valTrue)
 		}
@@ -508,7 +508,7 @@ func (s *Server) redeem(ctx *fasthttp.RequestCtx, id []byte) {
 			return
 		}
 		if blocked {
-			writeJSON(ctx, fasthttp.StatusForbidden, answers[scripts.CodeBlocked].body)
+			writeJSON(ctx, fasthttp.StatusForbidden, answers[claim.CodeBlocked].body)
 			return
 		}
 	}

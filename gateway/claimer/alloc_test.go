@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // The allocations per claim below the HTTP handler (whose own path allocates nothing:
@@ -33,9 +33,9 @@ func TestClientAllocsPerClaim(t *testing.T) {
 		// results into interfaces; then franz-go's record and promise, the record's JSON,
 		// the claim id and request key strings. The short-circuit is one pipelined
 		// SET NX GET command per claim.
-		{"accepted: script per batch + produce + durable mark", benchConfig(64, true), 1_000_000, scripts.CodeAccepted, 80},
-		{"sold out decided by claim.lua", benchConfig(64, false), 0, scripts.CodeSoldOut, 60},
-		{"sold out short-circuited", benchConfig(64, true), 0, scripts.CodeSoldOut, 20},
+		{"accepted: script per batch + produce + durable mark", benchConfig(64, true), 1_000_000, claim.CodeAccepted, 80},
+		{"sold out decided by claim.lua", benchConfig(64, false), 0, claim.CodeSoldOut, 60},
+		{"sold out short-circuited", benchConfig(64, true), 0, claim.CodeSoldOut, 20},
 	} {
 		c := e.claimerWith(testenv.Brokers(), 10*time.Second, tc.cfg, nil)
 		cmp := e.bigCampaign(tc.stock)

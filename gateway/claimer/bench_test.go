@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // bigCampaign has stock and budgets no benchmark exhausts, and ends soon after the run
@@ -86,7 +86,7 @@ func BenchmarkClaimerAccepted(b *testing.B) {
 			reqs := claims(cmp, "a", b.N)
 			b.ReportAllocs()
 			b.ResetTimer()
-			errs, wrong := drive(c, reqs, 64, scripts.CodeAccepted)
+			errs, wrong := drive(c, reqs, 64, claim.CodeAccepted)
 			b.StopTimer()
 			if errs+wrong > 0 {
 				b.Fatalf("%d errors, %d answers other than accepted", errs, wrong)
@@ -109,14 +109,14 @@ func BenchmarkClaimerSoldOut(b *testing.B) {
 			c := e.claimerWith(testenv.Brokers(), 10*time.Second, benchConfig(64, mode.short), nil)
 			cmp := e.bigCampaign(0)
 			// One claim.lua answer teaches the claimer the SKU is sold out.
-			if _, wrong := drive(c, claims(cmp, "warm", 1), 1, scripts.CodeSoldOut); wrong > 0 {
+			if _, wrong := drive(c, claims(cmp, "warm", 1), 1, claim.CodeSoldOut); wrong > 0 {
 				b.Fatal("warm-up claim not sold out")
 			}
 			reqs := claims(cmp, "s", b.N)
 			before := c.Stats()
 			b.ReportAllocs()
 			b.ResetTimer()
-			errs, wrong := drive(c, reqs, 64, scripts.CodeSoldOut)
+			errs, wrong := drive(c, reqs, 64, claim.CodeSoldOut)
 			b.StopTimer()
 			if errs+wrong > 0 {
 				b.Fatalf("%d errors, %d answers other than sold_out", errs, wrong)

@@ -10,21 +10,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/internal/claim"
-	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // Errors returned by Do. Both mean "nothing was taken (or it was given back); retry with
@@ -211,52 +206,6 @@ type Outcome struct {
 	Risk risk.Seen
 }
 
-type pending struct {
-	req     *Request
-	rt      *route
-	claimID string
-	reqKey  string
-	outbox  string
-	err     error
-	done    chan struct{}
-	ack     chan error
-	// marked receives markLoop's answer for this claim's durable mark: true only if
-	// durable.lua reported it D (the one condition for a 200).
-	marked chan bool
-	// queued is when Do put the claim in the queue: a claim that waited there longer
-	// than RedisTimeout is answered 503 unrun (see run).
-	queued time.Time
-	// short is the code the short-circuit would answer (0: claim.lua decides).
-	short int
-	// durable: the worker already made this accepted claim durable (ProduceSync), with
-	// err its result.
-	durable bool
-}
-
-// voidRetryFor is how many RedisTimeouts a failed void is retried for before its
-// client hears 503 (and the void goes on in the background).
-const voidRetryFor = 3
-
-var pendingPool = sync.Pool{New: func() any {
-	return &pending{done: make(chan struct{}, 1), ack: make(chan error, 1), marked: make(chan bool, 1)}
-}}
-
-type batch struct {
-	items []*pending
-	keys  []string
-	args  []any
-	// keybuf holds the per-claim risk key names of one script call; keys views into it.
-	// It is overwritten by the next call, after the previous one returned.
-	keybuf []byte
-	// The short-circuit's scratch: claims for the script, candidates, their commands
-	// and their rejection records (valbuf, viewed like keybuf).
-	rest, cand []*pending
-	// fresh is the batch less the claims that waited too long (dropStale).
-	fresh  []*pending
-	cmds   []*redis.Cmd
-	valbuf []byte
-}
-
 // Claimer decides and makes durable claims. Safe for concurrent use.
 type Claimer struct {
 	cfg     Config
@@ -354,7 +303,7 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		return fmt.Errorf("%w: route campaign: %v", ErrUnavailable, err)
 	}
 	if rt == nil {
-		r.Outcome = Outcome{Code: scripts.CodeUnknownCampaign}
+		r.Outcome = Outcome{Code: claim.CodeUnknownCampaign}
 		return nil
 	}
 	p := pendingPool.Get().(*pending)
@@ -380,19 +329,19 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		if p.err != nil {
 			return p.err
 		}
-		if r.Code == scripts.CodeStale && !restaled {
+		if r.Code == claim.CodeStale && !restaled {
 			restaled = true
 			c.routes.invalidate(r.CampaignID)
 			if rt, err = c.routes.get(ctx, r.CampaignID, time.Now()); err != nil {
 				return fmt.Errorf("%w: route campaign: %v", ErrUnavailable, err)
 			}
 			if rt == nil {
-				r.Outcome = Outcome{Code: scripts.CodeUnknownCampaign}
+				r.Outcome = Outcome{Code: claim.CodeUnknownCampaign}
 				return nil
 			}
 			continue
 		}
-		if r.Code == scripts.CodeInFlight && c.waitInFlight(ctx, &inFlightUntil, &backoff) {
+		if r.Code == claim.CodeInFlight && c.waitInFlight(ctx, &inFlightUntil, &backoff) {
 			// Double tap: the first attempt of this request_id is still being made
 			// durable (here or on another gateway). Its answer is this one's: asked
 			// again once it is D (200, its claim) or V (decided anew).
@@ -401,20 +350,17 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		}
 		break
 	}
-	if r.Code == scripts.CodeNotWarm && c.cfg.OnNotWarm != nil {
+	if r.Code == claim.CodeNotWarm && c.cfg.OnNotWarm != nil {
 		c.cfg.OnNotWarm(r.CampaignID)
 	}
 	switch r.Code {
-	case scripts.CodeStale, scripts.CodeNotWarm, scripts.CodeInFlight:
+	case claim.CodeStale, claim.CodeNotWarm, claim.CodeInFlight:
 		return fmt.Errorf("%w: script code %d", ErrUnavailable, r.Code)
 	}
-	if r.Code != scripts.CodeAccepted || r.Replayed {
+	if r.Code != claim.CodeAccepted || r.Replayed {
 		return nil
 	}
-	if p.durable {
-		return p.err // ProduceSync: the worker did it
-	}
-	return c.makeDurable(p)
+	return c.durability(p)
 }
 
 // waitInFlight sleeps before the next ask of a request_id whose first attempt is in
@@ -438,466 +384,4 @@ func (c *Claimer) waitInFlight(ctx context.Context, until *time.Time, backoff *t
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// makeDurable produces the accepted claim and waits for the broker's acknowledgement.
-// If the produce fails, void.lua gives back what the claim took - unless the settler
-// already confirmed it from Kafka (the produce did land), in which case it is durable.
-func (c *Claimer) makeDurable(p *pending) error {
-	r := p.req
-	rec := claim.Record{
-		Version:      claim.Version,
-		ClaimID:      r.ClaimID,
-		RequestID:    r.RequestID,
-		CampaignID:   r.CampaignID,
-		BusinessLine: p.rt.bl,
-		SKU:          r.SKU,
-		UserID:       r.UserID,
-		DeviceID:     r.DeviceID,
-		IP:           r.IP,
-		Value:        r.Value,
-		ClaimedAtMs:  r.ClaimedAtMs,
-		ExpiresAtMs:  r.ExpiresAtMs,
-		OutboxID:     p.outbox,
-		Channel:      r.Channel,
-	}
-	// The record's memory is its own: the produce is asynchronous and outlives any
-	// request buffer.
-	value := rec.AppendJSON(make([]byte, 0, 384))
-	kr := &kgo.Record{Topic: kafkaopt.ClaimsTopic, Key: []byte(r.CampaignID), Value: value}
-	if c.cfg.BeforeProduce != nil {
-		c.cfg.BeforeProduce()
-	}
-	start := time.Now()
-	ack := p.ack
-	c.kcl.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
-		ack <- err // buffered: a promise never blocks
-	})
-	timer := time.NewTimer(c.cfg.AckTimeout)
-	var err error
-	select {
-	case err = <-ack:
-		timer.Stop()
-	case <-timer.C:
-		// The record may still be delivered later; if it is, the settler finds the
-		// record voided and skips it. The late callback writes into this channel, so
-		// the pooled pending gets a fresh one instead of inheriting a stale answer.
-		p.ack = make(chan error, 1)
-		c.metrics.ackTimeouts.Inc()
-		err = errAckTimeout
-	}
-	c.metrics.produceSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		c.metrics.produceErrors.Inc()
-		return c.void(p, err)
-	}
-	// The broker has the record; the claim is durable only once its record is D. The
-	// 200 waits for that mark (shared with other claims' marks, see markLoop): a claim
-	// left A may be voided at its deadline by the settler or the relay, and a client
-	// must never hold a 200 for a claim that is then given back.
-	select {
-	case c.marks <- mark{campaign: r.CampaignID, reqKey: p.reqKey, claimID: r.ClaimID, res: p.marked}:
-	default:
-		c.metrics.marksDropped.Inc()
-		return c.void(p, errMarkFailed)
-	}
-	if <-p.marked {
-		return nil
-	}
-	return c.void(p, errMarkFailed)
-}
-
-func (c *Claimer) void(p *pending, produceErr error) error {
-	r, rt := p.req, p.rt
-	keys := []string{rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey, rt.outbox, rt.inflight,
-		rkeys.PartnerQuotas(r.CampaignID)}
-	// A void that gets no answer is tried again for up to voidRetryFor before the client
-	// is answered: Redis may only be stalled, with this claim's durable mark queued
-	// before the void - then the void answers "durable" and the client gets its 200
-	// rather than a 503 for a claim that becomes a row (the chaos suite's redis-stall).
-	deadline := time.Now().Add(voidRetryFor * c.cfg.RedisTimeout)
-	var res int
-	var err error
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
-		res, err = scripts.Void.Run(ctx, c.rdb, keys, r.ClaimID, r.UserID, r.Channel).Int()
-		cancel()
-		if err == nil || !time.Now().Before(deadline) || c.closed.Load() {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		// Redis is gone too. The claim stays A: it is never made a row from A. If the
-		// record reached Kafka the settler waits for a mark and voids it past the
-		// deadline; if not, the outbox relay voids it past MinAge. Either way what it
-		// took is given back and the 503 stays true; a retry meanwhile hears in_flight.
-		c.metrics.voids[voidFailed].Inc()
-		c.log.Warn("void after failed produce also failed; it is retried in the background (else voided at its deadline)",
-			"claim_id", r.ClaimID, "produce_err", produceErr, "void_err", err)
-		go c.revoid([]unanswered{c.unansweredOf(p)}, 200*time.Millisecond)
-		return fmt.Errorf("%w: produce: %v; void: %v", ErrUnavailable, produceErr, err)
-	}
-	switch res {
-	case scripts.VoidConfirmed:
-		c.metrics.voids[scripts.VoidConfirmed].Inc()
-		return nil
-	case scripts.VoidDone:
-		c.metrics.voids[res].Inc()
-		// A unit is on sale again. void.lua announced it on rkeys.Changes; this
-		// gateway forgets at once, without waiting for its own copy of the message.
-		c.routes.invalidate(r.CampaignID)
-	case scripts.VoidAlready, scripts.VoidGone:
-		c.metrics.voids[res].Inc()
-	}
-	return fmt.Errorf("%w: produce: %v", ErrUnavailable, produceErr)
-}
-
-// fill makes b a batch: first, then whatever else is already queued, then what arrives
-// within BatchWait (timer is nil when BatchWait is 0), up to MaxBatch. While every
-// worker is busy the queue grows, so batches grow with load by themselves. Each worker
-// fills its own batch from the queue: there is no collector goroutine between the
-// handlers and the workers, so a claim changes goroutine once on its way to Redis.
-func (c *Claimer) fill(b *batch, first *pending, timer *time.Timer) {
-	b.items = append(b.items[:0], first)
-	for len(b.items) < c.cfg.MaxBatch {
-		select {
-		case p := <-c.in:
-			b.items = append(b.items, p)
-		default:
-			if timer == nil {
-				return
-			}
-			timer.Reset(c.cfg.BatchWait)
-			for len(b.items) < c.cfg.MaxBatch {
-				select {
-				case p := <-c.in:
-					b.items = append(b.items, p)
-				case <-timer.C:
-					return
-				}
-			}
-			timer.Stop()
-			return
-		}
-	}
-}
-
-func (c *Claimer) drainClosed() {
-	for {
-		select {
-		case p := <-c.in:
-			p.err = ErrClosed
-			p.done <- struct{}{}
-		default:
-			return
-		}
-	}
-}
-
-func (c *Claimer) work() {
-	defer c.wg.Done()
-	defer c.workersDone.Done()
-	b := &batch{items: make([]*pending, 0, c.cfg.MaxBatch)}
-	var timer *time.Timer
-	if c.cfg.BatchWait > 0 {
-		timer = time.NewTimer(time.Hour)
-		timer.Stop()
-	}
-	for {
-		var first *pending
-		select {
-		case first = <-c.in:
-		case <-c.quit:
-			c.drainClosed()
-			return
-		}
-		c.fill(b, first, timer)
-		c.run(b)
-		if c.cfg.ProduceMode == ProduceSync {
-			c.produceBatch(b)
-		}
-		for _, p := range b.items {
-			p.done <- struct{}{}
-		}
-		b.items = b.items[:0]
-	}
-}
-
-// perClaim is the number of claim.lua results per claim in the gateway's layout (risk
-// checks on).
-const perClaim = scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim
-
-// produceBatch is the ProduceSync baseline: the worker makes the batch's accepted claims
-// durable (all produced at once, then every acknowledgement awaited) before it takes its
-// next batch. Each claim's error (nil, or 503 after its void) is its answer.
-func (c *Claimer) produceBatch(b *batch) {
-	var wg sync.WaitGroup
-	for _, p := range b.items {
-		if p.err != nil || p.req.Code != scripts.CodeAccepted || p.req.Replayed {
-			continue
-		}
-		p.durable = true
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.err = c.makeDurable(p)
-		}()
-	}
-	wg.Wait()
-}
-
-func errUnavailable(what string, err error) error {
-	return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
-}
-
-// viewString views b as a string without copying (see appendKey for the lifetime).
-func viewString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
-
-// run decides a batch: what the short-circuit can answer without claim.lua, then one
-// script call for the rest, writing each claim's outcome.
-func (c *Claimer) run(b *batch) {
-	all := b.items
-	b.items = c.dropStale(b)
-	if len(b.items) > 0 {
-		if items := c.shortCircuit(b); len(items) > 0 {
-			c.runScript(b, items)
-		}
-	}
-	b.items = all
-}
-
-// dropStale answers ErrOverloaded, without running them, the claims of b that waited in
-// the queue longer than RedisTimeout, and returns the rest. Each Redis call is bounded
-// by RedisTimeout, but while Redis stalls every worker waits out its own call and the
-// queue grows behind them: without this a claim's wait would grow with the rate and the
-// stall's length instead of staying near one timeout. Nothing was taken for a dropped
-// claim; its client retries with the same request_id.
-func (c *Claimer) dropStale(b *batch) []*pending {
-	cutoff := time.Now().Add(-c.cfg.RedisTimeout)
-	fresh := b.fresh[:0]
-	for _, p := range b.items {
-		if p.queued.Before(cutoff) {
-			p.err = ErrOverloaded
-			c.metrics.queueExpired.Inc()
-			continue
-		}
-		fresh = append(fresh, p)
-	}
-	b.fresh = fresh
-	return fresh
-}
-
-// runScript makes one script call for items and writes each claim's outcome.
-func (c *Claimer) runScript(b *batch, items []*pending) {
-	n := len(items)
-	b.keys = b.keys[:0]
-	b.args = append(b.args[:0], n, c.cfg.AcceptGrace.Milliseconds(), c.cfg.RejectTTL.Milliseconds())
-	b.keybuf = b.keybuf[:0]
-	for _, p := range items {
-		r, rt := p.req, p.rt
-		b.keys = append(b.keys, rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey,
-			rt.outbox, rt.inflight, rt.rejects, rt.segKey, rt.riskRules, rkeys.RiskGlobalRules)
-		b.keys = b.appendKey(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindDevice, r.DeviceID))
-		b.keys = b.appendKey(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindIP, r.IP))
-		b.keys = b.appendKey(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindUser, r.UserID))
-		b.keys = b.appendKey(rkeys.AppendBlock(b.keybuf, rkeys.KindDevice, r.DeviceID))
-		b.keys = b.appendKey(rkeys.AppendBlock(b.keybuf, rkeys.KindIP, r.IP))
-		b.keys = b.appendKey(rkeys.AppendBlock(b.keybuf, rkeys.KindUser, r.UserID))
-		b.keys = b.appendKey(rkeys.AppendFreeze(b.keybuf, rkeys.KindDevice, r.DeviceID))
-		b.keys = b.appendKey(rkeys.AppendFreeze(b.keybuf, rkeys.KindUser, r.UserID))
-		b.keys = b.appendKey(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindDevice, r.DeviceID))
-		b.keys = b.appendKey(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindUser, r.UserID))
-		b.keys = append(b.keys, rt.shadowRejects, rkeys.RiskIndex)
-		b.keys = b.appendKey(rkeys.AppendPartnerQuotas(b.keybuf, r.CampaignID))
-		b.args = append(b.args, r.RequestID, p.claimID, r.CampaignID, r.SKU, r.UserID, r.DeviceID, r.IP, r.Channel)
-	}
-	c.metrics.batchSize.Observe(float64(n))
-	c.scriptClaims.Add(int64(n))
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
-	start := time.Now()
-	res, err := scripts.Claim.Run(ctx, c.rdb, b.keys, b.args...).Slice()
-	cancel()
-	end := time.Now()
-	c.metrics.scriptSeconds.Observe(end.Sub(start).Seconds())
-	if err == nil && len(res) != n*perClaim {
-		err = fmt.Errorf("claim script returned %d values for %d claims", len(res), n)
-	}
-	if err != nil {
-		// A timeout is ambiguous: the script may have run (or still run, queued behind
-		// a stall), and a script error may come after it accepted some claims. Their
-		// clients hear 503, so none of them may become a row: each is voided now if
-		// Redis answers (in the background: the worker is needed), and otherwise stays
-		// A, never produced, until the outbox relay voids it past MinAge.
-		c.metrics.redisErrors.Inc()
-		c.log.Debug("claim script failed", "claims", n, "err", err)
-		for _, p := range items {
-			p.err = fmt.Errorf("%w: claim script: %v", ErrUnavailable, err)
-		}
-		c.voidUnanswered(items)
-		return
-	}
-	c.observeClock(asInt(res[8]), start, end)
-	for i, p := range items {
-		o := res[i*perClaim:]
-		out := &p.req.Outcome
-		out.Code = int(asInt(o[0]))
-		out.Replayed = asInt(o[1]) == 1
-		out.ClaimID, _ = o[2].(string)
-		out.Value = asInt(o[3])
-		out.ClaimedAtMs = asInt(o[4])
-		out.ExpiresAtMs = asInt(o[5])
-		p.outbox, _ = o[6].(string)
-		out.RetryAfterMs = asInt(o[7])
-		out.DecidedAtMs = asInt(o[8])
-		out.Risk = risk.Seen{Device: asInt(o[9]), IP: asInt(o[10]), User: asInt(o[11]),
-			FreezeDevice: asInt(o[12]), FreezeUser: asInt(o[13]), Flags: risk.Flags(asInt(o[14]))}
-		if out.Code == scripts.CodeSoldOut && !out.Replayed {
-			// Stock was <= 0 when this script ran. Only this claim's route learns it:
-			// if a change was announced since the route was taken, it is dead already.
-			if s, ok := p.rt.skus[p.req.SKU]; ok {
-				s.soldOut.Store(true)
-			}
-		}
-		if c.cfg.Decisions != nil && risk.Recordable(out.Code) {
-			r := p.req
-			d := risk.Decision{
-				TimeMs: out.DecidedAtMs, CampaignID: r.CampaignID, SKU: r.SKU, UserID: r.UserID,
-				DeviceID: r.DeviceID, IP: r.IP, RequestID: r.RequestID, Code: out.Code,
-				Replayed: out.Replayed, ClaimID: out.ClaimID, RetryAfterMs: out.RetryAfterMs, Seen: out.Risk,
-			}
-			c.cfg.Decisions.Record(&d)
-		}
-	}
-}
-
-// appendKey returns keys with the name just appended to b.keybuf added, as a string
-// that views the buffer (no copy). The old part of keybuf is never written again while
-// the call is built, so a view stays valid even when a later append moves the buffer
-// (the view keeps the old array alive); the next batch overwrites it only after this
-// script call returned and go-redis no longer holds the keys.
-func (b *batch) appendKey(buf []byte) []string {
-	start := len(b.keybuf)
-	b.keybuf = buf
-	k := buf[start:]
-	return append(b.keys, unsafe.String(unsafe.SliceData(k), len(k)))
-}
-
-func asInt(v any) int64 {
-	switch x := v.(type) {
-	case int64:
-		return x
-	case string:
-		n, _ := strconv.ParseInt(x, 10, 64)
-		return n
-	}
-	return 0
-}
-
-type mark struct {
-	campaign, reqKey, claimID string
-	// res receives whether durable.lua marked the claim D. Its sender waits for it, so
-	// the strings above stay valid until it is sent.
-	res chan<- bool
-}
-
-// markLoop batches durable marks per campaign (the script's keys must share a slot):
-// the first mark waits up to MarkLinger for others, up to maxMarks, then each campaign's
-// marks go in one durable.lua call. Every mark taken is answered on its res channel
-// exactly once: true when durable.lua reports the claim D, false otherwise (the call
-// failed, or the claim was voided first) - then its client hears 503.
-func (c *Claimer) markLoop() {
-	defer c.wg.Done()
-	const maxMarks = 256
-	byCampaign := make(map[string][]mark)
-	flush := func() {
-		for camp, ms := range byCampaign {
-			keys := make([]string, len(ms))
-			args := make([]any, len(ms))
-			for i, m := range ms {
-				keys[i], args[i] = m.reqKey, m.claimID
-			}
-			c.metrics.markBatch.Observe(float64(len(ms)))
-			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
-			res, err := scripts.Durable.Run(ctx, c.rdb, keys, args...).Int64Slice()
-			cancel()
-			if err == nil && len(res) != len(ms) {
-				err = fmt.Errorf("durable.lua answered %d marks for %d", len(res), len(ms))
-			}
-			if err != nil {
-				c.metrics.marksDropped.Add(float64(len(ms)))
-			}
-			for i, m := range ms {
-				m.res <- err == nil && res[i] == 1
-			}
-			delete(byCampaign, camp)
-		}
-	}
-	add := func(m mark) { byCampaign[m.campaign] = append(byCampaign[m.campaign], m) }
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for {
-		stop := false
-		select {
-		case m := <-c.marks:
-			add(m)
-			timer.Reset(c.cfg.MarkLinger)
-		gather:
-			for n := 1; n < maxMarks; n++ {
-				select {
-				case m := <-c.marks:
-					add(m)
-				case <-timer.C:
-					break gather
-				case <-c.quit:
-					stop = true
-					break gather
-				}
-			}
-			timer.Stop()
-		case <-c.quit:
-			stop = true
-		}
-		if stop {
-			// Every mark already queued is written before Close returns.
-			for len(c.marks) > 0 {
-				add(<-c.marks)
-			}
-			flush()
-			return
-		}
-		flush()
-	}
-}
-
-// Pending reports an accepted claim that is not yet committed in Postgres, from the
-// campaign's inflight hash and the request's idempotency record.
-func (c *Claimer) Pending(ctx context.Context, claimID string) (Outcome, Request, bool, error) {
-	camp := CampaignOfClaim(claimID)
-	if camp == "" {
-		return Outcome{}, Request{}, false, nil
-	}
-	reqID, err := c.rdb.HGet(ctx, rkeys.Inflight(camp), claimID).Result()
-	if err == redis.Nil {
-		return Outcome{}, Request{}, false, nil
-	}
-	if err != nil {
-		return Outcome{}, Request{}, false, err
-	}
-	rec, err := c.rdb.Get(ctx, rkeys.Request(camp, reqID)).Result()
-	if err == redis.Nil {
-		return Outcome{}, Request{}, false, nil
-	}
-	if err != nil {
-		return Outcome{}, Request{}, false, err
-	}
-	f := strings.Split(rec, "\t")
-	if len(f) != 9 || f[1] != claimID || f[0] == "V" || f[0] == "R" {
-		return Outcome{}, Request{}, false, nil
-	}
-	o := Outcome{Code: scripts.CodeAccepted, ClaimID: claimID}
-	o.Value, _ = strconv.ParseInt(f[2], 10, 64)
-	o.ClaimedAtMs, _ = strconv.ParseInt(f[3], 10, 64)
-	o.ExpiresAtMs, _ = strconv.ParseInt(f[4], 10, 64)
-	return o, Request{RequestID: reqID, CampaignID: camp, SKU: f[6], UserID: f[7], DeviceID: f[8]}, true, nil
 }

@@ -18,10 +18,10 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -111,15 +111,7 @@ func (e *env) do(c *claimer.Claimer, r *claimer.Request) error {
 	return c.Do(ctx, r)
 }
 
-func reason(code int) string {
-	if code == scripts.CodeAccepted {
-		return "accepted"
-	}
-	if r, ok := scripts.Reasons[code]; ok {
-		return r
-	}
-	return fmt.Sprintf("code %d", code)
-}
+func reason(code int) string { return claim.ReasonOf(code) }
 
 // snapshot is every counter a claim can touch in a campaign.
 func (e *env) snapshot(campaign string) string {
@@ -165,22 +157,22 @@ func TestScriptRejections(t *testing.T) {
 		r    *claimer.Request
 		want int
 	}{
-		{"not started", req(notYet, "rp-50", "u1", "r1"), scripts.CodeNotStarted},
-		{"ended", req(over, "rp-50", "u1", "r1"), scripts.CodeEnded},
-		{"paused", req(paused, "rp-50", "u1", "r1"), scripts.CodePaused},
-		{"not in segment", req(seg, "rp-50", "outsider", "r1"), scripts.CodeNotEligible},
-		{"segment member", req(seg, "rp-50", "member-1", "r2"), scripts.CodeAccepted},
-		{"unknown campaign", req(testenv.ID(t, "nope"), "rp-50", "u1", "r1"), scripts.CodeUnknownCampaign},
-		{"unknown sku", req(open, "rp-99", "u1", "r1"), scripts.CodeUnknownSKU},
-		{"user first", req(open, "rp-50", "u1", "r2"), scripts.CodeAccepted},
-		{"user second", req(open, "rp-50", "u1", "r3"), scripts.CodeAccepted},
-		{"user over limit", req(open, "rp-50", "u1", "r4"), scripts.CodeUserLimit},
-		{"last unit", req(open, "rp-50", "u2", "r5"), scripts.CodeAccepted},
-		{"sold out", req(open, "rp-50", "u3", "r6"), scripts.CodeSoldOut},
+		{"not started", req(notYet, "rp-50", "u1", "r1"), claim.CodeNotStarted},
+		{"ended", req(over, "rp-50", "u1", "r1"), claim.CodeEnded},
+		{"paused", req(paused, "rp-50", "u1", "r1"), claim.CodePaused},
+		{"not in segment", req(seg, "rp-50", "outsider", "r1"), claim.CodeNotEligible},
+		{"segment member", req(seg, "rp-50", "member-1", "r2"), claim.CodeAccepted},
+		{"unknown campaign", req(testenv.ID(t, "nope"), "rp-50", "u1", "r1"), claim.CodeUnknownCampaign},
+		{"unknown sku", req(open, "rp-99", "u1", "r1"), claim.CodeUnknownSKU},
+		{"user first", req(open, "rp-50", "u1", "r2"), claim.CodeAccepted},
+		{"user second", req(open, "rp-50", "u1", "r3"), claim.CodeAccepted},
+		{"user over limit", req(open, "rp-50", "u1", "r4"), claim.CodeUserLimit},
+		{"last unit", req(open, "rp-50", "u2", "r5"), claim.CodeAccepted},
+		{"sold out", req(open, "rp-50", "u3", "r6"), claim.CodeSoldOut},
 	}
 	for _, tc := range cases {
 		before := ""
-		if tc.want != scripts.CodeAccepted && tc.want != scripts.CodeUnknownCampaign {
+		if tc.want != claim.CodeAccepted && tc.want != claim.CodeUnknownCampaign {
 			before = e.snapshot(tc.r.CampaignID)
 		}
 		if err := e.do(c, tc.r); err != nil {
@@ -201,14 +193,14 @@ func TestScriptRejections(t *testing.T) {
 	// from the stock (not remembered, DESIGN.md "Which rejections are remembered"):
 	// the same answer while sold out, not a replay, no record left.
 	r := req(open, "rp-50", "u3", "r6")
-	if err := e.do(c, r); err != nil || r.Code != scripts.CodeSoldOut || r.Replayed {
+	if err := e.do(c, r); err != nil || r.Code != claim.CodeSoldOut || r.Replayed {
 		t.Errorf("retry of a sold_out request: code %s replayed %v err %v; want sold_out decided again", reason(r.Code), r.Replayed, err)
 	}
 	if n := e.rdb.Exists(context.Background(), rkeys.Request(open, "r6")).Val(); n != 0 {
 		t.Errorf("sold_out left a record for its request_id")
 	}
 	r = req(open, "rp-50", "u1", "r4")
-	if err := e.do(c, r); err != nil || r.Code != scripts.CodeUserLimit || !r.Replayed {
+	if err := e.do(c, r); err != nil || r.Code != claim.CodeUserLimit || !r.Replayed {
 		t.Errorf("retry of a user_limit request: code %s replayed %v err %v; want user_limit replayed", reason(r.Code), r.Replayed, err)
 	}
 }
@@ -221,7 +213,7 @@ func TestIdempotency(t *testing.T) {
 	cmp := e.campaign("", campaignSpec{start: -time.Minute, limit: 3})
 
 	first := req(cmp, "rp-50", "u1", "same")
-	if err := e.do(c, first); err != nil || first.Code != scripts.CodeAccepted {
+	if err := e.do(c, first); err != nil || first.Code != claim.CodeAccepted {
 		t.Fatalf("first: %s %v", reason(first.Code), err)
 	}
 	// The durable mark is written asynchronously after the ack; until then a retry is
@@ -232,12 +224,12 @@ func TestIdempotency(t *testing.T) {
 		err := e.do(c, again)
 		return err == nil
 	})
-	if again.Code != scripts.CodeAccepted || !again.Replayed || again.ClaimID != first.ClaimID {
+	if again.Code != claim.CodeAccepted || !again.Replayed || again.ClaimID != first.ClaimID {
 		t.Fatalf("retry: %s replayed=%v claim %q; want accepted, replayed, claim %q", reason(again.Code), again.Replayed, again.ClaimID, first.ClaimID)
 	}
 	for _, other := range []*claimer.Request{req(cmp, "rp-51", "u1", "same"), req(cmp, "rp-50", "u2", "same")} {
 		other.DeviceID = "d-u1"
-		if err := e.do(c, other); err != nil || other.Code != scripts.CodeKeyReuse {
+		if err := e.do(c, other); err != nil || other.Code != claim.CodeKeyReuse {
 			t.Errorf("reuse %s/%s: %s %v; want key reuse", other.SKU, other.UserID, reason(other.Code), err)
 		}
 	}
@@ -279,7 +271,7 @@ func TestProduceFailureVoids(t *testing.T) {
 
 	live := e.claimer()
 	r := req(cmp, "rp-50", "u0", "r0")
-	if err := e.do(live, r); err != nil || r.Code != scripts.CodeAccepted || r.Replayed {
+	if err := e.do(live, r); err != nil || r.Code != claim.CodeAccepted || r.Replayed {
 		t.Fatalf("retry with a broker: %s replayed=%v err %v; want a fresh accept", reason(r.Code), r.Replayed, err)
 	}
 	if stock := e.rdb.HGet(context.Background(), rkeys.SKU(cmp, "rp-50"), "stock").Val(); stock != "2" {
@@ -312,12 +304,12 @@ func TestRetryWhileInFlight(t *testing.T) {
 		return strings.HasPrefix(e.rdb.Get(context.Background(), rkeys.Request(cmp, "r1")).Val(), "A\t")
 	})
 	r := req(cmp, "rp-50", "u1", "r1")
-	if err := e.do(impatient, r); !errors.Is(err, claimer.ErrUnavailable) || r.Code != scripts.CodeInFlight {
+	if err := e.do(impatient, r); !errors.Is(err, claimer.ErrUnavailable) || r.Code != claim.CodeInFlight {
 		t.Errorf("impatient retry while in flight: code %s err %v; want ErrUnavailable (in flight) at once", reason(r.Code), err)
 	}
 	r = req(cmp, "rp-50", "u1", "r1")
 	start := time.Now()
-	if err := e.do(live, r); err != nil || r.Code != scripts.CodeAccepted || r.Replayed {
+	if err := e.do(live, r); err != nil || r.Code != claim.CodeAccepted || r.Replayed {
 		t.Errorf("retry while in flight: code %s replayed %v err %v; want it accepted anew once the first is voided", reason(r.Code), r.Replayed, err)
 	}
 	t.Logf("the retry waited %s for the first attempt", time.Since(start))
@@ -349,10 +341,10 @@ func TestDoubleTapGetsTheFirstAnswer(t *testing.T) {
 		return strings.HasPrefix(e.rdb.Get(context.Background(), rkeys.Request(cmp, "r1")).Val(), "A\t")
 	})
 	r := req(cmp, "rp-50", "u1", "r1")
-	if err := e.do(other, r); err != nil || r.Code != scripts.CodeAccepted || !r.Replayed {
+	if err := e.do(other, r); err != nil || r.Code != claim.CodeAccepted || !r.Replayed {
 		t.Fatalf("second tap: code %s replayed %v err %v; want 200 replaying the first", reason(r.Code), r.Replayed, err)
 	}
-	if err := <-done; err != nil || first.Code != scripts.CodeAccepted {
+	if err := <-done; err != nil || first.Code != claim.CodeAccepted {
 		t.Fatalf("first tap: %s %v", reason(first.Code), err)
 	}
 	if r.ClaimID != first.ClaimID {
@@ -427,7 +419,7 @@ func TestConcurrentClaimsShareOneScriptCall(t *testing.T) {
 	reqs, errs := e.doAll(c, n, func(i int) *claimer.Request { return req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)) })
 	ids := map[string]bool{}
 	for i := range n {
-		if errs[i] != nil || reqs[i].Code != scripts.CodeAccepted {
+		if errs[i] != nil || reqs[i].Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: err %v, %s", i, errs[i], reason(reqs[i].Code))
 		}
 		ids[reqs[i].ClaimID] = true
@@ -452,7 +444,7 @@ func TestDurableMarksShareOneCall(t *testing.T) {
 	const n = 3
 	reqs, errs := e.doAll(c, n, func(i int) *claimer.Request { return req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)) })
 	for i := range n {
-		if errs[i] != nil || reqs[i].Code != scripts.CodeAccepted {
+		if errs[i] != nil || reqs[i].Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: err %v, %s", i, errs[i], reason(reqs[i].Code))
 		}
 	}
@@ -491,7 +483,7 @@ func TestCloseWritesWaitingMarks(t *testing.T) {
 	c := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, nil)
 	camp := e.campaign("", campaignSpec{})
 	r := req(camp, "rp-50", "u1", "r-close")
-	if err := e.do(c, r); err != nil || r.Code != scripts.CodeAccepted {
+	if err := e.do(c, r); err != nil || r.Code != claim.CodeAccepted {
 		t.Fatalf("claim: %s %v", reason(r.Code), err)
 	}
 	c.Close() // well inside the 1 s linger

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // Issue 14: two claims in a row on one gateway shared 25 of their 26 random
@@ -27,7 +27,7 @@ func TestClaimIDsShareNothingBeyondTheCampaign(t *testing.T) {
 		if err := e.do(c, r); err != nil {
 			t.Fatal(err)
 		}
-		if r.Code != scripts.CodeAccepted {
+		if r.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: %s", i, reason(r.Code))
 		}
 		ids = append(ids, r.ClaimID)

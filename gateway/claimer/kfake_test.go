@@ -15,7 +15,6 @@ import (
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // TestBrokerRefusesProduceVoids: a broker that is up but refuses every produce (an
@@ -53,7 +52,7 @@ func TestBrokerRefusesProduceVoids(t *testing.T) {
 
 	refuse.Clear()
 	r := req(cmp, "rp-50", "u0", "r0")
-	if err := e.do(c, r); err != nil || r.Code != scripts.CodeAccepted || r.Replayed {
+	if err := e.do(c, r); err != nil || r.Code != claim.CodeAccepted || r.Replayed {
 		t.Fatalf("retry once the broker takes produces: %s replayed=%v err %v; want a fresh accept", reason(r.Code), r.Replayed, err)
 	}
 	if stock := e.rdb.HGet(context.Background(), rkeys.SKU(cmp, "rp-50"), "stock").Val(); stock != "2" {

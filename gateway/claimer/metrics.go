@@ -3,6 +3,7 @@ package claimer
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/scripts"
 )
 
@@ -69,9 +70,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			voidFailed:            voids.WithLabelValues("failed"),
 		},
 		shortCircuited: map[int]prometheus.Counter{
-			scripts.CodeSoldOut:    short.WithLabelValues("sold_out"),
-			scripts.CodeNotStarted: short.WithLabelValues("not_started"),
-			scripts.CodeEnded:      short.WithLabelValues("ended"),
+			claim.CodeSoldOut:    short.WithLabelValues("sold_out"),
+			claim.CodeNotStarted: short.WithLabelValues("not_started"),
+			claim.CodeEnded:      short.WithLabelValues("ended"),
 		},
 		changes: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_gateway_change_messages_total",
 			Help: "Campaign change messages received on fg:changes (each drops what the gateway concluded about the campaign)."}),

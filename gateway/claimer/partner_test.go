@@ -9,9 +9,9 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // TestPartnerProduceFailureGivesQuotaBack: a partner's claims whose produce fails are
@@ -42,7 +42,7 @@ func TestPartnerProduceFailureGivesQuotaBack(t *testing.T) {
 		t.Fatalf("after two voided partner claims taken = %q, want 0", got)
 	}
 	live := e.claimer()
-	for i, want := range []int{scripts.CodeAccepted, scripts.CodeAccepted, scripts.CodePartnerQuota} {
+	for i, want := range []int{claim.CodeAccepted, claim.CodeAccepted, claim.CodePartnerQuota} {
 		r := preq(i + 10)
 		if err := e.do(live, r); err != nil || r.Code != want {
 			t.Fatalf("partner claim %d with a broker: %s, %v; want %s", i, reason(r.Code), err, reason(want))

@@ -12,10 +12,10 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // Issue 21.5: while Redis has lost a campaign and until it is rebuilt, a campaign known
@@ -41,7 +41,7 @@ func TestKnownCampaignIs503WhileRebuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmp := e.campaign(bl, campaignSpec{start: -time.Minute})
-	e.expect(c, req(cmp, "rp-50", "u0", "r0"), scripts.CodeAccepted, true)
+	e.expect(c, req(cmp, "rp-50", "u0", "r0"), claim.CodeAccepted, true)
 
 	unavailable := func(stage, user string) {
 		t.Helper()
@@ -75,7 +75,7 @@ func TestKnownCampaignIs503WhileRebuilt(t *testing.T) {
 	c.Forget(cmp)
 	unavailable("fenced, rebuild waiting", "u3")
 	nope := req(testenv.ID(t, "nope"), "rp-50", "u4", "r4")
-	if err := e.do(c, nope); err != nil || nope.Code != scripts.CodeUnknownCampaign {
+	if err := e.do(c, nope); err != nil || nope.Code != claim.CodeUnknownCampaign {
 		t.Fatalf("a campaign that exists nowhere: %s %v; want unknown_campaign", reason(nope.Code), err)
 	}
 	close(g.Open)
@@ -84,6 +84,6 @@ func TestKnownCampaignIs503WhileRebuilt(t *testing.T) {
 	}
 	testenv.Eventually(t, 5*time.Second, "rebuilt: claims accepted again", func() bool {
 		r := req(cmp, "rp-50", "u5", "r5")
-		return e.do(c, r) == nil && r.Code == scripts.CodeAccepted
+		return e.do(c, r) == nil && r.Code == claim.CodeAccepted
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -63,7 +64,7 @@ func BenchmarkRunIDCheck(b *testing.B) {
 				b.Fatal(err)
 			}
 			after := e.CommandStats()
-			if code := res[0].(int64); code != scripts.CodeAccepted {
+			if code := res[0].(int64); code != claim.CodeAccepted {
 				b.Fatalf("%s: code %d", v.name, code)
 			}
 			v.usec += after["evalsha"].Usec - before["evalsha"].Usec + after["eval"].Usec - before["eval"].Usec

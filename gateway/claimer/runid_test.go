@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // A Redis that is not the run a campaign was warmed or rebuilt on (restarted from an
@@ -30,7 +30,7 @@ func TestOtherRunIDDecidesNothing(t *testing.T) {
 		t.Fatal("the warmed campaign carries no run id stamp")
 	}
 	first := req(cmp, "rp-50", "u1", "r1")
-	if err := e.do(c, first); err != nil || first.Code != scripts.CodeAccepted {
+	if err := e.do(c, first); err != nil || first.Code != claim.CodeAccepted {
 		t.Fatalf("claim on the stamped run: %s %v", reason(first.Code), err)
 	}
 	if err := e.rdb.HSet(ctx, rkeys.Meta(cmp), rkeys.FieldRunID, "0000000000000000000000000000000000000000").Err(); err != nil {
@@ -39,7 +39,7 @@ func TestOtherRunIDDecidesNothing(t *testing.T) {
 	before := e.snapshot(cmp)
 	for _, r := range []*claimer.Request{req(cmp, "rp-50", "u2", "r2"), req(cmp, "rp-50", "u1", "r1")} {
 		err := e.do(c, r)
-		if !errors.Is(err, claimer.ErrUnavailable) || r.Code != scripts.CodeNotWarm {
+		if !errors.Is(err, claimer.ErrUnavailable) || r.Code != claim.CodeNotWarm {
 			t.Fatalf("claim %s on another run: code %s err %v; want NOT_WARM (503)", r.RequestID, reason(r.Code), err)
 		}
 	}
@@ -64,7 +64,7 @@ func TestOtherRunIDDecidesNothing(t *testing.T) {
 	}
 	stamped := e.snapshot(cmp)
 	again := req(cmp, "rp-50", "u1", "r1")
-	if err := e.do(c, again); err != nil || again.Code != scripts.CodeAccepted || !again.Replayed || again.ClaimID != first.ClaimID {
+	if err := e.do(c, again); err != nil || again.Code != claim.CodeAccepted || !again.Replayed || again.ClaimID != first.ClaimID {
 		t.Fatalf("replay on the re-stamped run: %s replayed=%v claim %s (%v); want claim %s", reason(again.Code), again.Replayed, again.ClaimID, err, first.ClaimID)
 	}
 	if after := e.snapshot(cmp); after != stamped {

@@ -10,9 +10,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // The short-circuit (DESIGN.md "The path of a claim"). Once claim.lua has said a SKU is
@@ -88,13 +88,13 @@ func (c *Claimer) shortCode(p *pending, lo, hi int64) int {
 	m := c.cfg.ClockMargin.Milliseconds()
 	switch {
 	case hi+m < rt.startsMs:
-		return scripts.CodeNotStarted
+		return claim.CodeNotStarted
 	case lo-m >= rt.endsMs:
-		return scripts.CodeEnded
+		return claim.CodeEnded
 	case lo-m < rt.startsMs || hi+m >= rt.endsMs:
 		return 0 // too close to an edge to know which side Redis is on
 	case s.soldOut.Load():
-		return scripts.CodeSoldOut
+		return claim.CodeSoldOut
 	}
 	return 0
 }
@@ -129,7 +129,7 @@ func (c *Claimer) shortCircuit(b *batch) []*pending {
 	b.cmds = b.cmds[:0]
 	b.valbuf = b.valbuf[:0]
 	for _, p := range b.cand {
-		if p.short == scripts.CodeNotStarted || p.short == scripts.CodeSoldOut {
+		if p.short == claim.CodeNotStarted || p.short == claim.CodeSoldOut {
 			// not_started and sold_out are never remembered (claim.lua neither): only
 			// look for a record the request_id may already have (then claim.lua
 			// replays it).
@@ -180,14 +180,7 @@ func (c *Claimer) shortCircuit(b *batch) []*pending {
 // as a view of b.valbuf (see appendKey: the views stay valid until the next batch).
 func (b *batch) rejection(p *pending) string {
 	start := len(b.valbuf)
-	buf := append(b.valbuf, "R\t"...)
-	buf = strconv.AppendInt(buf, int64(p.short), 10)
-	buf = append(buf, "\t\t\t\t\t"...)
-	buf = append(buf, p.req.SKU...)
-	buf = append(buf, '\t')
-	buf = append(buf, p.req.UserID...)
-	buf = append(buf, '\t')
-	buf = append(buf, p.req.DeviceID...)
+	buf := claim.AppendRejection(b.valbuf, p.short, p.req.SKU, p.req.UserID, p.req.DeviceID)
 	b.valbuf = buf
 	return viewString(buf[start:])
 }

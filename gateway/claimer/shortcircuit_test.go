@@ -12,6 +12,7 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
@@ -96,9 +97,9 @@ func TestShortCircuitSoldOut(t *testing.T) {
 	ctx := context.Background()
 
 	first := req(cmp, "rp-50", "u1", "r1")
-	e.expect(c, first, scripts.CodeAccepted, true)
-	e.expect(c, req(cmp, "rp-50", "u2", "r2"), scripts.CodeAccepted, true)
-	e.expect(c, req(cmp, "rp-50", "u3", "r3"), scripts.CodeSoldOut, true)
+	e.expect(c, first, claim.CodeAccepted, true)
+	e.expect(c, req(cmp, "rp-50", "u2", "r2"), claim.CodeAccepted, true)
+	e.expect(c, req(cmp, "rp-50", "u3", "r3"), claim.CodeSoldOut, true)
 
 	before := e.snapshot(cmp)
 	st := c.Stats()
@@ -107,7 +108,7 @@ func TestShortCircuitSoldOut(t *testing.T) {
 		return req(cmp, "rp-50", fmt.Sprintf("late%d", i), fmt.Sprintf("late-r%d", i))
 	})
 	for i, r := range reqs {
-		if errs[i] != nil || r.Code != scripts.CodeSoldOut || r.Replayed {
+		if errs[i] != nil || r.Code != claim.CodeSoldOut || r.Replayed {
 			t.Fatalf("late claim %d: %s replayed=%v err %v; want a fresh sold_out", i, reason(r.Code), r.Replayed, errs[i])
 		}
 	}
@@ -127,7 +128,7 @@ func TestShortCircuitSoldOut(t *testing.T) {
 	}
 	// The campaign figures count them (flushed within RejectFlush).
 	testenv.Eventually(t, 5*time.Second, "rejection counts flushed", func() bool {
-		return e.rejections(cmp, scripts.CodeSoldOut) == fmt.Sprint(n+1)
+		return e.rejections(cmp, claim.CodeSoldOut) == fmt.Sprint(n+1)
 	})
 
 	// Guarantee 3 after the sell-out: a retry of an accepted request gets 200 with the
@@ -137,20 +138,20 @@ func TestShortCircuitSoldOut(t *testing.T) {
 		again = req(cmp, "rp-50", "u1", "r1")
 		return e.do(c, again) == nil
 	})
-	if again.Code != scripts.CodeAccepted || !again.Replayed || again.ClaimID != first.ClaimID {
+	if again.Code != claim.CodeAccepted || !again.Replayed || again.ClaimID != first.ClaimID {
 		t.Fatalf("retry after sell-out: %s replayed=%v claim %q; want accepted, replayed, %q", reason(again.Code), again.Replayed, again.ClaimID, first.ClaimID)
 	}
 	reuse := req(cmp, "rp-50", "someone-else", "r1")
-	e.expect(c, reuse, scripts.CodeKeyReuse, true)
+	e.expect(c, reuse, claim.CodeKeyReuse, true)
 	// A short-circuited sold_out retried is decided again - short-circuited again, no
 	// record to replay: sold_out, not a replay, counted like any fresh rejection.
 	retry := req(cmp, "rp-50", "late7", "late-r7")
-	e.expect(c, retry, scripts.CodeSoldOut, false)
+	e.expect(c, retry, claim.CodeSoldOut, false)
 	if retry.Replayed {
 		t.Errorf("retry of a short-circuited sold_out: replayed; sold_out is not remembered")
 	}
 	testenv.Eventually(t, 5*time.Second, "the retry counted", func() bool {
-		return e.rejections(cmp, scripts.CodeSoldOut) == fmt.Sprint(n+2)
+		return e.rejections(cmp, claim.CodeSoldOut) == fmt.Sprint(n+2)
 	})
 
 	// Pausing (through a catalog wired like the gateway's) is answered paused at once,
@@ -159,7 +160,7 @@ func TestShortCircuitSoldOut(t *testing.T) {
 	if err := e.cat.SetPaused(ctx, cmp, true); err != nil {
 		t.Fatal(err)
 	}
-	e.expect(c, req(cmp, "rp-50", "u9", "r9"), scripts.CodePaused, true)
+	e.expect(c, req(cmp, "rp-50", "u9", "r9"), claim.CodePaused, true)
 }
 
 // Stock given back by a void is on sale at once: on the gateway that voided (the very
@@ -187,10 +188,10 @@ func TestShortCircuitVoidGivesBack(t *testing.T) {
 		return strings.HasPrefix(e.rdb.Get(ctx, rkeys.Request(cmp, "r1")).Val(), "A\t")
 	})
 	// Both gateways learn the SKU is sold out, then short-circuit.
-	e.expect(live, req(cmp, "rp-50", "u2", "r2"), scripts.CodeSoldOut, true)
-	e.expect(live, req(cmp, "rp-50", "u3", "r3"), scripts.CodeSoldOut, false)
-	e.expect(dead, req(cmp, "rp-50", "u4", "r4"), scripts.CodeSoldOut, true)
-	e.expect(dead, req(cmp, "rp-50", "u5", "r5"), scripts.CodeSoldOut, false)
+	e.expect(live, req(cmp, "rp-50", "u2", "r2"), claim.CodeSoldOut, true)
+	e.expect(live, req(cmp, "rp-50", "u3", "r3"), claim.CodeSoldOut, false)
+	e.expect(dead, req(cmp, "rp-50", "u4", "r4"), claim.CodeSoldOut, true)
+	e.expect(dead, req(cmp, "rp-50", "u5", "r5"), claim.CodeSoldOut, false)
 	changes := live.Stats().Changes
 
 	if err := <-doomed; !errors.Is(err, claimer.ErrUnavailable) {
@@ -210,8 +211,8 @@ func TestShortCircuitVoidGivesBack(t *testing.T) {
 	}
 	// The other gateway: once the message is in, the next claim is accepted.
 	e.waitChange(live, changes)
-	e.expect(live, req(cmp, "rp-50", "u7", "r7"), scripts.CodeAccepted, true)
-	e.expect(live, req(cmp, "rp-50", "u8", "r8"), scripts.CodeSoldOut, true)
+	e.expect(live, req(cmp, "rp-50", "u7", "r7"), claim.CodeAccepted, true)
+	e.expect(live, req(cmp, "rp-50", "u8", "r8"), claim.CodeSoldOut, true)
 }
 
 // Expired vouchers recycled by release.lua announce the stock they put back.
@@ -221,9 +222,9 @@ func TestShortCircuitRecycle(t *testing.T) {
 	cmp := e.campaign("", campaignSpec{start: -time.Minute, skus: `[{"sku":"rp-50","stock":1,"value":50}]`})
 	ctx := context.Background()
 	first := req(cmp, "rp-50", "u1", "r1")
-	e.expect(c, first, scripts.CodeAccepted, true)
-	e.expect(c, req(cmp, "rp-50", "u2", "r2"), scripts.CodeSoldOut, true)
-	e.expect(c, req(cmp, "rp-50", "u3", "r3"), scripts.CodeSoldOut, false)
+	e.expect(c, first, claim.CodeAccepted, true)
+	e.expect(c, req(cmp, "rp-50", "u2", "r2"), claim.CodeSoldOut, true)
+	e.expect(c, req(cmp, "rp-50", "u3", "r3"), claim.CodeSoldOut, false)
 
 	changes := c.Stats().Changes
 	bl := e.rdb.HGet(ctx, rkeys.Meta(cmp), "bl").Val()
@@ -233,7 +234,7 @@ func TestShortCircuitRecycle(t *testing.T) {
 		t.Fatalf("release with recycling: %v %v", res, err)
 	}
 	e.waitChange(c, changes)
-	e.expect(c, req(cmp, "rp-50", "u4", "r4"), scripts.CodeAccepted, true)
+	e.expect(c, req(cmp, "rp-50", "u4", "r4"), claim.CodeAccepted, true)
 }
 
 // Outside the window by the Redis clock, claims are answered not_started or ended
@@ -257,12 +258,12 @@ func TestShortCircuitWindow(t *testing.T) {
 	for _, g := range []*claimer.Claimer{c, other} {
 		// The first claim goes to claim.lua (no estimate of the Redis clock yet); after it
 		// the answers are local.
-		e.expect(g, req(later, "rp-50", "u0", "w0"), scripts.CodeNotStarted, true)
-		e.expect(g, req(later, "rp-50", "u1", fmt.Sprintf("w1-%p", g)), scripts.CodeNotStarted, false)
-		e.expect(g, req(over, "rp-50", "u1", fmt.Sprintf("e1-%p", g)), scripts.CodeEnded, false)
-		e.expect(g, req(over, "rp-50", "u2", fmt.Sprintf("e2-%p", g)), scripts.CodeEnded, false)
+		e.expect(g, req(later, "rp-50", "u0", "w0"), claim.CodeNotStarted, true)
+		e.expect(g, req(later, "rp-50", "u1", fmt.Sprintf("w1-%p", g)), claim.CodeNotStarted, false)
+		e.expect(g, req(over, "rp-50", "u1", fmt.Sprintf("e1-%p", g)), claim.CodeEnded, false)
+		e.expect(g, req(over, "rp-50", "u2", fmt.Sprintf("e2-%p", g)), claim.CodeEnded, false)
 		// An unknown SKU is still claim.lua's answer.
-		e.expect(g, req(later, "rp-99", "u1", fmt.Sprintf("x-%p", g)), scripts.CodeUnknownSKU, true)
+		e.expect(g, req(later, "rp-99", "u1", fmt.Sprintf("x-%p", g)), claim.CodeUnknownSKU, true)
 	}
 	// not_started is not remembered, neither by claim.lua nor by the short-circuit.
 	for _, rq := range []string{"w0", fmt.Sprintf("w1-%p", c), fmt.Sprintf("w1-%p", other)} {
@@ -273,19 +274,19 @@ func TestShortCircuitWindow(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "rejection counts flushed", func() bool {
 		// not_started: w0 twice (not remembered, so the second gateway's w0 is decided,
 		// and counted, again) and one w1 per gateway.
-		return e.rejections(later, scripts.CodeNotStarted) == "4" && e.rejections(over, scripts.CodeEnded) == "4"
+		return e.rejections(later, claim.CodeNotStarted) == "4" && e.rejections(over, claim.CodeEnded) == "4"
 	})
 
 	// Re-warm: opens now, with stock.
 	changes := other.Stats().Changes
 	e.campaign(bl, campaignSpec{id: later, start: -time.Second})
-	e.expect(c, req(later, "rp-50", "u5", "o5"), scripts.CodeAccepted, true)
+	e.expect(c, req(later, "rp-50", "u5", "o5"), claim.CodeAccepted, true)
 	e.waitChange(other, changes)
-	e.expect(other, req(later, "rp-50", "u6", "o6"), scripts.CodeAccepted, true)
+	e.expect(other, req(later, "rp-50", "u6", "o6"), claim.CodeAccepted, true)
 	// An early tap is not locked out: the request_id answered not_started before the
 	// opening is decided anew after it (issue 21.6).
 	r := req(later, "rp-50", "u1", fmt.Sprintf("w1-%p", c))
-	e.expect(c, r, scripts.CodeAccepted, true)
+	e.expect(c, r, claim.CodeAccepted, true)
 	if r.Replayed {
 		t.Errorf("retry of a short-circuited not_started after the opening: replayed")
 	}
@@ -308,12 +309,12 @@ func TestProduceModes(t *testing.T) {
 				switch {
 				case errs[i] != nil:
 					t.Fatalf("claim %d: %v", i, errs[i])
-				case r.Code == scripts.CodeAccepted:
+				case r.Code == claim.CodeAccepted:
 					if _, dup := claims[r.ClaimID]; dup || r.ClaimID == "" {
 						t.Fatalf("claim id %q repeated or empty", r.ClaimID)
 					}
 					claims[r.ClaimID] = r
-				case r.Code != scripts.CodeSoldOut:
+				case r.Code != claim.CodeSoldOut:
 					t.Fatalf("claim %d: %s", i, reason(r.Code))
 				}
 			}
@@ -328,7 +329,7 @@ func TestProduceModes(t *testing.T) {
 					return strings.HasPrefix(e.rdb.Get(ctx, rkeys.Request(cmp, r.RequestID)).Val(), "D\t"+id+"\t")
 				})
 				again := req(cmp, "rp-50", r.UserID, r.RequestID)
-				if err := e.do(c, again); err != nil || again.Code != scripts.CodeAccepted || again.ClaimID != id || !again.Replayed {
+				if err := e.do(c, again); err != nil || again.Code != claim.CodeAccepted || again.ClaimID != id || !again.Replayed {
 					t.Fatalf("retry of %s: %s %q replayed=%v err %v; want %s", r.RequestID, reason(again.Code), again.ClaimID, again.Replayed, err, id)
 				}
 			}

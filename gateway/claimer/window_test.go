@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // An early tap is not locked out (issue 21.6): a request_id answered not_started 1 s
@@ -27,10 +27,10 @@ func TestEarlyTapNotLockedOut(t *testing.T) {
 			opens := time.Now().Add(1500 * time.Millisecond)
 			if name == "short-circuit" {
 				// Give the claimer its estimate of the Redis clock (one script call).
-				e.expect(c, req(cmp, "rp-50", "u-warm", "rq-warm"), scripts.CodeNotStarted, true)
+				e.expect(c, req(cmp, "rp-50", "u-warm", "rq-warm"), claim.CodeNotStarted, true)
 			}
 			tap := req(cmp, "rp-50", "u1", "rq-early")
-			if err := e.do(c, tap); err != nil || tap.Code != scripts.CodeNotStarted {
+			if err := e.do(c, tap); err != nil || tap.Code != claim.CodeNotStarted {
 				t.Fatalf("tap before the opening: %s %v, want not_started", reason(tap.Code), err)
 			}
 			if n := e.rdb.Exists(ctx, rkeys.Request(cmp, "rq-early")).Val(); n != 0 {
@@ -38,7 +38,7 @@ func TestEarlyTapNotLockedOut(t *testing.T) {
 			}
 			time.Sleep(time.Until(opens) + 100*time.Millisecond)
 			again := req(cmp, "rp-50", "u1", "rq-early")
-			if err := e.do(c, again); err != nil || again.Code != scripts.CodeAccepted || again.Replayed {
+			if err := e.do(c, again); err != nil || again.Code != claim.CodeAccepted || again.Replayed {
 				t.Fatalf("same request_id after the opening: %s replayed=%v %v, want a fresh acceptance", reason(again.Code), again.Replayed, err)
 			}
 
@@ -47,7 +47,7 @@ func TestEarlyTapNotLockedOut(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := req(cmp, "rp-50", "u2", "rq-paused")
-			if err := e.do(c, p); err != nil || p.Code != scripts.CodePaused {
+			if err := e.do(c, p); err != nil || p.Code != claim.CodePaused {
 				t.Fatalf("claim while paused: %s %v", reason(p.Code), err)
 			}
 			if n := e.rdb.Exists(ctx, rkeys.Request(cmp, "rq-paused")).Val(); n != 0 {
@@ -58,7 +58,7 @@ func TestEarlyTapNotLockedOut(t *testing.T) {
 			}
 			testenv.Eventually(t, 5*time.Second, "the resume is seen", func() bool {
 				r := req(cmp, "rp-50", "u2", "rq-paused")
-				return e.do(c, r) == nil && r.Code == scripts.CodeAccepted && !r.Replayed
+				return e.do(c, r) == nil && r.Code == claim.CodeAccepted && !r.Replayed
 			})
 		})
 	}

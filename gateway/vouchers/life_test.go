@@ -10,9 +10,9 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/internal/voucher"
-	"github.com/flashgate/flashgate/scripts"
 	"github.com/flashgate/flashgate/settler/expire"
 )
 
@@ -41,7 +41,7 @@ func lifeCampaign(t *testing.T, e *testenv.Env, extra string, n int) (string, []
 	for i := 0; i < n; i++ {
 		users = append(users, fmt.Sprintf("%s-u-%d", id, i))
 		a, err := testenv.ScriptClaim(ctx, e.RDB, id, "rp-50", users[i], fmt.Sprintf("rq-%d", i))
-		if err != nil || a.Code != scripts.CodeAccepted {
+		if err != nil || a.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: code %d err %v", i, a.Code, err)
 		}
 		ids = append(ids, a.ClaimID)

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // SKUFigures are one SKU's live numbers.
@@ -125,10 +125,7 @@ func (c *Catalog) Figures(ctx context.Context, id string) (*Figures, error) {
 	}
 	sort.Ints(codes)
 	for _, code := range codes {
-		name := scripts.Reasons[code]
-		if name == "" {
-			name = "code_" + strconv.Itoa(code)
-		}
+		name := claim.ReasonOf(code)
 		f.Rejections[name] = num(rej.Val()[strconv.Itoa(code)])
 	}
 	r := &f.Reconciliation

@@ -13,8 +13,8 @@ import (
 	"github.com/flashgate/flashgate/gateway/api"
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 	"github.com/flashgate/flashgate/settler/expire"
 )
 
@@ -55,7 +55,7 @@ func TestCampaignReport(t *testing.T) {
 	claims := map[string]string{} // "user/sku" → claim id
 	take := func(i int, sku string) {
 		a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, sku, user(i), fmt.Sprintf("rq-%d-%s", i, sku))
-		if err != nil || a.Code != scripts.CodeAccepted {
+		if err != nil || a.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d %s: code %d err %v", i, sku, a.Code, err)
 		}
 		claims[fmt.Sprintf("%d/%s", i, sku)] = a.ClaimID
@@ -67,14 +67,14 @@ func TestCampaignReport(t *testing.T) {
 		take(i, "rp-100")
 	}
 	// Not in the segment: refused, and so never in the report.
-	if a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", p+"-outsider", "rq-out"); err != nil || a.Code != scripts.CodeNotEligible {
+	if a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", p+"-outsider", "rq-out"); err != nil || a.Code != claim.CodeNotEligible {
 		t.Fatalf("outsider: %+v %v", a, err)
 	}
 	// One claim still in flight at report time: not issued yet.
 	if _, err := testenv.SettleOutbox(ctx, e.RDB, e.PG, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	if a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-100", user(9), "rq-late"); err != nil || a.Code != scripts.CodeAccepted {
+	if a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-100", user(9), "rq-late"); err != nil || a.Code != claim.CodeAccepted {
 		t.Fatalf("late claim: %+v %v", a, err)
 	}
 

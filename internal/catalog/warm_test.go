@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 func campaignBody(bl string, starts, ends time.Time, budget int64, skus string) []byte {
@@ -74,7 +74,7 @@ func TestRePutAroundOpeningNeverOversells(t *testing.T) {
 							t.Error(err)
 							return
 						}
-						if a.Code == scripts.CodeAccepted {
+						if a.Code == claim.CodeAccepted {
 							accepted.Add(1)
 						}
 					}
@@ -147,7 +147,7 @@ func TestChangesAfterTheStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		if a, err := testenv.ScriptClaim(ctx, e.RDB, id, "rp-10", fmt.Sprint("u", i), fmt.Sprint("rq", i)); err != nil || a.Code != scripts.CodeAccepted {
+		if a, err := testenv.ScriptClaim(ctx, e.RDB, id, "rp-10", fmt.Sprint("u", i), fmt.Sprint("rq", i)); err != nil || a.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: %+v %v", i, a, err)
 		}
 	}

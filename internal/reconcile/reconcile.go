@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 )
@@ -358,10 +359,9 @@ func (rc *Reconciler) readOutbox(ctx context.Context, id string) ([]outboxEntry,
 			return nil, fmt.Errorf("reconcile %s: read outbox: %w", id, err)
 		}
 		for _, m := range msgs {
-			c, _ := m.Values["c"].(string)
-			s, _ := m.Values["s"].(string)
+			r := claim.FromOutbox(id, m.ID, m.Values)
 			ms, _ := strconv.ParseInt(strings.SplitN(m.ID, "-", 2)[0], 10, 64)
-			out = append(out, outboxEntry{claimID: c, sku: s, value: num(m.Values["v"]), ms: ms})
+			out = append(out, outboxEntry{claimID: r.ClaimID, sku: r.SKU, value: r.Value, ms: ms})
 		}
 		if len(msgs) < 1000 {
 			return out, nil

@@ -10,12 +10,12 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 	"github.com/flashgate/flashgate/settler/expire"
 	"github.com/flashgate/flashgate/settler/relay"
 )
@@ -71,7 +71,7 @@ func claimN(t *testing.T, e *testenv.Env, c *testenv.Campaign, skuName string, f
 	ctx := testenv.Ctx(t, 30*time.Second)
 	for i := from; i < from+n; i++ {
 		a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, skuName, fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
-		if err != nil || a.Code != scripts.CodeAccepted {
+		if err != nil || a.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: code %d, err %v", i, a.Code, err)
 		}
 	}

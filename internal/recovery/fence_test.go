@@ -4,9 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // Issue 21 (suspected): an admin write of a business line's budget while a recovery
@@ -20,7 +20,7 @@ func TestBudgetPutDoesNotLiftTheFence(t *testing.T) {
 	rdb := pr.client()
 	e := base.With(rdb)
 	c := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: 5, Value: 50}}})
-	if a := try(t, rdb, c, "rp-50", "u-0", "rq-0"); a.Code != scripts.CodeAccepted {
+	if a := try(t, rdb, c, "rp-50", "u-0", "rq-0"); a.Code != claim.CodeAccepted {
 		t.Fatalf("claim before: %+v", a)
 	}
 	if _, err := testenv.SettleOutbox(ctx, rdb, e.PG, c.ID); err != nil {
@@ -40,8 +40,8 @@ func TestBudgetPutDoesNotLiftTheFence(t *testing.T) {
 	if ok, _ := rdb.HExists(ctx, rkeys.BusinessLine(c.BusinessLine), "budget").Result(); ok {
 		t.Fatal("the budget PUT wrote the budget field while the business line was fenced: the fence is lifted")
 	}
-	if a := try(t, rdb, c, "rp-50", "u-1", "rq-1"); a.Code != scripts.CodeNotWarm {
-		t.Fatalf("claim while fenced, after the budget PUT: code %d, want NOT_WARM %d", a.Code, scripts.CodeNotWarm)
+	if a := try(t, rdb, c, "rp-50", "u-1", "rq-1"); a.Code != claim.CodeNotWarm {
+		t.Fatalf("claim while fenced, after the budget PUT: code %d, want NOT_WARM %d", a.Code, claim.CodeNotWarm)
 	}
 	close(g.Open)
 	if err := <-done; err != nil {
@@ -50,7 +50,7 @@ func TestBudgetPutDoesNotLiftTheFence(t *testing.T) {
 	if got := rdb.HMGet(ctx, rkeys.BusinessLine(c.BusinessLine), "budget", "spent", "budget_next").Val(); got[0] != "777777" || got[1] != "50" || got[2] != nil {
 		t.Fatalf("after the rebuild: budget/spent/budget_next %v, want the PUT's budget 777777, 50 and none", got)
 	}
-	if a := try(t, rdb, c, "rp-50", "u-1", "rq-1"); a.Code != scripts.CodeAccepted {
+	if a := try(t, rdb, c, "rp-50", "u-1", "rq-1"); a.Code != claim.CodeAccepted {
 		t.Fatalf("claim after the rebuild: %+v", a)
 	}
 	// Unfenced: a PUT writes the budget at once again.

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/scripts"
 )
@@ -32,9 +32,8 @@ func readOutbox(ctx context.Context, rdb *redis.Client, campaign string) ([]inFl
 			return nil, fmt.Errorf("read outbox of %s: %w", campaign, err)
 		}
 		for _, m := range msgs {
-			s := func(k string) string { v, _ := m.Values[k].(string); return v }
-			v, _ := strconv.ParseInt(s("v"), 10, 64)
-			out = append(out, inFlight{claimID: s("c"), requestID: s("r"), sku: s("s"), user: s("u"), channel: s("h"), value: v})
+			r := claim.FromOutbox(campaign, m.ID, m.Values)
+			out = append(out, inFlight{claimID: r.ClaimID, requestID: r.RequestID, sku: r.SKU, user: r.UserID, channel: r.Channel, value: r.Value})
 		}
 		if len(msgs) < 1000 {
 			return out, nil
@@ -406,8 +405,8 @@ func (r *Recoverer) restoreRecords(ctx context.Context, tx pgx.Tx, campaign stri
 		}
 		// The layout claim.lua writes: state, claim, value, claimed, expires, outbox id
 		// (unknown now; only void.lua uses it, and never on an "S" record), fingerprint.
-		rec := "S\t" + claimID + "\t" + strconv.FormatInt(value, 10) + "\t" + strconv.FormatInt(claimed.UnixMilli(), 10) +
-			"\t" + strconv.FormatInt(expires.UnixMilli(), 10) + "\t\t" + sku + "\t" + user + "\t" + dev
+		rec := string(claim.AppendIdem(nil, &claim.Idem{State: claim.IdemSettled, ClaimID: claimID, Value: value,
+			ClaimedAtMs: claimed.UnixMilli(), ExpiresAtMs: expires.UnixMilli(), SKU: sku, UserID: user, DeviceID: dev}))
 		cmds = append(cmds, pipe.SetNX(ctx, rkeys.Request(campaign, reqID), rec, ttl))
 		if len(cmds) >= r.cfg.Chunk {
 			if err := flush(); err != nil {

@@ -24,7 +24,6 @@ import (
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 	"github.com/flashgate/flashgate/settler/relay"
 )
 
@@ -181,19 +180,19 @@ func TestRecoverLostCampaign(t *testing.T) {
 	// A retry of a settled request_id gets its claim back, not a second claim.
 	for i := 0; i < 5; i++ {
 		a := try(t, e.RDB, c, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
-		if a.Code != scripts.CodeAccepted || a.ClaimID != accepted[i].ClaimID {
+		if a.Code != claim.CodeAccepted || a.ClaimID != accepted[i].ClaimID {
 			t.Fatalf("retry rq-%d: code %d claim %s; want the original %s", i, a.Code, a.ClaimID, accepted[i].ClaimID)
 		}
 	}
 	// The never-produced claim was lost with Redis (its client never heard 200): its
 	// retry is decided afresh.
-	if a := try(t, e.RDB, c, "rp-50", "u-5", "rq-5"); a.Code != scripts.CodeAccepted || a.ClaimID == accepted[5].ClaimID {
+	if a := try(t, e.RDB, c, "rp-50", "u-5", "rq-5"); a.Code != claim.CodeAccepted || a.ClaimID == accepted[5].ClaimID {
 		t.Fatalf("retry of the unpromised claim: %+v", a)
 	}
 	// Exactly the remaining stock sells.
 	sold := 1
 	for i := 100; i < 110; i++ {
-		if a := try(t, e.RDB, c, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i)); a.Code == scripts.CodeAccepted {
+		if a := try(t, e.RDB, c, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i)); a.Code == claim.CodeAccepted {
 			sold++
 		}
 	}
@@ -267,7 +266,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 	const stock = 6
 	c := e.Campaign(testenv.Spec{SKUs: []testenv.SKU{{SKU: "rp-50", Stock: stock, Value: 50}}})
 	for i := 0; i < 4; i++ {
-		if a := try(t, rdb, c, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i)); a.Code != scripts.CodeAccepted {
+		if a := try(t, rdb, c, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i)); a.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: %+v", i, a)
 		}
 	}
@@ -309,8 +308,8 @@ func TestRecoverAfterRestart(t *testing.T) {
 	<-g.Entered
 	// Fenced: a claim is refused without taking anything, and not remembered.
 	fenced := counters(t, rdb, c, "rp-50")
-	if a := try(t, rdb, c, "rp-50", "u-9", "rq-9"); a.Code != scripts.CodeNotWarm {
-		t.Fatalf("claim while fenced: code %d, want NOT_WARM %d", a.Code, scripts.CodeNotWarm)
+	if a := try(t, rdb, c, "rp-50", "u-9", "rq-9"); a.Code != claim.CodeNotWarm {
+		t.Fatalf("claim while fenced: code %d, want NOT_WARM %d", a.Code, claim.CodeNotWarm)
 	}
 	if got := counters(t, rdb, c, "rp-50"); got != fenced {
 		t.Fatalf("a fenced claim changed counters:\n%s\nwas:\n%s", got, fenced)
@@ -339,7 +338,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 	// No oversell: the two units the lost second would have resold are not for sale.
 	sold := 0
 	for i := 10; i < 20; i++ {
-		if a := try(t, rdb, c, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i)); a.Code == scripts.CodeAccepted {
+		if a := try(t, rdb, c, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i)); a.Code == claim.CodeAccepted {
 			sold++
 		}
 	}
@@ -392,11 +391,11 @@ func TestSaleAcrossRedisRestart(t *testing.T) {
 				rq, user := fmt.Sprintf("rq-%d", i), fmt.Sprintf("u-%d", i)
 				for ctx.Err() == nil {
 					a, err := testenv.ScriptClaim(ctx, rdb, c.ID, "rp-50", user, rq)
-					if err != nil || a.Code == scripts.CodeNotWarm || a.Code == scripts.CodeInFlight || a.Code == scripts.CodeUnknownCampaign {
+					if err != nil || a.Code == claim.CodeNotWarm || a.Code == claim.CodeInFlight || a.Code == claim.CodeUnknownCampaign {
 						time.Sleep(20 * time.Millisecond) // 503: the client retries the same request_id
 						continue
 					}
-					if a.Code != scripts.CodeAccepted {
+					if a.Code != claim.CodeAccepted {
 						break // a business answer (sold out)
 					}
 					if !a.Replayed {

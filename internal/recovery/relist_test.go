@@ -4,10 +4,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // Issue 21.5: a campaign (of a new business line) created shortly (here 1.5 s) before
@@ -37,7 +37,7 @@ func TestCampaignCreatedJustBeforeTheLossIsRebuilt(t *testing.T) {
 	}
 	fresh := e.Campaign(testenv.Spec{BusinessLine: bl2, SKUs: []testenv.SKU{{SKU: "rp-50", Stock: 4, Value: 50}}})
 	first := try(t, rdb, fresh, "rp-50", "u-1", "rq-1")
-	if first.Code != scripts.CodeAccepted {
+	if first.Code != claim.CodeAccepted {
 		t.Fatalf("claim on the new campaign: %+v", first)
 	}
 	if _, err := testenv.SettleOutbox(ctx, rdb, e.PG, fresh.ID); err != nil {
@@ -63,7 +63,7 @@ func TestCampaignCreatedJustBeforeTheLossIsRebuilt(t *testing.T) {
 	if got := rdb.HMGet(ctx, rkeys.SKU(fresh.ID, "rp-50"), "stock", "taken").Val(); got[0] != "3" || got[1] != "1" {
 		t.Fatalf("new campaign's SKU after the rebuild: stock/taken %v, want 3/1", got)
 	}
-	if a := try(t, rdb, fresh, "rp-50", "u-1", "rq-1"); a.Code != scripts.CodeAccepted || a.ClaimID != first.ClaimID {
+	if a := try(t, rdb, fresh, "rp-50", "u-1", "rq-1"); a.Code != claim.CodeAccepted || a.ClaimID != first.ClaimID {
 		t.Fatalf("retry after the rebuild: %+v, want the original claim %s", a, first.ClaimID)
 	}
 	if f, err := rec.Detect(ctx); err != nil || len(f) != 0 {

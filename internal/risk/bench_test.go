@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -105,8 +106,8 @@ func BenchmarkClaimScript(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if want := int64(scripts.CodeAccepted); v.farm {
-				if res[len(res)-scripts.ClaimResultsPerClaim-scripts.ClaimRiskResultsPerClaim].(int64) != scripts.CodeDeviceVelocity {
+			if want := int64(claim.CodeAccepted); v.farm {
+				if res[len(res)-scripts.ClaimResultsPerClaim-scripts.ClaimRiskResultsPerClaim].(int64) != claim.CodeDeviceVelocity {
 					b.Fatalf("farm: last claim code %v", res[len(res)-15])
 				}
 			} else if res[0].(int64) != want {

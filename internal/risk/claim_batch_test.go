@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // sale is one business line (budget 400) with two running campaigns:
@@ -76,11 +76,11 @@ func TestBatchLeavesWhatSingleCallsLeave(t *testing.T) {
 	e := testenv.Private(t)
 	batched, single := newSale(t, e), newSale(t, e)
 	const (
-		acc   = scripts.CodeAccepted
-		so    = scripts.CodeSoldOut
-		ul    = scripts.CodeUserLimit
-		be    = scripts.CodeBudgetExhausted
-		infl  = scripts.CodeInFlight
+		acc   = claim.CodeAccepted
+		so    = claim.CodeSoldOut
+		ul    = claim.CodeUserLimit
+		be    = claim.CodeBudgetExhausted
+		infl  = claim.CodeInFlight
 		spare = "10.7.0.1"
 	)
 	steps := []struct {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/risk/decisionlog"
 	"github.com/flashgate/flashgate/internal/rkeys"
@@ -76,7 +77,7 @@ func TestBotFarmOneDevice(t *testing.T) {
 			continue
 		}
 		got[reason(r.o.Code)]++
-		if r.o.Code == scripts.CodeDeviceVelocity {
+		if r.o.Code == claim.CodeDeviceVelocity {
 			if r.o.RetryAfterMs <= 0 || r.o.RetryAfterMs > time.Hour.Milliseconds() {
 				t.Errorf("device_velocity with retry_after_ms=%d, want 1..3600000", r.o.RetryAfterMs)
 			}
@@ -95,7 +96,7 @@ func TestBotFarmOneDevice(t *testing.T) {
 	if left := hget(t, e, rkeys.SKU(camp, "rp-50"), "stock"); left != 10_000-max-100 {
 		t.Errorf("stock left %d, want %d", left, 10_000-max-100)
 	}
-	if n := hget(t, e, rkeys.Rejections(camp), strconv.Itoa(scripts.CodeDeviceVelocity)); n != 500-max {
+	if n := hget(t, e, rkeys.Rejections(camp), strconv.Itoa(claim.CodeDeviceVelocity)); n != 500-max {
 		t.Errorf("rejections[device_velocity]=%d, want %d", n, 500-max)
 	}
 	// Every decision was recorded, with what the rules saw.
@@ -109,7 +110,7 @@ func TestBotFarmOneDevice(t *testing.T) {
 		if err := c.Do(testenv.Ctx(t, 10*time.Second), r); err != nil {
 			t.Fatal(err)
 		}
-		if r.Code != scripts.CodeDeviceVelocity || r.Replayed {
+		if r.Code != claim.CodeDeviceVelocity || r.Replayed {
 			t.Errorf("attempt %d of one request: %s replayed=%v, want device_velocity decided anew", i, reason(r.Code), r.Replayed)
 		}
 	}
@@ -131,9 +132,9 @@ func TestSlidingWindowBoundary(t *testing.T) {
 	for i := 0; time.Now().Before(deadline); i++ {
 		o := claimertest.Claim(t, c, camp, fmt.Sprintf("u-%d", i), "dev-burst", "10.2.2.2")
 		switch o.Code {
-		case scripts.CodeAccepted:
+		case claim.CodeAccepted:
 			accepted = append(accepted, o.ClaimedAtMs)
-		case scripts.CodeDeviceVelocity:
+		case claim.CodeDeviceVelocity:
 			lastRetry = o
 			// The slot frees when the max-th newest accepted claim leaves the window.
 			if n := len(accepted); n >= max {
@@ -167,13 +168,13 @@ func TestSlidingWindowBoundary(t *testing.T) {
 
 	// Honour one retry_after_ms exactly: rejected until then, accepted once it passed.
 	var o claimer.Outcome
-	for o = claimertest.Claim(t, c, camp, "u-wait-0", "dev-burst", "10.2.2.2"); o.Code == scripts.CodeAccepted; o = claimertest.Claim(t, c, camp, testenv.ID(t, "u"), "dev-burst", "10.2.2.2") {
+	for o = claimertest.Claim(t, c, camp, "u-wait-0", "dev-burst", "10.2.2.2"); o.Code == claim.CodeAccepted; o = claimertest.Claim(t, c, camp, testenv.ID(t, "u"), "dev-burst", "10.2.2.2") {
 	}
-	if o.Code != scripts.CodeDeviceVelocity {
+	if o.Code != claim.CodeDeviceVelocity {
 		t.Fatalf("got %s, want device_velocity", reason(o.Code))
 	}
 	time.Sleep(time.Duration(o.RetryAfterMs)*time.Millisecond + 5*time.Millisecond)
-	if o2 := claimertest.Claim(t, c, camp, "u-waited", "dev-burst", "10.2.2.2"); o2.Code != scripts.CodeAccepted {
+	if o2 := claimertest.Claim(t, c, camp, "u-waited", "dev-burst", "10.2.2.2"); o2.Code != claim.CodeAccepted {
 		t.Errorf("after waiting retry_after_ms=%d: %s (retry %d), want accepted", o.RetryAfterMs, reason(o2.Code), o2.RetryAfterMs)
 	}
 }
@@ -187,25 +188,25 @@ func TestRejectedClaimsConsumeNoQuota(t *testing.T) {
 	e.SetRules(camp, "device.max=2", "device.window=1h", "ip.max=1", "ip.window=1h")
 	c := claimertest.New(e, nil)
 
-	if o := claimertest.Claim(t, c, camp, "u1", "dev-q", "10.3.0.1"); o.Code != scripts.CodeAccepted {
+	if o := claimertest.Claim(t, c, camp, "u1", "dev-q", "10.3.0.1"); o.Code != claim.CodeAccepted {
 		t.Fatalf("first: %s", reason(o.Code))
 	}
 	// Same IP: rejected by the IP rule 5 times; the device's window must not grow.
 	for i := range 5 {
-		if o := claimertest.Claim(t, c, camp, fmt.Sprintf("u-ip-%d", i), "dev-q", "10.3.0.1"); o.Code != scripts.CodeIPVelocity {
+		if o := claimertest.Claim(t, c, camp, fmt.Sprintf("u-ip-%d", i), "dev-q", "10.3.0.1"); o.Code != claim.CodeIPVelocity {
 			t.Fatalf("same ip: %s, want ip_velocity", reason(o.Code))
 		}
 	}
 	// The same user again: user_limit (a business rejection) - not counted either.
-	if o := claimertest.Claim(t, c, camp, "u1", "dev-q", "10.3.0.2"); o.Code != scripts.CodeUserLimit {
+	if o := claimertest.Claim(t, c, camp, "u1", "dev-q", "10.3.0.2"); o.Code != claim.CodeUserLimit {
 		t.Fatalf("same user: %s, want user_limit", reason(o.Code))
 	}
 	// A new IP: the device has used 1 of 2, so this one passes.
 	o := claimertest.Claim(t, c, camp, "u2", "dev-q", "10.3.0.3")
-	if o.Code != scripts.CodeAccepted || o.Risk.Device != 1 || o.Risk.IP != 0 {
+	if o.Code != claim.CodeAccepted || o.Risk.Device != 1 || o.Risk.IP != 0 {
 		t.Fatalf("new ip: %s saw device=%d ip=%d, want accepted with device=1 ip=0", reason(o.Code), o.Risk.Device, o.Risk.IP)
 	}
-	if o := claimertest.Claim(t, c, camp, "u3", "dev-q", "10.3.0.4"); o.Code != scripts.CodeDeviceVelocity {
+	if o := claimertest.Claim(t, c, camp, "u3", "dev-q", "10.3.0.4"); o.Code != claim.CodeDeviceVelocity {
 		t.Fatalf("third on the device: %s, want device_velocity", reason(o.Code))
 	}
 }
@@ -233,16 +234,16 @@ func TestShadowMode(t *testing.T) {
 		if i == 9 {
 			user = blockedUser
 		}
-		if o := claimertest.Claim(t, c, camp, user, "dev-shadow", "10.4.4.4"); o.Code != scripts.CodeAccepted {
+		if o := claimertest.Claim(t, c, camp, user, "dev-shadow", "10.4.4.4"); o.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d in shadow mode: %s", i, reason(o.Code))
 		}
 	}
 	dl.Close(ctx)
 
-	if n := hget(t, e, rkeys.ShadowRejections(camp), strconv.Itoa(scripts.CodeDeviceVelocity)); n != 7 {
+	if n := hget(t, e, rkeys.ShadowRejections(camp), strconv.Itoa(claim.CodeDeviceVelocity)); n != 7 {
 		t.Errorf("shadow device_velocity=%d, want 7", n)
 	}
-	if n := hget(t, e, rkeys.ShadowRejections(camp), strconv.Itoa(scripts.CodeBlocked)); n != 1 {
+	if n := hget(t, e, rkeys.ShadowRejections(camp), strconv.Itoa(claim.CodeBlocked)); n != 1 {
 		t.Errorf("shadow blocked=%d, want 1", n)
 	}
 	if n, _ := e.RDB.HLen(ctx, rkeys.Rejections(camp)).Result(); n != 0 {
@@ -294,7 +295,7 @@ func TestAutoFreezeAcrossCampaigns(t *testing.T) {
 	dev := testenv.ID(t, "dev-frz")
 	for i, camp := range []string{a, b, a, b} {
 		o := claimertest.Claim(t, c, camp, testenv.ID(t, "u"), dev, "10.5.5.5")
-		if o.Code != scripts.CodeAccepted {
+		if o.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: %s, want accepted", i, reason(o.Code))
 		}
 		if froze := o.Risk.Flags&risk.FrozeDevice != 0; froze != (i == 3) {
@@ -303,7 +304,7 @@ func TestAutoFreezeAcrossCampaigns(t *testing.T) {
 	}
 	for _, camp := range []string{a, b} {
 		o := claimertest.Claim(t, c, camp, testenv.ID(t, "u"), dev, "10.5.5.6")
-		if o.Code != scripts.CodeBlocked || o.Risk.Flags&risk.FrozenDevice == 0 {
+		if o.Code != claim.CodeBlocked || o.Risk.Flags&risk.FrozenDevice == 0 {
 			t.Errorf("after the freeze in %s: %s hits %v, want blocked by frozen_device", camp, reason(o.Code), o.Risk.Flags.HitNames())
 		}
 	}
@@ -332,7 +333,7 @@ func TestBaseLayoutStillWorks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(res) != scripts.ClaimResultsPerClaim || res[0].(int64) != scripts.CodeAccepted {
+		if len(res) != scripts.ClaimResultsPerClaim || res[0].(int64) != claim.CodeAccepted {
 			t.Fatalf("claim %d: %v", i, res)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/scripts"
@@ -118,10 +119,10 @@ func BenchmarkClaimCommands(b *testing.B) {
 		rules []string
 		want  int64
 	}{
-		{"norules", 50_000_000, nil, scripts.CodeAccepted},
+		{"norules", 50_000_000, nil, claim.CodeAccepted},
 		{"rules", 50_000_000, []string{"device.max=100", "device.window=1h", "ip.max=1000000", "ip.window=1h",
-			"user.max=100", "user.window=1h", "freeze.max=100", "freeze.window=1h", "freeze.for=1h"}, scripts.CodeAccepted},
-		{"soldout", 1, nil, scripts.CodeSoldOut},
+			"user.max=100", "user.window=1h", "freeze.max=100", "freeze.window=1h", "freeze.for=1h"}, claim.CodeAccepted},
+		{"soldout", 1, nil, claim.CodeSoldOut},
 	}
 	type state struct {
 		camp, bl string
@@ -154,7 +155,7 @@ func BenchmarkClaimCommands(b *testing.B) {
 		}
 		st[i] = state{camp: camp, bl: bl, cmds: map[string]int64{}}
 		if v.stock == 1 { // sell the one unit
-			if c := runClaims(b, e, batch(&st[i])[:1]); c[0] != scripts.CodeAccepted {
+			if c := runClaims(b, e, batch(&st[i])[:1]); c[0] != claim.CodeAccepted {
 				b.Fatalf("%s: first claim %d", v.name, c[0])
 			}
 		}

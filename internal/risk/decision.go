@@ -8,7 +8,6 @@ import (
 	"strconv"
 
 	"github.com/flashgate/flashgate/internal/claim"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // Flags are the risk flags claim.lua returns per claim (its F_* constants): which checks
@@ -85,57 +84,30 @@ const (
 	ResultRefused  = "refused"  // unknown campaign or SKU, idempotency key reuse
 )
 
-var refusedReasons = map[int]string{
-	scripts.CodeUnknownCampaign: "unknown_campaign",
-	scripts.CodeUnknownSKU:      "unknown_sku",
-	scripts.CodeKeyReuse:        "idempotency_key_reuse",
-}
-
-// ReasonOf names a script code: "accepted", a CONTRACT.md rejection reason, or a refusal.
-func ReasonOf(code int) string {
-	if code == scripts.CodeAccepted {
-		return ResultAccepted
-	}
-	if r, ok := scripts.Reasons[code]; ok {
-		return r
-	}
-	if r, ok := refusedReasons[code]; ok {
-		return r
-	}
-	return "code_" + strconv.Itoa(code)
-}
-
-var codeOfReason = func() map[string]int {
-	m := map[string]int{ResultAccepted: scripts.CodeAccepted}
-	for c, r := range scripts.Reasons {
-		m[r] = c
-	}
-	for c, r := range refusedReasons {
-		m[r] = c
-	}
-	return m
-}()
+// ReasonOf names a script code: "accepted", a CONTRACT.md rejection reason, or a refusal
+// (the result-code table, internal/claim).
+func ReasonOf(code int) string { return claim.ReasonOf(code) }
 
 // Recordable reports whether a script code is a decision worth recording: accepted,
 // rejected or refused. Internal retries (stale route, not warm, in flight) are not.
 func Recordable(code int) bool {
-	_, ok := codeOfReason[ReasonOf(code)]
-	return ok
+	r, ok := claim.ResultOf(code)
+	return ok && r.Kind != claim.KindRetry
 }
 
 // Result classifies the decision.
 func (d *Decision) Result() string {
 	switch {
-	case d.Code == scripts.CodeAccepted:
+	case d.Code == claim.CodeAccepted:
 		return ResultAccepted
-	case scripts.Reasons[d.Code] != "":
+	case claim.IsRejection(d.Code):
 		return ResultRejected
 	}
 	return ResultRefused
 }
 
 // Accepted reports whether the claim was accepted.
-func (d *Decision) Accepted() bool { return d.Code == scripts.CodeAccepted }
+func (d *Decision) Accepted() bool { return d.Code == claim.CodeAccepted }
 
 // AppendJSON appends the decision's JSON encoding to dst without reflection; the
 // gateway calls it per claim.
@@ -151,7 +123,7 @@ func (d *Decision) AppendJSON(dst []byte) []byte {
 	dst = appendStr(dst, "ip", d.IP)
 	dst = appendStr(dst, "request_id", d.RequestID)
 	dst = appendStr(dst, "result", d.Result())
-	if d.Code != scripts.CodeAccepted {
+	if d.Code != claim.CodeAccepted {
 		dst = appendStr(dst, "reason", ReasonOf(d.Code))
 	}
 	dst = append(dst, `,"code":`...)

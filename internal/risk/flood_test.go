@@ -13,9 +13,9 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // Flood bounds (RELIABILITY.md "Redis memory under abuse"): a flood of unique
@@ -104,7 +104,7 @@ func TestFloodOfUniqueRequestIDsLeavesBoundedMemory(t *testing.T) {
 	soldOut := e.StockCampaign(1, 1)
 
 	c := claimertest.New(e, nil)
-	if got := claimertest.Claim(t, c, soldOut, "u-first", "d-first", "10.77.0.2"); got.Code != scripts.CodeAccepted {
+	if got := claimertest.Claim(t, c, soldOut, "u-first", "d-first", "10.77.0.2"); got.Code != claim.CodeAccepted {
 		t.Fatalf("the only unit: code %d", got.Code)
 	}
 
@@ -112,9 +112,9 @@ func TestFloodOfUniqueRequestIDsLeavesBoundedMemory(t *testing.T) {
 		name, camp string
 		code       int
 	}{
-		{"not_started", notStarted, scripts.CodeNotStarted},
-		{"paused", paused, scripts.CodePaused},
-		{"sold_out", soldOut, scripts.CodeSoldOut},
+		{"not_started", notStarted, claim.CodeNotStarted},
+		{"paused", paused, claim.CodePaused},
+		{"sold_out", soldOut, claim.CodeSoldOut},
 	} {
 		// A warm-up first, so the claimer's connections and the campaign's counters exist.
 		if got := flood(t, c, tc.camp, tc.name+"-warm", 500, floodTime, tc.code); got != 500 {

@@ -3,7 +3,7 @@ package risk
 import (
 	"sort"
 
-	"github.com/flashgate/flashgate/scripts"
+	"github.com/flashgate/flashgate/internal/claim"
 )
 
 // ReplayCampaign is what the replay needs to know about a campaign besides its
@@ -129,13 +129,13 @@ func Replay(ds []Decision, fromMs int64, only string, camps map[string]ReplayCam
 		}
 		proposed := recorded
 		switch d.Code {
-		case scripts.CodePaused, scripts.CodeNotStarted, scripts.CodeEnded:
+		case claim.CodePaused, claim.CodeNotStarted, claim.CodeEnded:
 			// Decided before the risk checks; unchanged.
 		default:
 			e := c.Rules
 			risky := ""
 			if d.Seen.Flags&Blocked != 0 {
-				risky = scripts.Reasons[scripts.CodeBlocked]
+				risky = claim.ReasonOf(claim.CodeBlocked)
 			}
 			for _, v := range [...]struct {
 				kind   byte
@@ -159,21 +159,21 @@ func Replay(ds []Decision, fromMs int64, only string, camps map[string]ReplayCam
 			switch {
 			case risky != "":
 				proposed = risky
-			case d.Code == scripts.CodeNotEligible || d.Code == scripts.CodeBudgetExhausted || d.Code == scripts.CodePartnerQuota:
+			case d.Code == claim.CodeNotEligible || d.Code == claim.CodeBudgetExhausted || d.Code == claim.CodePartnerQuota:
 				// Taken as recorded (a partner's quota is not replayed).
 			default:
 				// Passed the risk checks: the business answers that depend on what
 				// earlier claims took are decided again.
-				if d.Code == scripts.CodeUserLimit && userRecorded[uk] < c.PerUserLimit {
+				if d.Code == claim.CodeUserLimit && userRecorded[uk] < c.PerUserLimit {
 					// The user had claims before the period; the recorded answer tells how many.
 					userPrior[uk] = max(userPrior[uk], c.PerUserLimit-userRecorded[uk])
 				}
 				switch {
 				case userAccepted[uk]+userPrior[uk] >= c.PerUserLimit:
-					proposed = scripts.Reasons[scripts.CodeUserLimit]
+					proposed = claim.ReasonOf(claim.CodeUserLimit)
 				case stock[sk] <= 0:
-					proposed = scripts.Reasons[scripts.CodeSoldOut]
-				case d.Code == scripts.CodeSoldOut || d.Code == scripts.CodeUserLimit || d.Code == scripts.CodeAccepted || d.Seen.Flags&Hits != 0:
+					proposed = claim.ReasonOf(claim.CodeSoldOut)
+				case d.Code == claim.CodeSoldOut || d.Code == claim.CodeUserLimit || d.Code == claim.CodeAccepted || d.Seen.Flags&Hits != 0:
 					proposed = ResultAccepted
 				}
 			}

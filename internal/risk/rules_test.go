@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgate/flashgate/scripts"
+	"github.com/flashgate/flashgate/internal/claim"
 )
 
 func TestParseValue(t *testing.T) {
@@ -118,15 +118,15 @@ func TestParseAssignments(t *testing.T) {
 
 func sample() Decision {
 	return Decision{TimeMs: 1_700_000_000_123, CampaignID: "cny-2027", SKU: "rp-50", UserID: "u-1", DeviceID: "d-\"9f\"",
-		IP: "2001:db8::1", RequestID: "r-1", Code: scripts.CodeDeviceVelocity, RetryAfterMs: 1234,
+		IP: "2001:db8::1", RequestID: "r-1", Code: claim.CodeDeviceVelocity, RetryAfterMs: 1234,
 		Seen: Seen{Device: 3, IP: -1, User: 0, FreezeDevice: -1, FreezeUser: -1, Flags: DeviceVelocity | BlockedUser | ShadowMode | FrozeUser}}
 }
 
 func TestDecisionRoundTrip(t *testing.T) {
 	for _, d := range []Decision{sample(),
-		{TimeMs: 1, CampaignID: "c", Code: scripts.CodeAccepted, ClaimID: "c.x", Seen: NotEvaluated},
-		{TimeMs: 2, CampaignID: "c", Code: scripts.CodeSoldOut, Replayed: true, Seen: NotEvaluated},
-		{TimeMs: 3, CampaignID: "c", Code: scripts.CodeKeyReuse, Seen: NotEvaluated},
+		{TimeMs: 1, CampaignID: "c", Code: claim.CodeAccepted, ClaimID: "c.x", Seen: NotEvaluated},
+		{TimeMs: 2, CampaignID: "c", Code: claim.CodeSoldOut, Replayed: true, Seen: NotEvaluated},
+		{TimeMs: 3, CampaignID: "c", Code: claim.CodeKeyReuse, Seen: NotEvaluated},
 	} {
 		b := d.AppendJSON(nil)
 		got, err := DecodeDecision(b)

@@ -9,6 +9,8 @@
 // collide with another kind of key.
 package rkeys
 
+import "github.com/flashgate/flashgate/internal/claim"
+
 // Campaigns is the set of every warmed campaign id; the settler's background work
 // (outbox relay, reconciliation, expiry) discovers campaigns through it.
 const Campaigns = "fg:campaigns"
@@ -219,3 +221,24 @@ func CampaignOfKey(key string) string {
 // slot ({u:<user>}) with "bal", "ok" (set by the rebuild from Postgres) and one
 // "g:<grant_id>" field per grant applied, so a grant is applied exactly once.
 func Points(user string) string { return "fg:{u:" + user + "}:pts" }
+
+// ClaimKeys names every key of one claim in claim.lua's batch (internal/claim Keys),
+// allocating each name: for tools and test kits that play a gateway (the claimer builds
+// the same names into one reused buffer). segment "" means the campaign has none (then
+// the meta key stands in, as claim.lua expects).
+func ClaimKeys(campaign, sku, requestID, businessLine, segment, device, ip, user string) claim.Keys {
+	seg := Meta(campaign)
+	if segment != "" {
+		seg = Segment(segment)
+	}
+	return claim.Keys{Meta: Meta(campaign), SKU: SKU(campaign, sku), Request: Request(campaign, requestID),
+		Users: Users(campaign), BusinessLine: BusinessLine(businessLine), Outbox: Outbox(campaign),
+		Inflight: Inflight(campaign), Rejections: Rejections(campaign), Segment: seg,
+		RiskRules: RiskRules(campaign), GlobalRules: RiskGlobalRules,
+		VelocityDevice: Velocity(campaign, KindDevice, device), VelocityIP: Velocity(campaign, KindIP, ip),
+		VelocityUser: Velocity(campaign, KindUser, user),
+		BlockDevice:  Block(KindDevice, device), BlockIP: Block(KindIP, ip), BlockUser: Block(KindUser, user),
+		FreezeDevice: Freeze(KindDevice, device), FreezeUser: Freeze(KindUser, user),
+		FreezeWindowDevice: FreezeWindow(KindDevice, device), FreezeWindowUser: FreezeWindow(KindUser, user),
+		ShadowRejections: ShadowRejections(campaign), RiskIndex: RiskIndex, PartnerQuotas: PartnerQuotas(campaign)}
+}

@@ -59,7 +59,7 @@ func ScriptClaim(ctx context.Context, rdb *redis.Client, campaign, sku, user, re
 	bl, _ := m[0].(string)
 	seg, _ := m[1].(string)
 	if bl == "" {
-		return Accepted{Code: scripts.CodeUnknownCampaign}, nil
+		return Accepted{Code: claim.CodeUnknownCampaign}, nil
 	}
 	segKey := rkeys.Meta(campaign)
 	if seg != "" {
@@ -108,11 +108,7 @@ func OutboxRecords(ctx context.Context, rdb *redis.Client, campaign string) ([]c
 }
 
 func recordOf(campaign string, m redis.XMessage) claim.Record {
-	s := func(k string) string { v, _ := m.Values[k].(string); return v }
-	n := func(k string) int64 { v, _ := strconv.ParseInt(s(k), 10, 64); return v }
-	return claim.Record{Version: claim.Version, ClaimID: s("c"), RequestID: s("r"), CampaignID: campaign,
-		BusinessLine: s("b"), SKU: s("s"), UserID: s("u"), DeviceID: s("d"), IP: s("i"),
-		Value: n("v"), ClaimedAtMs: n("t"), ExpiresAtMs: n("e"), OutboxID: m.ID, Channel: s("h")}
+	return claim.FromOutbox(campaign, m.ID, m.Values)
 }
 
 // ProduceDurable publishes claims to flash.claims as the gateway does (one at a time,

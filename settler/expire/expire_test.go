@@ -13,6 +13,7 @@ import (
 
 	"github.com/flashgate/flashgate/gateway/api"
 	"github.com/flashgate/flashgate/gateway/vouchers"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
@@ -38,7 +39,7 @@ func sale(t *testing.T, e *testenv.Env, c *testenv.Campaign, sku string, n int) 
 	var ids []string
 	for i := 0; i < n; i++ {
 		a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, sku, fmt.Sprintf("u-%s-%d", sku, i), fmt.Sprintf("rq-%s-%d", sku, i))
-		if err != nil || a.Code != scripts.CodeAccepted {
+		if err != nil || a.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: code %d err %v", i, a.Code, err)
 		}
 		ids = append(ids, a.ClaimID)
@@ -220,9 +221,9 @@ func TestCrashBetweenReleaseAndCommit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := scripts.CodeAccepted
+		want := claim.CodeAccepted
 		if i == 2 {
-			want = scripts.CodeSoldOut
+			want = claim.CodeSoldOut
 		}
 		if a.Code != want {
 			t.Fatalf("late claim %d: code %d, want %d", i, a.Code, want)

@@ -228,13 +228,7 @@ type entry struct {
 }
 
 func parseEntry(campaign string, m redis.XMessage) entry {
-	s := func(k string) string { v, _ := m.Values[k].(string); return v }
-	n := func(k string) int64 { v, _ := strconv.ParseInt(s(k), 10, 64); return v }
-	return entry{id: m.ID, rec: claim.Record{
-		Version: claim.Version, ClaimID: s("c"), RequestID: s("r"), CampaignID: campaign,
-		BusinessLine: s("b"), SKU: s("s"), UserID: s("u"), DeviceID: s("d"), IP: s("i"),
-		Value: n("v"), ClaimedAtMs: n("t"), ExpiresAtMs: n("e"), OutboxID: m.ID, Channel: s("h"),
-	}}
+	return entry{id: m.ID, rec: claim.FromOutbox(campaign, m.ID, m.Values)}
 }
 
 // Campaign runs one pass over one campaign's outbox: the entries older than MinAge,
@@ -383,16 +377,7 @@ func (r *Relay) page(ctx context.Context, campaign string, page []entry, budget 
 }
 
 // recordState returns the state letter and claim id of an idempotency record.
-func recordState(rec string) (byte, string) {
-	if len(rec) < 2 || rec[1] != '\t' {
-		return 0, ""
-	}
-	rest := rec[2:]
-	if i := strings.IndexByte(rest, '\t'); i >= 0 {
-		rest = rest[:i]
-	}
-	return rec[0], rest
-}
+func recordState(rec string) (byte, string) { return claim.IdemState(rec) }
 
 func (r *Relay) remove(ctx context.Context, campaign string, es []entry) error {
 	ids := make([]string, len(es))

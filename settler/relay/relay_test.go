@@ -81,7 +81,7 @@ func TestRelayVoidsClaimOfDeadGateway(t *testing.T) {
 	before, _ := e.RDB.HGetAll(ctx, rkeys.SKU(c.ID, "rp-50")).Result()
 
 	a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", "u-1", "rq-1")
-	if err != nil || a.Code != scripts.CodeAccepted {
+	if err != nil || a.Code != claim.CodeAccepted {
 		t.Fatalf("claim: code %d, err %v", a.Code, err)
 	}
 	if got := record(t, e, c.ID, "rq-1"); got[0] != 'A' {
@@ -142,7 +142,7 @@ func TestRelayRepublishesDurableClaim(t *testing.T) {
 	st := testenv.NewSettler(t, e.RDB, e.PG, c.ID)
 
 	a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", "u-1", "rq-1")
-	if err != nil || a.Code != scripts.CodeAccepted {
+	if err != nil || a.Code != claim.CodeAccepted {
 		t.Fatalf("claim: code %d, err %v", a.Code, err)
 	}
 	if err := scripts.Durable.Run(ctx, e.RDB, []string{rkeys.Request(c.ID, "rq-1")}, a.ClaimID).Err(); err != nil {
@@ -190,7 +190,7 @@ func TestTwoRelaysShareTheWork(t *testing.T) {
 	isolate(t, e, c.ID)
 	for i := 0; i < n; i++ {
 		a, err := testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
-		if err != nil || a.Code != scripts.CodeAccepted {
+		if err != nil || a.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: %+v %v", i, a, err)
 		}
 		if err := scripts.Durable.Run(ctx, e.RDB, []string{rkeys.Request(c.ID, fmt.Sprintf("rq-%d", i))}, a.ClaimID).Err(); err != nil {
@@ -239,7 +239,7 @@ func TestRelayTrimsOnlyCommittedOrVoided(t *testing.T) {
 	for i := range acc {
 		var err error
 		acc[i], err = testenv.ScriptClaim(ctx, e.RDB, c.ID, "rp-50", fmt.Sprintf("u-%d", i), fmt.Sprintf("rq-%d", i))
-		if err != nil || acc[i].Code != scripts.CodeAccepted {
+		if err != nil || acc[i].Code != claim.CodeAccepted {
 			t.Fatalf("claim %d: %+v %v", i, acc[i], err)
 		}
 	}
@@ -312,7 +312,7 @@ func TestOutboxBound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a.Code == scripts.CodeAccepted {
+		if a.Code == claim.CodeAccepted {
 			accepted++
 		}
 		n, err := e.RDB.XLen(ctx, rkeys.Outbox(c.ID)).Result()

@@ -15,7 +15,6 @@ import (
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // TestRedisMemoryPerClaim measures, on a real redis-server of the test's own (so that
@@ -58,7 +57,7 @@ func TestRedisMemoryPerClaim(t *testing.T) {
 			reqs[j] = req(i+j, i+j)
 		}
 		for k, code := range c.Decide(t, reqs) {
-			if code != scripts.CodeAccepted {
+			if code != claim.CodeAccepted {
 				t.Fatalf("request %d: code %d, want accepted", i+k, code)
 			}
 		}
@@ -144,7 +143,7 @@ func TestRedisMemoryPerClaim(t *testing.T) {
 			reqs[j] = req(n+i+j, i+j) // users 0..2n: the first n hit user_limit, the rest sold_out
 		}
 		for k, code := range c.Decide(t, reqs) {
-			if code != scripts.CodeUserLimit && code != scripts.CodeSoldOut {
+			if code != claim.CodeUserLimit && code != claim.CodeSoldOut {
 				t.Fatalf("request %d: code %d, want user_limit or sold_out", n+i+k, code)
 			}
 			rejKeys = append(rejKeys, rkeys.Request(c.ID, reqs[k].RequestID))

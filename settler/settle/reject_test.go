@@ -14,7 +14,6 @@ import (
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // readRejected reads want records from topic's rejected topic (from its start), failing
@@ -236,7 +235,7 @@ func TestPostgresRefusedRecordIsSetAside(t *testing.T) {
 	c := testenv.NewCampaign(t, rdb, pg, n+1)
 	recs := c.Claim(t, n)
 	poison := []claim.Record{{RequestID: "r-poison", UserID: "poison-1", DeviceID: "d-poison", IP: "10.0.0.1"}}
-	if code := c.Decide(t, poison)[0]; code != scripts.CodeAccepted {
+	if code := c.Decide(t, poison)[0]; code != claim.CodeAccepted {
 		t.Fatalf("poison claim: script code %d, want accepted", code)
 	}
 	c.MarkDurable(t, append(recs, poison[0]))

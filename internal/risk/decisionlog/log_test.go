@@ -10,10 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
+	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/risk"
 	"github.com/flashgate/flashgate/internal/risk/decisionlog"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
@@ -41,7 +41,7 @@ func TestDeadBrokerDropsAndCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := risk.Decision{TimeMs: 1, CampaignID: "c", Code: scripts.CodeAccepted, Seen: risk.NotEvaluated}
+	d := risk.Decision{TimeMs: 1, CampaignID: "c", Code: claim.CodeAccepted, Seen: risk.NotEvaluated}
 	for range 1000 {
 		dl.Record(&d) // beyond 5 buffered: dropped at once, not waited for
 	}
@@ -49,7 +49,7 @@ func TestDeadBrokerDropsAndCounts(t *testing.T) {
 	camp := e.StockCampaign(10, 1)
 	c := claimertest.New(e, dl)
 	for i := range 3 {
-		if o := claimertest.Claim(t, c, camp, "u"+strconv.Itoa(i), "d", "10.0.0.1"); o.Code != scripts.CodeAccepted {
+		if o := claimertest.Claim(t, c, camp, "u"+strconv.Itoa(i), "d", "10.0.0.1"); o.Code != claim.CodeAccepted {
 			t.Fatalf("claim %d with a dead decision log: %s", i, risk.ReasonOf(o.Code))
 		}
 	}
