@@ -4,10 +4,8 @@
 -- arguments, and yields R=15 consecutive results. The Go side (gateway/claimer) builds the
 -- same layout; the code numbers are mapped to reasons in exactly one Go table.
 --
--- The base layout - only KEYS 1-9 and ARGV 1-7 per claim, 8 results - is the layout
--- from before the risk checks and channels, still accepted for test fixtures that play
--- a gateway (they are told apart by #KEYS = n*9): it runs no risk checks and every
--- claim is on the app channel. The gateway always sends all 24 keys and 8 arguments.
+-- There is one layout: the gateway, bench and every test kit build it through
+-- internal/claim (batch.go); a batch of any other shape is an error, not a guess.
 --
 -- KEYS per claim:  1 meta, 2 sku, 3 request, 4 users, 5 business line, 6 outbox,
 --                  7 inflight, 8 rejections, 9 segment (the meta key again when the
@@ -46,11 +44,9 @@ local F_DEVICE_VELOCITY, F_IP_VELOCITY, F_USER_VELOCITY = 32, 64, 128
 local F_SHADOW, F_FROZE_DEVICE, F_FROZE_USER = 256, 512, 1024
 
 local n = tonumber(ARGV[1])
-local K, A, R, risky = 24, 8, 15, true
-if #KEYS == n * 9 then
-  K, A, R, risky = 9, 7, 8, false
-elseif #KEYS ~= n * 24 then
-  return redis.error_reply('claim.lua: ' .. #KEYS .. ' keys for ' .. n .. ' claims, want 24 (or 9) per claim')
+local K, A, R = 24, 8, 15
+if #KEYS ~= n * K then
+  return redis.error_reply('claim.lua: ' .. #KEYS .. ' keys for ' .. n .. ' claims, want ' .. K .. ' per claim')
 end
 if #ARGV ~= 3 + n * A then
   return redis.error_reply('claim.lua: ' .. #ARGV .. ' arguments for ' .. n .. ' claims, want 3 + ' .. A .. ' per claim')
@@ -296,8 +292,7 @@ local function decide(i)
   local a = 3 + (i - 1) * A
   local reqid, claimid, camp, sku, user, dev, ip =
     ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-  local channel = ''
-  if risky then channel = ARGV[a + 8] end
+  local channel = ARGV[a + 8]
   local partner = string.match(channel, '^partner:(.+)$')
   local fp = sku .. '\t' .. user .. '\t' .. dev
 
@@ -367,16 +362,12 @@ local function decide(i)
   -- limit, stock, budget). A risk rejection is not remembered in the idempotency
   -- record: a 429 tells the client to retry after retry_after_ms and an unblock must
   -- let the very next retry through, so a retry is decided anew.
-  local r
-  if risky then
-    local rcode, retry
-    rcode, retry, r = risk(k, user, dev, ip)
-    if rcode == NOT_WARM then
-      return NOT_WARM, 0, '', 0, 0, 0, '', 0
-    end
-    if rcode ~= 0 then
-      return reject(k, rcode, fp, false), 0, '', 0, 0, 0, '', retry
-    end
+  local rcode, retry, r = risk(k, user, dev, ip)
+  if rcode == NOT_WARM then
+    return NOT_WARM, 0, '', 0, 0, 0, '', 0
+  end
+  if rcode ~= 0 then
+    return reject(k, rcode, fp, false), 0, '', 0, 0, 0, '', retry
   end
 
   if seg ~= '' and redis.call('SISMEMBER', KEYS[k + 9], user) == 0 then
@@ -426,9 +417,7 @@ local function decide(i)
   if partner then
     redis.call('HINCRBY', KEYS[k + 24], 't:' .. partner, 1)
   end
-  if risky then
-    record(k, r, reqid, camp, user, dev)
-  end
+  record(k, r, reqid, camp, user, dev)
   local expires = now + tonumber(m[9])
   local oid = redis.call('XADD', KEYS[k + 6], '*',
     'c', claimid, 'r', reqid, 's', sku, 'u', user, 'd', dev, 'i', ip,
@@ -454,11 +443,9 @@ for i = 1, n do
   out[j + 6] = expires
   out[j + 7] = oid
   out[j + 8] = retry
-  if risky then
-    out[j + 9] = now
-    for q = 1, 6 do
-      out[j + 9 + q] = seen[q]
-    end
+  out[j + 9] = now
+  for q = 1, 6 do
+    out[j + 9 + q] = seen[q]
   end
 end
 flushcounts()

@@ -20,31 +20,6 @@ var (
 	durableSrc string
 )
 
-// Layout of claim.lua's batch: keys, arguments and results per claim, and the number of
-// header arguments before the first claim's.
-//
-// The gateway's layout is ClaimKeysPerClaim+ClaimRiskKeysPerClaim+ClaimPartnerKeysPerClaim
-// keys, ClaimArgsPerClaim+ClaimChannelArgsPerClaim arguments and
-// ClaimResultsPerClaim+ClaimRiskResultsPerClaim results per claim (risk checks on, the
-// claim's channel and its partner's quota). The base layout, ClaimKeysPerClaim keys,
-// ClaimArgsPerClaim arguments and ClaimResultsPerClaim results, is the one from before
-// the risk checks; test fixtures that play a gateway still use it and get no risk checks
-// and the app channel. claim.lua tells them apart by the number of keys.
-const (
-	ClaimKeysPerClaim        = 9
-	ClaimRiskKeysPerClaim    = 14
-	ClaimPartnerKeysPerClaim = 1
-	ClaimArgsPerClaim        = 7
-	ClaimChannelArgsPerClaim = 1
-	ClaimHeaderArgs          = 3
-	ClaimResultsPerClaim     = 8
-	ClaimRiskResultsPerClaim = 7
-
-	// ClaimGatewayKeysPerClaim and ClaimGatewayArgsPerClaim are the gateway's layout.
-	ClaimGatewayKeysPerClaim = ClaimKeysPerClaim + ClaimRiskKeysPerClaim + ClaimPartnerKeysPerClaim
-	ClaimGatewayArgsPerClaim = ClaimArgsPerClaim + ClaimChannelArgsPerClaim
-)
-
 var (
 	// Claim decides a batch of claims: see claim.lua for its layout.
 	Claim = redis.NewScript(claimSrc)

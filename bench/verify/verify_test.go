@@ -18,7 +18,6 @@ import (
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/scripts"
 )
 
 // sale is a small campaign whose claims were decided by the real claim script and
@@ -73,16 +72,13 @@ func newSale(t *testing.T, ctx context.Context, rdb *redis.Client, pg *pgxpool.P
 		tries = append(tries, try{"u-" + strconv.Itoa(i), "B"})
 	}
 	tries = append(tries, try{"u-0", "B"})
-	var keys []string
-	args := []any{len(tries), int64(24 * time.Hour / time.Millisecond), int64(time.Hour / time.Millisecond)}
-	meta := rkeys.Meta(s.campaign)
+	batch := make([]testenv.ClaimReq, len(tries))
 	for i, tr := range tries {
 		reqID := "rq-" + strconv.Itoa(i)
-		keys = append(keys, meta, rkeys.SKU(s.campaign, tr.sku), rkeys.Request(s.campaign, reqID), rkeys.Users(s.campaign),
-			rkeys.BusinessLine(s.bl), rkeys.Outbox(s.campaign), rkeys.Inflight(s.campaign), rkeys.Rejections(s.campaign), meta)
-		args = append(args, reqID, s.campaign+".c"+strconv.Itoa(i), s.campaign, tr.sku, tr.user, "d-"+tr.user, "198.18.0.1")
+		batch[i] = testenv.ClaimReq{Campaign: s.campaign, BusinessLine: s.bl, SKU: tr.sku, RequestID: reqID,
+			ClaimID: s.campaign + ".c" + strconv.Itoa(i), User: tr.user, Device: "d-" + tr.user, IP: "198.18.0.1"}
 	}
-	res, err := scripts.Claim.Run(ctx, rdb, keys, args...).Slice()
+	res, err := testenv.RunClaims(ctx, rdb, batch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,12 +88,12 @@ func newSale(t *testing.T, ctx context.Context, rdb *redis.Client, pg *pgxpool.P
 	}
 	defer tx.Rollback(ctx)
 	for i, tr := range tries {
-		o := res[i*scripts.ClaimResultsPerClaim:]
-		if o[0].(int64) != claim.CodeAccepted {
+		o := res[i]
+		if o.Code != claim.CodeAccepted {
 			continue
 		}
-		e := record.Entry{ClaimID: o[2].(string), RequestID: "rq-" + strconv.Itoa(i), Campaign: s.campaign,
-			User: tr.user, SKU: tr.sku, Value: o[3].(int64)}
+		e := record.Entry{ClaimID: o.ClaimID, RequestID: "rq-" + strconv.Itoa(i), Campaign: s.campaign,
+			User: tr.user, SKU: tr.sku, Value: o.Value}
 		s.rows = append(s.rows, e)
 		s.record = append(s.record, e)
 		insertRow(t, ctx, tx, "", s.bl, e)

@@ -46,17 +46,14 @@ func BenchmarkRunIDCheck(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		for _, v := range vs {
-			keys := make([]string, 0, n*scripts.ClaimGatewayKeysPerClaim)
-			args := []any{n, (24 * time.Hour).Milliseconds(), time.Hour.Milliseconds()}
+			keys, args := claim.AppendHeader(nil, nil, n, (24 * time.Hour).Milliseconds(), time.Hour.Milliseconds())
 			for range n {
 				seq++
 				id := run + strconv.Itoa(seq)
 				dev, ip, user := "d"+id, "10.1.0.1", "u"+id
-				keys = append(keys, rkeys.Meta(v.camp), rkeys.SKU(v.camp, "rp-50"), rkeys.Request(v.camp, "r"+id), rkeys.Users(v.camp),
-					rkeys.BusinessLine(v.bl), rkeys.Outbox(v.camp), rkeys.Inflight(v.camp), rkeys.Rejections(v.camp), rkeys.Meta(v.camp))
-				keys = rkeys.AppendClaimRiskKeys(keys, v.camp, dev, ip, user)
-				keys = append(keys, rkeys.PartnerQuotas(v.camp))
-				args = append(args, "r"+id, v.camp+".c"+id, v.camp, "rp-50", user, dev, ip, "")
+				k := rkeys.ClaimKeys(v.camp, "rp-50", "r"+id, v.bl, "", dev, ip, user)
+				keys, args = claim.AppendClaim(keys, args, &k, &claim.Args{RequestID: "r" + id, ClaimID: v.camp + ".c" + id,
+					CampaignID: v.camp, SKU: "rp-50", UserID: user, DeviceID: dev, IP: ip})
 			}
 			before := e.CommandStats()
 			res, err := scripts.Claim.Run(ctx, e.RDB, keys, args...).Slice()

@@ -22,6 +22,7 @@ import (
 	"github.com/flashgate/flashgate/internal/kafkaopt"
 	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
+	"github.com/flashgate/flashgate/internal/risk/riskstate"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/settler/relay"
@@ -185,7 +186,19 @@ func TestRecoverLostCampaign(t *testing.T) {
 		}
 	}
 	// The never-produced claim was lost with Redis (its client never heard 200): its
-	// retry is decided afresh.
+	// retry is decided afresh - but not before the risk state is back too (a pass,
+	// Once, rebuilds it first; RecoverBusinessLine alone does not): until then a new
+	// decision is NOT_WARM and takes nothing.
+	if a := try(t, e.RDB, c, "rp-50", "u-5", "rq-5"); a.Code != claim.CodeNotWarm {
+		t.Fatalf("a new claim before the risk state is rebuilt: %+v; want NOT_WARM", a)
+	}
+	runID, err := recovery.RunID(ctx, e.RDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := riskstate.Ensure(ctx, e.PG, e.RDB, runID); err != nil {
+		t.Fatal(err)
+	}
 	if a := try(t, e.RDB, c, "rp-50", "u-5", "rq-5"); a.Code != claim.CodeAccepted || a.ClaimID == accepted[5].ClaimID {
 		t.Fatalf("retry of the unpromised claim: %+v", a)
 	}

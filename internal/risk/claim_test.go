@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -318,24 +319,22 @@ func TestAutoFreezeAcrossCampaigns(t *testing.T) {
 	}
 }
 
-// The base layout (9 keys, 8 results) that test fixtures of other packages still use
-// runs no risk checks and keeps its shape.
-func TestBaseLayoutStillWorks(t *testing.T) {
+// claim.lua has one layout: the old 9-key base layout (no risk checks) that test
+// fixtures used is refused with an error naming the layout, and takes nothing.
+func TestOldBaseLayoutRefused(t *testing.T) {
 	e := testenv.New(t)
 	camp := e.StockCampaign(10, 1)
-	e.SetRules(camp, "device.max=1", "device.window=1h")
 	ctx := testenv.Ctx(t, 10*time.Second)
 	bl, _ := e.RDB.HGet(ctx, rkeys.Meta(camp), "bl").Result()
-	for i := range 2 {
-		keys := []string{rkeys.Meta(camp), rkeys.SKU(camp, "rp-50"), rkeys.Request(camp, fmt.Sprint("r", i)), rkeys.Users(camp),
-			rkeys.BusinessLine(bl), rkeys.Outbox(camp), rkeys.Inflight(camp), rkeys.Rejections(camp), rkeys.Meta(camp)}
-		res, err := scripts.Claim.Run(ctx, e.RDB, keys, 1, 1000, 1000, fmt.Sprint("r", i), camp+".x"+strconv.Itoa(i), camp, "rp-50", fmt.Sprint("u", i), "same-dev", "1.1.1.1").Slice()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(res) != scripts.ClaimResultsPerClaim || res[0].(int64) != claim.CodeAccepted {
-			t.Fatalf("claim %d: %v", i, res)
-		}
+	before := e.RDB.HGet(ctx, rkeys.SKU(camp, "rp-50"), "stock").Val()
+	keys := []string{rkeys.Meta(camp), rkeys.SKU(camp, "rp-50"), rkeys.Request(camp, "r0"), rkeys.Users(camp),
+		rkeys.BusinessLine(bl), rkeys.Outbox(camp), rkeys.Inflight(camp), rkeys.Rejections(camp), rkeys.Meta(camp)}
+	_, err := scripts.Claim.Run(ctx, e.RDB, keys, 1, 1000, 1000, "r0", camp+".x0", camp, "rp-50", "u0", "dev", "1.1.1.1").Slice()
+	if err == nil || !strings.Contains(err.Error(), "9 keys for 1 claims, want 24 per claim") {
+		t.Fatalf("base layout: err %v; want the layout named", err)
+	}
+	if after := e.RDB.HGet(ctx, rkeys.SKU(camp, "rp-50"), "stock").Val(); after != before || e.RDB.Exists(ctx, rkeys.Request(camp, "r0")).Val() != 0 {
+		t.Fatalf("a refused batch took stock (%s -> %s) or left a record", before, after)
 	}
 }
 

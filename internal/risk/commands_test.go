@@ -20,18 +20,14 @@ type call struct {
 	camp, bl, sku, req, user, dev, ip string
 }
 
-// claimLayout returns claim.lua's KEYS and ARGV for claims in the gateway's layout (24
-// keys and 8 arguments per claim, the campaign has no segment, the app channel), in the
-// order gateway/claimer sends them.
+// claimLayout returns claim.lua's KEYS and ARGV for claims, built by internal/claim
+// (the campaign has no segment, the app channel), as gateway/claimer sends them.
 func claimLayout(claims []call) ([]string, []any) {
-	keys := make([]string, 0, len(claims)*scripts.ClaimGatewayKeysPerClaim)
-	args := []any{len(claims), (24 * time.Hour).Milliseconds(), time.Hour.Milliseconds()}
+	keys, args := claim.AppendHeader(nil, nil, len(claims), (24 * time.Hour).Milliseconds(), time.Hour.Milliseconds())
 	for _, c := range claims {
-		keys = append(keys, rkeys.Meta(c.camp), rkeys.SKU(c.camp, c.sku), rkeys.Request(c.camp, c.req), rkeys.Users(c.camp),
-			rkeys.BusinessLine(c.bl), rkeys.Outbox(c.camp), rkeys.Inflight(c.camp), rkeys.Rejections(c.camp), rkeys.Meta(c.camp))
-		keys = rkeys.AppendClaimRiskKeys(keys, c.camp, c.dev, c.ip, c.user)
-		keys = append(keys, rkeys.PartnerQuotas(c.camp))
-		args = append(args, c.req, c.camp+".c"+c.req, c.camp, c.sku, c.user, c.dev, c.ip, "")
+		k := rkeys.ClaimKeys(c.camp, c.sku, c.req, c.bl, "", c.dev, c.ip, c.user)
+		keys, args = claim.AppendClaim(keys, args, &k, &claim.Args{RequestID: c.req, ClaimID: c.camp + ".c" + c.req,
+			CampaignID: c.camp, SKU: c.sku, UserID: c.user, DeviceID: c.dev, IP: c.ip})
 	}
 	return keys, args
 }
@@ -44,8 +40,8 @@ func runClaims(tb testing.TB, e *testenv.Env, claims []call) []int64 {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	per := scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim
-	if len(res) != len(claims)*per {
+	per := claim.BatchResultsPerClaim
+	if !claim.ResultsFor(res, len(claims)) {
 		tb.Fatalf("%d results for %d claims", len(res), len(claims))
 	}
 	codes := make([]int64, len(claims))

@@ -14,9 +14,10 @@ func TestClaimKeysInTheClaimLayout(t *testing.T) {
 	k := ClaimKeys(c, "sku1", "rq1", "bl1", "", d, ip, u)
 	got, _ := claim.AppendClaim(nil, nil, &k, &claim.Args{})
 	want := []string{Meta(c), SKU(c, "sku1"), Request(c, "rq1"), Users(c), BusinessLine("bl1"), Outbox(c),
-		Inflight(c), Rejections(c), Meta(c)}
-	want = AppendClaimRiskKeys(want, c, d, ip, u)
-	want = append(want, PartnerQuotas(c))
+		Inflight(c), Rejections(c), Meta(c),
+		RiskRules(c), RiskGlobalRules, Velocity(c, KindDevice, d), Velocity(c, KindIP, ip), Velocity(c, KindUser, u),
+		Block(KindDevice, d), Block(KindIP, ip), Block(KindUser, u), Freeze(KindDevice, d), Freeze(KindUser, u),
+		FreezeWindow(KindDevice, d), FreezeWindow(KindUser, u), ShadowRejections(c), RiskIndex, PartnerQuotas(c)}
 	if !slices.Equal(got, want) || len(got) != claim.BatchKeysPerClaim {
 		t.Fatalf("keys\n got %q\nwant %q", got, want)
 	}

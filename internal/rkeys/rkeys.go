@@ -129,19 +129,6 @@ func AppendFreezeWindow(dst []byte, kind byte, value string) []byte {
 	return append(dst, value...)
 }
 
-// AppendClaimRiskKeys appends the 14 risk keys claim.lua takes per claim after the 9
-// campaign keys (KEYS 10-23 of its layout, scripts.ClaimRiskKeysPerClaim), in order.
-// It allocates each name; the gateway's claimer builds the same names into one reused
-// buffer instead. Tools and test fixtures that play a gateway use this.
-func AppendClaimRiskKeys(dst []string, campaign, device, ip, user string) []string {
-	return append(dst, RiskRules(campaign), RiskGlobalRules,
-		Velocity(campaign, KindDevice, device), Velocity(campaign, KindIP, ip), Velocity(campaign, KindUser, user),
-		Block(KindDevice, device), Block(KindIP, ip), Block(KindUser, user),
-		Freeze(KindDevice, device), Freeze(KindUser, user),
-		FreezeWindow(KindDevice, device), FreezeWindow(KindUser, user),
-		ShadowRejections(campaign), RiskIndex)
-}
-
 // PartnerQuotas is the campaign's hash of partner quotas (KEYS 24 of claim.lua's
 // layout): field "q:<partner>" is the partner's quota in the campaign, "t:<partner>" how
 // many claims it has taken. The catalog writes the quotas (from Postgres); claim.lua and

@@ -3,15 +3,18 @@ package rkeys
 import (
 	"testing"
 
-	"github.com/flashgate/flashgate/scripts"
+	"github.com/flashgate/flashgate/internal/claim"
 )
 
 // The claimer builds the risk keys with the Append* functions into one buffer; tools
-// and fixtures use AppendClaimRiskKeys. Both must name the same keys in claim.lua's
-// order, or a tool would measure (or a fixture test) another layout than the gateway's.
-func TestAppendClaimRiskKeysMatchesTheClaimLayout(t *testing.T) {
+// and test kits use ClaimKeys. Both must name the same keys in claim.lua's order (KEYS
+// 10-23 of a claim), or a tool would measure (or a kit test) another layout than the
+// gateway's.
+func TestClaimRiskKeysMatchTheClaimLayout(t *testing.T) {
 	const c, d, ip, u = "cny-2027", "d-9f2c", "198.18.0.7", "u-1001"
-	got := AppendClaimRiskKeys([]string{"first"}, c, d, ip, u)
+	k := ClaimKeys(c, "s", "r", "b", "", d, ip, u)
+	all, _ := claim.AppendClaim(nil, nil, &k, &claim.Args{})
+	got := append([]string{"first"}, all[9:23]...)
 	want := []string{"first",
 		"fg:{cny-2027}:risk", "fg:{risk}:rules",
 		string(AppendVelocity(nil, c, KindDevice, d)), string(AppendVelocity(nil, c, KindIP, ip)),
@@ -21,8 +24,8 @@ func TestAppendClaimRiskKeysMatchesTheClaimLayout(t *testing.T) {
 		string(AppendFreezeWindow(nil, KindDevice, d)), string(AppendFreezeWindow(nil, KindUser, u)),
 		"fg:{cny-2027}:rejshadow", "fg:{risk}:index",
 	}
-	if len(got)-1 != scripts.ClaimRiskKeysPerClaim {
-		t.Fatalf("got %d risk keys; claim.lua takes %d", len(got)-1, scripts.ClaimRiskKeysPerClaim)
+	if len(got) != len(want) {
+		t.Fatalf("got %d risk keys; claim.lua takes %d", len(got)-1, len(want)-1)
 	}
 	for i := range want {
 		if got[i] != want[i] {

@@ -15,9 +15,7 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -47,11 +45,9 @@ type Accepted struct {
 
 // ScriptClaim decides one claim with claim.lua directly, as a gateway does, and never
 // produces it: the state a gateway leaves when it dies between the script and the
-// produce (record "A", an outbox entry, an inflight entry).
+// produce (record "A", an outbox entry, an inflight entry). Its device is "d-"+user and
+// its IP 127.0.0.1, on the app channel.
 func ScriptClaim(ctx context.Context, rdb *redis.Client, campaign, sku, user, requestID string) (Accepted, error) {
-	if scripts.ClaimKeysPerClaim != 9 || scripts.ClaimArgsPerClaim != 7 || scripts.ClaimHeaderArgs != 3 {
-		return Accepted{}, errors.New("settletest: claim.lua's layout changed; update ScriptClaim to build its KEYS and ARGV")
-	}
 	m, err := rdb.HMGet(ctx, rkeys.Meta(campaign), "bl", "seg").Result()
 	if err != nil {
 		return Accepted{}, err
@@ -61,37 +57,48 @@ func ScriptClaim(ctx context.Context, rdb *redis.Client, campaign, sku, user, re
 	if bl == "" {
 		return Accepted{Code: claim.CodeUnknownCampaign}, nil
 	}
-	segKey := rkeys.Meta(campaign)
-	if seg != "" {
-		segKey = rkeys.Segment(seg)
-	}
-	keys := []string{rkeys.Meta(campaign), rkeys.SKU(campaign, sku), rkeys.Request(campaign, requestID),
-		rkeys.Users(campaign), rkeys.BusinessLine(bl), rkeys.Outbox(campaign), rkeys.Inflight(campaign),
-		rkeys.Rejections(campaign), segKey}
-	res, err := scripts.Claim.Run(ctx, rdb, keys, 1, (24 * time.Hour).Milliseconds(), time.Hour.Milliseconds(),
-		requestID, NewClaimID(campaign), campaign, sku, user, "d-"+user, "127.0.0.1").Slice()
+	out, err := RunClaims(ctx, rdb, []ClaimReq{{Campaign: campaign, BusinessLine: bl, Segment: seg, SKU: sku,
+		RequestID: requestID, ClaimID: NewClaimID(campaign), User: user, Device: "d-" + user, IP: "127.0.0.1"}})
 	if err != nil {
 		return Accepted{}, err
 	}
-	if len(res) < 7 {
-		return Accepted{}, fmt.Errorf("claim.lua returned %d values", len(res))
-	}
-	a := Accepted{Code: int(asInt(res[0])), Replayed: asInt(res[1]) == 1}
-	a.ClaimID, _ = res[2].(string)
-	a.Value, a.ClaimedAtMs, a.ExpiresAtMs = asInt(res[3]), asInt(res[4]), asInt(res[5])
-	a.OutboxID, _ = res[6].(string)
-	return a, nil
+	o := out[0]
+	return Accepted{Code: o.Code, Replayed: o.Replayed, ClaimID: o.ClaimID, Value: o.Value,
+		ClaimedAtMs: o.ClaimedAtMs, ExpiresAtMs: o.ExpiresAtMs, OutboxID: o.OutboxID}, nil
 }
 
-func asInt(v any) int64 {
-	switch x := v.(type) {
-	case int64:
-		return x
-	case string:
-		n, _ := strconv.ParseInt(x, 10, 64)
-		return n
+// ClaimReq is one claim a test decides with RunClaims: its campaign (with the campaign's
+// business line and segment, "" for none, as the meta holds them), SKU, ids, the
+// client's user, device and IP, and its channel ("" is the app).
+type ClaimReq struct {
+	Campaign, BusinessLine, Segment, SKU string
+	RequestID, ClaimID                   string
+	User, Device, IP, Channel            string
+}
+
+// RunClaims decides the claims in one claim.lua call, in the gateway's layout built by
+// internal/claim (the one owner of the batch), and returns each one's named outcome.
+// Nothing is produced: that is the caller's (ProduceDurable, MarkDurable) or never.
+func RunClaims(ctx context.Context, rdb *redis.Client, reqs []ClaimReq) ([]claim.Outcome, error) {
+	keys, args := claim.AppendHeader(nil, nil, len(reqs), (24 * time.Hour).Milliseconds(), time.Hour.Milliseconds())
+	for i := range reqs {
+		r := &reqs[i]
+		k := rkeys.ClaimKeys(r.Campaign, r.SKU, r.RequestID, r.BusinessLine, r.Segment, r.Device, r.IP, r.User)
+		keys, args = claim.AppendClaim(keys, args, &k, &claim.Args{RequestID: r.RequestID, ClaimID: r.ClaimID,
+			CampaignID: r.Campaign, SKU: r.SKU, UserID: r.User, DeviceID: r.Device, IP: r.IP, Channel: r.Channel})
 	}
-	return 0
+	res, err := scripts.Claim.Run(ctx, rdb, keys, args...).Slice()
+	if err != nil {
+		return nil, err
+	}
+	if !claim.ResultsFor(res, len(reqs)) {
+		return nil, fmt.Errorf("claim.lua returned %d values for %d claims", len(res), len(reqs))
+	}
+	out := make([]claim.Outcome, len(reqs))
+	for i := range out {
+		claim.DecodeResult(res, i, &out[i])
+	}
+	return out, nil
 }
 
 // OutboxRecords returns the claims in a campaign's outbox as flash.claims records.
