@@ -105,13 +105,14 @@ type config struct {
 	decisions, shortCircuit                                                  bool
 	allowEviction                                                            bool
 	produceMode                                                              string
-	settlerGroup, recoveryBLs                                                string
+	settlerGroup                                                             string
 	corsOrigins                                                              string
 	origins                                                                  []string
 	// faultClaim503 is FLASH_FAULT_CLAIM_503=n (browser tests of the claim page only):
 	// the first n accepted claims are answered 503 after they were made.
-	faultClaim503                                             int64
-	recoveryInterval, recoveryCatchUp, acceptGrace, rejectTTL time.Duration
+	faultClaim503 int64
+	rejectTTL     time.Duration
+	recovery      recovery.Settings
 	// faultExitAfterScript is FLASH_FAULT_EXIT_AFTER_SCRIPT=1, for fault tests only and
 	// kept out of -help (DESIGN.md "Settings"): the gateway exits at once (status 137,
 	// no cleanup) after the claim script accepts a claim and before it is produced.
@@ -152,12 +153,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	f.Bool(&c.allowEviction, "allow-eviction", "FLASH_REDIS_ALLOW_EVICTION", false, "start on a Redis whose maxmemory-policy is not noeviction (it may evict stock, budgets and idempotency records); /readyz then reports redis_eviction as degraded")
 	f.Bool(&c.decisions, "decisions", "FLASH_DECISIONS", true, "log every claim decision to flash.decisions (best effort, never delays a claim)")
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", "FLASH_SHUTDOWN_TIMEOUT", 20*time.Second, "longest graceful shutdown: draining requests, then flushing the producer")
-	f.Duration(&c.acceptGrace, "accept-grace", "FLASH_ACCEPT_GRACE", 24*time.Hour, "how long after a campaign's end its accepted requests' idempotency records live, so late retries get their claim back")
+	c.recovery.Register(f)
 	f.Duration(&c.rejectTTL, "reject-ttl", "FLASH_REJECT_TTL", time.Hour, "how long a business rejection (sold_out, user_limit, ...) is remembered for its request_id, so a retry gets the same answer (1s..24h); it is most of Redis's memory in a huge sale (DESIGN.md)")
 	f.String(&c.settlerGroup, "settler-group", "FLASH_SETTLER_GROUP", kafkaopt.SettlerGroup, "the settler's Kafka consumer group: a Redis-loss recovery waits for it to settle what is in Kafka before rebuilding")
-	f.Duration(&c.recoveryInterval, "recovery-interval", "FLASH_RECOVERY_INTERVAL", 500*time.Millisecond, "Redis-loss recovery: detection period (the longest a restarted Redis goes unnoticed)")
-	f.Duration(&c.recoveryCatchUp, "recovery-catchup-timeout", "FLASH_RECOVERY_CATCHUP_TIMEOUT", time.Minute, "Redis-loss recovery: longest wait for the settler group before a rebuild (the business line stays fenced and is retried after it)")
-	f.String(&c.recoveryBLs, "recovery-business-lines", "FLASH_RECOVERY_BUSINESS_LINES", "", "Redis-loss recovery: only these business lines (comma-separated); default every business line in Postgres. For a Redis that serves some business lines of a shared database")
 	f.String(&c.pointsTZ, "points-tz", "FLASH_POINTS_TZ", points.DefaultTZ, "points: the IANA time zone whose calendar days the daily grant caps count (DESIGN.md \"Points\")")
 	f.Int(&c.pointsDailyCap, "points-daily-cap", "FLASH_POINTS_DAILY_CAP", points.DefaultDailyCap, "points: most points one user may be granted per calendar day over all tasks (1..1000000000)")
 	f.Duration(&c.readTimeout, "read-timeout", "FLASH_READ_TIMEOUT", publicReadTimeout, "public listener: longest time to read one whole request from its first byte (100ms..1m); a slower client gets 408 and is disconnected")
@@ -228,16 +226,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{fmt.Errorf("-shutdown-timeout (FLASH_SHUTDOWN_TIMEOUT)=%s, want more than 0", c.shutdownTimeout)}
 	case c.pgMaxConns < 1:
 		return nil, usageError{fmt.Errorf("-pg-max-conns (FLASH_PG_MAX_CONNS)=%d, want at least 1", c.pgMaxConns)}
-	case c.acceptGrace < 0:
-		return nil, usageError{fmt.Errorf("-accept-grace (FLASH_ACCEPT_GRACE)=%s, want 0 or more", c.acceptGrace)}
 	case c.rejectTTL < time.Second || c.rejectTTL > 24*time.Hour:
 		return nil, usageError{fmt.Errorf("-reject-ttl (FLASH_REJECT_TTL)=%s, want 1s..24h", c.rejectTTL)}
 	case strings.TrimSpace(c.settlerGroup) == "":
 		return nil, usageError{errors.New("-settler-group (FLASH_SETTLER_GROUP): required")}
-	case c.recoveryInterval < 10*time.Millisecond:
-		return nil, usageError{fmt.Errorf("-recovery-interval (FLASH_RECOVERY_INTERVAL)=%s, want at least 10ms", c.recoveryInterval)}
-	case c.recoveryCatchUp < 100*time.Millisecond:
-		return nil, usageError{fmt.Errorf("-recovery-catchup-timeout (FLASH_RECOVERY_CATCHUP_TIMEOUT)=%s, want at least 100ms", c.recoveryCatchUp)}
+	}
+	if err := c.recovery.Validate(); err != nil {
+		return nil, usageError{err}
 	}
 	if err := c.checkListenerLimits(); err != nil {
 		return nil, usageError{err}
@@ -268,17 +263,6 @@ func (c *config) checkListenerLimits() error {
 		return fmt.Errorf("-max-conns-per-ip (FLASH_MAX_CONNS_PER_IP)=%d, want 0 (no limit) up to -max-conns (%d)", c.maxConnsPerIP, c.maxConns)
 	}
 	return nil
-}
-
-// splitList reads a comma-separated list, dropping empty entries.
-func splitList(v string) []string {
-	var out []string
-	for _, e := range strings.Split(v, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // parseProxies reads FLASH_TRUSTED_PROXIES: CIDRs, or bare IPs meaning that one host.
@@ -383,7 +367,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		// A little above the producer's delivery timeout: the claimer's own bound on the
 		// wait for an ack, for the cases franz-go cannot time out safely (see claimer).
 		AckTimeout:  cfg.deliveryTimeout + cfg.deliveryTimeout/5 + 100*time.Millisecond,
-		AcceptGrace: cfg.acceptGrace,
+		AcceptGrace: cfg.recovery.AcceptGrace,
 		RejectTTL:   cfg.rejectTTL,
 		// Benchmark baselines (README): both default to the production behaviour.
 		ProduceMode:         cfg.produceMode,
@@ -465,8 +449,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// Redis-loss recovery runs in the gateway too, so a restarted Redis is fenced and
 	// rebuilt even when no settler is up; the lock per business line makes one process
 	// do each rebuild. It waits for the settler group before rebuilding.
-	rec, err := recovery.New(recovery.Config{Interval: cfg.recoveryInterval, CatchUpTimeout: cfg.recoveryCatchUp,
-		AcceptGrace: cfg.acceptGrace, BusinessLines: splitList(cfg.recoveryBLs)}, rdb, pg,
+	rec, err := recovery.New(cfg.recovery.Config(), rdb, pg,
 		&recovery.KafkaCatchUp{Client: kcl, Group: cfg.settlerGroup, Topic: kafkaopt.ClaimsTopic},
 		log.With("component", "recovery"), reg)
 	if err != nil {
@@ -474,7 +457,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// The admin API's reconciler checks; its repair can rebuild counters (Recoverer) but
 	// not re-publish orphans (no relay here: the settler's relay does that on its own).
-	recon, err := reconcile.New(reconcile.Config{AcceptGrace: cfg.acceptGrace},
+	recon, err := reconcile.New(reconcile.Config{AcceptGrace: cfg.recovery.AcceptGrace},
 		reconcile.Deps{Redis: rdb, PG: pg, Recoverer: rec, Log: log.With("component", "reconcile"), Registerer: reg})
 	if err != nil {
 		return err

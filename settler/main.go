@@ -43,18 +43,17 @@ import (
 
 // background is the configuration of the loops that run beside the consume loop.
 type background struct {
-	relayMinAge, relayInterval                time.Duration
-	expireInterval                            time.Duration
-	expireBatch                               int
-	eventsInterval                            time.Duration
-	deliveryInterval, deliveryTimeout         time.Duration
-	deliveryAttempts                          int
-	allowEviction                             bool
-	reconcileInterval                         time.Duration
-	reconcileRepairAfter                      int
-	recoveryInterval, recoveryCatchUp, accept time.Duration
-	recoveryBLs                               []string
-	campaigns                                 []string // expiry and reconciliation only these (empty: all)
+	relayMinAge, relayInterval        time.Duration
+	expireInterval                    time.Duration
+	expireBatch                       int
+	eventsInterval                    time.Duration
+	deliveryInterval, deliveryTimeout time.Duration
+	deliveryAttempts                  int
+	allowEviction                     bool
+	reconcileInterval                 time.Duration
+	reconcileRepairAfter              int
+	recovery                          recovery.Settings
+	campaigns                         []string // expiry and reconciliation only these (empty: all)
 }
 
 // validate checks what the components cannot (0 meaning "off") and reports a bad value
@@ -73,25 +72,8 @@ func (b *background) validate() error {
 		return fmt.Errorf("-reconcile-interval (FLASH_RECONCILE_INTERVAL)=%s, want 0 (off) or at least 10ms", b.reconcileInterval)
 	case b.reconcileRepairAfter < 0:
 		return fmt.Errorf("-reconcile-repair-after (FLASH_RECONCILE_REPAIR_AFTER)=%d, want 0 (report only) or more", b.reconcileRepairAfter)
-	case b.recoveryInterval < 10*time.Millisecond:
-		return fmt.Errorf("-recovery-interval (FLASH_RECOVERY_INTERVAL)=%s, want at least 10ms", b.recoveryInterval)
-	case b.recoveryCatchUp < 100*time.Millisecond:
-		return fmt.Errorf("-recovery-catchup-timeout (FLASH_RECOVERY_CATCHUP_TIMEOUT)=%s, want at least 100ms", b.recoveryCatchUp)
-	case b.accept < 0:
-		return fmt.Errorf("-accept-grace (FLASH_ACCEPT_GRACE)=%s, want 0 or more", b.accept)
 	}
-	return nil
-}
-
-// splitList reads a comma-separated list, dropping empty entries.
-func splitList(v string) []string {
-	var out []string
-	for _, e := range strings.Split(v, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			out = append(out, e)
-		}
-	}
-	return out
+	return b.recovery.Validate()
 }
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -99,7 +81,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 func run(args []string) int {
 	var (
 		redisAddr, brokers, pgURL, addr, logLevel string
-		recoveryBLs, campaigns                    string
+		campaigns                                 string
 		redisAuth                                 flagenv.RedisAuth
 		cfg                                       settle.Config
 		bg                                        background
@@ -143,11 +125,8 @@ func run(args []string) int {
 	f.Int(&bg.expireBatch, "expire-batch", "FLASH_EXPIRE_BATCH", 500, "voucher expiry: claims expired per Postgres transaction")
 	f.Duration(&bg.reconcileInterval, "reconcile-interval", "FLASH_RECONCILE_INTERVAL", 10*time.Second, "reconciliation: period of the check of every live campaign's Redis counters against Postgres; 0 turns it off in this settler")
 	f.Int(&bg.reconcileRepairAfter, "reconcile-repair-after", "FLASH_RECONCILE_REPAIR_AFTER", 3, "reconciliation: repair a drift seen unchanged in this many consecutive checks (0 = report only)")
-	f.Duration(&bg.recoveryInterval, "recovery-interval", "FLASH_RECOVERY_INTERVAL", 500*time.Millisecond, "Redis-loss recovery: detection period (the longest a restarted Redis goes unnoticed)")
-	f.Duration(&bg.recoveryCatchUp, "recovery-catchup-timeout", "FLASH_RECOVERY_CATCHUP_TIMEOUT", time.Minute, "Redis-loss recovery: longest wait for the settler group to settle what is in Kafka before a rebuild (the business line stays fenced and is retried after it)")
-	f.String(&recoveryBLs, "recovery-business-lines", "FLASH_RECOVERY_BUSINESS_LINES", "", "Redis-loss recovery: only these business lines (comma-separated); default every business line in Postgres. For a Redis that serves some business lines of a shared database")
+	bg.recovery.Register(f)
 	f.String(&campaigns, "campaigns", "FLASH_SETTLER_CAMPAIGNS", "", "voucher expiry and reconciliation: only these campaigns (comma-separated); default every campaign. For a test or staging settler on a shared stack (the relay and the consume loop still serve every campaign of its topic)")
-	f.Duration(&bg.accept, "accept-grace", "FLASH_ACCEPT_GRACE", 24*time.Hour, "how long after a campaign's end its idempotency records live (the gateway's value): older campaigns without unexpired vouchers are not watched")
 	f.Bool(&bg.allowEviction, "allow-eviction", "FLASH_REDIS_ALLOW_EVICTION", false, "start on a Redis whose maxmemory-policy is not noeviction (it may evict stock, budgets and idempotency records); /readyz then reports redis_eviction as degraded")
 	f.String(&logLevel, "log-level", "FLASH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	if err := f.Parse(args); err != nil {
@@ -163,8 +142,7 @@ func run(args []string) int {
 		return 2
 	}
 	cfg.Brokers = flagenv.Brokers(brokers)
-	bg.recoveryBLs = splitList(recoveryBLs)
-	bg.campaigns = splitList(campaigns)
+	bg.campaigns = flagenv.List(campaigns)
 	if err := bg.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "settler:", err)
 		return 2
@@ -260,8 +238,7 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
-	rec, err := recovery.New(recovery.Config{Interval: bg.recoveryInterval, CatchUpTimeout: bg.recoveryCatchUp,
-		AcceptGrace: bg.accept, BusinessLines: bg.recoveryBLs}, rdb, pg,
+	rec, err := recovery.New(bg.recovery.Config(), rdb, pg,
 		&recovery.KafkaCatchUp{Client: producer, Group: cfg.Group, Topic: cfg.Topic}, log.With("component", "recovery"), reg)
 	if err != nil {
 		return err
@@ -295,7 +272,7 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 	}
 	if bg.reconcileInterval > 0 {
 		rc, err := reconcile.New(reconcile.Config{Interval: bg.reconcileInterval, OrphanAge: bg.relayMinAge,
-			RepairAfter: bg.reconcileRepairAfter, AcceptGrace: bg.accept, Campaigns: bg.campaigns},
+			RepairAfter: bg.reconcileRepairAfter, AcceptGrace: bg.recovery.AcceptGrace, Campaigns: bg.campaigns},
 			reconcile.Deps{Redis: rdb, PG: pg, Relay: rl, Recoverer: rec, Log: log.With("component", "reconcile"), Registerer: reg})
 		if err != nil {
 			return err

@@ -248,3 +248,14 @@ func (a *RedisAuth) NewClient(o *redis.Options) *redis.Client {
 		ReplicaOnly: false,
 	})
 }
+
+// List reads a comma-separated setting, dropping blanks and empty entries.
+func List(v string) []string {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
