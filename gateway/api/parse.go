@@ -3,13 +3,15 @@ package api
 import (
 	"errors"
 	"unicode/utf8"
+
+	"github.com/flashgate/flashgate/internal/claim"
 )
 
 // MaxBodyBytes is the largest claim body accepted (CONTRACT.md: at most 4 KiB).
 const MaxBodyBytes = 4096
 
-// MaxIDLen is the longest id accepted.
-const MaxIDLen = 64
+// MaxIDLen is the longest id accepted (internal/claim owns the rule).
+const MaxIDLen = claim.MaxIDLen
 
 // claimBody holds the fields of a claim request as slices of the request body (or of
 // scratch, when a value had JSON escapes). They die when the handler returns.
@@ -270,33 +272,7 @@ func skipWS(data []byte, i int) int {
 //     the first id byte ("fg:{c}:rq:", "fg:{c}:sku:", "fg:bl:{"), never found by
 //     splitting on ':', and a campaign id cannot close its tag, so no id can make two
 //     different keys equal. TestIDsCannotAliasKeys and FuzzKeyLayout check this.
-func validID(id []byte) bool {
-	if len(id) == 0 || len(id) > MaxIDLen {
-		return false
-	}
-	for _, c := range id {
-		if !idChar[c] {
-			return false
-		}
-	}
-	return true
-}
-
-var idChar = func() (t [256]bool) {
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for _, c := range "._:-" {
-		t[c] = true
-	}
-	return t
-}()
+func validID(id []byte) bool { return claim.ValidIDBytes(id) }
 
 // printable quotes at most 64 bytes of a hostile field name for an error message.
 func printable(b []byte) string {

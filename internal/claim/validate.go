@@ -23,6 +23,19 @@ func ValidID(id string) bool {
 	return true
 }
 
+// ValidIDBytes is ValidID for bytes, allocating nothing (the claim path's parser).
+func ValidIDBytes(id []byte) bool {
+	if len(id) == 0 || len(id) > MaxIDLen {
+		return false
+	}
+	for _, c := range id {
+		if !idChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
 var idChar = func() (t [256]bool) {
 	for c := 'a'; c <= 'z'; c++ {
 		t[c] = true
