@@ -338,14 +338,21 @@ func produce(ctx context.Context, cfg Config) (Ceiling, error) {
 		IP: "198.18.1.2", Value: 50, ClaimedAtMs: time.Now().UnixMilli(), ExpiresAtMs: time.Now().Add(72 * time.Hour).UnixMilli(),
 		OutboxID: "1700000000000-0"}
 	value := rec.AppendJSON(nil)
-	key := []byte("bench-limits")
+	// Keyed like production (kafkaopt.ClaimKey: the claim id), so the records spread over
+	// the partitions as a flash sale's do.
+	keys := make([][]byte, 64)
+	for i := range keys {
+		keys[i] = kafkaopt.ClaimKey(rec.ClaimID + strconv.Itoa(i))
+	}
+	var seq int
 	var acked, failed atomic.Int64
 	var firstErr atomic.Value
 	pctx, cancel := context.WithTimeout(ctx, cfg.Each)
 	defer cancel()
 	start := time.Now()
 	for pctx.Err() == nil {
-		cl.Produce(pctx, &kgo.Record{Key: key, Value: value}, func(_ *kgo.Record, err error) {
+		seq++
+		cl.Produce(pctx, &kgo.Record{Key: keys[seq%len(keys)], Value: value}, func(_ *kgo.Record, err error) {
 			if err != nil {
 				if failed.Add(1) == 1 && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 					firstErr.Store(err)

@@ -58,7 +58,7 @@ func (c *Claimer) makeDurable(p *pending) error {
 	// The record's memory is its own: the produce is asynchronous and outlives any
 	// request buffer.
 	value := rec.AppendJSON(make([]byte, 0, 384))
-	kr := &kgo.Record{Topic: kafkaopt.ClaimsTopic, Key: []byte(r.CampaignID), Value: value}
+	kr := &kgo.Record{Topic: kafkaopt.ClaimsTopic, Key: kafkaopt.ClaimKey(r.ClaimID), Value: value}
 	if c.cfg.BeforeProduce != nil {
 		c.cfg.BeforeProduce()
 	}

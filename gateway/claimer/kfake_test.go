@@ -87,3 +87,55 @@ func onBroker(t *testing.T, brokers []string, claimID string) bool {
 	}
 	return false
 }
+
+// One hot campaign spreads over every partition of flash.claims (issue 15): the record
+// key is the claim id (kafkaopt.ClaimKey), so the settlers of one group share a flash
+// sale instead of one of them settling it through one partition. Each record carries its
+// own claim id as key, which the relay's republish uses too.
+func TestOneCampaignSpreadsOverEveryPartition(t *testing.T) {
+	e := newEnv(t)
+	k := testenv.NewKfake(t)
+	cmp := e.campaign("", campaignSpec{start: -time.Minute, limit: 1, skus: `[{"sku":"rp-50","stock":64,"value":50}]`})
+	c := e.claimerOn(k.Brokers(), 20*time.Second)
+	const n = 64
+	ids := map[string]bool{}
+	for i := range n {
+		r := req(cmp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i))
+		if err := e.do(c, r); err != nil || r.Code != claim.CodeAccepted {
+			t.Fatalf("claim %d: %s %v", i, reason(r.Code), err)
+		}
+		ids[r.ClaimID] = true
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...), kgo.ConsumeTopics(kafkaopt.ClaimsTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	perPartition := map[int32]int{}
+	seen := 0
+	for seen < n && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			rec, err := claim.Decode(r.Value)
+			if err != nil || !ids[rec.ClaimID] {
+				return
+			}
+			if string(r.Key) != rec.ClaimID {
+				t.Errorf("record of %s keyed %q; want its claim id", rec.ClaimID, r.Key)
+			}
+			perPartition[r.Partition]++
+			seen++
+		})
+	}
+	if seen != n {
+		t.Fatalf("%d of %d records read back", seen, n)
+	}
+	// 64 random claim ids over 4 partitions: all on fewer than 4 is a chance of about
+	// 4 * (3/4)^64 = 4e-8.
+	if len(perPartition) != 4 {
+		t.Fatalf("one campaign's %d records landed in partitions %v; want all 4", n, perPartition)
+	}
+	t.Logf("records per partition: %v", perPartition)
+}

@@ -25,6 +25,14 @@ const (
 	EventsTopic = "flash.events"
 )
 
+// ClaimKey is the key of a flash.claims record: its claim id. One hot campaign's claims
+// spread over every partition, so the settlers of one consumer group share it (a key
+// of the campaign id sent a whole flash sale through one partition and one settler).
+// A claim has one record, produced by the gateway and, if the gateway died before its
+// ack, republished by the outbox relay under the same key: both copies land in one
+// partition, in order, and confirm.lua settles the first and skips the second.
+func ClaimKey(claimID string) []byte { return []byte(claimID) }
+
 // Headers of a record on ClaimsRejectedTopic.
 const (
 	RejectHeaderReason    = "reject-reason"    // a word: undecodable, bad_id, unknown_campaign, ...

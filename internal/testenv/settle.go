@@ -123,7 +123,7 @@ func recordOf(campaign string, m redis.XMessage) claim.Record {
 // the error, for tests whose Redis or broker goes away under it.
 func ProduceDurable(ctx context.Context, rdb *redis.Client, kcl *kgo.Client, recs ...claim.Record) error {
 	for _, r := range recs {
-		kr := &kgo.Record{Topic: kafkaopt.ClaimsTopic, Key: []byte(r.CampaignID), Value: r.AppendJSON(nil)}
+		kr := &kgo.Record{Topic: kafkaopt.ClaimsTopic, Key: kafkaopt.ClaimKey(r.ClaimID), Value: r.AppendJSON(nil)}
 		if err := kcl.ProduceSync(ctx, kr).FirstErr(); err != nil {
 			return err
 		}
@@ -333,14 +333,15 @@ func (s *Settler) run(ctx context.Context) {
 		commit := map[int32]int64{}
 		fs.EachRecord(func(r *kgo.Record) {
 			commit[r.Partition] = r.Offset + 1
-			s.mu.Lock()
-			watched := s.watch[string(r.Key)]
-			s.mu.Unlock()
-			if !watched {
-				return
-			}
+			// The key is the claim id (kafkaopt.ClaimKey): the record names its campaign.
 			rec, err := claim.Decode(r.Value)
 			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			watched := s.watch[rec.CampaignID]
+			s.mu.Unlock()
+			if !watched {
 				return
 			}
 			byCamp[rec.CampaignID] = append(byCamp[rec.CampaignID], rec)

@@ -401,7 +401,7 @@ func (r *Relay) publish(ctx context.Context, campaign string, es []entry) (int, 
 	krs := make([]*kgo.Record, len(es))
 	index := make(map[*kgo.Record]int, len(es))
 	for i, e := range es {
-		krs[i] = &kgo.Record{Topic: r.cfg.Topic, Key: []byte(campaign), Value: e.rec.AppendJSON(make([]byte, 0, 384))}
+		krs[i] = &kgo.Record{Topic: r.cfg.Topic, Key: kafkaopt.ClaimKey(e.rec.ClaimID), Value: e.rec.AppendJSON(make([]byte, 0, 384))}
 		index[krs[i]] = i
 	}
 	// Results come back in completion order; the record pointer says which claim.
