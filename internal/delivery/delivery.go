@@ -37,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flashgate/flashgate/internal/events"
+	"github.com/flashgate/flashgate/internal/loop"
 )
 
 // States of a delivery (the deliveries table's check).
@@ -151,24 +152,10 @@ func New(cfg Config, pg *pgxpool.Pool, client *http.Client, m *Metrics, log *slo
 
 // Run delivers until ctx ends.
 func (d *Deliverer) Run(ctx context.Context) error {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return loop.Every(ctx, d.cfg.Interval, func(ctx context.Context) (bool, error) {
 		n, err := d.Pass(ctx)
-		if err != nil && ctx.Err() == nil {
-			d.log.Warn("delivery pass failed; due rows stay due", "err", err)
-		}
-		wait := d.cfg.Interval
-		if n == d.cfg.Batch {
-			wait = 0
-		}
-		t.Reset(wait)
-	}
+		return n == d.cfg.Batch, err
+	}, func(err error) { d.log.Warn("delivery pass failed; due rows stay due", "err", err) })
 }
 
 type due struct {

@@ -26,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/loop"
 )
 
 // Version is the envelope's schema version (the "v" field). A consumer refuses a version
@@ -156,25 +157,13 @@ func NewPublisher(cfg Config, pg *pgxpool.Pool, kcl *kgo.Client, log *slog.Logge
 // Run publishes until ctx ends: passes back to back while rows wait, Interval apart
 // otherwise. A failed pass is logged and counted; its rows are sent by a later pass.
 func (p *Publisher) Run(ctx context.Context) error {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return loop.Every(ctx, p.cfg.Interval, func(ctx context.Context) (bool, error) {
 		n, err := p.Publish(ctx)
-		wait := p.cfg.Interval
-		switch {
-		case err != nil && ctx.Err() == nil:
-			p.failures.Inc()
-			p.log.Warn("events: publish failed; the rows stay for the next pass", "err", err)
-		case n == p.cfg.Batch:
-			wait = 0
-		}
-		t.Reset(wait)
-	}
+		return n == p.cfg.Batch, err
+	}, func(err error) {
+		p.failures.Inc()
+		p.log.Warn("events: publish failed; the rows stay for the next pass", "err", err)
+	})
 }
 
 // publishLock serialises publishers across settlers (per-key order on the topic).

@@ -41,6 +41,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashgate/flashgate/internal/claim"
+	"github.com/flashgate/flashgate/internal/loop"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 )
@@ -740,21 +741,13 @@ func (rc *Reconciler) persistent(r *Report) bool {
 	return false
 }
 
-// Run checks every Interval until ctx ends. Errors are logged; it returns only ctx's
-// error.
+// Run checks every Interval until ctx ends. Errors are logged (loop.Every); it returns nil when
+// ctx ends.
 func (rc *Reconciler) Run(ctx context.Context) error {
-	t := time.NewTicker(rc.cfg.Interval)
-	defer t.Stop()
-	for {
-		if _, err := rc.Once(ctx); err != nil && ctx.Err() == nil {
-			rc.d.Log.Warn("reconciliation pass failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	return loop.Every(ctx, rc.cfg.Interval, func(ctx context.Context) (bool, error) {
+		_, err := rc.Once(ctx)
+		return false, err
+	}, func(err error) { rc.d.Log.Warn("reconciliation pass failed", "err", err) })
 }
 
 func (rc *Reconciler) observe(r *Report) {

@@ -45,6 +45,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/loop"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/scripts"
 )
@@ -176,20 +177,12 @@ type Rebuilt struct {
 }
 
 // Run detects and recovers every Interval until ctx ends. Errors are logged and
-// counted; it returns only ctx's error.
+// counted (loop.Every); it returns nil when ctx ends.
 func (r *Recoverer) Run(ctx context.Context) error {
-	t := time.NewTicker(r.cfg.Interval)
-	defer t.Stop()
-	for {
-		if _, err := r.Once(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("redis recovery pass failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	return loop.Every(ctx, r.cfg.Interval, func(ctx context.Context) (bool, error) {
+		_, err := r.Once(ctx)
+		return false, err
+	}, func(err error) { r.log.Warn("redis recovery pass failed", "err", err) })
 }
 
 // Once runs one detection pass and recovers every business line it finds affected.

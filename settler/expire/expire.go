@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/loop"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/scripts"
@@ -113,23 +114,16 @@ type Stats struct {
 	Fenced int `json:"fenced"`
 }
 
-// Run expires every Interval until ctx ends. Errors are logged and counted; it returns
-// only ctx's error.
+// Run expires every Interval until ctx ends. Errors are logged and counted (loop.Every); it
+// returns nil when ctx ends.
 func (x *Expirer) Run(ctx context.Context) error {
-	t := time.NewTicker(x.cfg.Interval)
-	defer t.Stop()
-	for {
-		if st, err := x.Once(ctx); err != nil && ctx.Err() == nil {
-			x.log.Warn("voucher expiry pass failed", "err", err)
-		} else if st.Expired > 0 {
+	return loop.Every(ctx, x.cfg.Interval, func(ctx context.Context) (bool, error) {
+		st, err := x.Once(ctx)
+		if err == nil && st.Expired > 0 {
 			x.log.Info("vouchers expired", "expired", st.Expired, "recovered", st.Recovered, "recycled", st.Recycled)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+		return false, err
+	}, func(err error) { x.log.Warn("voucher expiry pass failed", "err", err) })
 }
 
 // Once expires due vouchers, a batch per transaction, until none is left (or

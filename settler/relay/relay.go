@@ -43,6 +43,7 @@ import (
 
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/loop"
 	"github.com/flashgate/flashgate/internal/rkeys"
 )
 
@@ -181,24 +182,17 @@ func (s *Stats) add(o Stats) {
 	s.Leased += o.Leased
 }
 
-// Run relays every Interval until ctx ends. Errors are logged and counted; it returns
-// only ctx's error.
+// Run relays every Interval until ctx ends. Errors are logged and counted (loop.Every); it
+// returns nil when ctx ends.
 func (r *Relay) Run(ctx context.Context) error {
-	t := time.NewTicker(r.cfg.Interval)
-	defer t.Stop()
-	for {
-		if st, err := r.Once(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("outbox relay pass failed", "err", err)
-		} else if st.Republished > 0 || st.Voided > 0 {
+	return loop.Every(ctx, r.cfg.Interval, func(ctx context.Context) (bool, error) {
+		st, err := r.Once(ctx)
+		if err == nil && (st.Republished > 0 || st.Voided > 0) {
 			r.log.Info("outbox relay republished or voided stale claims", "republished", st.Republished,
 				"voided", st.Voided, "trimmed", st.Trimmed)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+		return false, err
+	}, func(err error) { r.log.Warn("outbox relay pass failed", "err", err) })
 }
 
 // Once runs one pass over every warmed campaign (rkeys.Campaigns).
