@@ -295,7 +295,7 @@ func TestRetryWhileInFlight(t *testing.T) {
 	dead := []string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
 	slow := e.claimerOn(dead, 3*time.Second)
 	live := e.claimer()
-	impatient := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{InFlightWait: -1}, nil)
+	impatient := e.claimerWith(testenv.NewKfake(t).Brokers(), 10*time.Second, claimer.Config{InFlightWait: -1}, nil)
 
 	done := make(chan error, 1)
 	first := req(cmp, "rp-50", "u1", "r1")
@@ -331,7 +331,7 @@ func TestDoubleTapGetsTheFirstAnswer(t *testing.T) {
 	e := newEnv(t)
 	testenv.RequireBroker(t)
 	cmp := e.campaign("", campaignSpec{start: -time.Minute})
-	lingering := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, nil)
+	lingering := e.claimerWith(testenv.NewKfake(t).Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, nil)
 	other := e.claimer()
 
 	done := make(chan error, 1)
@@ -391,7 +391,7 @@ func TestConcurrentClaimsShareOneScriptCall(t *testing.T) {
 	testenv.RequireBroker(t)
 	reg := prometheus.NewRegistry()
 	const n = 4
-	c := e.claimerWith(testenv.Brokers(), 10*time.Second,
+	c := e.claimerWith(testenv.NewKfake(t).Brokers(), 10*time.Second,
 		claimer.Config{Workers: 1, MaxBatch: n, BatchWait: 50 * time.Millisecond}, claimer.NewMetrics(reg))
 	camp := e.campaign("", campaignSpec{skus: `[{"sku":"rp-50","stock":10,"value":50}]`})
 	batches := func() (calls uint64, claims float64) {
@@ -439,7 +439,7 @@ func TestDurableMarksShareOneCall(t *testing.T) {
 	e := newEnv(t)
 	testenv.RequireBroker(t)
 	reg := prometheus.NewRegistry()
-	c := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, claimer.NewMetrics(reg))
+	c := e.claimerWith(testenv.NewKfake(t).Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, claimer.NewMetrics(reg))
 	camp := e.campaign("", campaignSpec{skus: `[{"sku":"rp-50","stock":10,"value":50}]`})
 	const n = 3
 	reqs, errs := e.doAll(c, n, func(i int) *claimer.Request { return req(camp, "rp-50", fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)) })
@@ -480,7 +480,7 @@ func TestDurableMarksShareOneCall(t *testing.T) {
 func TestCloseWritesWaitingMarks(t *testing.T) {
 	e := newEnv(t)
 	testenv.RequireBroker(t)
-	c := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, nil)
+	c := e.claimerWith(testenv.NewKfake(t).Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, nil)
 	camp := e.campaign("", campaignSpec{})
 	r := req(camp, "rp-50", "u1", "r-close")
 	if err := e.do(c, r); err != nil || r.Code != claim.CodeAccepted {

@@ -21,7 +21,7 @@ import (
 func TestClaimVoidedBeforeItsMarkIsAnswered503(t *testing.T) {
 	e := newEnv(t)
 	testenv.RequireBroker(t)
-	c := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, nil)
+	c := e.claimerWith(testenv.NewKfake(t).Brokers(), 10*time.Second, claimer.Config{MarkLinger: time.Second}, nil)
 	cmp := e.campaign("", campaignSpec{start: -time.Minute})
 	ctx := context.Background()
 	// Out of the shared stack's relays' sight (they find campaigns through this set).

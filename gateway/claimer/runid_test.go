@@ -23,7 +23,7 @@ func TestOtherRunIDDecidesNothing(t *testing.T) {
 	e := newEnv(t)
 	testenv.RequireBroker(t)
 	var kicks atomic.Int64
-	c := e.claimerWith(testenv.Brokers(), 10*time.Second, claimer.Config{OnNotWarm: func(string) { kicks.Add(1) }}, nil)
+	c := e.claimerWith(testenv.NewKfake(t).Brokers(), 10*time.Second, claimer.Config{OnNotWarm: func(string) { kicks.Add(1) }}, nil)
 	cmp := e.campaign("", campaignSpec{start: -time.Minute})
 	ctx := context.Background()
 	if rid := e.rdb.HGet(ctx, rkeys.Meta(cmp), rkeys.FieldRunID).Val(); rid == "" {

@@ -47,9 +47,12 @@ func (e *env) claimerWith(brokers []string, delivery time.Duration, cfg claimer.
 	return c
 }
 
+// liveClaimer is a claimer whose produces succeed. Its broker is an in-process kfake cluster of the test's own: a settler binary of
+// another package's test on the shared broker would otherwise settle this test's claims
+// (its campaigns are in the shared Postgres) and turn the D records these tests look
+// for into S.
 func (e *env) liveClaimer(cfg claimer.Config) *claimer.Claimer {
-	testenv.RequireBroker(e.t)
-	return e.claimerWith(testenv.Brokers(), 10*time.Second, cfg, nil)
+	return e.claimerWith(testenv.NewKfake(e.t).Brokers(), 10*time.Second, cfg, nil)
 }
 
 // deadClaimer's produces fail after delivery: every claim it accepts is voided.
