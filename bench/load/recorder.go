@@ -289,11 +289,35 @@ func (r *recorder) checkReplay(a *answer) {
 	} else if same {
 		same = slot.reason == a.reason
 	}
+	if !same && (!remembered(slot.status, slot.reason) || !remembered(a.status, a.reason)) {
+		// One of the two was a rejection the gateway decides anew on every retry
+		// (DESIGN.md "Which rejections are remembered"): a later attempt may get another
+		// answer. Keep the remembered one: that is what every retry must get from now on.
+		if !remembered(slot.status, slot.reason) {
+			*slot = firstAnswer{seq: key, set: true, status: a.status, reason: a.reason, claimID: a.claimID}
+		}
+		return
+	}
 	if !same {
 		r.res.ReplayMismatches++
 		r.violation("request_id %s answered %d %s then %d %s", a.req.RequestID,
 			slot.status, slot.reason+slot.claimID, a.status, a.reason+a.claimID)
 	}
+}
+
+// remembered reports whether an answer is kept for the request_id and so must be what
+// every retry gets: a 200, and the rejections DESIGN.md "Which rejections are
+// remembered" lists (budget_exhausted, user_limit, ended, not_eligible, partner_quota).
+// sold_out, not_started and paused are decided anew on a retry, and the risk answers
+// (403, 429) were never remembered.
+func remembered(status int, reason string) bool {
+	switch {
+	case status == 403 || status == 429:
+		return false
+	case status == 409:
+		return reason != "sold_out" && reason != "not_started" && reason != "paused"
+	}
+	return true
 }
 
 func (r *recorder) violation(format string, args ...any) {
