@@ -41,6 +41,7 @@ commands:
   verify   after settlement, check guarantees 1-3 against Redis, Postgres and bench's record
   limits   measure this machine's ceilings (bare HTTP, claim script, broker, Postgres)
   report   re-render report.html from a run's result.json
+  life     after a sale: redeem against orders, refund, transfer, print the review
 
 exit codes: 0 held, 1 objective broke (or could not run), 2 guarantee violated, 3 usage
 `
@@ -57,6 +58,7 @@ var commands = []command{
 	{"verify", cmdVerify},
 	{"limits", cmdLimits},
 	{"report", cmdReport},
+	{"life", cmdLife},
 }
 
 func main() {
