@@ -60,6 +60,9 @@ wait_for() { # name, tries (x0.1s), command...
 redis_up() {
   command -v redis-server >/dev/null || apt_install redis-server
   command -v redis-server >/dev/null || die "redis-server is missing after apt-get install"
+  # The Sentinel failover test (e2e) starts Sentinels of its own: a fresh machine gets
+  # the binary with the server, not only with REDIS=sentinel.
+  command -v redis-sentinel >/dev/null || apt_install redis-sentinel
   mkdir -p "$STACK/redis"
   # The aclfile is rewritten from scripts/redis-users.acl on every up (comments stripped:
   # an aclfile holds only user lines), so a change of the users reaches the next start.
