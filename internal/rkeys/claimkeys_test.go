@@ -8,7 +8,7 @@ import (
 )
 
 // ClaimKeys through the codec's builder gives claim.lua's layout: the 9 campaign keys,
-// the 14 risk keys, the partner quotas.
+// the 14 risk keys, the partner quotas, the push escrows, the SKU's code pool.
 func TestClaimKeysInTheClaimLayout(t *testing.T) {
 	c, d, ip, u := "camp1", "dev1", "10.0.0.1", "user1"
 	k := ClaimKeys(c, "sku1", "rq1", "bl1", "", d, ip, u)
@@ -16,7 +16,7 @@ func TestClaimKeysInTheClaimLayout(t *testing.T) {
 	want := []string{Meta(c), SKU(c, "sku1"), Request(c, "rq1"), Users(c), BusinessLine("bl1"), Outbox(c),
 		Inflight(c), Rejections(c), Meta(c)}
 	want = AppendClaimRiskKeys(want, c, d, ip, u)
-	want = append(want, PartnerQuotas(c))
+	want = append(want, PartnerQuotas(c), Pushes(c), CodePool(c, "sku1"))
 	if !slices.Equal(got, want) || len(got) != claim.BatchKeysPerClaim {
 		t.Fatalf("keys\n got %q\nwant %q", got, want)
 	}
