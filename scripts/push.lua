@@ -25,12 +25,13 @@ local st = redis.call('HGET', pushes, 'st:' .. push)
 if mode == 'release' then
   if st ~= '1' then return {1, 0} end
   local left = tonumber(redis.call('HGET', pushes, 'b:' .. push) or '0')
-  redis.call('HINCRBY', meta, 'held', -left)
+  -- (never HINCRBY by -0: Lua writes it "-0", which Redis refuses as an integer)
+  if left ~= 0 then redis.call('HINCRBY', meta, 'held', -left) end
   for i = 1, nsku do
     local sku = ARGV[2 + 2 * i]
     local f = 'u:' .. push .. ':' .. sku
     local u = tonumber(redis.call('HGET', pushes, f) or '0')
-    redis.call('HINCRBY', KEYS[2 + i], 'held', -u)
+    if u ~= 0 then redis.call('HINCRBY', KEYS[2 + i], 'held', -u) end
     redis.call('HSET', pushes, f, 0)
   end
   redis.call('HSET', pushes, 'st:' .. push, 2, 'b:' .. push, 0)

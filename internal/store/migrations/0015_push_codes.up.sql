@@ -13,6 +13,9 @@ CREATE TABLE pushes (
     push_id      text NOT NULL,
     tiers        jsonb NOT NULL,
     digest       text NOT NULL,
+    -- nonce: 128 random bits, so a push's request ids (derived from nonce and user) cannot
+    -- be guessed and taken first by a client.
+    nonce        text NOT NULL,
     state        text NOT NULL DEFAULT 'escrowing'
                  CHECK (state IN ('escrowing', 'running', 'done', 'refused')),
     reason       text,
