@@ -13,6 +13,19 @@ import (
 	"github.com/flashgate/flashgate/internal/testenv"
 )
 
+func benchSegment(b *testing.B, e *testenv.Env, n int) string {
+	b.Helper()
+	name := testenv.ID(b, "tier")
+	var sb strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&sb, "%s-u%06d\n", name, i)
+	}
+	if _, err := e.Cat.PutSegment(testenv.Ctx(b, time.Minute), name, []byte(sb.String())); err != nil {
+		b.Fatal(err)
+	}
+	return name
+}
+
 // segment uploads n fresh users as a segment and returns its name and the users.
 func segment(t *testing.T, e *testenv.Env, n int) (string, []string) {
 	t.Helper()
