@@ -46,14 +46,15 @@ CREATE TABLE push_users (
 
 -- Partner code pools: every external code imported for a SKU. The pool in Redis is the
 -- codes not yet handed out; after a Redis loss it is rebuilt as the codes here that no
--- claim row holds (claims.partner_code) and no claim in flight holds.
+-- claim row holds (claims.partner_code) and no claim in flight holds. The key is the
+-- campaign, not campaign_skus: a campaign PUT rewrites its SKU rows (DELETE + COPY), and
+-- a cascade from them would drop every imported code with it.
 CREATE TABLE sku_codes (
-    campaign_id  text NOT NULL,
+    campaign_id  text NOT NULL REFERENCES campaigns (id),
     sku          text NOT NULL,
     code         text NOT NULL,
     imported_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (campaign_id, sku, code),
-    FOREIGN KEY (campaign_id, sku) REFERENCES campaign_skus (campaign_id, sku) ON DELETE CASCADE
+    PRIMARY KEY (campaign_id, sku, code)
 );
 
 -- The code a claim handed out (NULL for a SKU without a pool). Unique: a code is never
