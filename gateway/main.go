@@ -33,6 +33,7 @@ import (
 	"github.com/flashgate/flashgate/gateway/console"
 	"github.com/flashgate/flashgate/gateway/h5"
 	gwpoints "github.com/flashgate/flashgate/gateway/points"
+	"github.com/flashgate/flashgate/gateway/push"
 	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/catalog"
 	"github.com/flashgate/flashgate/internal/evict"
@@ -429,6 +430,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return usageError{err}
 	}
 	ptsHTTP := gwpoints.New(pts, pg, log.With("component", "points"))
+	// Push to tiers (DESIGN.md "Push"): the runner resumes any push a crashed gateway
+	// left running, once its lease ran out.
+	pusher, err := push.New(push.Config{RedisTimeout: cfg.redisTimeout, AcceptGrace: cfg.recovery.AcceptGrace,
+		RejectTTL: cfg.rejectTTL}, pg, rdb, kcl, log.With("component", "push"))
+	if err != nil {
+		return usageError{err}
+	}
+	go pusher.Run(ctx)
+	pushHTTP := push.NewHTTP(pusher, pg, log.With("component", "push"))
 	acfg.Points = ptsHTTP.Public
 	apiMetrics := api.NewMetrics(reg)
 	pub, err := api.New(acfg, claims, vs, claims, apiMetrics, log)
@@ -468,7 +478,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	adm, err := admin.New(admin.Config{
 		Console:    con.Handler,
-		Routes:     []func(*fasthttp.RequestCtx, []string) bool{page.AdminRoute, con.AdminRoute, ptsHTTP.AdminRoute},
+		Routes:     []func(*fasthttp.RequestCtx, []string) bool{page.AdminRoute, con.AdminRoute, ptsHTTP.AdminRoute, pushHTTP.AdminRoute},
 		Addr:       cfg.adminAddr,
 		Token:      cfg.adminToken,
 		Tokens:     cfg.adminTokens,

@@ -39,8 +39,9 @@ var goCommands = map[string][]string{
 // The scripts each binary runs: every command a script calls is checked against the
 // user running it, because Redis applies ACLs inside Lua too.
 var scriptsOf = map[string][]string{
-	"flashgate-gateway": {"claim", "void", "durable", "fence", "lease", "rebuild", "unfence", "warm", "budget"},
-	"flashgate-settler": {"confirm", "durable", "release", "fence", "lease", "rebuild", "unfence"},
+	"flashgate-gateway": {"claim", "void", "durable", "fence", "lease", "rebuild", "unfence", "warm", "budget",
+		"push", "codes"},
+	"flashgate-settler": {"confirm", "durable", "void", "release", "fence", "lease", "rebuild", "unfence"},
 }
 
 // Commands no flashgate user may run, whatever the key.
@@ -105,6 +106,8 @@ func sample(cmd, k string) []string {
 		return []string{cmd, k, "f"}
 	case "HSET", "HSETNX", "HINCRBY":
 		return []string{cmd, k, "f", "1"}
+	case "SPOP":
+		return []string{cmd, k}
 	case "SADD", "SREM", "SISMEMBER", "ZREM":
 		return []string{cmd, k, "m"}
 	case "XADD":

@@ -1,6 +1,6 @@
 -- claim.lua: decide a batch of claims atomically.
 --
--- Each claim takes K=24 consecutive KEYS and A=8 consecutive ARGV after the 3 header
+-- Each claim takes K=26 consecutive KEYS and A=8 consecutive ARGV after the 3 header
 -- arguments, and yields R=15 consecutive results. The Go side (gateway/claimer) builds the
 -- same layout; the code numbers are mapped to reasons in exactly one Go table.
 --
@@ -16,7 +16,10 @@
 --                  the device and user, 20-21 freeze windows of the device and user,
 --                  22 shadow rejections, 23 the index of blocks and freezes,
 --                  24 the campaign's partner quotas (fg:{c}:pq: field q:<partner> the
---                  quota, t:<partner> how many it has taken; DESIGN.md "Partners")
+--                  quota, t:<partner> how many it has taken; DESIGN.md "Partners"),
+--                  25 the campaign's push escrows (fg:{c}:push; DESIGN.md "Push"),
+--                  26 the SKU's partner code pool (fg:{c}:codes:<sku>; DESIGN.md
+--                  "Partner code pools")
 -- ARGV header:     n, accept_grace_ms, reject_ttl_ms
 -- ARGV per claim:  request_id, claim_id, campaign_id, sku, user_id, device_id, ip,
 --                  channel ('' for app, 'partner:<id>', 'push:<id>'; a partner channel
@@ -44,7 +47,7 @@ local F_DEVICE_VELOCITY, F_IP_VELOCITY, F_USER_VELOCITY = 32, 64, 128
 local F_SHADOW, F_FROZE_DEVICE, F_FROZE_USER = 256, 512, 1024
 
 local n = tonumber(ARGV[1])
-local K, A, R = 24, 8, 15
+local K, A, R = 26, 8, 15
 if #KEYS ~= n * K then
   return redis.error_reply('claim.lua: ' .. #KEYS .. ' keys for ' .. n .. ' claims, want ' .. K .. ' per claim')
 end
@@ -124,8 +127,10 @@ end
 -- at once (one HSET per hash), before its outbox entry and idempotency record, so a
 -- call that dies midway has written counters for at least every claim it published
 -- (it can only under-sell).
-local META_FIELDS = {'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl', 'taken', 'rid'}
-local SKU_FIELDS = {'stock', 'value', 'taken'}
+-- 'held' (meta: budget, SKU: units) is what pushes hold in escrow (push.lua); 'pool'
+-- (SKU) is 1 when the SKU hands out partner codes.
+local META_FIELDS = {'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl', 'taken', 'rid', 'held'}
+local SKU_FIELDS = {'stock', 'value', 'taken', 'held', 'pool'}
 local BL_FIELDS = {'budget', 'spent'}
 -- One cache per role (the rules hashes below have theirs), so a key can never be read
 -- with another role's fields.
@@ -212,7 +217,7 @@ local seen = {-1, -1, -1, -1, -1, 0}
 -- risk evaluates blocks, freezes and velocity for claim i before anything is taken. It
 -- returns the rejection code and retry_after_ms to enforce (0 when the claim may
 -- proceed) and the merged rules, for recording the accepted claim in the windows.
-local function risk(k, user, dev, ip)
+local function risk(k, user, dev, ip, push)
   local r = rules(KEYS[k + 10], KEYS[k + 11])
   if not r.warm then
     return NOT_WARM, 0, r
@@ -229,7 +234,9 @@ local function risk(k, user, dev, ip)
   if flags % 32 > 0 then
     code = BLOCKED
   end
-  for j = 1, 3 do
+  -- A push is the platform issuing, not the user (or a device) claiming: no velocity
+  -- rule applies to it (DESIGN.md "Push"); blocks and freezes do.
+  for j = 1, push and 0 or 3 do
     local v = VELOCITY[j]
     local max, win = r[v[1]], r[v[2]]
     if max > 0 and win > 0 then
@@ -294,6 +301,7 @@ local function decide(i)
     ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local channel = ARGV[a + 8]
   local partner = string.match(channel, '^partner:(.+)$')
+  local push = string.match(channel, '^push:(.+)$')
   local fp = sku .. '\t' .. user .. '\t' .. dev
 
   if not onthisrun(cached(metas, KEYS[k + 1], META_FIELDS)) then
@@ -362,7 +370,7 @@ local function decide(i)
   -- limit, stock, budget). A risk rejection is not remembered in the idempotency
   -- record: a 429 tells the client to retry after retry_after_ms and an unblock must
   -- let the very next retry through, so a retry is decided anew.
-  local rcode, retry, r = risk(k, user, dev, ip)
+  local rcode, retry, r = risk(k, user, dev, ip, push)
   if rcode == NOT_WARM then
     return NOT_WARM, 0, '', 0, 0, 0, '', 0
   end
@@ -389,12 +397,35 @@ local function decide(i)
   -- same answer while sold out; a claim once a void or expiry put a unit back, as a new
   -- tap would get), so a flood of unique request_ids at a sold-out SKU leaves no key
   -- per request (DESIGN.md "Which rejections are remembered", issue 14).
-  if tonumber(s[1]) <= 0 then
-    return reject(k, SOLD_OUT, fp, false), 0, '', 0, 0, 0, '', 0
-  end
   local value = tonumber(s[2])
-  if tonumber(m[6]) + value > tonumber(m[5]) then
-    return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, '', 0
+  -- Push escrow (DESIGN.md "Push"): push.lua held units and budget for a push; other
+  -- claims see only what is not held (stock - held, budget - spent - held). A push's
+  -- claim takes from its escrow while the escrow has room; once it has none (a void by
+  -- the relay gave a unit back to the free stock) it competes for the free stock like
+  -- any claim. Either way the real stock and budget bound it, so an escrow that outlived
+  -- its counters (a rebuild) can never let a claim take more than there is.
+  local sheld, mheld = tonumber(s[4]) or 0, tonumber(m[12]) or 0
+  local esc
+  if push then
+    local e = redis.call('HMGET', KEYS[k + 25], 'st:' .. push, 'u:' .. push .. ':' .. sku, 'b:' .. push)
+    if e[1] == '1' and (tonumber(e[2]) or 0) > 0 and (tonumber(e[3]) or 0) >= value then
+      esc = push
+    end
+  end
+  if esc then
+    if tonumber(s[1]) <= 0 then
+      return reject(k, SOLD_OUT, fp, false), 0, '', 0, 0, 0, '', 0
+    end
+    if tonumber(m[6]) + value > tonumber(m[5]) then
+      return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, '', 0
+    end
+  else
+    if tonumber(s[1]) - sheld <= 0 then
+      return reject(k, SOLD_OUT, fp, false), 0, '', 0, 0, 0, '', 0
+    end
+    if tonumber(m[6]) + mheld + value > tonumber(m[5]) then
+      return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, '', 0
+    end
   end
   local b = cached(bls, KEYS[k + 5], BL_FIELDS)
   if not b[1] then
@@ -402,6 +433,15 @@ local function decide(i)
   end
   if tonumber(b[2] or '0') + value > tonumber(b[1]) then
     return reject(k, BUDGET_EXHAUSTED, fp, true), 0, '', 0, 0, 0, '', 0
+  end
+  -- Partner code pool (DESIGN.md "Partner code pools"): the last check, so a code
+  -- popped is always handed out. An empty pool is sold_out.
+  local code
+  if s[5] == '1' then
+    code = redis.call('SPOP', KEYS[k + 26])
+    if not code then
+      return reject(k, SOLD_OUT, fp, false), 0, '', 0, 0, 0, '', 0
+    end
   end
 
   -- Take: the cached values and Redis move together (what HINCRBY did, one HSET a hash).
@@ -411,17 +451,27 @@ local function decide(i)
   m[6] = int(tonumber(m[6]) + value)
   m[10] = int((tonumber(m[10]) or 0) + 1)
   redis.call('HSET', KEYS[k + 1], 'spent', m[6], 'taken', m[10])
+  if esc then
+    s[4] = int(sheld - 1)
+    m[12] = int(mheld - value)
+    redis.call('HSET', KEYS[k + 2], 'held', s[4])
+    redis.call('HSET', KEYS[k + 1], 'held', m[12])
+    redis.call('HINCRBY', KEYS[k + 25], 'u:' .. esc .. ':' .. sku, -1)
+    redis.call('HINCRBY', KEYS[k + 25], 'b:' .. esc, -value)
+  end
   b[2] = int((tonumber(b[2]) or 0) + value)
   redis.call('HSET', KEYS[k + 5], 'spent', b[2])
   redis.call('HINCRBY', KEYS[k + 4], user, 1)
   if partner then
     redis.call('HINCRBY', KEYS[k + 24], 't:' .. partner, 1)
   end
-  record(k, r, reqid, camp, user, dev)
+  if not push then
+    record(k, r, reqid, camp, user, dev)
+  end
   local expires = now + tonumber(m[9])
   local oid = redis.call('XADD', KEYS[k + 6], '*',
     'c', claimid, 'r', reqid, 's', sku, 'u', user, 'd', dev, 'i', ip,
-    'v', value, 't', now, 'e', expires, 'b', m[1], 'h', channel)
+    'v', value, 't', now, 'e', expires, 'b', m[1], 'h', channel, 'k', code or '')
   redis.call('HSET', KEYS[k + 7], claimid, reqid)
   local keep = ends - now
   if keep < 0 then keep = 0 end

@@ -18,6 +18,10 @@ var (
 	confirmSrc string
 	//go:embed durable.lua
 	durableSrc string
+	//go:embed push.lua
+	pushSrc string
+	//go:embed codes.lua
+	codesSrc string
 )
 
 var (
@@ -29,6 +33,18 @@ var (
 	Confirm = redis.NewScript(confirmSrc)
 	// Durable marks claims whose produce the broker acknowledged.
 	Durable = redis.NewScript(durableSrc)
+	// Push holds or releases a push's escrow (DESIGN.md "Push").
+	Push = redis.NewScript(pushSrc)
+	// Codes adds partner codes to a SKU's pool (DESIGN.md "Partner code pools").
+	Codes = redis.NewScript(codesSrc)
+)
+
+// Results of push.lua (the first element of its reply).
+const (
+	PushHeld     = 1
+	PushRefused  = 2
+	PushNotWarm  = 3
+	PushReleased = 4
 )
 
 // Results of void.lua and confirm.lua. claim.lua's result codes have their Go owner in

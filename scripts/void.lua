@@ -1,8 +1,12 @@
 -- void.lua: compensate one accepted claim whose produce to Kafka failed.
 --
--- KEYS: meta, sku, request, users, business line, outbox, inflight[, partner quotas]
+-- KEYS: meta, sku, request, users, business line, outbox, inflight[, partner quotas[,
+--       push escrows, the SKU's code pool]]
 -- ARGV: claim_id, user_id[, channel]  (a 'partner:<id>' channel gives one back to that
---       partner's quota in KEYS[8]; once, like the rest, because only state A is voided)
+--       partner's quota in KEYS[8]; once, like the rest, because only state A is voided;
+--       a 'push:<id>' channel gives the unit and value back to that push's escrow in
+--       KEYS[9] while the escrow is held, and a partner code the claim took goes back
+--       to the pool in KEYS[10]: DESIGN.md "Push", "Partner code pools")
 -- returns: 1 voided now (everything it took is given back), 2 already voided,
 --          3 durable (marked D after a broker ack, or S: the settler already read it
 --            from Kafka; either way it will be a row, so answer 200),
@@ -37,6 +41,26 @@ redis.call('HINCRBY', KEYS[5], 'spent', -value)
 local partner = ARGV[3] and string.match(ARGV[3], '^partner:(.+)$')
 if partner and KEYS[8] then
   redis.call('HINCRBY', KEYS[8], 't:' .. partner, -1)
+end
+-- Push escrow and code pool (DESIGN.md "Push", "Partner code pools").
+local push = ARGV[3] and string.match(ARGV[3], '^push:(.+)$')
+if push and KEYS[9] and redis.call('HGET', KEYS[9], 'st:' .. push) == '1' then
+  local sku = string.match(rest, '^([^\t]*)')
+  redis.call('HINCRBY', KEYS[9], 'u:' .. push .. ':' .. sku, 1)
+  redis.call('HINCRBY', KEYS[9], 'b:' .. push, value)
+  redis.call('HINCRBY', KEYS[2], 'held', 1)
+  redis.call('HINCRBY', KEYS[1], 'held', value)
+end
+if KEYS[10] then
+  local e = redis.call('XRANGE', KEYS[6], po, po)
+  if e[1] then
+    local f = e[1][2]
+    for j = 1, #f, 2 do
+      if f[j] == 'k' and f[j + 1] ~= '' then
+        redis.call('SADD', KEYS[10], f[j + 1])
+      end
+    end
+  end
 end
 if redis.call('HINCRBY', KEYS[4], ARGV[2], -1) <= 0 then
   redis.call('HDEL', KEYS[4], ARGV[2])

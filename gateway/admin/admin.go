@@ -271,6 +271,8 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		default:
 			s.notAllowed(ctx, "GET, HEAD, POST")
 		}
+	case len(parts) == 5 && parts[0] == "campaigns" && parts[1] != "" && parts[2] == "skus" && parts[3] != "" && parts[4] == "codes":
+		s.codes(ctx, parts[1], parts[3]) // codes.go
 	case parts[0] == "partners" && len(parts) <= 2:
 		s.partners(ctx, parts[1:])
 	case len(parts) == 2 && parts[0] == "segments" && parts[1] != "":
@@ -558,6 +560,8 @@ func (s *Server) writeErr(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.As(err, &fe):
 		s.writeValue(ctx, fasthttp.StatusBadRequest, map[string]string{"error": "invalid_request", "message": fe.Error()})
+	case errors.Is(err, catalog.ErrTooLarge):
+		writeJSON(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
 	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, reconcile.ErrNotFound):
 		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
 	case errors.Is(err, recovery.ErrBusy):

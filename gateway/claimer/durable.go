@@ -104,7 +104,7 @@ func (c *Claimer) makeDurable(p *pending) error {
 func (c *Claimer) void(p *pending, produceErr error) error {
 	r, rt := p.req, p.rt
 	keys := []string{rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey, rt.outbox, rt.inflight,
-		rkeys.PartnerQuotas(r.CampaignID)}
+		rkeys.PartnerQuotas(r.CampaignID), rt.pushes, rt.poolKey(r.SKU)}
 	// A void that gets no answer is tried again for up to voidRetryFor before the client
 	// is answered: Redis may only be stalled, with this claim's durable mark queued
 	// before the void - then the void answers "durable" and the client gets its 200

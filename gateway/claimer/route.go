@@ -35,9 +35,11 @@ type route struct {
 	// riskRules and shadowRejects are the campaign's risk keys (docs/RISK.md).
 	riskRules     string
 	shadowRejects string
-	skus          map[string]*skuRoute
-	expiresAt     time.Time
-	missing       bool // negative entry: no such campaign
+	// pushes is the campaign's push escrow hash (DESIGN.md "Push").
+	pushes    string
+	skus      map[string]*skuRoute
+	expiresAt time.Time
+	missing   bool // negative entry: no such campaign
 
 	// What the short-circuit needs (DESIGN.md "The path of a claim"): the campaign's
 	// window and paused flag as of the load, in Redis milliseconds.
@@ -55,6 +57,9 @@ type route struct {
 // skuRoute is one SKU's key and what the gateway has concluded about it.
 type skuRoute struct {
 	key string
+	// pool is the SKU's partner code pool (DESIGN.md "Partner code pools"; claim.lua
+	// reads it only when the SKU hash says the SKU has one).
+	pool string
 	// soldOut: claim.lua answered sold_out for this SKU (stock <= 0) while this route
 	// was alive. Dies with the route: at the latest after RouteTTL, at once on a
 	// notification.
@@ -66,6 +71,13 @@ func (rt *route) skuKey(sku string) string {
 		return s.key
 	}
 	return rkeys.SKU(rt.campaign, sku)
+}
+
+func (rt *route) poolKey(sku string) string {
+	if s, ok := rt.skus[sku]; ok {
+		return s.pool
+	}
+	return rkeys.CodePool(rt.campaign, sku)
 }
 
 type routes struct {
@@ -199,6 +211,7 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 		rejects:       rkeys.Rejections(campaign),
 		riskRules:     rkeys.RiskRules(campaign),
 		shadowRejects: rkeys.ShadowRejections(campaign),
+		pushes:        rkeys.Pushes(campaign),
 		skus:          make(map[string]*skuRoute, len(skus.Val())),
 		expiresAt:     now.Add(rs.ttl),
 	}
@@ -209,7 +222,7 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 		rt.segKey = rkeys.Segment(seg)
 	}
 	for _, s := range skus.Val() {
-		rt.skus[s] = &skuRoute{key: rkeys.SKU(campaign, s)}
+		rt.skus[s] = &skuRoute{key: rkeys.SKU(campaign, s), pool: rkeys.CodePool(campaign, s)}
 	}
 	return rt, nil
 }

@@ -33,7 +33,8 @@ func (c *Claimer) runScript(b *batch, items []*pending) {
 		*k = claim.Keys{Meta: rt.meta, SKU: rt.skuKey(r.SKU), Request: p.reqKey, Users: rt.users,
 			BusinessLine: rt.blKey, Outbox: rt.outbox, Inflight: rt.inflight, Rejections: rt.rejects,
 			Segment: rt.segKey, RiskRules: rt.riskRules, GlobalRules: rkeys.RiskGlobalRules,
-			ShadowRejections: rt.shadowRejects, RiskIndex: rkeys.RiskIndex}
+			ShadowRejections: rt.shadowRejects, RiskIndex: rkeys.RiskIndex,
+			Pushes: rt.pushes, CodePool: rt.poolKey(r.SKU)}
 		k.VelocityDevice = b.key(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindDevice, r.DeviceID))
 		k.VelocityIP = b.key(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindIP, r.IP))
 		k.VelocityUser = b.key(rkeys.AppendVelocity(b.keybuf, r.CampaignID, rkeys.KindUser, r.UserID))

@@ -21,7 +21,7 @@ func (c *Claimer) unansweredOf(p *pending) unanswered {
 	r, rt := p.req, p.rt
 	return unanswered{
 		keys: []string{rt.meta, rt.skuKey(r.SKU), p.reqKey, rt.users, rt.blKey, rt.outbox, rt.inflight,
-			rkeys.PartnerQuotas(r.CampaignID)},
+			rkeys.PartnerQuotas(r.CampaignID), rt.pushes, rt.poolKey(r.SKU)},
 		claimID: strings.Clone(p.claimID), userID: strings.Clone(r.UserID), channel: strings.Clone(r.Channel),
 	}
 }

@@ -13,7 +13,7 @@ const (
 	BatchHeaderArgs = 3
 	// BatchKeysPerClaim, BatchArgsPerClaim and BatchResultsPerClaim are the layout of
 	// one claim.
-	BatchKeysPerClaim    = 24
+	BatchKeysPerClaim    = 26
 	BatchArgsPerClaim    = 8
 	BatchResultsPerClaim = 15
 )
@@ -36,6 +36,10 @@ type Keys struct {
 	ShadowRejections, RiskIndex              string
 	// PartnerQuotas is the campaign's partner quota hash.
 	PartnerQuotas string
+	// Pushes is the campaign's hash of push escrows (a push:<id> claim takes from its
+	// push's escrow); CodePool is the SKU's set of partner codes (a SKU with a pool
+	// hands one out per accepted claim). DESIGN.md "Push", "Partner code pools".
+	Pushes, CodePool string
 }
 
 // Args are one claim's ARGV.
@@ -59,7 +63,7 @@ func AppendClaim(keys []string, args []any, k *Keys, a *Args) ([]string, []any) 
 		k.VelocityDevice, k.VelocityIP, k.VelocityUser,
 		k.BlockDevice, k.BlockIP, k.BlockUser,
 		k.FreezeDevice, k.FreezeUser, k.FreezeWindowDevice, k.FreezeWindowUser,
-		k.ShadowRejections, k.RiskIndex, k.PartnerQuotas)
+		k.ShadowRejections, k.RiskIndex, k.PartnerQuotas, k.Pushes, k.CodePool)
 	args = append(args, a.RequestID, a.ClaimID, a.CampaignID, a.SKU, a.UserID, a.DeviceID, a.IP, a.Channel)
 	return keys, args
 }

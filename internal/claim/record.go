@@ -43,7 +43,15 @@ type Record struct {
 	// written as "app"). An optional field of version 1: a record without it - any record
 	// from before channels - decodes as "app", and older consumers ignore it.
 	Channel string `json:"channel,omitempty"`
+	// Code is the partner code the claim handed out, for a SKU with a code pool (DESIGN.md
+	// "Partner code pools"; "" otherwise, and then not written). An optional field of
+	// version 1, like Channel; it goes to claims.partner_code and is shown to the owner
+	// only.
+	Code string `json:"code,omitempty"`
 }
+
+// MaxCodeLen is the longest partner code (the admin import refuses longer lines).
+const MaxCodeLen = 128
 
 // ChannelApp is the channel of a claim made through the public API for an end user.
 const ChannelApp = "app"
@@ -114,6 +122,9 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 		ch = ChannelApp
 	}
 	dst = appendField(dst, "channel", ch)
+	if r.Code != "" {
+		dst = appendField(dst, "code", r.Code)
+	}
 	return append(dst, '}')
 }
 
@@ -198,6 +209,9 @@ func Decode(b []byte) (Record, error) {
 	}
 	if !ValidChannel(r.Channel) {
 		return Record{}, fmt.Errorf("%w: channel %q (want app, partner:<id> or push:<id>)", ErrMalformed, r.Channel)
+	}
+	if len(r.Code) > MaxCodeLen {
+		return Record{}, fmt.Errorf("%w: code longer than %d bytes", ErrMalformed, MaxCodeLen)
 	}
 	if r.ClaimedAtMs <= 0 || r.ExpiresAtMs < r.ClaimedAtMs {
 		return Record{}, fmt.Errorf("%w: claimed_at_ms=%d expires_at_ms=%d", ErrMalformed, r.ClaimedAtMs, r.ExpiresAtMs)

@@ -330,7 +330,7 @@ func TestOldBaseLayoutRefused(t *testing.T) {
 	keys := []string{rkeys.Meta(camp), rkeys.SKU(camp, "rp-50"), rkeys.Request(camp, "r0"), rkeys.Users(camp),
 		rkeys.BusinessLine(bl), rkeys.Outbox(camp), rkeys.Inflight(camp), rkeys.Rejections(camp), rkeys.Meta(camp)}
 	_, err := scripts.Claim.Run(ctx, e.RDB, keys, 1, 1000, 1000, "r0", camp+".x0", camp, "rp-50", "u0", "dev", "1.1.1.1").Slice()
-	if err == nil || !strings.Contains(err.Error(), "9 keys for 1 claims, want 24 per claim") {
+	if err == nil || !strings.Contains(err.Error(), "9 keys for 1 claims, want 26 per claim") {
 		t.Fatalf("base layout: err %v; want the layout named", err)
 	}
 	if after := e.RDB.HGet(ctx, rkeys.SKU(camp, "rp-50"), "stock").Val(); after != before || e.RDB.Exists(ctx, rkeys.Request(camp, "r0")).Val() != 0 {

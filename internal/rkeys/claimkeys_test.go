@@ -8,7 +8,7 @@ import (
 )
 
 // ClaimKeys through the codec's builder gives claim.lua's layout: the 9 campaign keys,
-// the 14 risk keys, the partner quotas.
+// the 14 risk keys, the partner quotas, the push escrows, the SKU's code pool.
 func TestClaimKeysInTheClaimLayout(t *testing.T) {
 	c, d, ip, u := "camp1", "dev1", "10.0.0.1", "user1"
 	k := ClaimKeys(c, "sku1", "rq1", "bl1", "", d, ip, u)
@@ -17,7 +17,8 @@ func TestClaimKeysInTheClaimLayout(t *testing.T) {
 		Inflight(c), Rejections(c), Meta(c),
 		RiskRules(c), RiskGlobalRules, Velocity(c, KindDevice, d), Velocity(c, KindIP, ip), Velocity(c, KindUser, u),
 		Block(KindDevice, d), Block(KindIP, ip), Block(KindUser, u), Freeze(KindDevice, d), Freeze(KindUser, u),
-		FreezeWindow(KindDevice, d), FreezeWindow(KindUser, u), ShadowRejections(c), RiskIndex, PartnerQuotas(c)}
+		FreezeWindow(KindDevice, d), FreezeWindow(KindUser, u), ShadowRejections(c), RiskIndex, PartnerQuotas(c),
+		Pushes(c), CodePool(c, "sku1")}
 	if !slices.Equal(got, want) || len(got) != claim.BatchKeysPerClaim {
 		t.Fatalf("keys\n got %q\nwant %q", got, want)
 	}

@@ -142,6 +142,34 @@ func AppendPartnerQuotas(dst []byte, campaign string) []byte {
 	return append(dst, "}:pq"...)
 }
 
+// Pushes is the campaign's hash of push escrows (KEYS 25 of claim.lua's layout;
+// DESIGN.md "Push"): per push "b:<push>" the budget still held for it, "u:<push>:<sku>"
+// the units still held, "st:<push>" its escrow state (1 held, 2 released). push.lua
+// writes it; claim.lua and void.lua move the held amounts.
+func Pushes(campaign string) string { return "fg:{" + campaign + "}:push" }
+
+// AppendPushes appends Pushes(campaign) to dst (the claim path's buffer).
+func AppendPushes(dst []byte, campaign string) []byte {
+	dst = append(dst, "fg:{"...)
+	dst = append(dst, campaign...)
+	return append(dst, "}:push"...)
+}
+
+// CodePool is the set of a SKU's partner codes not yet handed out (KEYS 26 of claim.lua's
+// layout; DESIGN.md "Partner code pools"); CodesAll is the set of every code ever added
+// to the pool, so an import never puts back a code that was handed out.
+func CodePool(campaign, sku string) string { return "fg:{" + campaign + "}:codes:" + sku }
+func CodesAll(campaign, sku string) string { return "fg:{" + campaign + "}:codesall:" + sku }
+
+// VoidKeys are void.lua's KEYS for a claim of sku by request in campaign (business line
+// bl): the counters it gives back to, the partner quotas, the push escrows and the
+// SKU's code pool, so a void from any process gives back everything a claim took.
+func VoidKeys(campaign, sku, requestID, bl string) []string {
+	return []string{Meta(campaign), SKU(campaign, sku), Request(campaign, requestID), Users(campaign),
+		BusinessLine(bl), Outbox(campaign), Inflight(campaign), PartnerQuotas(campaign), Pushes(campaign),
+		CodePool(campaign, sku)}
+}
+
 // Partner quota hash fields.
 func PartnerQuotaField(partner string) string { return "q:" + partner }
 func PartnerTakenField(partner string) string { return "t:" + partner }
@@ -227,5 +255,6 @@ func ClaimKeys(campaign, sku, requestID, businessLine, segment, device, ip, user
 		BlockDevice:  Block(KindDevice, device), BlockIP: Block(KindIP, ip), BlockUser: Block(KindUser, user),
 		FreezeDevice: Freeze(KindDevice, device), FreezeUser: Freeze(KindUser, user),
 		FreezeWindowDevice: FreezeWindow(KindDevice, device), FreezeWindowUser: FreezeWindow(KindUser, user),
-		ShadowRejections: ShadowRejections(campaign), RiskIndex: RiskIndex, PartnerQuotas: PartnerQuotas(campaign)}
+		ShadowRejections: ShadowRejections(campaign), RiskIndex: RiskIndex, PartnerQuotas: PartnerQuotas(campaign),
+		Pushes: Pushes(campaign), CodePool: CodePool(campaign, sku)}
 }

@@ -62,6 +62,10 @@ var Grants = map[string][]string{
 		`GRANT SELECT, INSERT, UPDATE ON points_tasks, points_accounts TO flashgate_gateway`,
 		`GRANT SELECT, INSERT ON points_lots, points_ledger, points_refusals TO flashgate_gateway`,
 		`GRANT USAGE ON SEQUENCE points_ledger_id_seq TO flashgate_gateway`,
+		// Push to tiers and partner code pools (0015): the gateway's pusher runs pushes;
+		// the admin API imports codes.
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON pushes, push_users TO flashgate_gateway`,
+		`GRANT SELECT, INSERT ON sku_codes TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
@@ -85,6 +89,9 @@ var Grants = map[string][]string{
 		`GRANT INSERT ON points_ledger TO flashgate_settler`,
 		`GRANT UPDATE (remaining) ON points_lots TO flashgate_settler`,
 		`GRANT USAGE ON SEQUENCE points_ledger_id_seq TO flashgate_settler`,
+		// Partner code pools (0015): the recovery rebuilds a pool from the codes no claim
+		// holds (claims.partner_code is written with the claim row).
+		`GRANT SELECT ON sku_codes, pushes TO flashgate_settler`,
 	},
 	RoleRiskctl: {
 		// The audit trail: append and read, never change or delete a row.

@@ -44,9 +44,7 @@ func (r *Relay) void(ctx context.Context, campaign string, es []entry) (int, err
 	for _, e := range es {
 		rec := e.rec
 		res, err := scripts.Void.Run(ctx, r.rdb,
-			[]string{rkeys.Meta(campaign), rkeys.SKU(campaign, rec.SKU), rkeys.Request(campaign, rec.RequestID),
-				rkeys.Users(campaign), rkeys.BusinessLine(rec.BusinessLine), rkeys.Outbox(campaign), rkeys.Inflight(campaign)},
-			rec.ClaimID, rec.UserID).Int()
+			rkeys.VoidKeys(campaign, rec.SKU, rec.RequestID, rec.BusinessLine), rec.ClaimID, rec.UserID, rec.Channel).Int()
 		if err != nil {
 			return n, fmt.Errorf("relay %s: void claim %s: %w", campaign, rec.ClaimID, err)
 		}

@@ -129,9 +129,7 @@ func (s *Settler) voidDue(ctx context.Context, due []*item) error {
 		r := it.rec
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 		res, err := scripts.Void.Run(ctx, s.rdb,
-			[]string{rkeys.Meta(r.CampaignID), rkeys.SKU(r.CampaignID, r.SKU), rkeys.Request(r.CampaignID, r.RequestID),
-				rkeys.Users(r.CampaignID), rkeys.BusinessLine(r.BusinessLine), rkeys.Outbox(r.CampaignID), rkeys.Inflight(r.CampaignID)},
-			r.ClaimID, r.UserID).Int()
+			rkeys.VoidKeys(r.CampaignID, r.SKU, r.RequestID, r.BusinessLine), r.ClaimID, r.UserID, r.Channel).Int()
 		cancel()
 		if err != nil {
 			return fmt.Errorf("void undecided claim %s: %w", r.ClaimID, err)

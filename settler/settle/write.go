@@ -43,7 +43,7 @@ func (m writeMethod) String() string {
 }
 
 const claimColumns = `claim_id, request_id, campaign_id, business_line, sku, user_id, device_id, ip,
-	value, claimed_at, expires_at, kafka_partition, kafka_offset, channel`
+	value, claimed_at, expires_at, kafka_partition, kafka_offset, channel, partner_code`
 
 // ledgerFromNew is the tail every method shares. The claims insert skips any row whose
 // claim_id is already there (redelivery) or whose (campaign_id, request_id) is already
@@ -64,7 +64,7 @@ var unnestSQL = `WITH new AS (
 	INSERT INTO claims (` + claimColumns + `)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
 		$7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::int[], $13::bigint[],
-		$14::text[])` +
+		$14::text[], $15::text[])` +
 	ledgerFromNew
 
 var copySQL = `WITH new AS (
@@ -76,10 +76,12 @@ var copySQL = `WITH new AS (
 const createStage = `CREATE TEMP TABLE IF NOT EXISTS settle_stage (
 	claim_id text, request_id text, campaign_id text, business_line text, sku text,
 	user_id text, device_id text, ip text, value bigint, claimed_at timestamptz,
-	expires_at timestamptz, kafka_partition int, kafka_offset bigint, channel text) ON COMMIT DELETE ROWS`
+	expires_at timestamptz, kafka_partition int, kafka_offset bigint, channel text,
+	partner_code text) ON COMMIT DELETE ROWS`
 
 var stageColumns = []string{"claim_id", "request_id", "campaign_id", "business_line", "sku",
-	"user_id", "device_id", "ip", "value", "claimed_at", "expires_at", "kafka_partition", "kafka_offset", "channel"}
+	"user_id", "device_id", "ip", "value", "claimed_at", "expires_at", "kafka_partition", "kafka_offset", "channel",
+	"partner_code"}
 
 // write inserts the claims and one reserve ledger entry per new claim, atomically (one
 // transaction: a single statement for unnest and values, BEGIN..COMMIT for copy), and
@@ -105,6 +107,7 @@ func writeByUnnest(ctx context.Context, pg *pgxpool.Pool, items []*item) (int64,
 		claimIDs, reqIDs, camps, bls = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		skus, users, devices, ips    = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		channels                     = make([]string, n)
+		codes                        = make([]*string, n)
 		values, offsets              = make([]int64, n), make([]int64, n)
 		claimed, expires             = make([]time.Time, n), make([]time.Time, n)
 		partitions                   = make([]int32, n)
@@ -116,9 +119,10 @@ func writeByUnnest(ctx context.Context, pg *pgxpool.Pool, items []*item) (int64,
 		values[i], claimed[i], expires[i] = r.Value, r.ClaimedAt(), r.ExpiresAt()
 		partitions[i], offsets[i] = it.partition, it.offset
 		channels[i] = channelOf(r)
+		codes[i] = codeOf(r)
 	}
 	tag, err := pg.Exec(ctx, unnestSQL, claimIDs, reqIDs, camps, bls, skus, users, devices, ips,
-		values, claimed, expires, partitions, offsets, channels)
+		values, claimed, expires, partitions, offsets, channels, codes)
 	if err != nil {
 		return 0, fmt.Errorf("insert %d claims: %w", n, err)
 	}
@@ -132,6 +136,14 @@ func channelOf(r *claim.Record) string {
 		return claim.ChannelApp
 	}
 	return r.Channel
+}
+
+// codeOf is the claims.partner_code of a record: NULL for a SKU without a code pool.
+func codeOf(r *claim.Record) *string {
+	if r.Code == "" {
+		return nil
+	}
+	return &r.Code
 }
 
 // valuesSQL builds the multi-row VALUES statement for n claims.
@@ -164,7 +176,7 @@ func writeByValues(ctx context.Context, pg *pgxpool.Pool, items []*item) (int64,
 	for _, it := range items {
 		r := &it.rec
 		args = append(args, r.ClaimID, r.RequestID, r.CampaignID, r.BusinessLine, r.SKU, r.UserID,
-			r.DeviceID, r.IP, r.Value, r.ClaimedAt(), r.ExpiresAt(), it.partition, it.offset, channelOf(r))
+			r.DeviceID, r.IP, r.Value, r.ClaimedAt(), r.ExpiresAt(), it.partition, it.offset, channelOf(r), codeOf(r))
 	}
 	tag, err := pg.Exec(ctx, valuesSQL(len(items)), args...)
 	if err != nil {
@@ -176,7 +188,7 @@ func writeByValues(ctx context.Context, pg *pgxpool.Pool, items []*item) (int64,
 type stageRows struct {
 	items []*item
 	i     int
-	row   [14]any
+	row   [15]any
 }
 
 func (s *stageRows) Next() bool { s.i++; return s.i <= len(s.items) }
@@ -184,8 +196,8 @@ func (s *stageRows) Err() error { return nil }
 func (s *stageRows) Values() ([]any, error) {
 	it := s.items[s.i-1]
 	r := &it.rec
-	s.row = [14]any{r.ClaimID, r.RequestID, r.CampaignID, r.BusinessLine, r.SKU, r.UserID,
-		r.DeviceID, r.IP, r.Value, r.ClaimedAt(), r.ExpiresAt(), it.partition, it.offset, channelOf(r)}
+	s.row = [15]any{r.ClaimID, r.RequestID, r.CampaignID, r.BusinessLine, r.SKU, r.UserID,
+		r.DeviceID, r.IP, r.Value, r.ClaimedAt(), r.ExpiresAt(), it.partition, it.offset, channelOf(r), codeOf(r)}
 	return s.row[:], nil
 }
 
