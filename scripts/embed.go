@@ -39,10 +39,13 @@ const (
 	ClaimHeaderArgs          = 3
 	ClaimResultsPerClaim     = 8
 	ClaimRiskResultsPerClaim = 7
+	// A lottery's draw argument and the prize it won (DESIGN.md "Lottery").
+	ClaimDrawArgsPerClaim    = 1
+	ClaimDrawResultsPerClaim = 1
 
 	// ClaimGatewayKeysPerClaim and ClaimGatewayArgsPerClaim are the gateway's layout.
 	ClaimGatewayKeysPerClaim = ClaimKeysPerClaim + ClaimRiskKeysPerClaim + ClaimPartnerKeysPerClaim
-	ClaimGatewayArgsPerClaim = ClaimArgsPerClaim + ClaimChannelArgsPerClaim
+	ClaimGatewayArgsPerClaim = ClaimArgsPerClaim + ClaimChannelArgsPerClaim + ClaimDrawArgsPerClaim
 )
 
 var (

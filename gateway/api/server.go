@@ -249,7 +249,17 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, st *reqState, err error) {
 		if r.Replayed {
 			ctx.Response.Header.SetBytesKV(hdrReplayed, valTrue)
 		}
-		st.out = appendAccepted(st.out, r.ClaimID, r.CampaignID, r.SKU, r.UserID, r.Value, r.ExpiresAtMs)
+		prefix := acceptedPrefix
+		if r.Lottery {
+			prefix = wonPrefix
+		}
+		st.out = appendClaimBody(st.out, prefix, r.ClaimID, r.CampaignID, r.SKU, r.UserID, r.Value, r.ExpiresAtMs)
+		writeJSON(ctx, fasthttp.StatusOK, st.out)
+	case r.Code == claim.CodeNoPrize:
+		if r.Replayed {
+			ctx.Response.Header.SetBytesKV(hdrReplayed, valTrue)
+		}
+		st.out = appendNoPrize(st.out, r.ClaimID, r.CampaignID, r.UserID)
 		writeJSON(ctx, fasthttp.StatusOK, st.out)
 	case a.status == fasthttp.StatusTooManyRequests:
 		secs := (r.RetryAfterMs + 999) / 1000
