@@ -196,7 +196,7 @@ func TestLotteryRaceNeverMoreThanStock(t *testing.T) {
 	e := testenv.New(t)
 	c := e.Campaign(testenv.Spec{Lottery: true, NoPrize: 999, PerUser: 1, End: time.Hour,
 		SKUs: []testenv.SKU{{SKU: "phone", Stock: 5, Value: 5000, Weight: 1}}})
-	cl := claimertest.New(e, nil)
+	cl := claimertest.NewOn(e, testenv.NewKfake(t).Brokers(), nil)
 	ctx := testenv.Ctx(t, 5*time.Minute)
 	const draws = 20_000
 	var mu sync.Mutex
