@@ -156,6 +156,14 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.get(ctx, rest)
+	case bytes.HasPrefix(path, pathCampaignsPrefix) && bytes.HasSuffix(path, suffixOdds):
+		defer s.metrics.observeRoute(ctx, RouteOther)
+		if !ctx.IsGet() {
+			ctx.Response.Header.Set("Allow", "GET")
+			writeJSON(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
+			return
+		}
+		s.odds(ctx, path[len(pathCampaignsPrefix):len(path)-len(suffixOdds)]) // lottery.go
 	case bytes.Equal(path, pathMeClaims):
 		if !ctx.IsGet() {
 			ctx.Response.Header.Set("Allow", "GET")

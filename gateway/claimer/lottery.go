@@ -10,10 +10,16 @@ package claimer
 // is replayed by the script from its record: the new r of a retry is never used.
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/odds"
@@ -84,4 +90,69 @@ func (o *lotteryOdds) draw(r *Request) error {
 	r.DrawPick = r.SKU
 	r.drawArg = string(claim.AppendDrawArg(make([]byte, 0, 40), o.version, v))
 	return nil
+}
+
+// OddsInForce is a lottery's public odds (GET /v1/campaigns/{id}/odds): the configured
+// weights and the probabilities a draw faces now, after a prize out of stock passed its
+// weight to no-prize (internal/odds Probabilities).
+type OddsInForce struct {
+	CampaignID  string      `json:"campaign_id"`
+	OddsVersion string      `json:"odds_version"`
+	TotalWeight int64       `json:"total_weight"`
+	NoPrize     OddsNoPrize `json:"no_prize"`
+	Prizes      []OddsPrize `json:"prizes"`
+}
+
+// OddsNoPrize is the no-prize band: its configured weight and its probability now.
+type OddsNoPrize struct {
+	Weight      int64   `json:"weight"`
+	Probability float64 `json:"probability"`
+}
+
+// OddsPrize is one prize's configured weight, whether it is in stock, and its
+// probability now.
+type OddsPrize struct {
+	SKU         string  `json:"sku"`
+	Weight      int64   `json:"weight"`
+	InStock     bool    `json:"in_stock"`
+	Probability float64 `json:"probability"`
+}
+
+// ErrNotLottery: the campaign exists but is not a lottery.
+var ErrNotLottery = errors.New("claimer: not a lottery campaign")
+
+// Odds reads a lottery's odds in force: the route's odds and each prize's stock (one
+// pipeline of HGETs, all in the campaign's slot). nil, nil for an unknown campaign.
+func (c *Claimer) Odds(ctx context.Context, campaign string) (*OddsInForce, error) {
+	rt, err := c.routes.get(ctx, campaign, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%w: route campaign: %v", ErrUnavailable, err)
+	}
+	if rt == nil {
+		return nil, nil
+	}
+	if rt.lottery == nil {
+		return nil, ErrNotLottery
+	}
+	t := rt.lottery.table
+	t.Prizes = append([]odds.Prize(nil), t.Prizes...)
+	pipe := c.rdb.Pipeline()
+	stocks := make([]*redis.StringCmd, len(t.Prizes))
+	for i, p := range t.Prizes {
+		stocks[i] = pipe.HGet(ctx, rt.skuKey(p.SKU), "stock")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+		return nil, fmt.Errorf("%w: prize stock: %v", ErrUnavailable, err)
+	}
+	for i := range t.Prizes {
+		n, _ := strconv.ParseInt(stocks[i].Val(), 10, 64)
+		t.Prizes[i].InStock = n > 0
+	}
+	probs := t.Probabilities()
+	out := &OddsInForce{CampaignID: rt.campaign, OddsVersion: rt.lottery.version, TotalWeight: t.Total(),
+		NoPrize: OddsNoPrize{Weight: t.NoPrize, Probability: probs[0]}, Prizes: make([]OddsPrize, len(t.Prizes))}
+	for i, p := range t.Prizes {
+		out.Prizes[i] = OddsPrize{SKU: p.SKU, Weight: p.Weight, InStock: p.InStock, Probability: probs[1+i]}
+	}
+	return out, nil
 }
