@@ -193,7 +193,7 @@ func TestLotteryRetryKeepsOutcome(t *testing.T) {
 // gives more than 5; every other draw is no_prize, each made durable (an outbox entry
 // per draw until settled).
 func TestLotteryRaceNeverMoreThanStock(t *testing.T) {
-	e := testenv.New(t)
+	e := testenv.Private(t) // 20,000 outbox entries stay off the shared Redis
 	c := e.Campaign(testenv.Spec{Lottery: true, NoPrize: 999, PerUser: 1, End: time.Hour,
 		SKUs: []testenv.SKU{{SKU: "phone", Stock: 5, Value: 5000, Weight: 1}}})
 	cl := claimertest.NewOn(e, testenv.NewKfake(t).Brokers(), nil)
@@ -274,5 +274,83 @@ func TestLotteryNoPrizeVoid(t *testing.T) {
 	}
 	if st := c.RequestState(t, "rq-v"); st != "V" {
 		t.Fatalf("record %q after the void, want V", st)
+	}
+}
+
+// The odds a user faces are the configured ones, checked statistically: 100,000 draws
+// through the claimer (crypto/rand in the gateway, the walk in claim.lua) at weights
+// 900 : 1 : 10 : 89 with stock that never runs out, Pearson's chi-square of the
+// outcomes (and of the gateway's picks) against odds.Table.Probabilities.
+//
+// The bound: under correct odds the p-value is uniform on [0, 1], so this test fails
+// by chance once in 10,000 runs (p < 1e-4) - rare enough not to be a flaky test. Its
+// power: with 100,000 draws a 1-in-1,000 prize expected 100 times that came 150 times
+// (+50 %), or the 1 % prize off by 15 % (1,150 instead of 1,000), gives chi-square
+// above 22 on 3 degrees of freedom: p < 1e-4, caught. What it cannot see is a bias
+// smaller than that; bench odds runs the same test on as many draws as Postgres holds.
+func TestLotteryOddsStatistical(t *testing.T) {
+	e := testenv.Private(t)
+	skus := []testenv.SKU{{SKU: "phone", Stock: 100_000, Value: 1, Weight: 1},
+		{SKU: "credit", Stock: 100_000, Value: 1, Weight: 10}, {SKU: "coupon", Stock: 100_000, Value: 1, Weight: 89}}
+	c := e.Campaign(testenv.Spec{Lottery: true, NoPrize: 900, PerUser: 1, SKUs: skus})
+	cl := claimertest.NewOn(e, testenv.NewKfake(t).Brokers(), nil)
+	ctx := testenv.Ctx(t, 10*time.Minute)
+	const draws = 100_000
+	index := map[string]int{"": 0, "phone": 1, "credit": 2, "coupon": 3}
+	var outcomes, picks [4]int64
+	var mu sync.Mutex
+	var failed error
+	var wg sync.WaitGroup
+	work := make(chan int, 256)
+	for w := 0; w < 64; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				r := lotteryReq(c.ID, "u-"+strconv.Itoa(i), "rq-"+strconv.Itoa(i))
+				err := cl.Do(ctx, r)
+				mu.Lock()
+				switch {
+				case err != nil:
+					failed = err
+				case r.Code == claim.CodeAccepted || r.Code == claim.CodeNoPrize:
+					outcomes[index[r.SKU]]++
+					picks[index[r.DrawPick]]++
+				default:
+					failed = fmt.Errorf("draw %d: %s", i, claim.ReasonOf(r.Code))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < draws; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	table := odds.Table{NoPrize: 900}
+	for _, s := range skus {
+		table.Prizes = append(table.Prizes, odds.Prize{SKU: s.SKU, Weight: s.Weight, InStock: true})
+	}
+	probs := table.Probabilities()
+	for name, obs := range map[string][4]int64{"outcomes": outcomes, "picks": picks} {
+		fit, err := odds.ChiSquare(obs[:], probs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s of %d draws: %v (expected %v): chi-square %.2f, df %d, p-value %.4f", name, fit.Draws, obs,
+			[]float64{probs[0] * draws, probs[1] * draws, probs[2] * draws, probs[3] * draws}, fit.ChiSquare, fit.DF, fit.PValue)
+		if fit.Draws != draws || fit.DF != 3 {
+			t.Fatalf("%s: %d draws, %d degrees of freedom; want %d, 3", name, fit.Draws, fit.DF, draws)
+		}
+		if fit.PValue < 1e-4 {
+			t.Errorf("%s: p-value %.2g < 1e-4: the draws do not follow the configured odds", name, fit.PValue)
+		}
+	}
+	if outcomes != picks {
+		t.Errorf("with every prize in stock the outcomes %v must be the picks %v", outcomes, picks)
 	}
 }

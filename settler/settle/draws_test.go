@@ -23,7 +23,7 @@ import (
 // broker); the records the settler reads are the claimer's outbox entries as the relay
 // republishes them (claim.FromOutbox), on a topic of the test's own.
 func TestLotteryRaceSettled(t *testing.T) {
-	e := testenv.New(t)
+	e := testenv.Private(t) // 20,000 outbox entries and records stay off the shared Redis
 	c := e.Campaign(testenv.Spec{Lottery: true, NoPrize: 999, PerUser: 1,
 		SKUs: []testenv.SKU{{SKU: "phone", Stock: 5, Value: 5000, Weight: 1}}})
 	cl := claimertest.NewOn(e, testenv.NewKfake(t).Brokers(), nil)
