@@ -271,6 +271,12 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		default:
 			s.notAllowed(ctx, "GET, HEAD, POST")
 		}
+	case len(parts) == 4 && parts[0] == "claims" && parts[1] != "" && parts[2] == "delivery" && parts[3] == "retry":
+		if s.method(ctx, "POST") {
+			id := parts[1]
+			s.audited(ctx, audit.ActionDeliveryRetry, "claim:"+id, snapDelivery, id,
+				func() bool { s.retryDelivery(ctx, id); return ok2xx(ctx) }) // lottery.go
+		}
 	case parts[0] == "partners" && len(parts) <= 2:
 		s.partners(ctx, parts[1:])
 	case len(parts) == 2 && parts[0] == "segments" && parts[1] != "":

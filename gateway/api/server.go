@@ -607,6 +607,10 @@ func appendVoucher(buf []byte, v *Voucher) []byte {
 	buf = appendTime(buf, "expires_at", v.ExpiresAt)
 	buf = appendTime(buf, "redeemed_at", v.RedeemedAt)
 	buf = appendTime(buf, "expired_at", v.ExpiredAt)
+	if v.Delivery != "" {
+		buf = append(buf, `,"delivery":`...)
+		buf = appendStr(buf, v.Delivery)
+	}
 	return append(buf, '}')
 }
 

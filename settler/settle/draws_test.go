@@ -1,14 +1,19 @@
 package settle_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
+	"github.com/flashgate/flashgate/gateway/vouchers"
 	"github.com/flashgate/flashgate/internal/claim"
+	"github.com/flashgate/flashgate/internal/delivery"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/settler/settle"
@@ -151,4 +156,112 @@ func TestLotteryRaceSettled(t *testing.T) {
 		}
 	}
 	t.Logf("20,000 draws at 1:1000, stock 5: %d won; %d rows", won, draws)
+}
+
+// A won prize with a webhook is fulfilled once, after its row is in Postgres, by a real
+// HTTP server the test starts: the first call of each prize is answered 500 (retried
+// with backoff, the same Idempotency-Key), the second 200; further passes call nothing;
+// the state "delivered" is what GET /v1/claims/{id} shows (gateway/vouchers), and an
+// admin retry of a delivered prize is refused. A no-prize draw has no delivery.
+func TestLotteryPrizeDeliveredOnce(t *testing.T) {
+	var mu sync.Mutex
+	calls := map[string]int{}     // Idempotency-Key -> calls
+	acted := map[string]int{}     // claim -> times the server acted on it (answered 2xx)
+	bodies := map[string]string{} // claim -> the prize's SKU in the body
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("Idempotency-Key")
+		var p delivery.Prize
+		json.NewDecoder(r.Body).Decode(&p)
+		mu.Lock()
+		defer mu.Unlock()
+		calls[key]++
+		if calls[key] == 1 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		if acted[key] == 0 { // the fulfilment side acts once per key
+			bodies[key] = p.SKU
+		}
+		acted[key]++
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+
+	e := testenv.Private(t)
+	c := e.Campaign(testenv.Spec{Lottery: true, NoPrize: 0, PerUser: 1,
+		SKUs: []testenv.SKU{{SKU: "phone", Stock: 3, Value: 5000, Weight: 1, Webhook: srv.URL + "/prizes"}}})
+	cl := claimertest.NewOn(e, testenv.NewKfake(t).Brokers(), nil)
+	ctx := testenv.Ctx(t, 2*time.Minute)
+	var won []string
+	var noPrize string
+	for i := 0; i < 4; i++ {
+		r := &claimer.Request{RequestID: fmt.Sprintf("rq-%d", i), CampaignID: c.ID, SKU: "x",
+			UserID: fmt.Sprintf("u-%d", i), DeviceID: fmt.Sprintf("d-%d", i), IP: "10.0.0.1"}
+		if err := cl.Do(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case i < 3 && r.Code == claim.CodeAccepted:
+			won = append(won, r.ClaimID)
+		case i == 3 && r.Code == claim.CodeNoPrize: // the stock of 3 is gone: no prize
+			noPrize = r.ClaimID
+		default:
+			t.Fatalf("draw %d: %s", i, claim.ReasonOf(r.Code))
+		}
+	}
+	recs, err := testenv.OutboxRecords(ctx, e.RDB, c.ID)
+	if err != nil || len(recs) != 4 {
+		t.Fatalf("outbox %d, %v", len(recs), err)
+	}
+	topic := testenv.NewTopic(t)
+	testenv.Produce(t, testenv.Producer(t), topic, recs)
+	startSettler(t, deps{rdb: e.RDB, pg: e.PG, topic: topic, group: testenv.ID(t, "settler-deliver"), cfg: settle.Config{}})
+	testenv.Eventually(t, time.Minute, "the four draws settled", func() bool {
+		var n int
+		e.PG.QueryRow(ctx, `SELECT count(*) FROM draws WHERE campaign_id = $1`, c.ID).Scan(&n)
+		return n == 4
+	})
+	d, err := delivery.New(delivery.Config{Campaigns: []string{c.ID}, CallTimeout: time.Second,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 50 * time.Millisecond}, e.PG, nil, nil, logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "every prize delivered", func() bool {
+		if _, err := d.Pass(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		e.PG.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE campaign_id = $1 AND state = 'delivered'`, c.ID).Scan(&n)
+		return n == 3
+	})
+	for i := 0; i < 3; i++ { // more passes call nothing
+		if _, err := d.Pass(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, err := vouchers.New(e.PG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 3 {
+		t.Fatalf("the server was called for %d keys, want the 3 prizes: %v", len(calls), calls)
+	}
+	for _, id := range won {
+		if calls[id] != 2 || acted[id] != 1 || bodies[id] != "phone" {
+			t.Errorf("prize %s: %d calls, acted %d times, sku %q; want 2 calls (a 500, then 200), acted once, phone",
+				id, calls[id], acted[id], bodies[id])
+		}
+		v, ok, err := store.Voucher(ctx, id)
+		if err != nil || !ok || v.Delivery != "delivered" {
+			t.Errorf("GET prize %s: delivery %q (%v %v), want delivered", id, v.Delivery, ok, err)
+		}
+		if err := delivery.Retry(ctx, e.PG, id); err != delivery.ErrNotFailed {
+			t.Errorf("retry of a delivered prize: %v, want ErrNotFailed", err)
+		}
+	}
+	if err := delivery.Retry(ctx, e.PG, noPrize); err != delivery.ErrNoDelivery {
+		t.Errorf("a no-prize draw's delivery: %v, want ErrNoDelivery", err)
+	}
 }

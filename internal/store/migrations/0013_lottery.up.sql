@@ -29,3 +29,12 @@ CREATE TABLE draws (
     UNIQUE (campaign_id, request_id),
     CHECK ((outcome = 'won') = (sku IS NOT NULL))
 );
+
+-- The admin retry of a dead-lettered prize delivery is audited (gateway/admin lottery.go).
+ALTER TABLE risk_audit DROP CONSTRAINT IF EXISTS risk_audit_action_check;
+ALTER TABLE risk_audit ADD CONSTRAINT risk_audit_action_check CHECK (action IN (
+    'rules.set', 'shadow', 'block', 'unblock', 'revoke',
+    'admin.business_line', 'admin.campaign', 'admin.pause', 'admin.resume',
+    'admin.segment', 'admin.reconcile',
+    'admin.points_task', 'points.freeze', 'points.unfreeze',
+    'admin.delivery_retry'));
