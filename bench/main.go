@@ -40,6 +40,7 @@ commands:
   ramp     raise the rate in steps until the objective breaks; report the highest rate that held
   verify   after settlement, check guarantees 1-3 against Redis, Postgres and bench's record
   limits   measure this machine's ceilings (bare HTTP, claim script, broker, Postgres)
+  odds     a lottery's fairness check: chi-square of its draws in Postgres against its odds, and its figures
   report   re-render report.html from a run's result.json
 
 exit codes: 0 held, 1 objective broke (or could not run), 2 guarantee violated, 3 usage
@@ -56,6 +57,7 @@ var commands = []command{
 	{"ramp", cmdRamp},
 	{"verify", cmdVerify},
 	{"limits", cmdLimits},
+	{"odds", cmdOdds},
 	{"report", cmdReport},
 }
 

@@ -250,9 +250,12 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 	case len(parts) == 3 && parts[0] == "campaigns" && parts[1] != "" && parts[2] == "report":
 		if s.method(ctx, "GET") {
-			if string(ctx.QueryArgs().Peek("table")) == "review" {
+			switch string(ctx.QueryArgs().Peek("table")) {
+			case "review":
 				s.review(ctx, parts[1]) // life.go
-			} else {
+			case "lottery":
+				s.lotteryReport(ctx, parts[1]) // lottery.go
+			default:
 				s.report(ctx, parts[1])
 			}
 		}

@@ -5,8 +5,31 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/flashgate/flashgate/internal/catalog"
 	"github.com/flashgate/flashgate/internal/delivery"
 )
+
+// lotteryReport answers GET /admin/v1/campaigns/{id}/report?table=lottery: draws, wins
+// per prize, win rate, value given, deliveries, and the chi-square of the draws against
+// the configured odds (catalog.Lottery).
+func (s *Server) lotteryReport(ctx *fasthttp.RequestCtx, id string) {
+	if s.cfg.Audit == nil {
+		writeJSON(ctx, fasthttp.StatusNotFound, bodyNotFound)
+		return
+	}
+	c, cancel := opContext()
+	defer cancel()
+	rep, err := catalog.Lottery(c, s.cfg.Audit, id)
+	if errors.Is(err, catalog.ErrNotLottery) {
+		s.writeValue(ctx, fasthttp.StatusNotFound, map[string]string{"error": "not_a_lottery"})
+		return
+	}
+	if err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	s.writeValue(ctx, fasthttp.StatusOK, rep)
+}
 
 // POST /admin/v1/claims/{id}/delivery/retry (DESIGN.md "Lottery", "Prize delivery"): an
 // operator, after the fulfilment side was fixed, makes a dead-lettered prize delivery
