@@ -56,7 +56,7 @@ func BenchmarkRunIDCheck(b *testing.B) {
 					rkeys.BusinessLine(v.bl), rkeys.Outbox(v.camp), rkeys.Inflight(v.camp), rkeys.Rejections(v.camp), rkeys.Meta(v.camp))
 				keys = rkeys.AppendClaimRiskKeys(keys, v.camp, dev, ip, user)
 				keys = append(keys, rkeys.PartnerQuotas(v.camp))
-				args = append(args, "r"+id, v.camp+".c"+id, v.camp, "rp-50", user, dev, ip, "")
+				args = append(args, "r"+id, v.camp+".c"+id, v.camp, "rp-50", user, dev, ip, "", "") // app channel, no draw
 			}
 			before := e.CommandStats()
 			res, err := scripts.Claim.Run(ctx, e.RDB, keys, args...).Slice()

@@ -97,7 +97,7 @@ func BenchmarkClaimScript(b *testing.B) {
 				}
 				s.args = append(s.args, req, camp+".c"+id, camp, "rp-50", user, dev, ip)
 				if v.risk {
-					s.args = append(s.args, "") // the app channel
+					s.args = append(s.args, "", "") // the app channel, no lottery draw
 				}
 			}
 			start := time.Now()
@@ -107,7 +107,7 @@ func BenchmarkClaimScript(b *testing.B) {
 				b.Fatal(err)
 			}
 			if want := int64(claim.CodeAccepted); v.farm {
-				if res[len(res)-scripts.ClaimResultsPerClaim-scripts.ClaimRiskResultsPerClaim].(int64) != claim.CodeDeviceVelocity {
+				if res[len(res)-scripts.ClaimResultsPerClaim-scripts.ClaimRiskResultsPerClaim-scripts.ClaimDrawResultsPerClaim].(int64) != claim.CodeDeviceVelocity {
 					b.Fatalf("farm: last claim code %v", res[len(res)-15])
 				}
 			} else if res[0].(int64) != want {

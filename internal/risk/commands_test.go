@@ -21,7 +21,7 @@ type call struct {
 }
 
 // claimLayout returns claim.lua's KEYS and ARGV for claims in the gateway's layout (24
-// keys and 8 arguments per claim, the campaign has no segment, the app channel), in the
+// keys and 9 arguments per claim, the campaign has no segment, the app channel), in the
 // order gateway/claimer sends them.
 func claimLayout(claims []call) ([]string, []any) {
 	keys := make([]string, 0, len(claims)*scripts.ClaimGatewayKeysPerClaim)
@@ -31,7 +31,7 @@ func claimLayout(claims []call) ([]string, []any) {
 			rkeys.BusinessLine(c.bl), rkeys.Outbox(c.camp), rkeys.Inflight(c.camp), rkeys.Rejections(c.camp), rkeys.Meta(c.camp))
 		keys = rkeys.AppendClaimRiskKeys(keys, c.camp, c.dev, c.ip, c.user)
 		keys = append(keys, rkeys.PartnerQuotas(c.camp))
-		args = append(args, c.req, c.camp+".c"+c.req, c.camp, c.sku, c.user, c.dev, c.ip, "")
+		args = append(args, c.req, c.camp+".c"+c.req, c.camp, c.sku, c.user, c.dev, c.ip, "", "") // app channel, no draw
 	}
 	return keys, args
 }
@@ -44,7 +44,7 @@ func runClaims(tb testing.TB, e *testenv.Env, claims []call) []int64 {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	per := scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim
+	per := scripts.ClaimResultsPerClaim + scripts.ClaimRiskResultsPerClaim + scripts.ClaimDrawResultsPerClaim
 	if len(res) != len(claims)*per {
 		tb.Fatalf("%d results for %d claims", len(res), len(claims))
 	}
