@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgate/flashgate/bench/verify"
 	"github.com/flashgate/flashgate/gateway/claimer"
 	"github.com/flashgate/flashgate/gateway/claimer/claimertest"
 	"github.com/flashgate/flashgate/gateway/vouchers"
@@ -263,5 +264,38 @@ func TestLotteryPrizeDeliveredOnce(t *testing.T) {
 	}
 	if err := delivery.Retry(ctx, e.PG, noPrize); err != delivery.ErrNoDelivery {
 		t.Errorf("a no-prize draw's delivery: %v, want ErrNoDelivery", err)
+	}
+
+	// bench verify's lottery checks hold on these books, and see a lost draw row.
+	rep, err := verify.Run(ctx, e.RDB, e.PG, verify.Config{Campaign: c.ID, Wait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, ch := range rep.Checks {
+		names[ch.Name] = true
+		if !ch.Pass {
+			t.Errorf("verify %s: %s", ch.Name, ch.Detail)
+		}
+	}
+	for _, n := range []string{"one row per draw", "won draws are the claims", "odds"} {
+		if !names[n] {
+			t.Errorf("verify has no %q check: %v", n, rep.Checks)
+		}
+	}
+	if _, err := e.PG.Exec(ctx, `DELETE FROM draws WHERE draw_id = $1`, noPrize); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = verify.Run(ctx, e.RDB, e.PG, verify.Config{Campaign: c.ID, Wait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range rep.Checks {
+		if ch.Name == "one row per draw" && ch.Pass {
+			t.Errorf("verify passed one row per draw with a draw row missing: %s", ch.Detail)
+		}
+	}
+	if rep.Held {
+		t.Error("verify held with a draw row missing")
 	}
 }
