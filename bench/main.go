@@ -40,6 +40,7 @@ commands:
   ramp     raise the rate in steps until the objective breaks; report the highest rate that held
   verify   after settlement, check guarantees 1-3 against Redis, Postgres and bench's record
   limits   measure this machine's ceilings (bare HTTP, claim script, broker, Postgres)
+  odds     a lottery's fairness check: chi-square of its draws in Postgres against its odds, and its figures
   report   re-render report.html from a run's result.json
   life     after a sale: redeem against orders, refund, transfer, print the review
 
@@ -57,6 +58,7 @@ var commands = []command{
 	{"ramp", cmdRamp},
 	{"verify", cmdVerify},
 	{"limits", cmdLimits},
+	{"odds", cmdOdds},
 	{"report", cmdReport},
 	{"life", cmdLife},
 }

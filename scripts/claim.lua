@@ -1,7 +1,7 @@
 -- claim.lua: decide a batch of claims atomically.
 --
--- Each claim takes K=26 consecutive KEYS and A=8 consecutive ARGV after the 3 header
--- arguments, and yields R=15 consecutive results. The Go side (gateway/claimer) builds the
+-- Each claim takes K=26 consecutive KEYS and A=9 consecutive ARGV after the 3 header
+-- arguments, and yields R=16 consecutive results. The Go side (gateway/claimer) builds the
 -- same layout; the code numbers are mapped to reasons in exactly one Go table.
 --
 -- There is one layout: the gateway, bench and every test kit build it through
@@ -23,16 +23,20 @@
 -- ARGV header:     n, accept_grace_ms, reject_ttl_ms
 -- ARGV per claim:  request_id, claim_id, campaign_id, sku, user_id, device_id, ip,
 --                  channel ('' for app, 'partner:<id>', 'push:<id>'; a partner channel
---                  takes one from that partner's quota in the campaign)
+--                  takes one from that partner's quota in the campaign),
+--                  draw (a lottery: '<odds version>:<r>', see "Lottery draws" below;
+--                  '' for any other kind)
 -- result per claim: code, replayed (0/1), claim_id, value, claimed_ms, expires_ms,
 --                   outbox_id, retry_after_ms, decided_ms, then what the risk rules saw:
 --                   device, IP and user counts in their velocity windows, the device's
 --                   and user's counts in the freeze window (-1: rule off or not
---                   evaluated), and the risk flags (F_* below)
+--                   evaluated), and the risk flags (F_* below), then the prize a lottery
+--                   draw won ('' otherwise)
 --
 -- Times come from the Redis clock (TIME) so every gateway agrees on the window.
 
 local ACCEPTED = 1
+local NO_PRIZE = 2
 local SOLD_OUT, BUDGET_EXHAUSTED, USER_LIMIT, NOT_STARTED, ENDED, PAUSED, NOT_ELIGIBLE = 10, 11, 12, 13, 14, 15, 16
 local PARTNER_QUOTA = 17
 local DEVICE_VELOCITY, IP_VELOCITY, USER_VELOCITY, BLOCKED = 20, 21, 22, 30
@@ -47,7 +51,7 @@ local F_DEVICE_VELOCITY, F_IP_VELOCITY, F_USER_VELOCITY = 32, 64, 128
 local F_SHADOW, F_FROZE_DEVICE, F_FROZE_USER = 256, 512, 1024
 
 local n = tonumber(ARGV[1])
-local K, A, R = 26, 8, 15
+local K, A, R = 26, 9, 16
 if #KEYS ~= n * K then
   return redis.error_reply('claim.lua: ' .. #KEYS .. ' keys for ' .. n .. ' claims, want ' .. K .. ' per claim')
 end
@@ -128,8 +132,10 @@ end
 -- call that dies midway has written counters for at least every claim it published
 -- (it can only under-sell).
 -- 'held' (meta: budget, SKU: units) is what pushes hold in escrow (push.lua); 'pool'
--- (SKU) is 1 when the SKU hands out partner codes.
-local META_FIELDS = {'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl', 'taken', 'rid', 'held'}
+-- (SKU) is 1 when the SKU hands out partner codes; 'kind' and 'odds' are a lottery's
+-- (DESIGN.md "Lottery").
+local META_FIELDS = {'bl', 'starts', 'ends', 'limit', 'budget', 'spent', 'paused', 'seg', 'ttl', 'taken', 'rid', 'held',
+  'kind', 'odds'}
 local SKU_FIELDS = {'stock', 'value', 'taken', 'held', 'pool'}
 local BL_FIELDS = {'budget', 'spent'}
 -- One cache per role (the rules hashes below have theirs), so a key can never be read
@@ -294,6 +300,90 @@ local function record(k, r, reqid, camp, user, dev)
   end
 end
 
+-- Lottery draws (DESIGN.md "Lottery"; issue 17). A lottery campaign's meta carries
+-- kind 'lottery' and its odds, '<version>\t<no-prize weight>\t<sku>\t<weight>...'
+-- (warm.lua; internal/catalog OddsField). A claim is a draw: the gateway drew r, a
+-- uniform integer in [0, total weight), with crypto/rand, and sends it with the odds
+-- version it used ('<version>:<r>') and, as the claim's SKU, the prize r points at
+-- ('' for the no-prize band) - so the SKU key in KEYS is the one the draw may take
+-- from. The walk below is internal/odds Table.Pick: the no-prize band first, then the
+-- prizes in order. A prize out of stock, or whose value the campaign's or business
+-- line's budget cannot cover, passes its band to no-prize (the total never changes).
+local oddscache = {}
+local function oddsof(m)
+  local o = oddscache[m]
+  if o then return o end
+  local f = {}
+  for v in string.gmatch(m[14] or '', '[^\t]+') do f[#f + 1] = v end
+  o = {ver = f[1] or '', w0 = tonumber(f[2]) or 0, skus = {}, weights = {}}
+  o.total = o.w0
+  for j = 3, #f - 1, 2 do
+    o.skus[#o.skus + 1] = f[j]
+    o.weights[#o.weights + 1] = tonumber(f[j + 1])
+    o.total = o.total + tonumber(f[j + 1])
+  end
+  oddscache[m] = o
+  return o
+end
+
+-- pick walks the odds with r: the prize's SKU, or '' for the no-prize band.
+local function pick(o, r)
+  if r < o.w0 then return '' end
+  r = r - o.w0
+  for j = 1, #o.skus do
+    if r < o.weights[j] then return o.skus[j] end
+    r = r - o.weights[j]
+  end
+  return ''
+end
+
+-- draw decides a lottery claim once it has passed every check a claim passes before the
+-- stock (window, risk, segment, per-user limit, partner quota). It returns true when
+-- the draw won a prize that stock and budgets can give (the caller takes it as an
+-- accepted claim, with the draw field in its outbox entry), or the results of a STALE
+-- or NO_PRIZE answer. A draw that won nothing takes one from the per-user count (and
+-- is recorded in the velocity windows like an accepted claim), is an outbox entry and
+-- an 'A' record with value 0 and no SKU, made durable and settled like a claim (a
+-- draws row), and is replayed as NO_PRIZE with the same draw_id.
+local function draw(k, m, drawarg, sku, reqid, claimid, camp, user, dev, ip, channel, r, keep)
+  local o = oddsof(m)
+  local ver, rs = string.match(drawarg or '', '^([^:]+):(%d+)$')
+  local rv = tonumber(rs)
+  if ver ~= o.ver or not rv or rv >= o.total then
+    return false, STALE
+  end
+  local won = pick(o, rv)
+  if won ~= sku then
+    return false, STALE
+  end
+  local lfield = ver .. ':' .. rs .. ':' .. won
+  if won ~= '' then
+    local s = cached(skus, KEYS[k + 2], SKU_FIELDS)
+    local value = tonumber(s[2])
+    if not s[1] then
+      return false, STALE
+    end
+    if tonumber(s[1]) > 0 and tonumber(m[6]) + value <= tonumber(m[5]) then
+      local b = cached(bls, KEYS[k + 5], BL_FIELDS)
+      if not b[1] then
+        return false, NOT_WARM
+      end
+      if tonumber(b[2] or '0') + value <= tonumber(b[1]) then
+        return true, lfield
+      end
+    end
+  end
+  redis.call('HINCRBY', KEYS[k + 4], user, 1)
+  record(k, r, reqid, camp, user, dev)
+  local oid = redis.call('XADD', KEYS[k + 6], '*',
+    'c', claimid, 'r', reqid, 's', '', 'u', user, 'd', dev, 'i', ip,
+    'v', 0, 't', now, 'e', now, 'b', m[1], 'h', channel, 'l', lfield)
+  redis.call('SET', KEYS[k + 3],
+    'A\t' .. claimid .. '\t0\t' .. now .. '\t' .. now .. '\t' .. oid .. '\t\t' .. user .. '\t' .. dev,
+    'PX', keep + grace)
+  return false, NO_PRIZE, claimid, now, oid
+end
+
 local function decide(i)
   local k = (i - 1) * K
   local a = 3 + (i - 1) * A
@@ -307,10 +397,26 @@ local function decide(i)
   if not onthisrun(cached(metas, KEYS[k + 1], META_FIELDS)) then
     return NOT_WARM, 0, '', 0, 0, 0, '', 0
   end
+  -- A lottery's SKU argument is the gateway's pick, not the client's: the request's
+  -- fingerprint is its user and device, and its record's SKU field holds the prize won.
+  local lottery = cached(metas, KEYS[k + 1], META_FIELDS)[13] == 'lottery'
 
   local prev = redis.call('GET', KEYS[k + 3])
   if prev then
     local st, pc, pv, pcl, pe, po, pfp = parse(prev)
+    if st ~= 'V' and lottery then
+      local psku, ptail = string.match(pfp, '^([^\t]*)(\t.*)$')
+      if ptail ~= '\t' .. user .. '\t' .. dev then
+        return KEY_REUSE, 0, '', 0, 0, 0, '', 0
+      end
+      if st == 'D' or st == 'S' then
+        if psku == '' then
+          return NO_PRIZE, 1, pc, 0, tonumber(pcl), tonumber(pe), po, 0
+        end
+        return ACCEPTED, 1, pc, tonumber(pv), tonumber(pcl), tonumber(pe), po, 0, psku
+      end
+      pfp = fp
+    end
     if st ~= 'V' then
       if pfp ~= fp then
         return KEY_REUSE, 0, '', 0, 0, 0, '', 0
@@ -347,7 +453,7 @@ local function decide(i)
     return STALE, 0, '', 0, 0, 0, '', 0
   end
   local s = cached(skus, KEYS[k + 2], SKU_FIELDS)
-  if not s[1] then
+  if not s[1] and not lottery then
     return UNKNOWN_SKU, 0, '', 0, 0, 0, '', 0
   end
 
@@ -392,6 +498,16 @@ local function decide(i)
     if not q[1] or (tonumber(q[2]) or 0) >= tonumber(q[1]) then
       return reject(k, PARTNER_QUOTA, fp, true), 0, '', 0, 0, 0, '', 0
     end
+  end
+  local lfield
+  if lottery then
+    local keep = ends - now
+    if keep < 0 then keep = 0 end
+    local take, code, cid, at, oid = draw(k, m, ARGV[a + 9], sku, reqid, claimid, camp, user, dev, ip, channel, r, keep)
+    if not take then
+      return code, 0, cid or '', 0, at or 0, at or 0, oid or '', 0
+    end
+    lfield = code
   end
   -- sold_out is not remembered either: it is re-derived from the stock on a retry (the
   -- same answer while sold out; a claim once a void or expiry put a unit back, as a new
@@ -469,21 +585,31 @@ local function decide(i)
     record(k, r, reqid, camp, user, dev)
   end
   local expires = now + tonumber(m[9])
-  local oid = redis.call('XADD', KEYS[k + 6], '*',
-    'c', claimid, 'r', reqid, 's', sku, 'u', user, 'd', dev, 'i', ip,
-    'v', value, 't', now, 'e', expires, 'b', m[1], 'h', channel, 'k', code or '')
+  local oid
+  if lfield then
+    oid = redis.call('XADD', KEYS[k + 6], '*',
+      'c', claimid, 'r', reqid, 's', sku, 'u', user, 'd', dev, 'i', ip,
+      'v', value, 't', now, 'e', expires, 'b', m[1], 'h', channel, 'k', code or '', 'l', lfield)
+  else
+    oid = redis.call('XADD', KEYS[k + 6], '*',
+      'c', claimid, 'r', reqid, 's', sku, 'u', user, 'd', dev, 'i', ip,
+      'v', value, 't', now, 'e', expires, 'b', m[1], 'h', channel, 'k', code or '')
+  end
   redis.call('HSET', KEYS[k + 7], claimid, reqid)
   local keep = ends - now
   if keep < 0 then keep = 0 end
   redis.call('SET', KEYS[k + 3],
     'A\t' .. claimid .. '\t' .. value .. '\t' .. now .. '\t' .. expires .. '\t' .. oid .. '\t' .. fp,
     'PX', keep + grace)
+  if lfield then
+    return ACCEPTED, 0, claimid, value, now, expires, oid, 0, sku
+  end
   return ACCEPTED, 0, claimid, value, now, expires, oid, 0
 end
 
 for i = 1, n do
   seen[1], seen[2], seen[3], seen[4], seen[5], seen[6] = -1, -1, -1, -1, -1, 0
-  local code, replayed, cid, value, claimed, expires, oid, retry = decide(i)
+  local code, replayed, cid, value, claimed, expires, oid, retry, prize = decide(i)
   local j = (i - 1) * R
   out[j + 1] = code
   out[j + 2] = replayed
@@ -497,6 +623,7 @@ for i = 1, n do
   for q = 1, 6 do
     out[j + 9 + q] = seen[q]
   end
+  out[j + 16] = prize or ''
 end
 flushcounts()
 return out

@@ -33,6 +33,16 @@ if st == 'V' then return 2 end
 if st ~= 'A' then return 0 end
 
 local value = tonumber(pv)
+-- A lottery draw that won nothing (value 0, DESIGN.md "Lottery") took only the user's
+-- count (and its outbox entry): give back exactly that.
+if value == 0 then
+  if redis.call('HINCRBY', KEYS[4], ARGV[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[4], ARGV[2])
+  end
+  redis.call('XDEL', KEYS[6], po)
+  redis.call('SET', KEYS[3], 'V\t' .. pc .. '\t' .. pv .. '\t' .. pcl .. '\t' .. pe .. '\t' .. po .. '\t' .. rest, 'KEEPTTL')
+  return 1
+end
 redis.call('HINCRBY', KEYS[2], 'stock', 1)
 redis.call('HINCRBY', KEYS[2], 'taken', -1)
 redis.call('HINCRBY', KEYS[1], 'spent', -value)

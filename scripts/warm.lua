@@ -9,7 +9,9 @@
 --       9 seg, 10 starts of the stored definition in Postgres (ms; 0: a new campaign),
 --       11 the first field that may not change once the campaign has started and that
 --       this definition changes ("" when none), 12 nsku, then per SKU: sku, total,
---       value; then nold, then per SKU to remove: its id
+--       value; then nold, then per SKU to remove: its id; then the campaign's kind and
+--       its odds (meta fields "kind" and "odds": internal/catalog/lottery.go OddsField,
+--       "" when not a lottery)
 -- returns: {1} warmed; {2, field} refused: the campaign has started and field may not
 --          change any more; {3} refused: the campaign is being rebuilt after a Redis
 --          loss, or its counters here cannot be trusted (recovery rebuilds them); {4}
@@ -95,6 +97,17 @@ redis.call('HSETNX', meta, 'taken', 0)
 -- only if absent: a re-warm on a restarted server must not vouch for counters it may
 -- have lost.
 redis.call('HSETNX', meta, 'rid', ARGV[1])
+-- The kind and a lottery's odds (DESIGN.md "Lottery"): claim.lua draws by them. Odds
+-- that differ once started were refused above (ARGV[11] names the weight).
+local kind, oddsf = ARGV[14 + 3 * nsku + nold], ARGV[15 + 3 * nsku + nold]
+if kind and kind ~= '' then
+  redis.call('HSET', meta, 'kind', kind)
+end
+if oddsf and oddsf ~= '' then
+  redis.call('HSET', meta, 'odds', oddsf)
+else
+  redis.call('HDEL', meta, 'odds')
+end
 a = 12
 for i = 1, nsku do
   local k = KEYS[2 + i]

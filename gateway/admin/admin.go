@@ -250,9 +250,12 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 	case len(parts) == 3 && parts[0] == "campaigns" && parts[1] != "" && parts[2] == "report":
 		if s.method(ctx, "GET") {
-			if string(ctx.QueryArgs().Peek("table")) == "review" {
+			switch string(ctx.QueryArgs().Peek("table")) {
+			case "review":
 				s.review(ctx, parts[1]) // life.go
-			} else {
+			case "lottery":
+				s.lotteryReport(ctx, parts[1]) // lottery.go
+			default:
 				s.report(ctx, parts[1])
 			}
 		}
@@ -273,6 +276,12 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 	case len(parts) == 5 && parts[0] == "campaigns" && parts[1] != "" && parts[2] == "skus" && parts[3] != "" && parts[4] == "codes":
 		s.codes(ctx, parts[1], parts[3]) // codes.go
+	case len(parts) == 4 && parts[0] == "claims" && parts[1] != "" && parts[2] == "delivery" && parts[3] == "retry":
+		if s.method(ctx, "POST") {
+			id := parts[1]
+			s.audited(ctx, audit.ActionDeliveryRetry, "claim:"+id, snapDelivery, id,
+				func() bool { s.retryDelivery(ctx, id); return ok2xx(ctx) }) // lottery.go
+		}
 	case parts[0] == "partners" && len(parts) <= 2:
 		s.partners(ctx, parts[1:])
 	case len(parts) == 2 && parts[0] == "segments" && parts[1] != "":

@@ -38,7 +38,8 @@ func actorOf(ctx *fasthttp.RequestCtx) string {
 const (
 	snapBusinessLine = `SELECT to_jsonb(b) - 'created_at' - 'updated_at' FROM business_lines b WHERE id = $1`
 	snapCampaign     = `SELECT (to_jsonb(c) - 'created_at' - 'updated_at') || jsonb_build_object('skus',
-		(SELECT coalesce(jsonb_agg(jsonb_build_object('sku', sku, 'stock', stock, 'value', value) ORDER BY sku), '[]'::jsonb)
+		(SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('sku', sku, 'stock', stock, 'value', value,
+			'weight', weight, 'delivery_webhook', delivery_webhook)) ORDER BY sku), '[]'::jsonb)
 		 FROM campaign_skus WHERE campaign_id = c.id)) FROM campaigns c WHERE id = $1`
 	snapPaused  = `SELECT jsonb_build_object('paused', paused) FROM campaigns WHERE id = $1`
 	snapSegment = `SELECT to_jsonb(s) - 'updated_at' FROM segments s WHERE name = $1`

@@ -25,7 +25,7 @@ var answers = func() map[int]answer {
 	m := map[int]answer{}
 	for _, r := range claim.Results {
 		switch {
-		case r.Kind == claim.KindAccepted:
+		case r.Kind == claim.KindAccepted, r.Kind == claim.KindNoPrize:
 			m[r.Code] = answer{status: r.Status, label: r.Reason}
 		case r.Kind == claim.KindRejected && r.Status == fasthttp.StatusTooManyRequests:
 			// The body carries retry_after_ms (appendVelocity).
@@ -65,6 +65,8 @@ var (
 	expiresAtLayout  = "2006-01-02T15:04:05.000Z07:00"
 	invalidPrefix    = []byte(`{"error":"invalid_request","message":`)
 	acceptedPrefix   = []byte(`{"result":"accepted","claim_id":`)
+	wonPrefix        = []byte(`{"result":"won","claim_id":`)
+	noPrizePrefix    = []byte(`{"result":"no_prize","draw_id":`)
 	rejectedVelocity = []byte(`{"result":"rejected","reason":"`)
 )
 
@@ -85,7 +87,23 @@ func writeInvalid(ctx *fasthttp.RequestCtx, buf []byte, status int, msg string) 
 
 // appendAccepted appends the 200 body for an accepted claim.
 func appendAccepted(buf []byte, claimID, campaign, sku, user string, value, expiresMs int64) []byte {
-	buf = append(buf, acceptedPrefix...)
+	return appendClaimBody(buf, acceptedPrefix, claimID, campaign, sku, user, value, expiresMs)
+}
+
+// appendNoPrize appends the 200 body of a lottery draw that won nothing (CONTRACT.md
+// "Redemption kinds"; a won draw is appendClaimBody with wonPrefix).
+func appendNoPrize(buf []byte, drawID, campaign, user string) []byte {
+	buf = append(buf, noPrizePrefix...)
+	buf = claim.AppendString(buf, drawID)
+	buf = append(buf, `,"campaign_id":`...)
+	buf = claim.AppendString(buf, campaign)
+	buf = append(buf, `,"user_id":`...)
+	buf = claim.AppendString(buf, user)
+	return append(buf, '}')
+}
+
+func appendClaimBody(buf, prefix []byte, claimID, campaign, sku, user string, value, expiresMs int64) []byte {
+	buf = append(buf, prefix...)
 	buf = claim.AppendString(buf, claimID)
 	buf = append(buf, `,"campaign_id":`...)
 	buf = claim.AppendString(buf, campaign)

@@ -156,6 +156,14 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.get(ctx, rest)
+	case bytes.HasPrefix(path, pathCampaignsPrefix) && bytes.HasSuffix(path, suffixOdds):
+		defer s.metrics.observeRoute(ctx, RouteOther)
+		if !ctx.IsGet() {
+			ctx.Response.Header.Set("Allow", "GET")
+			writeJSON(ctx, fasthttp.StatusMethodNotAllowed, bodyMethod)
+			return
+		}
+		s.odds(ctx, path[len(pathCampaignsPrefix):len(path)-len(suffixOdds)]) // lottery.go
 	case bytes.Equal(path, pathMeClaims):
 		if !ctx.IsGet() {
 			ctx.Response.Header.Set("Allow", "GET")
@@ -249,7 +257,17 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, st *reqState, err error) {
 		if r.Replayed {
 			ctx.Response.Header.SetBytesKV(hdrReplayed, valTrue)
 		}
-		st.out = appendAccepted(st.out, r.ClaimID, r.CampaignID, r.SKU, r.UserID, r.Value, r.ExpiresAtMs)
+		prefix := acceptedPrefix
+		if r.Lottery {
+			prefix = wonPrefix
+		}
+		st.out = appendClaimBody(st.out, prefix, r.ClaimID, r.CampaignID, r.SKU, r.UserID, r.Value, r.ExpiresAtMs)
+		writeJSON(ctx, fasthttp.StatusOK, st.out)
+	case r.Code == claim.CodeNoPrize:
+		if r.Replayed {
+			ctx.Response.Header.SetBytesKV(hdrReplayed, valTrue)
+		}
+		st.out = appendNoPrize(st.out, r.ClaimID, r.CampaignID, r.UserID)
 		writeJSON(ctx, fasthttp.StatusOK, st.out)
 	case a.status == fasthttp.StatusTooManyRequests:
 		secs := (r.RetryAfterMs + 999) / 1000
@@ -589,6 +607,10 @@ func appendVoucher(buf []byte, v *Voucher) []byte {
 	buf = appendTime(buf, "expires_at", v.ExpiresAt)
 	buf = appendTime(buf, "redeemed_at", v.RedeemedAt)
 	buf = appendTime(buf, "expired_at", v.ExpiredAt)
+	if v.Delivery != "" {
+		buf = append(buf, `,"delivery":`...)
+		buf = appendStr(buf, v.Delivery)
+	}
 	return append(buf, '}')
 }
 

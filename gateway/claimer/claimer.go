@@ -189,6 +189,15 @@ type Request struct {
 	// from that partner's quota in the campaign) or "push:<id>" (DESIGN.md "Partners").
 	Channel string
 	Outcome
+
+	// A lottery draw's inputs, set by Do for a lottery campaign (lottery.go): Do
+	// replaces SKU (the client's is ignored) with the prize the draw points at, and
+	// after the decision with the prize won ("" for no prize). DrawR is the random
+	// number, DrawVersion the odds version, DrawPick the prize r points at before stock.
+	DrawR       int64
+	DrawVersion string
+	DrawPick    string
+	drawArg     string
 }
 
 // Outcome is the script's decision for a request.
@@ -204,6 +213,9 @@ type Outcome struct {
 	DecidedAtMs int64
 	// Risk is what the risk checks saw (docs/RISK.md).
 	Risk risk.Seen
+	// Lottery: the claim was a draw (Code CodeAccepted: won, SKU is the prize;
+	// CodeNoPrize: won nothing, ClaimID is the draw_id).
+	Lottery bool
 }
 
 // Claimer decides and makes durable claims. Safe for concurrent use.
@@ -317,6 +329,15 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 	for {
 		p.req, p.rt, p.err, p.durable = r, rt, nil, false
 		p.claimID = NewClaimID(r.CampaignID)
+		if rt.lottery != nil {
+			// A fresh random number for every decision the script may make; a retry
+			// of a decided request_id is replayed from its record instead.
+			if err := rt.lottery.draw(r); err != nil {
+				return fmt.Errorf("%w: draw: %v", ErrUnavailable, err)
+			}
+		} else {
+			r.drawArg = ""
+		}
 		p.reqKey = rkeys.Request(r.CampaignID, r.RequestID)
 		p.queued = time.Now()
 		select {
@@ -357,7 +378,7 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 	case claim.CodeStale, claim.CodeNotWarm, claim.CodeInFlight:
 		return fmt.Errorf("%w: script code %d", ErrUnavailable, r.Code)
 	}
-	if r.Code != claim.CodeAccepted || r.Replayed {
+	if r.Code != claim.CodeAccepted && r.Code != claim.CodeNoPrize || r.Replayed {
 		return nil
 	}
 	return c.durability(p)

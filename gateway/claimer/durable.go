@@ -55,6 +55,9 @@ func (c *Claimer) makeDurable(p *pending) error {
 		OutboxID:     p.outbox,
 		Channel:      r.Channel,
 	}
+	if r.Lottery {
+		rec.Draw = claim.Draw{OddsVersion: r.DrawVersion, R: r.DrawR, Pick: r.DrawPick}.String()
+	}
 	// The record's memory is its own: the produce is asynchronous and outlives any
 	// request buffer.
 	value := rec.AppendJSON(make([]byte, 0, 384))

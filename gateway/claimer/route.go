@@ -49,6 +49,8 @@ type route struct {
 	// stock or definition changed: nothing concluded from this route may short-circuit
 	// a claim any more. A dead route is still a correct source of key names.
 	dead atomic.Bool
+	// lottery is a lottery campaign's odds (lottery.go), nil for another kind.
+	lottery *lotteryOdds
 	// refreshing is held by the one caller that reloads an expired route; the others
 	// keep using this one meanwhile.
 	refreshing atomic.Bool
@@ -182,7 +184,7 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 	// The caller's string may view a request buffer; the cache keeps its own copy.
 	campaign = strings.Clone(campaign)
 	pipe := rs.rdb.Pipeline()
-	meta := pipe.HMGet(ctx, rkeys.Meta(campaign), "bl", "seg", "starts", "ends", "paused", rkeys.FieldRecovering)
+	meta := pipe.HMGet(ctx, rkeys.Meta(campaign), "bl", "seg", "starts", "ends", "paused", rkeys.FieldRecovering, "kind", "odds")
 	skus := pipe.SMembers(ctx, rkeys.SKUs(campaign))
 	known := pipe.Exists(ctx, rkeys.Campaigns)
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
@@ -217,6 +219,13 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 	}
 	rt.startsMs, rt.endsMs = metaInt(vals[2]), metaInt(vals[3])
 	rt.paused = vals[4] != nil && vals[4] != "0" && vals[4] != ""
+	if kind, _ := vals[6].(string); kind == "lottery" {
+		o, _ := vals[7].(string)
+		if rt.lottery = parseOdds(o); rt.lottery == nil {
+			// A lottery without readable odds cannot draw: retry, never a voucher claim.
+			return nil, errRebuilding
+		}
+	}
 	rt.segKey = rt.meta
 	if seg != "" {
 		rt.segKey = rkeys.Segment(seg)

@@ -47,7 +47,7 @@ func (c *Claimer) runScript(b *batch, items []*pending) {
 		k.FreezeWindowUser = b.key(rkeys.AppendFreezeWindow(b.keybuf, rkeys.KindUser, r.UserID))
 		k.PartnerQuotas = b.key(rkeys.AppendPartnerQuotas(b.keybuf, r.CampaignID))
 		b.ca = claim.Args{RequestID: r.RequestID, ClaimID: p.claimID, CampaignID: r.CampaignID, SKU: r.SKU,
-			UserID: r.UserID, DeviceID: r.DeviceID, IP: r.IP, Channel: r.Channel}
+			UserID: r.UserID, DeviceID: r.DeviceID, IP: r.IP, Channel: r.Channel, Draw: r.drawArg}
 		b.keys, b.args = claim.AppendClaim(b.keys, b.args, k, &b.ca)
 	}
 	c.metrics.batchSize.Observe(float64(n))
@@ -85,6 +85,15 @@ func (c *Claimer) runScript(b *batch, items []*pending) {
 			DecidedAtMs: o.DecidedAtMs, Risk: risk.Seen{Device: o.SeenDevice, IP: o.SeenIP, User: o.SeenUser,
 				FreezeDevice: o.SeenFreezeDevice, FreezeUser: o.SeenFreezeUser, Flags: risk.Flags(o.Flags)}}
 		p.outbox = o.OutboxID
+		if p.rt.lottery != nil {
+			out.Lottery = true
+			switch {
+			case out.Code == claim.CodeAccepted && o.Prize != "":
+				p.req.SKU = o.Prize // a replay's prize is the record's, not this attempt's pick
+			case out.Code == claim.CodeNoPrize:
+				p.req.SKU = ""
+			}
+		}
 		if out.Code == claim.CodeSoldOut && !out.Replayed {
 			// Stock was <= 0 when this script ran. Only this claim's route learns it:
 			// if a change was announced since the route was taken, it is dead already.

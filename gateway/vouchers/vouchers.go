@@ -84,14 +84,20 @@ const (
 // may still be pending in Redis, which the API asks separately).
 func (s *Store) Voucher(ctx context.Context, claimID string) (voucher.Voucher, bool, error) {
 	var r row
-	err := s.pg.QueryRow(ctx, `SELECT `+columns+` FROM claims WHERE claim_id = $1`, claimID).Scan(r.dest()...)
+	var dl *string // the prize's delivery (internal/delivery), NULL for none
+	err := s.pg.QueryRow(ctx, `SELECT `+columns+`, (SELECT d.state FROM deliveries d WHERE d.claim_id = $1)
+		FROM claims WHERE claim_id = $1`, claimID).Scan(append(r.dest(), &dl)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return voucher.Voucher{}, false, nil
 	}
 	if err != nil {
 		return voucher.Voucher{}, false, fmt.Errorf("read claim %s: %w", claimID, err)
 	}
-	return r.voucher(), true, nil
+	v := r.voucher()
+	if dl != nil {
+		v.Delivery = *dl
+	}
+	return v, true, nil
 }
 
 // Redeem writes a voucher off for its owner. It is idempotent: redeeming a redeemed

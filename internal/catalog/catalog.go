@@ -69,6 +69,9 @@ type SKU struct {
 	ExcludedCategories []string `json:"excluded_categories,omitempty"`
 	// Points is a points_item SKU's price in points (issue 16); only that kind has it.
 	Points *int64 `json:"points,omitempty"`
+	// Weight and Delivery belong to a lottery's prizes (lottery.go).
+	Weight   *int64    `json:"weight,omitempty"`
+	Delivery *Delivery `json:"delivery,omitempty"`
 }
 
 // Campaign is a campaign as the admin API takes it.
@@ -90,9 +93,12 @@ type Campaign struct {
 	MaxTransfers *int64 `json:"max_transfers,omitempty"`
 	// Kind is "voucher" (the default) or "points_item" (CONTRACT.md "Redemption kinds").
 	Kind string `json:"kind,omitempty"`
+	// NoPrizeWeight is a lottery's no-prize weight (lottery.go).
+	NoPrizeWeight *int64 `json:"no_prize_weight,omitempty"`
 
 	ttl        time.Duration
 	lifeFrozen string // the first life field a started campaign may not change (life.go)
+	oddsFrozen string // the first odds field a started campaign may not change (lottery.go)
 }
 
 // ValidID reports whether id is 1-64 characters of [A-Za-z0-9._:-] (CONTRACT.md).
@@ -179,13 +185,13 @@ func (c *Campaign) validate() error {
 	switch c.Kind {
 	case "":
 		c.Kind = KindVoucher
-	case KindVoucher:
+	case KindVoucher, KindLottery:
 	case KindPointsItem:
 		if !AcceptPointsItems {
 			return fieldErr("kind", "points_item campaigns are not served yet (their claims would not debit points)")
 		}
 	default:
-		return fieldErr("kind", "must be voucher or points_item, got %q", c.Kind)
+		return fieldErr("kind", "must be voucher, points_item or lottery, got %q", c.Kind)
 	}
 	seen := make(map[string]bool, len(c.SKUs))
 	for i, s := range c.SKUs {
@@ -205,6 +211,9 @@ func (c *Campaign) validate() error {
 			return fieldErr(f+".value", "must be 1..1000000000000, got %d", s.Value)
 		}
 		seen[s.SKU] = true
+	}
+	if err := c.validateLottery(); err != nil {
+		return err
 	}
 	return c.validateLife()
 }
@@ -317,12 +326,19 @@ func (c *Catalog) PutCampaign(ctx context.Context, cp *Campaign) error {
 	}
 	rows := make([][]any, len(cp.SKUs))
 	for i, s := range cp.SKUs {
-		rows[i] = []any{cp.ID, s.SKU, s.Stock, s.Value, s.Points}
+		var hook *string
+		if s.Delivery != nil {
+			hook = &s.Delivery.Webhook
+		}
+		rows[i] = []any{cp.ID, s.SKU, s.Stock, s.Value, s.Points, s.Weight, hook}
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"campaign_skus"}, []string{"campaign_id", "sku", "stock", "value", "points"}, pgx.CopyFromRows(rows)); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"campaign_skus"}, []string{"campaign_id", "sku", "stock", "value", "points", "weight", "delivery_webhook"}, pgx.CopyFromRows(rows)); err != nil {
 		return fmt.Errorf("put campaign %s skus: %w", cp.ID, err)
 	}
 	if err := storeLife(ctx, tx, cp, prevLife); err != nil {
+		return err
+	}
+	if cp.oddsFrozen, err = storeLottery(ctx, tx, cp, prev); err != nil {
 		return err
 	}
 	if err := c.warm(ctx, cp, prev); err != nil {
@@ -357,33 +373,45 @@ type stored struct {
 	skuOrder  []string
 	kind      string
 	skuPoints map[string]*int64
+	// A lottery's odds as stored (lottery.go).
+	noPrize     *int64
+	oddsVersion string
+	skuWeight   map[string]*int64
 }
 
 // storedCampaign reads the campaign's stored definition and locks its row until tx ends.
 func storedCampaign(ctx context.Context, tx pgx.Tx, id string) (*stored, error) {
 	var p stored
-	err := tx.QueryRow(ctx, `SELECT business_line, starts_at, per_user_limit, voucher_ttl_ms, segment, recycle_stock, kind
-		FROM campaigns WHERE id = $1 FOR UPDATE`, id).Scan(&p.bl, &p.starts, &p.limit, &p.ttlMs, &p.segment, &p.recycle, &p.kind)
+	var ver *string
+	err := tx.QueryRow(ctx, `SELECT business_line, starts_at, per_user_limit, voucher_ttl_ms, segment, recycle_stock, kind,
+		no_prize_weight, odds_version
+		FROM campaigns WHERE id = $1 FOR UPDATE`, id).Scan(&p.bl, &p.starts, &p.limit, &p.ttlMs, &p.segment, &p.recycle, &p.kind,
+		&p.noPrize, &ver)
+	if ver != nil {
+		p.oddsVersion = *ver
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	rows, err := tx.Query(ctx, `SELECT sku, value, points FROM campaign_skus WHERE campaign_id = $1 ORDER BY sku`, id)
+	rows, err := tx.Query(ctx, `SELECT sku, value, points, weight FROM campaign_skus WHERE campaign_id = $1 ORDER BY sku`, id)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	p.skuValue = map[string]int64{}
 	p.skuPoints = map[string]*int64{}
+	p.skuWeight = map[string]*int64{}
 	for rows.Next() {
 		var sku string
 		var v int64
-		var pts *int64
-		if err := rows.Scan(&sku, &v, &pts); err != nil {
+		var pts, w *int64
+		if err := rows.Scan(&sku, &v, &pts, &w); err != nil {
 			return nil, err
 		}
+		p.skuWeight[sku] = w
 		p.skuValue[sku] = v
 		p.skuPoints[sku] = pts
 		p.skuOrder = append(p.skuOrder, sku)
@@ -428,7 +456,10 @@ func frozenChange(prev *stored, cp *Campaign) string {
 			return "skus[" + strconv.Itoa(i) + "].points"
 		}
 	}
-	return cp.lifeFrozen
+	if cp.lifeFrozen != "" {
+		return cp.lifeFrozen
+	}
+	return cp.oddsFrozen
 }
 
 // StartedError refuses a change that a started campaign may not take; Field names it.
@@ -522,6 +553,8 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign, prev *stored) error {
 			keys = append(keys, rkeys.SKU(cp.ID, s))
 			args = append(args, s)
 		}
+		// The kind and a lottery's odds (lottery.go), in the same atomic step.
+		args = append(args, cp.kind(), cp.OddsField())
 		res, err := scripts.Warm.Run(ctx, c.rdb, keys, args...).Slice()
 		if err != nil {
 			return fmt.Errorf("warm campaign %s: %w", cp.ID, err)

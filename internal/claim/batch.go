@@ -14,8 +14,8 @@ const (
 	// BatchKeysPerClaim, BatchArgsPerClaim and BatchResultsPerClaim are the layout of
 	// one claim.
 	BatchKeysPerClaim    = 26
-	BatchArgsPerClaim    = 8
-	BatchResultsPerClaim = 15
+	BatchArgsPerClaim    = 9
+	BatchResultsPerClaim = 16
 )
 
 // Keys are one claim's KEYS, by role (claim.lua's header). The campaign-level keys are
@@ -48,6 +48,19 @@ type Args struct {
 	// Channel: "" for the app, "partner:<id>" (takes from that partner's quota), or
 	// "push:<id>".
 	Channel string
+	// Draw is a lottery claim's draw (AppendDrawArg: "<odds version>:<r>", r the
+	// gateway's uniform random integer in [0, total weight)), "" for any other kind. For
+	// a lottery, SKU is the prize r points at under the configured weights ("" for the
+	// no-prize band): the key the script may take from; the script checks both against
+	// the odds it holds (STALE when the gateway's are behind).
+	Draw string
+}
+
+// AppendDrawArg appends a lottery claim's Draw argument.
+func AppendDrawArg(dst []byte, oddsVersion string, r int64) []byte {
+	dst = append(dst, oddsVersion...)
+	dst = append(dst, ':')
+	return strconv.AppendInt(dst, r, 10)
 }
 
 // AppendHeader starts a batch of n claims: it resets keys and args to empty (keeping
@@ -64,7 +77,7 @@ func AppendClaim(keys []string, args []any, k *Keys, a *Args) ([]string, []any) 
 		k.BlockDevice, k.BlockIP, k.BlockUser,
 		k.FreezeDevice, k.FreezeUser, k.FreezeWindowDevice, k.FreezeWindowUser,
 		k.ShadowRejections, k.RiskIndex, k.PartnerQuotas, k.Pushes, k.CodePool)
-	args = append(args, a.RequestID, a.ClaimID, a.CampaignID, a.SKU, a.UserID, a.DeviceID, a.IP, a.Channel)
+	args = append(args, a.RequestID, a.ClaimID, a.CampaignID, a.SKU, a.UserID, a.DeviceID, a.IP, a.Channel, a.Draw)
 	return keys, args
 }
 
@@ -86,6 +99,9 @@ type Outcome struct {
 	SeenDevice, SeenIP, SeenUser     int64
 	SeenFreezeDevice, SeenFreezeUser int64
 	Flags                            int64
+	// Prize is a lottery draw's prize: the SKU won (ACCEPTED, fresh or replayed), ""
+	// otherwise.
+	Prize string
 }
 
 // ResultsFor reports whether res is the answer to a batch of n claims.
@@ -110,6 +126,7 @@ func DecodeResult(res []any, i int, o *Outcome) {
 	o.SeenFreezeDevice = asInt(r[12])
 	o.SeenFreezeUser = asInt(r[13])
 	o.Flags = asInt(r[14])
+	o.Prize, _ = r[15].(string)
 }
 
 // DecidedAtMs is the batch's Redis time (every claim carries it), 0 for an empty reply.
@@ -129,4 +146,9 @@ func asInt(v any) int64 {
 		return n
 	}
 	return 0
+}
+
+// AppendDrawArgString is AppendDrawArg as a string (tools and tests).
+func AppendDrawArgString(oddsVersion string, r int64) string {
+	return string(AppendDrawArg(nil, oddsVersion, r))
 }

@@ -8,6 +8,7 @@ import "strconv"
 // below instead of a switch of their own, in the manner of franz-go's kerr.
 const (
 	CodeAccepted        = 1
+	CodeNoPrize         = 2
 	CodeSoldOut         = 10
 	CodeBudgetExhausted = 11
 	CodeUserLimit       = 12
@@ -31,6 +32,7 @@ const (
 // Kinds of result: what the client is told.
 const (
 	KindAccepted = "accepted" // 200, a claim
+	KindNoPrize  = "no_prize" // 200, a lottery draw that won nothing: a draw_id
 	KindRejected = "rejected" // a CONTRACT.md rejection (409, 429, 403): "result":"rejected"
 	KindRefused  = "refused"  // the request names nothing claimable (404, 422): "error":...
 	KindRetry    = "retry"    // internal: the gateway retries or answers 503; never a reason
@@ -73,6 +75,10 @@ const (
 // Results is the table, one row per code, in code order.
 var Results = [...]Result{
 	{Code: CodeAccepted, Lua: "ACCEPTED", Reason: "accepted", Kind: KindAccepted, Status: statusOK},
+	// A lottery draw that won nothing (DESIGN.md "Lottery"): made durable like an
+	// accepted claim (outbox, flash.claims, a draws row) and replayed the same way; it
+	// takes only one from the user's per_user_limit (and counts in the velocity windows).
+	{Code: CodeNoPrize, Lua: "NO_PRIZE", Reason: "no_prize", Kind: KindNoPrize, Status: statusOK, NothingTaken: true},
 	{Code: CodeSoldOut, Lua: "SOLD_OUT", Reason: "sold_out", Kind: KindRejected, Status: statusConflict, Retriable: true, NothingTaken: true},
 	{Code: CodeBudgetExhausted, Lua: "BUDGET_EXHAUSTED", Reason: "budget_exhausted", Kind: KindRejected, Status: statusConflict, NothingTaken: true, Remembered: true},
 	{Code: CodeUserLimit, Lua: "USER_LIMIT", Reason: "user_limit", Kind: KindRejected, Status: statusConflict, NothingTaken: true, Remembered: true},

@@ -78,7 +78,7 @@ func TestResultTable(t *testing.T) {
 			t.Errorf("code %d: only a rejection is remembered", r.Code)
 		}
 	}
-	for _, c := range []int{0, 2, 63, 64, -1, 1000} {
+	for _, c := range []int{0, 3, 63, 64, -1, 1000} {
 		if _, ok := ResultOf(c); ok {
 			t.Errorf("ResultOf(%d) found a row", c)
 		}

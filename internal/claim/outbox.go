@@ -6,7 +6,8 @@ import "strconv"
 // written by claim.lua's XADD and read by the relay, reconcile, recovery and the test
 // kits. This is its one Go parser. Fields: c claim_id, r request_id, s sku, u user,
 // d device, i ip, v value, t claimed_ms, e expires_ms, b business line, h channel, k the
-// partner code handed out ("" or absent: none).
+// partner code handed out ("" or absent: none), l a lottery draw (draw.go; absent for
+// other kinds).
 //
 // FromOutbox builds the claim record of the entry with stream id id in campaign's
 // outbox; values is the entry's fields as go-redis returns them (XMessage.Values).
@@ -17,6 +18,6 @@ func FromOutbox(campaign, id string, values map[string]any) Record {
 		Version: Version, ClaimID: s("c"), RequestID: s("r"), CampaignID: campaign,
 		BusinessLine: s("b"), SKU: s("s"), UserID: s("u"), DeviceID: s("d"), IP: s("i"),
 		Value: n("v"), ClaimedAtMs: n("t"), ExpiresAtMs: n("e"), OutboxID: id, Channel: s("h"),
-		Code: s("k"),
+		Code: s("k"), Draw: s("l"),
 	}
 }

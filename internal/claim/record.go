@@ -48,6 +48,10 @@ type Record struct {
 	// version 1, like Channel; it goes to claims.partner_code and is shown to the owner
 	// only.
 	Code string `json:"code,omitempty"`
+	// Draw is a lottery draw's inputs, "<odds version>:<r>:<pick>" (draw.go), "" for a
+	// claim of another kind. An optional field of version 1. A draw that won nothing has
+	// no SKU and value 0 (NoPrize); a won draw is a claim like any other plus its draw.
+	Draw string `json:"draw,omitempty"`
 }
 
 // MaxCodeLen is the longest partner code (the admin import refuses longer lines).
@@ -125,6 +129,9 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 	if r.Code != "" {
 		dst = appendField(dst, "code", r.Code)
 	}
+	if r.Draw != "" {
+		dst = appendField(dst, "draw", r.Draw)
+	}
 	return append(dst, '}')
 }
 
@@ -191,18 +198,31 @@ func Decode(b []byte) (Record, error) {
 	if r.Version < 1 || r.Version > Version {
 		return Record{}, fmt.Errorf("%w: v=%d (this build knows 1..%d)", ErrVersion, r.Version, Version)
 	}
+	var d Draw
+	if r.Draw != "" {
+		var ok bool
+		if d, ok = ParseDraw(r.Draw); !ok {
+			return Record{}, fmt.Errorf("%w: draw %q (want <odds version>:<r>:<pick>)", ErrMalformed, r.Draw)
+		}
+	}
+	noPrize := r.Draw != "" && r.SKU == ""
 	for _, f := range [...]struct {
 		name, value string
 	}{
 		{"claim_id", r.ClaimID}, {"request_id", r.RequestID}, {"campaign_id", r.CampaignID},
 		{"business_line", r.BusinessLine}, {"sku", r.SKU}, {"user_id", r.UserID}, {"device_id", r.DeviceID},
 	} {
-		if f.value == "" {
+		if f.value == "" && !(noPrize && f.name == "sku") {
 			return Record{}, fmt.Errorf("%w: %s", ErrMissingData, f.name)
 		}
 	}
-	if r.Value <= 0 {
+	switch {
+	case noPrize && r.Value != 0:
+		return Record{}, fmt.Errorf("%w: a draw that won nothing has value 0, got %d", ErrMalformed, r.Value)
+	case !noPrize && r.Value <= 0:
 		return Record{}, fmt.Errorf("%w: value must be positive, got %d", ErrMalformed, r.Value)
+	case r.Draw != "" && !noPrize && d.Pick != r.SKU:
+		return Record{}, fmt.Errorf("%w: a won draw's prize %q is not its pick %q", ErrMalformed, r.SKU, d.Pick)
 	}
 	if r.Channel == "" {
 		r.Channel = ChannelApp

@@ -78,6 +78,9 @@ func (r *Record) CheckIDs() error {
 		{"campaign_id", r.CampaignID}, {"request_id", r.RequestID}, {"business_line", r.BusinessLine},
 		{"sku", r.SKU}, {"user_id", r.UserID}, {"device_id", r.DeviceID},
 	} {
+		if f.name == "sku" && r.NoPrize() {
+			continue // a draw that won nothing has no SKU
+		}
 		if !ValidID(f.v) {
 			return fmt.Errorf("%s: must be 1-%d characters of [A-Za-z0-9._:-] (got %d bytes)", f.name, MaxIDLen, len(f.v))
 		}

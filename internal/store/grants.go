@@ -56,6 +56,8 @@ var Grants = map[string][]string{
 		`GRANT UPDATE (order_id, order_amount, order_category, user_id, hops) ON claims TO flashgate_gateway`,
 		`GRANT UPDATE (min_spend, excluded_categories) ON campaign_skus TO flashgate_gateway`,
 		`GRANT SELECT, INSERT, UPDATE ON redemptions TO flashgate_gateway`,
+		// Lottery draws (0013): the odds route and the report read them.
+		`GRANT SELECT ON draws TO flashgate_gateway`,
 		`GRANT SELECT, INSERT ON transfers TO flashgate_gateway`,
 		// The points mall (0010): tasks are the admin API's, grants write lots and ledger
 		// rows, refusals are counted for the risk team, GET /v1/me/points reads.
@@ -82,6 +84,8 @@ var Grants = map[string][]string{
 		`GRANT UPDATE (published_at) ON events TO flashgate_settler`,
 		`GRANT USAGE ON SEQUENCE events_id_seq TO flashgate_settler`,
 		`GRANT SELECT, INSERT, UPDATE ON deliveries TO flashgate_settler`,
+		// Every lottery draw is a row, written with its claim (0013).
+		`GRANT SELECT, INSERT ON draws TO flashgate_settler`,
 		`GRANT SELECT ON redemptions, transfers TO flashgate_settler`,
 		// Points (0010): the hot balances' rebuild reads the record; confirming a
 		// points_item claim writes its spend row and debits the lots.
@@ -110,7 +114,7 @@ var Grants = map[string][]string{
 	},
 	RoleBench: {
 		// bench verify reads the books; it writes nothing.
-		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events, deliveries, points_tasks, points_lots, points_ledger, points_accounts, points_refusals TO flashgate_bench`,
+		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events, deliveries, points_tasks, points_lots, points_ledger, points_accounts, points_refusals, draws TO flashgate_bench`,
 	},
 }
 

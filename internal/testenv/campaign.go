@@ -28,6 +28,9 @@ func (e *Env) BusinessLine(budget int64) string {
 type SKU struct {
 	SKU          string
 	Stock, Value int64
+	// A lottery prize's weight and delivery webhook ("" for none).
+	Weight  int64
+	Webhook string
 }
 
 // Spec describes a test campaign; zero fields get defaults (a business line of its own
@@ -44,6 +47,10 @@ type Spec struct {
 	Segment      string
 	Recycle      bool
 	SKUs         []SKU
+	// Lottery makes a lottery campaign (kind lottery) with NoPrize as its no-prize
+	// weight and each SKU's Weight.
+	Lottery bool
+	NoPrize int64
 }
 
 // Campaign is a created (and warmed) test campaign. SKU and Value are its first SKU's;
@@ -82,11 +89,22 @@ func (e *Env) Campaign(s Spec) *Campaign {
 		s.TTL = "72h"
 	}
 	if len(s.SKUs) == 0 {
-		s.SKUs = []SKU{{"rp-50", 10, 50}}
+		s.SKUs = []SKU{{SKU: "rp-50", Stock: 10, Value: 50}}
 	}
 	var skus []string
+	kind := ""
 	for _, k := range s.SKUs {
-		skus = append(skus, fmt.Sprintf(`{"sku":%q,"stock":%d,"value":%d}`, k.SKU, k.Stock, k.Value))
+		prize := ""
+		if s.Lottery {
+			prize = fmt.Sprintf(`,"weight":%d`, k.Weight)
+			if k.Webhook != "" {
+				prize += fmt.Sprintf(`,"delivery":{"webhook":%q}`, k.Webhook)
+			}
+		}
+		skus = append(skus, fmt.Sprintf(`{"sku":%q,"stock":%d,"value":%d%s}`, k.SKU, k.Stock, k.Value, prize))
+	}
+	if s.Lottery {
+		kind = fmt.Sprintf(`"kind":"lottery","no_prize_weight":%d,`, s.NoPrize)
 	}
 	seg := "null"
 	if s.Segment != "" {
@@ -97,7 +115,7 @@ func (e *Env) Campaign(s Spec) *Campaign {
 		id = ID(e.T, "cmp")
 	}
 	now := time.Now()
-	body := fmt.Sprintf(`{"name":"test campaign","business_line":%q,"starts_at":%q,"ends_at":%q,
+	body := fmt.Sprintf(`{`+kind+`"name":"test campaign","business_line":%q,"starts_at":%q,"ends_at":%q,
 		"per_user_limit":%d,"budget":%d,"voucher_ttl":%q,"segment":%s,"recycle_stock":%v,"skus":[%s]}`,
 		s.BusinessLine, now.Add(s.Start).UTC().Format(time.RFC3339Nano), now.Add(s.End).UTC().Format(time.RFC3339Nano),
 		s.PerUser, s.Budget, s.TTL, seg, s.Recycle, strings.Join(skus, ","))
@@ -118,7 +136,7 @@ func (e *Env) Campaign(s Spec) *Campaign {
 func (e *Env) StockCampaign(stock, perUserLimit int) string {
 	e.T.Helper()
 	return e.Campaign(Spec{Start: -time.Second, PerUser: int64(perUserLimit),
-		SKUs: []SKU{{"rp-50", int64(stock), 50}}}).ID
+		SKUs: []SKU{{SKU: "rp-50", Stock: int64(stock), Value: 50}}}).ID
 }
 
 // NewCampaign is a campaign that has started (a second ago, for two hours), of a
@@ -129,7 +147,7 @@ func NewCampaign(t testing.TB, rdb *redis.Client, pg *pgxpool.Pool, n int) *Camp
 	e := &Env{T: t, RDB: rdb, PG: pg, Cat: catalog.New(pg, rdb)}
 	const value = 50
 	return e.Campaign(Spec{Start: -time.Second, End: 2 * time.Hour, Budget: int64(n) * value,
-		BLBudget: int64(n) * value * 10, SKUs: []SKU{{"rp-50", int64(n), value}}})
+		BLBudget: int64(n) * value * 10, SKUs: []SKU{{SKU: "rp-50", Stock: int64(n), Value: value}}})
 }
 
 // SettlerEnv is the environment that confines a settler binary to this campaign, so a

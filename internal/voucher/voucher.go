@@ -17,6 +17,9 @@ type Voucher struct {
 	Value                                   int64
 	ClaimedAt, ExpiresAt                    time.Time
 	RedeemedAt, ExpiredAt                   time.Time // zero when not set
+	// Delivery is a delivered prize's state (delivering, delivered, failed; "" when
+	// its SKU has no webhook): internal/delivery.
+	Delivery string
 }
 
 // Redeem results.

@@ -283,7 +283,10 @@ func (r *Relay) page(ctx context.Context, campaign string, page []entry, budget 
 		ids[i] = e.rec.ClaimID
 	}
 	committed := make(map[string]bool, len(page))
-	rows, err := r.pg.Query(ctx, `SELECT claim_id FROM claims WHERE claim_id = ANY($1)`, ids)
+	// A lottery draw that won nothing is a draws row, never a claims row (DESIGN.md
+	// "Lottery"): it is committed once its draw is.
+	rows, err := r.pg.Query(ctx, `SELECT claim_id FROM claims WHERE claim_id = ANY($1)
+		UNION ALL SELECT draw_id FROM draws WHERE draw_id = ANY($1)`, ids)
 	if err != nil {
 		r.m.errors.Inc()
 		return st, fmt.Errorf("relay %s: read committed claims: %w", campaign, err)

@@ -181,6 +181,8 @@ func (c *catalogCache) check(r *claim.Record) (string, error) {
 		return reasonUnknownCamp, fmt.Errorf("campaign_id: %q is not a campaign in Postgres", r.CampaignID)
 	case e.businessLine != r.BusinessLine:
 		return reasonBusinessLine, fmt.Errorf("business_line: %q is not campaign %s's (%s)", r.BusinessLine, r.CampaignID, e.businessLine)
+	case r.NoPrize():
+		return "", nil // a lottery draw that won nothing names no SKU (claim.Decode checked value 0)
 	}
 	v, ok := e.skus[r.SKU]
 	switch {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/flashgate/flashgate/internal/claim"
@@ -90,6 +91,9 @@ func write(ctx context.Context, pg *pgxpool.Pool, m writeMethod, items []*item) 
 	if len(items) == 0 {
 		return 0, nil
 	}
+	if hasDraws(items) {
+		return writeWithDraws(ctx, pg, items)
+	}
 	switch m {
 	case writeUnnest:
 		return writeByUnnest(ctx, pg, items)
@@ -101,7 +105,12 @@ func write(ctx context.Context, pg *pgxpool.Pool, m writeMethod, items []*item) 
 	return 0, fmt.Errorf("write claims: unknown method %v", m)
 }
 
-func writeByUnnest(ctx context.Context, pg *pgxpool.Pool, items []*item) (int64, error) {
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func writeByUnnest(ctx context.Context, pg execer, items []*item) (int64, error) {
 	n := len(items)
 	var (
 		claimIDs, reqIDs, camps, bls = make([]string, n), make([]string, n), make([]string, n), make([]string, n)

@@ -21,7 +21,14 @@ import (
 func New(e *testenv.Env, rec claimer.DecisionRecorder) *claimer.Claimer {
 	e.T.Helper()
 	testenv.RequireBroker(e.T)
-	kcl, err := kgo.NewClient(kafkaopt.Producer(testenv.Brokers(), time.Millisecond, 10*time.Second)...)
+	return NewOn(e, testenv.Brokers(), rec)
+}
+
+// NewOn is New producing to the given brokers (an in-process testenv.Kfake keeps a test
+// of many claims off the dev broker).
+func NewOn(e *testenv.Env, brokers []string, rec claimer.DecisionRecorder) *claimer.Claimer {
+	e.T.Helper()
+	kcl, err := kgo.NewClient(kafkaopt.Producer(brokers, time.Millisecond, 10*time.Second)...)
 	if err != nil {
 		e.T.Fatal(err)
 	}

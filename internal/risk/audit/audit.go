@@ -31,6 +31,8 @@ const (
 	ActionResume       = "admin.resume"
 	ActionSegment      = "admin.segment"
 	ActionReconcile    = "admin.reconcile"
+	// ActionDeliveryRetry: an operator made a dead-lettered prize delivery due again.
+	ActionDeliveryRetry = "admin.delivery_retry"
 )
 
 // State is what a change reads and writes, as it is shown and audited (key → value).

@@ -68,4 +68,4 @@ ALTER TABLE risk_audit ADD CONSTRAINT risk_audit_action_check CHECK (action IN (
     'admin.business_line', 'admin.campaign', 'admin.pause', 'admin.resume',
     'admin.segment', 'admin.reconcile',
     'admin.points_task', 'points.freeze', 'points.unfreeze',
-    'admin.push', 'admin.codes'));
+    'admin.delivery_retry', 'admin.push', 'admin.codes'));
