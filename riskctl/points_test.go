@@ -42,7 +42,7 @@ func TestPointsFreezeUnfreeze(t *testing.T) {
 	if out["frozen"] != true {
 		t.Fatalf("freeze: %v", out)
 	}
-	if got, _ := svc.Reserve(ctx, user, testenv.ID(t, "c")+":r", 1); got != points.Blocked {
+	if got, _ := svc.Reserve(ctx, user, testenv.ID(t, "c")+":r", "t", 1); got != points.Blocked {
 		t.Fatalf("reserve while frozen: %s, want blocked", got)
 	}
 	if fz, _ := rdb.HGet(ctx, rkeys.Points(user), "frz").Result(); fz != "1" {

@@ -187,15 +187,17 @@ return tonumber(redis.call('HGET', KEYS[1], 'bal'))
 // rebuildScript writes a user's hot balance from the record unless a rebuild on this
 // run got there first. ARGV: balance, frozen (0/1), the number of grant ids n, the n
 // grant ids already in the balance, then the reservation ids whose spend is in the
-// ledger. Reservations (rsv:<r>) that survived in the hash stay held; those already
-// spent in the ledger are marked done. First writer wins; a grant the winner did not
+// ledger. Reservations (rsv:<r>) that survived in the hash stay held; every reservation
+// spent in the ledger is marked done (held or not: a spend confirmed after its hold was
+// given back must not be taken off the rebuilt balance a second time). First writer wins; a grant the winner did not
 // include has no g: field, so its own apply adds it once.
 var rebuildScript = redis.NewScript(runIDLua + `
 if redis.call('HGET', KEYS[1], 'ok') == run then return 0 end
 local n = tonumber(ARGV[3])
 for i = 4, 3 + n do redis.call('HSET', KEYS[1], 'g:' .. ARGV[i], 1) end
 for i = 4 + n, #ARGV do
-  if redis.call('HDEL', KEYS[1], 'rsv:' .. ARGV[i]) == 1 then redis.call('HSET', KEYS[1], 'done:' .. ARGV[i], 'spent') end
+  redis.call('HDEL', KEYS[1], 'rsv:' .. ARGV[i], 'tk:' .. ARGV[i], 'at:' .. ARGV[i])
+  redis.call('HSET', KEYS[1], 'done:' .. ARGV[i], 'spent')
 end
 local held = 0
 local all = redis.call('HGETALL', KEYS[1])

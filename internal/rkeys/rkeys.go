@@ -242,3 +242,15 @@ func ClaimKeys(campaign, sku, requestID, businessLine, segment, device, ip, user
 		FreezeWindowDevice: FreezeWindow(KindDevice, device), FreezeWindowUser: FreezeWindow(KindUser, user),
 		ShadowRejections: ShadowRejections(campaign), RiskIndex: RiskIndex, PartnerQuotas: PartnerQuotas(campaign)}
 }
+
+// PointsPrices is a points_item campaign's prices, in the campaign's slot: field
+// "kind" = "points_item" and one field "s:<sku>" per SKU with its price in points.
+// Written by the catalog before warm.lua and by recovery before rebuild.lua, so a
+// campaign the gateway can route has its prices; absent for a voucher campaign.
+func PointsPrices(campaign string) string { return "fg:{" + campaign + "}:pprice" }
+
+// PointsHolds indexes a points_item campaign's claims whose points are held, in the
+// campaign's slot: field "<request_id>\t<user>" = the ms of the last attempt. The
+// gateway writes it before it reserves; the settler's points sweep resolves what is
+// older than its grace (DESIGN.md "Points: the cross-slot step").
+func PointsHolds(campaign string) string { return "fg:{" + campaign + "}:pholds" }
