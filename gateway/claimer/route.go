@@ -36,6 +36,8 @@ type route struct {
 	riskRules     string
 	shadowRejects string
 	skus          map[string]*skuRoute
+	// points: a points_item campaign's prices by SKU (points.go); nil for a voucher.
+	points        map[string]int64
 	expiresAt     time.Time
 	missing       bool // negative entry: no such campaign
 
@@ -172,6 +174,7 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 	pipe := rs.rdb.Pipeline()
 	meta := pipe.HMGet(ctx, rkeys.Meta(campaign), "bl", "seg", "starts", "ends", "paused", rkeys.FieldRecovering)
 	skus := pipe.SMembers(ctx, rkeys.SKUs(campaign))
+	prices := pipe.HGetAll(ctx, rkeys.PointsPrices(campaign)) // points.go
 	known := pipe.Exists(ctx, rkeys.Campaigns)
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 		return nil, err
@@ -211,6 +214,7 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 	for _, s := range skus.Val() {
 		rt.skus[s] = &skuRoute{key: rkeys.SKU(campaign, s)}
 	}
+	rt.points = parsePrices(prices.Val())
 	return rt, nil
 }
 

@@ -71,7 +71,7 @@ return 'reserved'
 `)
 
 // finishScript ends reservation ARGV[1]. ARGV[2] 'back' releases it: only if ARGV[3]
-// is its latest attempt's token, or (ARGV[3] = '') if its latest attempt is at least
+// is its latest attempt's token, or (ARGV[3] = ”) if its latest attempt is at least
 // ARGV[4] ms old by the Redis clock (the sweep). 'spent' takes the price ARGV[5] off the
 // balance: the hold's, or - the spend is in the ledger but the hold was given back - the
 // price itself, once (done:<r> = spent). Returns 1 ended now, 2 spent without a hold, 0
