@@ -12,6 +12,7 @@ import (
 
 	"github.com/flashgate/flashgate/internal/claim"
 	"github.com/flashgate/flashgate/internal/rkeys"
+	"github.com/flashgate/flashgate/scripts"
 )
 
 // The points step of a points_item claim (DESIGN.md "Points: the cross-slot step"): the
@@ -66,23 +67,6 @@ func parsePrices(h map[string]string) map[string]int64 {
 	return m
 }
 
-// PointsReservation is the reservation id of a points_item claim.
-func PointsReservation(campaign, requestID string) string { return campaign + ":" + requestID }
-
-// PointsHoldField is a claim's field in its campaign's holds index.
-func PointsHoldField(requestID, user string) string { return requestID + "\t" + user }
-
-// unholdScript deletes a holds-index field if it is still the given attempt's.
-var unholdScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
-`)
-
-// Unhold removes field from the holds index of campaign if its value is still val.
-func Unhold(ctx context.Context, rdb *redis.Client, campaign, field, val string) error {
-	return unholdScript.Run(ctx, rdb, []string{rkeys.PointsHolds(campaign)}, field, val).Err()
-}
-
 func (c *Claimer) doPoints(ctx context.Context, rt *route, r *Request) error {
 	if _, ok := rt.skus[r.SKU]; !ok {
 		return c.decide(ctx, rt, r) // claim.lua answers unknown_sku; nothing to hold
@@ -92,8 +76,8 @@ func (c *Claimer) doPoints(ctx context.Context, rt *route, r *Request) error {
 		c.log.Error("points_item claim without a price or points accounts: refused 503", "campaign", r.CampaignID, "sku", r.SKU)
 		return ErrNoPoints
 	}
-	res := PointsReservation(r.CampaignID, r.RequestID)
-	field := PointsHoldField(r.RequestID, r.UserID)
+	res := rkeys.PointsReservation(r.CampaignID, r.RequestID)
+	field := rkeys.PointsHoldField(r.RequestID, r.UserID)
 	token := strconv.FormatUint(rand.Uint64(), 36)
 	val := strconv.FormatInt(time.Now().UnixMilli(), 10) + ":" + token
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.RedisTimeout)
@@ -176,7 +160,7 @@ func (c *Claimer) recordState(r *Request) (byte, bool) {
 func (c *Claimer) unhold(campaign, field, val string) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RedisTimeout)
 	defer cancel()
-	if err := Unhold(ctx, c.rdb, campaign, field, val); err != nil {
+	if err := scripts.Unhold.Run(ctx, c.rdb, []string{rkeys.PointsHolds(campaign)}, field, val).Err(); err != nil {
 		c.log.Debug("holds index cleanup failed; the sweep removes it", "campaign", campaign, "err", err)
 	}
 }

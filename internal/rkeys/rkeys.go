@@ -254,3 +254,21 @@ func PointsPrices(campaign string) string { return "fg:{" + campaign + "}:pprice
 // gateway writes it before it reserves; the settler's points sweep resolves what is
 // older than its grace (DESIGN.md "Points: the cross-slot step").
 func PointsHolds(campaign string) string { return "fg:{" + campaign + "}:pholds" }
+
+// PointsReservation is the id of a points_item claim's reservation in its user's hot
+// balance (internal/points): the claim's identity, "<campaign>:<request_id>".
+func PointsReservation(campaign, requestID string) string { return campaign + ":" + requestID }
+
+// PointsHoldField is a claim's field in its campaign's holds index (ids never hold a
+// tab); ParsePointsHoldField splits it.
+func PointsHoldField(requestID, user string) string { return requestID + "\t" + user }
+
+// ParsePointsHoldField returns the request_id and user of a holds-index field.
+func ParsePointsHoldField(f string) (requestID, user string, ok bool) {
+	for i := 0; i < len(f); i++ {
+		if f[i] == '\t' {
+			return f[:i], f[i+1:], i > 0 && i < len(f)-1
+		}
+	}
+	return "", "", false
+}
