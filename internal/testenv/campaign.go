@@ -44,6 +44,10 @@ type Spec struct {
 	Segment      string
 	Recycle      bool
 	SKUs         []SKU
+	// Kind is the campaign's kind ("" = voucher); a points_item campaign's SKUs all
+	// cost Points.
+	Kind   string
+	Points int64
 }
 
 // Campaign is a created (and warmed) test campaign. SKU and Value are its first SKU's;
@@ -86,7 +90,11 @@ func (e *Env) Campaign(s Spec) *Campaign {
 	}
 	var skus []string
 	for _, k := range s.SKUs {
-		skus = append(skus, fmt.Sprintf(`{"sku":%q,"stock":%d,"value":%d}`, k.SKU, k.Stock, k.Value))
+		pts := ""
+		if s.Points != 0 {
+			pts = fmt.Sprintf(`,"points":%d`, s.Points)
+		}
+		skus = append(skus, fmt.Sprintf(`{"sku":%q,"stock":%d,"value":%d%s}`, k.SKU, k.Stock, k.Value, pts))
 	}
 	seg := "null"
 	if s.Segment != "" {
@@ -97,10 +105,14 @@ func (e *Env) Campaign(s Spec) *Campaign {
 		id = ID(e.T, "cmp")
 	}
 	now := time.Now()
+	kind := s.Kind
+	if kind == "" {
+		kind = "voucher"
+	}
 	body := fmt.Sprintf(`{"name":"test campaign","business_line":%q,"starts_at":%q,"ends_at":%q,
-		"per_user_limit":%d,"budget":%d,"voucher_ttl":%q,"segment":%s,"recycle_stock":%v,"skus":[%s]}`,
+		"per_user_limit":%d,"budget":%d,"voucher_ttl":%q,"segment":%s,"recycle_stock":%v,"kind":%q,"skus":[%s]}`,
 		s.BusinessLine, now.Add(s.Start).UTC().Format(time.RFC3339Nano), now.Add(s.End).UTC().Format(time.RFC3339Nano),
-		s.PerUser, s.Budget, s.TTL, seg, s.Recycle, strings.Join(skus, ","))
+		s.PerUser, s.Budget, s.TTL, seg, s.Recycle, kind, strings.Join(skus, ","))
 	cp, err := catalog.DecodeCampaign(id, []byte(body))
 	if err != nil {
 		e.T.Fatalf("campaign spec: %v", err)
