@@ -186,8 +186,10 @@ return tonumber(redis.call('HGET', KEYS[1], 'bal'))
 
 // rebuildScript writes a user's hot balance from the record unless a rebuild on this
 // run got there first. ARGV: balance, frozen (0/1), the number of grant ids n, the n
-// grant ids already in the balance, then the reservation ids whose spend is in the
-// ledger. Reservations (rsv:<r>) that survived in the hash stay held; every reservation
+// grant ids already in the balance, the number of spent reservations m, the m
+// reservation ids whose spend is in the ledger, then the grant ids whose expiry is in
+// the ledger (their x: marks are kept or set; any other x: mark - an expiry whose
+// Postgres step did not commit - is dropped, so its retry takes it off again). Reservations (rsv:<r>) that survived in the hash stay held; every reservation
 // spent in the ledger is marked done (held or not: a spend confirmed after its hold was
 // given back must not be taken off the rebuilt balance a second time). First writer wins; a grant the winner did not
 // include has no g: field, so its own apply adds it once.
@@ -195,15 +197,22 @@ var rebuildScript = redis.NewScript(runIDLua + `
 if redis.call('HGET', KEYS[1], 'ok') == run then return 0 end
 local n = tonumber(ARGV[3])
 for i = 4, 3 + n do redis.call('HSET', KEYS[1], 'g:' .. ARGV[i], 1) end
-for i = 4 + n, #ARGV do
+local a = 4 + n
+local ns = tonumber(ARGV[a])
+for i = a + 1, a + ns do
   redis.call('HDEL', KEYS[1], 'rsv:' .. ARGV[i], 'tk:' .. ARGV[i], 'at:' .. ARGV[i])
   redis.call('HSET', KEYS[1], 'done:' .. ARGV[i], 'spent')
 end
+local expired = {}
+for i = a + ns + 1, #ARGV do expired['x:' .. ARGV[i]] = true end
 local held = 0
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
-  if string.sub(all[i], 1, 4) == 'rsv:' then held = held + tonumber(all[i + 1]) end
+  local f = all[i]
+  if string.sub(f, 1, 4) == 'rsv:' then held = held + tonumber(all[i + 1]) end
+  if string.sub(f, 1, 2) == 'x:' and not expired[f] then redis.call('HDEL', KEYS[1], f) end
 end
+for f in pairs(expired) do redis.call('HSETNX', KEYS[1], f, 0) end
 redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'held', held, 'frz', ARGV[2], 'ok', run)
 return 1
 `)
@@ -234,11 +243,16 @@ func (s *Service) apply(ctx context.Context, user, grantID string, amount int64)
 func (s *Service) Rebuild(ctx context.Context, user string) error {
 	var bal int64
 	var frozen bool
-	tx, err := s.pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	// Under the user's lock (grants, spends and expiries take it too), read committed:
+	// nothing of this user changes while it reads and writes, so its statements agree.
+	tx, err := s.pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
 	}
 	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, userLock, user); err != nil {
+		return fmt.Errorf("points rebuild %s: %w", user, err)
+	}
 	if err := tx.QueryRow(ctx, `SELECT coalesce((SELECT sum(delta) FROM points_ledger WHERE user_id = $1), 0),
 		coalesce((SELECT frozen FROM points_accounts WHERE user_id = $1), false)`, user).Scan(&bal, &frozen); err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
@@ -258,17 +272,25 @@ func (s *Service) Rebuild(ctx context.Context, user string) error {
 	if err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
 	}
+	expired, err := collect(`SELECT source_id FROM points_ledger WHERE user_id = $1 AND kind = 'expire'`)
+	if err != nil {
+		return fmt.Errorf("points rebuild %s: %w", user, err)
+	}
 	fz := 0
 	if frozen {
 		fz = 1
 	}
-	args := make([]any, 0, 3+len(grants)+len(spent))
+	args := make([]any, 0, 4+len(grants)+len(spent)+len(expired))
 	args = append(args, bal, fz, len(grants))
 	for _, g := range grants {
 		args = append(args, g)
 	}
+	args = append(args, len(spent))
 	for _, r := range spent {
 		args = append(args, r)
+	}
+	for _, g := range expired {
+		args = append(args, g)
 	}
 	return rebuildScript.Run(ctx, s.rdb, []string{rkeys.Points(user)}, args...).Err()
 }
