@@ -37,9 +37,9 @@ type route struct {
 	shadowRejects string
 	skus          map[string]*skuRoute
 	// points: a points_item campaign's prices by SKU (points.go); nil for a voucher.
-	points        map[string]int64
-	expiresAt     time.Time
-	missing       bool // negative entry: no such campaign
+	points    map[string]int64
+	expiresAt time.Time
+	missing   bool // negative entry: no such campaign
 
 	// What the short-circuit needs (DESIGN.md "The path of a claim"): the campaign's
 	// window and paused flag as of the load, in Redis milliseconds.
