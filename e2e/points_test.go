@@ -414,3 +414,63 @@ func TestPointsCrashBetweenReserveAndClaim(t *testing.T) {
 		t.Fatalf("%d rows for a claim never made durable", n)
 	}
 }
+
+// TestPointsExpiryAndReminders: lots about to expire are listed for admins (GET
+// /admin/v1/points/expiring, bad input 400 naming the field) and shown to their owner
+// (GET /v1/me/points); once due, the settler expires them oldest first with a
+// points_expired event published to flash.events, and the books balance.
+func TestPointsExpiryAndReminders(t *testing.T) {
+	f := startFaults(t, faultOpts{settlerExtra: append([]string{"FLASH_POINTS_EXPIRE_INTERVAL=200ms"}, pointsSettler...)})
+	id := testenv.ID(t, "short")
+	code, b := f.adminDo("PUT", "/admin/v1/points/tasks/"+id, map[string]any{"name": "short", "per_grant_max": 1000,
+		"per_user_daily_max": 1000, "lifetime": "4s"})
+	if code != 200 {
+		t.Fatalf("PUT task: %d %s", code, b)
+	}
+	var tk struct{ Key string }
+	_ = json.Unmarshal(b, &tk)
+	u := testenv.ID(t, "exp")
+	f.grantAll(id, tk.Key, []string{u}, 70)
+
+	for _, q := range []struct{ query, field string }{{"", "within"}, {"within=soon", "within"}, {"within=1000h", "within"},
+		{"within=1h&limit=0", "limit"}, {"within=1h&after=nope", "after"}} {
+		code, b := f.adminDo("GET", "/admin/v1/points/expiring?"+q.query, nil)
+		if code != 400 || !bytes.Contains(b, []byte(q.field)) {
+			t.Errorf("expiring?%s: %d %s, want 400 naming %s", q.query, code, b, q.field)
+		}
+	}
+	code, b = f.adminDo("GET", "/admin/v1/points/expiring?within=1h&limit=1000", nil)
+	var page points.ExpiringPage
+	if err := json.Unmarshal(b, &page); code != 200 || err != nil {
+		t.Fatalf("expiring: %d %s", code, b)
+	}
+	found := false
+	for _, l := range page.Lots {
+		found = found || l.UserID == u && l.Remaining == 70
+	}
+	if !found {
+		t.Fatalf("the user's lot is not in the expiring list: %s", b)
+	}
+	resp, err := f.http.Get(f.public + "/v1/me/points?user_id=" + u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acct points.Account
+	err = json.NewDecoder(resp.Body).Decode(&acct)
+	resp.Body.Close()
+	if err != nil || acct.Balance != 70 || len(acct.Expiring) != 1 || acct.Expiring[0].ExpiresAt.IsZero() {
+		t.Fatalf("GET /v1/me/points: %+v %v, want 70 expiring at a time", acct, err)
+	}
+
+	testenv.Eventually(t, 30*time.Second, "the settler expires the lot", func() bool { return f.pointsBooks(u).ledger == 0 })
+	bk := f.pointsBooks(u)
+	if bk.lots != 0 || bk.bal != 0 || bk.held != 0 {
+		t.Fatalf("after expiry: %+v, want all 0", bk)
+	}
+	testenv.Eventually(t, 30*time.Second, "the points_expired event is published to flash.events", func() bool {
+		var n int
+		_ = f.pg.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE type = 'points_expired' AND key = $1
+			AND (body ->> 'points')::bigint = 70 AND published_at IS NOT NULL`, u).Scan(&n)
+		return n == 1
+	})
+}

@@ -57,6 +57,7 @@ type background struct {
 	recoveryBLs                               []string
 	campaigns                                 []string // expiry and reconciliation only these (empty: all)
 	pointsHoldsInterval, pointsHoldsGrace     time.Duration
+	pointsExpireInterval                      time.Duration
 }
 
 // validate checks what the components cannot (0 meaning "off") and reports a bad value
@@ -71,6 +72,8 @@ func (b *background) validate() error {
 		return fmt.Errorf("-expire-interval (FLASH_EXPIRE_INTERVAL)=%s, want 0 (off) or at least 10ms", b.expireInterval)
 	case b.pointsHoldsInterval != 0 && (b.pointsHoldsInterval < 10*time.Millisecond || b.pointsHoldsInterval > time.Hour):
 		return fmt.Errorf("-points-holds-interval (FLASH_POINTS_HOLDS_INTERVAL)=%s, want 0 (off) or 10ms..1h", b.pointsHoldsInterval)
+	case b.pointsExpireInterval != 0 && (b.pointsExpireInterval < 10*time.Millisecond || b.pointsExpireInterval > time.Hour):
+		return fmt.Errorf("-points-expire-interval (FLASH_POINTS_EXPIRE_INTERVAL)=%s, want 0 (off) or 10ms..1h", b.pointsExpireInterval)
 	case b.pointsHoldsGrace < time.Second || b.pointsHoldsGrace > 24*time.Hour:
 		return fmt.Errorf("-points-holds-grace (FLASH_POINTS_HOLDS_GRACE)=%s, want 1s..24h (above the gateway's longest claim and -relay-min-age)", b.pointsHoldsGrace)
 	case b.expireBatch < 1 || b.expireBatch > 10_000:
@@ -147,6 +150,7 @@ func run(args []string) int {
 	f.Duration(&bg.deliveryTimeout, "delivery-call-timeout", "FLASH_DELIVERY_CALL_TIMEOUT", 5*time.Second, "prize delivery: timeout of one webhook call (10ms..1m)")
 	f.Int(&bg.deliveryAttempts, "delivery-attempts", "FLASH_DELIVERY_ATTEMPTS", 8, "prize delivery: attempts before a delivery is dead-lettered (state failed; an admin retry resumes it)")
 	f.Duration(&bg.pointsHoldsInterval, "points-holds-interval", "FLASH_POINTS_HOLDS_INTERVAL", points.DefaultHoldsInterval, "points: period of the sweep of orphaned points holds (a points_item claim's hold older than -points-holds-grace is spent if its claim is a row, given back if it was voided, rejected or never made); 0 turns the sweep off in this settler")
+	f.Duration(&bg.pointsExpireInterval, "points-expire-interval", "FLASH_POINTS_EXPIRE_INTERVAL", 5*time.Second, "points: period of the expiry pass (lots past their expiry, soonest first: the hot balance, the ledger and a points_expired event); 0 turns points expiry off in this settler")
 	f.Duration(&bg.pointsHoldsGrace, "points-holds-grace", "FLASH_POINTS_HOLDS_GRACE", points.DefaultHoldsGrace, "points: age of a hold's last attempt before the sweep resolves it (1s..24h; above the gateway's longest claim and -relay-min-age)")
 	f.Int(&bg.expireBatch, "expire-batch", "FLASH_EXPIRE_BATCH", 500, "voucher expiry: claims expired per Postgres transaction")
 	f.Duration(&bg.reconcileInterval, "reconcile-interval", "FLASH_RECONCILE_INTERVAL", 10*time.Second, "reconciliation: period of the check of every live campaign's Redis counters against Postgres; 0 turns it off in this settler")
@@ -300,6 +304,13 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 	}
 	if bg.pointsHoldsInterval > 0 {
 		loops = append(loops, loop{"points-holds", holds.Run})
+	}
+	if bg.pointsExpireInterval > 0 {
+		px, err := points.NewExpirer(ptsSvc, points.ExpireConfig{Interval: bg.pointsExpireInterval, Registerer: reg}, log.With("component", "points-expire"))
+		if err != nil {
+			return err
+		}
+		loops = append(loops, loop{"points-expire", px.Run})
 	}
 	if bg.eventsInterval > 0 {
 		pub, err := events.NewPublisher(events.Config{Interval: bg.eventsInterval}, pg, producer, log.With("component", "events"), reg)
