@@ -176,12 +176,45 @@ const runIDLua = `local run = string.match(redis.call('INFO', 'server'), 'run_id
 
 // applyScript adds a grant to the hot balance once (its g:<grant_id> field marks it).
 // A hash not built on this Redis run is NOT_WARM: the caller rebuilds it and retries.
+//
+// The auto-freeze rule (ARGV[3] max points, ARGV[4] window ms, ARGV[5] shadow 0/1; max
+// 0: off) is evaluated here, in the user's slot, once per grant (the first apply that
+// logs it): its gains log (KEYS[2], a sorted set of "<grant_id>:<amount>" by Redis
+// time) keeps the window;
+// more than max gained in it -> 'enforced' (the hot frz flag is set at once: the next
+// reservation is blocked) or 'shadow' (nothing set). The decision is remembered in
+// af:<grant_id> until the caller recorded it in Postgres (ackFreeze), so a retried
+// apply answers it again. Returns {balance, decision, gained}.
 var applyScript = redis.NewScript(runIDLua + `
 if redis.call('HGET', KEYS[1], 'ok') ~= run then return redis.error_reply('NOT_WARM') end
 if redis.call('HSETNX', KEYS[1], 'g:' .. ARGV[1], 1) == 1 then
   redis.call('HINCRBY', KEYS[1], 'bal', ARGV[2])
 end
-return tonumber(redis.call('HGET', KEYS[1], 'bal'))
+local bal = tonumber(redis.call('HGET', KEYS[1], 'bal'))
+local af = redis.call('HGET', KEYS[1], 'af:' .. ARGV[1])
+if af then
+  return {bal, string.match(af, '^(%a+):'), tonumber(string.match(af, ':(%d+)$'))}
+end
+local decision, gained = '', 0
+local max, win = tonumber(ARGV[3]), tonumber(ARGV[4])
+if max > 0 and win > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - win)
+  -- The log is its own once-guard: a grant whose balance a rebuild already included
+  -- is still counted once, on its first apply.
+  if redis.call('ZADD', KEYS[2], 'NX', now, ARGV[1] .. ':' .. ARGV[2]) == 1 then
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now - win + 1, '+inf')) do
+      gained = gained + tonumber(string.match(m, ':(%d+)$'))
+    end
+    if gained > max and redis.call('HGET', KEYS[1], 'frz') ~= '1' then
+      if ARGV[5] == '1' then decision = 'shadow' else decision = 'enforced'; redis.call('HSET', KEYS[1], 'frz', '1') end
+      redis.call('HSET', KEYS[1], 'af:' .. ARGV[1], decision .. ':' .. gained)
+    end
+  end
+  redis.call('PEXPIRE', KEYS[2], win)
+end
+return {bal, decision, gained}
 `)
 
 // rebuildScript writes a user's hot balance from the record unless a rebuild on this
@@ -227,14 +260,28 @@ func (s *Service) apply(ctx context.Context, user, grantID string, amount int64)
 	if s.rdb == nil {
 		return errors.New("no Redis")
 	}
-	key := []string{rkeys.Points(user)}
-	err := applyScript.Run(ctx, s.rdb, key, grantID, amount).Err()
+	rule, err := s.freezeRule(ctx)
+	if err != nil {
+		return err
+	}
+	keys := []string{rkeys.Points(user), rkeys.PointsGains(user)}
+	args := []any{grantID, amount, rule.max, rule.window.Milliseconds(), rule.shadow}
+	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil && strings.HasSuffix(err.Error(), "NOT_WARM") {
 		if err = s.Rebuild(ctx, user); err == nil {
-			err = applyScript.Run(ctx, s.rdb, key, grantID, amount).Err()
+			res, err = applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 		}
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if len(res) == 3 {
+		if decision, _ := res[1].(string); decision != "" {
+			gained, _ := res[2].(int64)
+			return s.autoFreeze(ctx, user, grantID, decision, gained, rule)
+		}
+	}
+	return nil
 }
 
 // Rebuild writes user's hot balance from Postgres (balance = ledger sum; reservations

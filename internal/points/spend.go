@@ -226,12 +226,33 @@ func (s *Service) SetFrozen(ctx context.Context, user string, frozen bool, reaso
 		return 0, fmt.Errorf("freeze %s: %w", user, err)
 	}
 	defer tx.Rollback(ctx)
+	id, err := setFrozenTx(ctx, tx, user, frozen, reason, actor)
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("freeze %s: %w", user, err)
+	}
+	fz := "0"
+	if frozen {
+		fz = "1"
+	}
+	if err := s.rdb.HSet(ctx, rkeys.Points(user), "frz", fz).Err(); err != nil {
+		return id, fmt.Errorf("freeze %s: recorded (audit #%d), Redis not updated (repeat it): %w", user, id, err)
+	}
+	return id, nil
+}
+
+// setFrozenTx writes a freeze or unfreeze in tx: the account row, its audit row (actor)
+// and a points_frozen/points_unfrozen event, under the user's lock. It returns the
+// audit row's id.
+func setFrozenTx(ctx context.Context, tx pgx.Tx, user string, frozen bool, reason, actor string) (int64, error) {
 	if _, err := tx.Exec(ctx, userLock, user); err != nil {
 		return 0, fmt.Errorf("freeze %s: %w", user, err)
 	}
 	var was bool
 	var wasReason string
-	err = tx.QueryRow(ctx, `SELECT frozen, reason FROM points_accounts WHERE user_id = $1`, user).Scan(&was, &wasReason)
+	err := tx.QueryRow(ctx, `SELECT frozen, reason FROM points_accounts WHERE user_id = $1`, user).Scan(&was, &wasReason)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("freeze %s: %w", user, err)
 	}
@@ -251,16 +272,6 @@ func (s *Service) SetFrozen(ctx context.Context, user string, frozen bool, reaso
 		audit.State{"frozen": strconv.FormatBool(frozen), "reason": reason}, reason)
 	if err != nil {
 		return 0, fmt.Errorf("freeze %s: %w", user, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("freeze %s: %w", user, err)
-	}
-	fz := "0"
-	if frozen {
-		fz = "1"
-	}
-	if err := s.rdb.HSet(ctx, rkeys.Points(user), "frz", fz).Err(); err != nil {
-		return row.ID, fmt.Errorf("freeze %s: recorded (audit #%d), Redis not updated (repeat it): %w", user, row.ID, err)
 	}
 	return row.ID, nil
 }

@@ -272,3 +272,8 @@ func ParsePointsHoldField(f string) (requestID, user string, ok bool) {
 	}
 	return "", "", false
 }
+
+// PointsGains is a user's recent gains, in the user's slot: a sorted set of
+// "<grant_id>:<amount>" by Redis time, the window of the auto-freeze rule
+// (points.max in points.window), expiring with it.
+func PointsGains(user string) string { return "fg:{u:" + user + "}:gains" }
