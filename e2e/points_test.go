@@ -209,6 +209,48 @@ func TestPointsRush(t *testing.T) {
 	if spent := checkPointsBooks(t, f.system, cmp, us, price); spent != stock*price {
 		t.Fatalf("spent %d, want %d", spent, stock*price)
 	}
+	f.benchVerifyPoints(cmp)
+}
+
+// benchVerifyPoints runs `bench verify` on a points_item campaign and fails unless
+// every check held, the points checks among them.
+func (s *system) benchVerifyPoints(campaign string) {
+	s.t.Helper()
+	bin := testenv.Build(s.t, "./bench")
+	p := testenv.Start(s.t, bin, []string{"FLASH_REDIS_ADDR=" + s.rdb.Options().Addr, "FLASH_PG_URL=" + testenv.PGURL()},
+		"verify", "--campaign", campaign, "--wait", "30s", "--json")
+	err := p.Wait(s.t, 2*time.Minute)
+	var rep struct {
+		Held   bool `json:"held"`
+		Checks []struct {
+			Name   string `json:"name"`
+			Pass   bool   `json:"pass"`
+			Detail string `json:"detail"`
+		} `json:"checks"`
+	}
+	out := p.Output()
+	if i := bytes.IndexByte([]byte(out), '{'); i >= 0 {
+		out = out[i:]
+	}
+	if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil {
+		s.t.Fatalf("bench verify: %v (exit %v): %s", jerr, err, p.Output())
+	}
+	names := map[string]bool{}
+	for _, c := range rep.Checks {
+		names[c.Name] = true
+		if !c.Pass {
+			s.t.Errorf("bench verify: %s failed: %s", c.Name, c.Detail)
+		}
+	}
+	for _, n := range []string{"points holds resolved", "points: ledger = lots = hot balance", "points: no negative balance",
+		"points spent = items x price", "no grant above its ceiling"} {
+		if !names[n] {
+			s.t.Errorf("bench verify did not check %q", n)
+		}
+	}
+	if !rep.Held || err != nil {
+		s.t.Fatalf("bench verify: held %v, exit %v", rep.Held, err)
+	}
 }
 
 // TestPointsTwoClaimsAtOnce: one user with points for one item sends two claims at once
