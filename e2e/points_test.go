@@ -516,3 +516,66 @@ func TestPointsExpiryAndReminders(t *testing.T) {
 		return n == 1
 	})
 }
+
+// TestPointsChaosShort: the chaos short form during a points rush - kill -9 of the
+// gateway, then of the settler, each restarted, while 600 users with points for one
+// item each race for 200 (clients retry the same request_id on 503 or a dropped
+// connection). Afterwards: at most the stock accepted, every 200 a row, every hold
+// resolved, per user ledger = lots = hot balance, nobody negative, points spent = rows x
+// price, and bench verify holds.
+func TestPointsChaosShort(t *testing.T) {
+	f := startFaults(t, faultOpts{settlerExtra: append([]string{"FLASH_RELAY_MIN_AGE=2s", "FLASH_RELAY_INTERVAL=200ms"}, pointsSettler...)})
+	const n, stock, price = 600, 200, 100
+	task, key := f.pointsTask(1000, 1000)
+	us := pointsUsers(testenv.ID(t, "ch"), n)
+	f.grantAll(task, key, us, price)
+	cmp := f.pointsCampaign(f.bl, stock, price, 1)
+
+	answers := make([]claimResp, n)
+	var answered atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	deadline := time.Now().Add(2 * time.Minute)
+	for i, u := range us {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			req := claimReq{CampaignID: cmp, SKU: "item", UserID: u, DeviceID: "d-" + u, RequestID: "r-" + u}
+			for {
+				a := f.claim(req)
+				if (a.Status != 503 && a.Status != -1) || time.Now().After(deadline) {
+					answers[i] = a
+					answered.Add(1)
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+	testenv.Eventually(t, 60*time.Second, "the rush is under way", func() bool { return answered.Load() > 60 })
+	f.gw.Kill()
+	f.startGateway()
+	testenv.Eventually(t, 60*time.Second, "the rush goes on after the gateway's restart", func() bool { return answered.Load() > 200 })
+	f.st.Kill()
+	f.startSettler()
+	wg.Wait()
+
+	accepted, reasons, ids := count(answers)
+	t.Logf("points chaos: %d accepted, others %v", accepted, reasons)
+	for i, a := range answers {
+		if a.Status != 200 && !(a.Status == 409 && a.Reason == "sold_out") {
+			t.Errorf("user %s: %d %+v, want 200 or 409 sold_out", us[i], a.Status, a)
+		}
+	}
+	if accepted > stock || len(ids) != accepted || accepted == 0 {
+		t.Fatalf("accepted %d (distinct %d), stock %d", accepted, len(ids), stock)
+	}
+	checkPointsBooks(t, f.system, cmp, us, price)
+	rows := claimIDsInPG(t, f.pg, cmp)
+	for id := range ids {
+		if !rows[id] {
+			t.Errorf("claim %s was answered 200 but is not a row", id)
+		}
+	}
+	f.benchVerifyPoints(cmp)
+}
