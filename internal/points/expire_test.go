@@ -2,6 +2,8 @@ package points_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,4 +114,63 @@ func TestExpiryOldestFirstWithPartialSpends(t *testing.T) {
 		t.Fatal(err)
 	}
 	balanced(0)
+}
+
+// TestExpiringPaged: the reminders list pages through every lot expiring within the
+// window, soonest first, each once; lots outside the window, used up or already expired
+// are not in it; bad input names the field.
+func TestExpiringPaged(t *testing.T) {
+	e := newEnv(t, 0)
+	ctx := context.Background()
+	task := testenv.ID(t, "task")
+	res, err := e.svc.PutTask(ctx, task, &points.TaskPut{Name: "t", PerGrantMax: 1000, PerUserDailyMax: 100_000, Lifetime: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.ID(t, "u")
+	base := time.Now().Add(100 * 24 * time.Hour) // far from every other test's lots
+	var want []string
+	for i := 0; i < 7; i++ {
+		e.clk.set(base.Add(time.Duration(i) * time.Minute))
+		id := testenv.ID(t, "g")
+		if _, err := e.svc.Grant(ctx, []byte(res.Key), &points.GrantReq{UserID: user, Task: task, Amount: int64(10 + i), GrantID: id}); err != nil {
+			t.Fatal(err)
+		}
+		if i < 5 {
+			want = append(want, id) // expire within base+1h .. base+1h+4m
+		}
+	}
+	e.clk.set(base.Add(time.Hour - time.Second))
+	var got []string
+	after := ""
+	for pages := 0; pages < 10; pages++ {
+		p, err := e.svc.Expiring(ctx, 4*time.Minute+2*time.Second, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range p.Lots {
+			if l.UserID == user {
+				got = append(got, l.GrantID)
+			}
+		}
+		if p.Next == "" {
+			break
+		}
+		after = p.Next
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("paged reminders %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		within time.Duration
+		after  string
+		limit  int
+		field  string
+	}{{0, "", 10, "within"}, {32 * 24 * time.Hour, "", 10, "within"}, {time.Hour, "", 0, "limit"}, {time.Hour, "", 1001, "limit"}, {time.Hour, "x", 10, "after"}} {
+		_, err := e.svc.Expiring(ctx, tc.within, tc.after, tc.limit)
+		var fe *points.FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("Expiring(%s, %q, %d): %v, want a field error naming %s", tc.within, tc.after, tc.limit, err, tc.field)
+		}
+	}
 }
