@@ -35,6 +35,10 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&duration, "duration", 10*time.Minute, "how long the campaign runs once open")
 	fs.DurationVar(&ttl, "voucher-ttl", 72*time.Hour, "how long a claimed voucher stays valid")
 	fs.StringVar(&cfg.Segment, "segment", "", "restrict the campaign to a segment (created beforehand with PUT /admin/v1/segments/NAME)")
+	var pointsPrice int
+	fs.IntVar(&pointsPrice, "points-price", 0, "points mall model: make the campaign points_item with every SKU at this many points, and give --points-users users (u-0 ..) points for --per-user-limit items each")
+	fs.IntVar(&cfg.Points.Users, "points-users", 0, "points mall model: how many users (u-0 .. u-N-1, as bench run names them) get a balance; run bench with --users N")
+	fe.String(&cfg.Points.Public, "public", "FLASH_BENCH_TARGET", "http://127.0.0.1:8080", "the gateway's public API base URL (the points mall model's grants)")
 	fs.BoolVar(&asJSON, "json", false, "print what was made as JSON")
 	if code, stop := parse(fs, fe.Parse, args, stdout); stop {
 		return code
@@ -47,6 +51,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return usageErr(stderr, "setup", err)
 	}
 	cfg.Budget, cfg.BLBudget, cfg.PerUserLimit = int64(budget), int64(blBudget), int64(limit)
+	cfg.Points.Price = int64(pointsPrice)
 	cfg.StartsIn, cfg.Duration, cfg.VoucherTTL = startsIn, duration, ttl
 	if err := cfg.Validate(); err != nil {
 		return usageErr(stderr, "setup", err)

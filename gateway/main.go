@@ -396,6 +396,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}()
 	}
+	pointsZone, err := time.LoadLocation(cfg.pointsTZ)
+	if err != nil {
+		return usageError{fmt.Errorf("-points-tz (FLASH_POINTS_TZ)=%q: %v", cfg.pointsTZ, err)}
+	}
+	pts, err := points.New(pg, rdb, points.Config{Zone: pointsZone, DailyCap: int64(cfg.pointsDailyCap), Registerer: reg})
+	if err != nil {
+		return usageError{err}
+	}
+	// A points_item claim holds its price in the user's slot around its decision.
+	ccfg.Points = pts
 	claims, err := claimer.New(ccfg, rdb, kcl, claimer.NewMetrics(reg), log)
 	if err != nil {
 		return usageError{err}
@@ -420,14 +430,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if acfg.PendingMine, err = vouchers.NewPendingScan(rdb, claims); err != nil {
 		return err
-	}
-	pointsZone, err := time.LoadLocation(cfg.pointsTZ)
-	if err != nil {
-		return usageError{fmt.Errorf("-points-tz (FLASH_POINTS_TZ)=%q: %v", cfg.pointsTZ, err)}
-	}
-	pts, err := points.New(pg, rdb, points.Config{Zone: pointsZone, DailyCap: int64(cfg.pointsDailyCap), Registerer: reg})
-	if err != nil {
-		return usageError{err}
 	}
 	ptsHTTP := gwpoints.New(pts, pg, log.With("component", "points"))
 	// Push to tiers (DESIGN.md "Push"): the runner resumes any push a crashed gateway

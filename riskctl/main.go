@@ -55,6 +55,7 @@ Usage:
   riskctl revoke user|device VALUE --reason TEXT      (voids unredeemed vouchers, budget back)
   riskctl shadow on|off [--campaign C]               (evaluate and log, do not enforce)
   riskctl top devices|ips|users [--campaign C] [--since 10m]
+  riskctl top points [--since 10m]                   (points gained, auto-freeze hits)
   riskctl audit [--since 24h]
   riskctl replay --rules FILE [--campaign C] [--since 1h]
   riskctl points freeze|unfreeze USER --reason TEXT  (a points account: spends nothing)

@@ -135,7 +135,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"block list bad kind", []string{"block", "list", "phones"}, `block list "phones": want device, ip or user`},
 		{"unblock missing value", []string{"unblock", "device"}, `want device|ip|user VALUE, got 1 arguments`},
 		{"shadow bad", []string{"shadow", "maybe", c}, `want on or off`},
-		{"top bad kind", []string{"top", "phones"}, `"phones": want devices, ips or users`},
+		{"top bad kind", []string{"top", "phones"}, `"phones": want devices, ips, users or points`},
 		{"top negative since", []string{"top", "devices", "--since", "-5m"}, `--since "-5m": want a positive duration`},
 		{"audit bad since", []string{"audit", "--since", "yesterday"}, `--since "yesterday": want a positive duration`},
 		{"replay without rules", []string{"replay", c}, `--rules: required`},

@@ -31,6 +31,9 @@ Keys: device.max, ip.max, user.max, freeze.max  (a count; 0 turns the rule off)
       device.window, ip.window, user.window       (1s .. 24h, e.g. 60s, 10m)
       freeze.window (1s .. 7d), freeze.for (1s .. 30d)
       shadow (on|off)
+      points.max (points, 0 turns it off), points.window (1s .. 7d), points.shadow
+      (on|off): global only - a points account gaining more than points.max points
+      in points.window is frozen (in points shadow mode: only counted and logged)
 A value of "default" removes the key from this level (a campaign then inherits the
 global value).`
 
@@ -161,6 +164,11 @@ func rulesSet(c *cmd, args []string) error {
 	as, err := risk.ParseAssignments(pos)
 	if err != nil {
 		return err
+	}
+	for _, a := range as {
+		if sp, _ := risk.Lookup(a.Key); *campaign != "" && sp.GlobalOnly {
+			return &risk.FieldError{Key: a.Key, Msg: "a global rule (points accounts are not per campaign): set it without --campaign"}
+		}
 	}
 	return changeRules(c, *campaign, as, audit.ActionRules)
 }

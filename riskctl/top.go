@@ -14,11 +14,17 @@ import (
 )
 
 const topHelp = `riskctl top devices|ips|users [--campaign C] [--since 10m] [--limit 10]
+riskctl top points [--since 10m] [--limit 10]
 
 Shows, per campaign, the devices, client IPs or users with the most claim attempts in
 the recent window, read from the decision log (flash.decisions): attempts, accepted,
 rejected by reason, and would-be rejections in shadow mode. Retries of an answered
-request are not counted as attempts.`
+request are not counted as attempts.
+
+"points" shows the points accounts that gained the most points in the window (from
+Postgres): points gained, grants, the auto-freeze rule's hits (points.max in
+points.window: enforced = frozen, shadow = only counted) and whether the account is
+frozen now.`
 
 type topRow struct {
 	Value    string         `json:"value"`
@@ -46,11 +52,14 @@ func top(c *cmd, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return usagef("want devices, ips or users")
+		return usagef("want devices, ips, users or points")
 	}
 	of := pos[0]
+	if of == "points" {
+		return topPoints(c, *campaign, *since, *limit)
+	}
 	if of != "devices" && of != "ips" && of != "users" {
-		return usagef("%q: want devices, ips or users", of)
+		return usagef("%q: want devices, ips, users or points", of)
 	}
 	if err := checkCampaign(*campaign); err != nil {
 		return err
@@ -157,4 +166,77 @@ func intCounts(m map[string]int) string {
 		return "-"
 	}
 	return counts(c)
+}
+
+type topPointsRow struct {
+	UserID   string `json:"user_id"`
+	Gained   int64  `json:"gained"`
+	Grants   int64  `json:"grants"`
+	Enforced int64  `json:"autofreeze_enforced"`
+	Shadow   int64  `json:"autofreeze_shadow"`
+	Frozen   bool   `json:"frozen"`
+}
+
+type topPointsView struct {
+	Of       string         `json:"of"`
+	Since    time.Time      `json:"since"`
+	Accounts []topPointsRow `json:"accounts"`
+}
+
+// topPoints is riskctl top points: the accounts that gained the most in the window,
+// with the auto-freeze rule's hits (points_autofreeze) and their freeze.
+func topPoints(c *cmd, campaign, since string, limit int) error {
+	if campaign != "" {
+		return usagef("--campaign: points accounts are not per campaign")
+	}
+	d, err := sinceFlag(since)
+	if err != nil {
+		return err
+	}
+	if limit < 1 || limit > 10_000 {
+		return usagef("--limit %d: want 1 .. 10000", limit)
+	}
+	pg, err := c.postgres()
+	if err != nil {
+		return err
+	}
+	from := time.Now().Add(-d)
+	rows, err := pg.Query(c.ctx, `WITH g AS (
+			SELECT user_id, sum(amount) AS gained, count(*) AS grants FROM points_lots WHERE granted_at >= $1 GROUP BY user_id),
+		h AS (
+			SELECT user_id, count(*) FILTER (WHERE mode = 'enforced') AS enforced, count(*) FILTER (WHERE mode = 'shadow') AS shadow
+			FROM points_autofreeze WHERE at >= $1 GROUP BY user_id)
+		SELECT coalesce(g.user_id, h.user_id), coalesce(g.gained, 0), coalesce(g.grants, 0), coalesce(h.enforced, 0), coalesce(h.shadow, 0),
+			coalesce((SELECT frozen FROM points_accounts a WHERE a.user_id = coalesce(g.user_id, h.user_id)), false)
+		FROM g FULL JOIN h ON h.user_id = g.user_id
+		ORDER BY coalesce(h.enforced, 0) + coalesce(h.shadow, 0) DESC, coalesce(g.gained, 0) DESC, 1 LIMIT $2`, from, limit)
+	if err != nil {
+		return fmt.Errorf("top points: %w", err)
+	}
+	v := topPointsView{Of: "points", Since: from.UTC().Truncate(time.Second), Accounts: []topPointsRow{}}
+	for rows.Next() {
+		var r topPointsRow
+		if err := rows.Scan(&r.UserID, &r.Gained, &r.Grants, &r.Enforced, &r.Shadow, &r.Frozen); err != nil {
+			rows.Close()
+			return fmt.Errorf("top points: %w", err)
+		}
+		v.Accounts = append(v.Accounts, r)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("top points: %w", err)
+	}
+	c.out(v, func(w io.Writer) {
+		if len(v.Accounts) == 0 {
+			fmt.Fprintf(w, "no points gained since %s\n", v.Since.Format(time.RFC3339))
+			return
+		}
+		fmt.Fprintf(w, "top points accounts since %s (auto-freeze hits: enforced / shadow)\n", v.Since.Format(time.RFC3339))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "USER\tGAINED\tGRANTS\tENFORCED\tSHADOW\tFROZEN\t")
+		for _, r := range v.Accounts {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%v\t\n", r.UserID, r.Gained, r.Grants, r.Enforced, r.Shadow, r.Frozen)
+		}
+		tw.Flush()
+	})
+	return nil
 }

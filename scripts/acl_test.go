@@ -30,7 +30,7 @@ var goCommands = map[string][]string{
 		"HEXISTS", "HINCRBY", "SADD", "SREM", "SMEMBERS", "XRANGE", "XINFO|STREAM", "PUBLISH", "SUBSCRIBE"},
 	"flashgate-settler": {"PING", "INFO", "TIME", "MULTI", "EXEC", "DISCARD", "EVALSHA", "EVAL", "SCRIPT|LOAD",
 		"GET", "SET", "SETNX", "DEL", "EXISTS", "RENAME", "HGET", "HMGET", "HSET", "HSETNX", "HDEL", "HEXISTS",
-		"SADD", "SMEMBERS", "XRANGE", "XLEN", "XDEL", "XINFO|STREAM"},
+		"HGETALL", "HINCRBY", "SADD", "SMEMBERS", "XRANGE", "XLEN", "XDEL", "XINFO|STREAM"},
 	"flashgate-riskctl": {"PING", "GET", "SET", "DEL", "PTTL", "HGET", "HGETALL", "HSET", "HDEL", "ZADD", "ZREM",
 		"ZRANGEBYSCORE", "ZREMRANGEBYSCORE", "WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD"},
 	"flashgate-bench": {"PING", "GET", "HGET", "HMGET", "HGETALL", "HLEN", "HKEYS", "SMEMBERS", "XLEN", "XRANGE"},
@@ -40,8 +40,8 @@ var goCommands = map[string][]string{
 // user running it, because Redis applies ACLs inside Lua too.
 var scriptsOf = map[string][]string{
 	"flashgate-gateway": {"claim", "void", "durable", "fence", "lease", "rebuild", "unfence", "warm", "budget",
-		"push", "codes"},
-	"flashgate-settler": {"confirm", "durable", "void", "release", "fence", "lease", "rebuild", "unfence"},
+		"push", "codes", "unhold"},
+	"flashgate-settler": {"confirm", "durable", "void", "release", "fence", "lease", "rebuild", "unfence", "unhold"},
 }
 
 // Commands no flashgate user may run, whatever the key.

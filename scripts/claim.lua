@@ -42,6 +42,8 @@ local PARTNER_QUOTA = 17
 local DEVICE_VELOCITY, IP_VELOCITY, USER_VELOCITY, BLOCKED = 20, 21, 22, 30
 local UNKNOWN_CAMPAIGN, UNKNOWN_SKU, KEY_REUSE = 40, 41, 42
 local STALE, NOT_WARM, IN_FLIGHT = 50, 51, 52
+-- Decided by the gateway's points step before this script (internal/points), never here.
+local INSUFFICIENT_POINTS = 60
 
 -- Risk flags: which checks tripped (set whether or not they were enforced), whether the
 -- campaign was in shadow mode (then nothing tripped was enforced), and whether this

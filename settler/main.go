@@ -33,6 +33,7 @@ import (
 	"github.com/flashgate/flashgate/internal/evict"
 	"github.com/flashgate/flashgate/internal/flagenv"
 	"github.com/flashgate/flashgate/internal/kafkaopt"
+	"github.com/flashgate/flashgate/internal/points"
 	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/store"
@@ -43,17 +44,19 @@ import (
 
 // background is the configuration of the loops that run beside the consume loop.
 type background struct {
-	relayMinAge, relayInterval        time.Duration
-	expireInterval                    time.Duration
-	expireBatch                       int
-	eventsInterval                    time.Duration
-	deliveryInterval, deliveryTimeout time.Duration
-	deliveryAttempts                  int
-	allowEviction                     bool
-	reconcileInterval                 time.Duration
-	reconcileRepairAfter              int
-	recovery                          recovery.Settings
-	campaigns                         []string // expiry and reconciliation only these (empty: all)
+	relayMinAge, relayInterval            time.Duration
+	expireInterval                        time.Duration
+	expireBatch                           int
+	eventsInterval                        time.Duration
+	deliveryInterval, deliveryTimeout     time.Duration
+	deliveryAttempts                      int
+	allowEviction                         bool
+	reconcileInterval                     time.Duration
+	reconcileRepairAfter                  int
+	recovery                              recovery.Settings
+	campaigns                             []string // expiry and reconciliation only these (empty: all)
+	pointsHoldsInterval, pointsHoldsGrace time.Duration
+	pointsExpireInterval                  time.Duration
 }
 
 // validate checks what the components cannot (0 meaning "off") and reports a bad value
@@ -66,6 +69,12 @@ func (b *background) validate() error {
 		return fmt.Errorf("-relay-interval (FLASH_RELAY_INTERVAL)=%s, want at least 10ms", b.relayInterval)
 	case b.expireInterval != 0 && b.expireInterval < 10*time.Millisecond:
 		return fmt.Errorf("-expire-interval (FLASH_EXPIRE_INTERVAL)=%s, want 0 (off) or at least 10ms", b.expireInterval)
+	case b.pointsHoldsInterval != 0 && (b.pointsHoldsInterval < 10*time.Millisecond || b.pointsHoldsInterval > time.Hour):
+		return fmt.Errorf("-points-holds-interval (FLASH_POINTS_HOLDS_INTERVAL)=%s, want 0 (off) or 10ms..1h", b.pointsHoldsInterval)
+	case b.pointsExpireInterval != 0 && (b.pointsExpireInterval < 10*time.Millisecond || b.pointsExpireInterval > time.Hour):
+		return fmt.Errorf("-points-expire-interval (FLASH_POINTS_EXPIRE_INTERVAL)=%s, want 0 (off) or 10ms..1h", b.pointsExpireInterval)
+	case b.pointsHoldsGrace < time.Second || b.pointsHoldsGrace > 24*time.Hour:
+		return fmt.Errorf("-points-holds-grace (FLASH_POINTS_HOLDS_GRACE)=%s, want 1s..24h (above the gateway's longest claim and -relay-min-age)", b.pointsHoldsGrace)
 	case b.expireBatch < 1 || b.expireBatch > 10_000:
 		return fmt.Errorf("-expire-batch (FLASH_EXPIRE_BATCH)=%d, want 1..10000", b.expireBatch)
 	case b.reconcileInterval != 0 && b.reconcileInterval < 10*time.Millisecond:
@@ -122,6 +131,9 @@ func run(args []string) int {
 	f.Duration(&bg.deliveryInterval, "delivery-interval", "FLASH_DELIVERY_INTERVAL", 500*time.Millisecond, "prize delivery: pause between passes over due webhook deliveries when none is due; 0 turns delivery off in this settler")
 	f.Duration(&bg.deliveryTimeout, "delivery-call-timeout", "FLASH_DELIVERY_CALL_TIMEOUT", 5*time.Second, "prize delivery: timeout of one webhook call (10ms..1m)")
 	f.Int(&bg.deliveryAttempts, "delivery-attempts", "FLASH_DELIVERY_ATTEMPTS", 8, "prize delivery: attempts before a delivery is dead-lettered (state failed; an admin retry resumes it)")
+	f.Duration(&bg.pointsHoldsInterval, "points-holds-interval", "FLASH_POINTS_HOLDS_INTERVAL", points.DefaultHoldsInterval, "points: period of the sweep of orphaned points holds (a points_item claim's hold older than -points-holds-grace is spent if its claim is a row, given back if it was voided, rejected or never made); 0 turns the sweep off in this settler")
+	f.Duration(&bg.pointsExpireInterval, "points-expire-interval", "FLASH_POINTS_EXPIRE_INTERVAL", 5*time.Second, "points: period of the expiry pass (lots past their expiry, soonest first: the hot balance, the ledger and a points_expired event); 0 turns points expiry off in this settler")
+	f.Duration(&bg.pointsHoldsGrace, "points-holds-grace", "FLASH_POINTS_HOLDS_GRACE", points.DefaultHoldsGrace, "points: age of a hold's last attempt before the sweep resolves it (1s..24h; above the gateway's longest claim and -relay-min-age)")
 	f.Int(&bg.expireBatch, "expire-batch", "FLASH_EXPIRE_BATCH", 500, "voucher expiry: claims expired per Postgres transaction")
 	f.Duration(&bg.reconcileInterval, "reconcile-interval", "FLASH_RECONCILE_INTERVAL", 10*time.Second, "reconciliation: period of the check of every live campaign's Redis counters against Postgres; 0 turns it off in this settler")
 	f.Int(&bg.reconcileRepairAfter, "reconcile-repair-after", "FLASH_RECONCILE_REPAIR_AFTER", 3, "reconciliation: repair a drift seen unchanged in this many consecutive checks (0 = report only)")
@@ -220,6 +232,18 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Points: the held points of each written points_item claim are spent after its
+	// batch commits; the sweep (below) is the backstop and resolves orphaned holds.
+	ptsSvc, err := points.New(pg, rdb, points.Config{})
+	if err != nil {
+		return err
+	}
+	holds, err := points.NewHolds(ptsSvc, points.HoldsConfig{Grace: bg.pointsHoldsGrace,
+		Interval: max(bg.pointsHoldsInterval, 10*time.Millisecond), Registerer: reg}, log.With("component", "points"))
+	if err != nil {
+		return err
+	}
+	cfg.Points = holds
 	s, err := settle.New(cfg, rdb, pg, settle.NewMetrics(reg), log)
 	if err != nil {
 		return err
@@ -254,6 +278,16 @@ func serve(cfg settle.Config, bg background, redisAddr string, redisAuth flagenv
 			return err
 		}
 		loops = append(loops, loop{"expire", x.Run})
+	}
+	if bg.pointsHoldsInterval > 0 {
+		loops = append(loops, loop{"points-holds", holds.Run})
+	}
+	if bg.pointsExpireInterval > 0 {
+		px, err := points.NewExpirer(ptsSvc, points.ExpireConfig{Interval: bg.pointsExpireInterval, Registerer: reg}, log.With("component", "points-expire"))
+		if err != nil {
+			return err
+		}
+		loops = append(loops, loop{"points-expire", px.Run})
 	}
 	if bg.eventsInterval > 0 {
 		pub, err := events.NewPublisher(events.Config{Interval: bg.eventsInterval}, pg, producer, log.With("component", "events"), reg)

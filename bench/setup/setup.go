@@ -24,6 +24,8 @@ type SKU struct {
 	SKU   string `json:"sku"`
 	Stock int64  `json:"stock"`
 	Value int64  `json:"value"`
+	// Points is a points_item SKU's price (the points mall model, points.go).
+	Points int64 `json:"points,omitempty"`
 }
 
 // ParseSKUs reads "rp-50:2000:50,rp-100:1000:100" (sku:stock:value, ...).
@@ -78,6 +80,9 @@ type Config struct {
 	StartsIn, Duration time.Duration
 	VoucherTTL         time.Duration
 	Segment            string
+	// Points, when its Price is set, makes the campaign a points_item one and gives
+	// its users their balances (points.go).
+	Points Points
 	// Client is the HTTP client (default: one with a 10 s timeout).
 	Client *http.Client
 	// Now is the clock (default time.Now).
@@ -94,7 +99,9 @@ type Campaign struct {
 	Budget       int64     `json:"budget"`
 	VoucherTTL   string    `json:"voucher_ttl"`
 	Segment      *string   `json:"segment"`
-	SKUs         []SKU     `json:"skus"`
+	// Kind is "points_item" in the points mall model (points.go), else omitted.
+	Kind string `json:"kind,omitempty"`
+	SKUs []SKU  `json:"skus"`
 }
 
 // Made is what setup created.
@@ -103,6 +110,10 @@ type Made struct {
 	BusinessLine string   `json:"business_line"`
 	BLBudget     int64    `json:"business_line_budget"`
 	Body         Campaign `json:"definition"`
+	// PointsTask and PointsFunded: the points mall model's task and the users given
+	// their balance (points.go).
+	PointsTask   string `json:"points_task,omitempty"`
+	PointsFunded int    `json:"points_funded,omitempty"`
 }
 
 // Validate checks the configuration; Run calls it too.
@@ -132,7 +143,7 @@ func (c *Config) Validate() error {
 	case c.Segment != "" && !traffic.ValidID(c.Segment):
 		return fmt.Errorf("segment %q: must be 1-64 characters of [A-Za-z0-9._:-]", c.Segment)
 	}
-	return nil
+	return c.Points.validate()
 }
 
 // Run creates (or updates, before it starts) the business line and the campaign.
@@ -168,10 +179,22 @@ func Run(ctx context.Context, cfg Config) (*Made, error) {
 		map[string]int64{"budget": cfg.BLBudget}); err != nil {
 		return nil, fmt.Errorf("create business line %s: %w", cfg.BusinessLine, err)
 	}
+	if cfg.Points.Price > 0 {
+		body.Kind = "points_item"
+		for i := range body.SKUs {
+			body.SKUs[i].Points = cfg.Points.Price
+		}
+	}
 	if err := put(ctx, cfg, base+"/admin/v1/campaigns/"+url.PathEscape(cfg.Campaign), body); err != nil {
 		return nil, fmt.Errorf("create campaign %s: %w", cfg.Campaign, err)
 	}
-	return &Made{Campaign: cfg.Campaign, BusinessLine: cfg.BusinessLine, BLBudget: cfg.BLBudget, Body: body}, nil
+	made := &Made{Campaign: cfg.Campaign, BusinessLine: cfg.BusinessLine, BLBudget: cfg.BLBudget, Body: body}
+	if cfg.Points.Price > 0 {
+		if err := fund(ctx, cfg, base, made); err != nil {
+			return nil, err
+		}
+	}
+	return made, nil
 }
 
 func put(ctx context.Context, cfg Config, u string, v any) error {

@@ -116,7 +116,8 @@ func Run(ctx context.Context, rdb *redis.Client, pg *pgxpool.Pool, cfg Config) (
 		return nil, fmt.Errorf("verify: wait %s, poll %s: must not be negative", cfg.Wait, cfg.Poll)
 	}
 	v := &verifier{cfg: cfg, rdb: rdb, pg: pg, rep: &Report{Campaign: cfg.Campaign}, table: map[string]string{}}
-	for _, t := range []string{"claims", "campaigns", "campaign_skus", "business_lines", "budget_ledger", "draws"} {
+	for _, t := range []string{"claims", "campaigns", "campaign_skus", "business_lines", "budget_ledger", "draws",
+		"points_ledger", "points_lots", "points_tasks"} {
 		if cfg.Schema != "" {
 			v.table[t] = pgx.Identifier{cfg.Schema, t}.Sanitize()
 		} else {
@@ -128,7 +129,7 @@ func Run(ctx context.Context, rdb *redis.Client, pg *pgxpool.Pool, cfg Config) (
 	}
 	steps := []func(context.Context) error{
 		v.settled, v.counts, v.recordInPostgres, v.recordConsistent, v.only503, v.unique, v.stock,
-		v.redisMatches, v.budgets, v.ledger, v.perUser, v.lottery,
+		v.redisMatches, v.budgets, v.ledger, v.perUser, v.lottery, v.points, // points.go
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {

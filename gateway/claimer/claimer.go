@@ -105,6 +105,9 @@ type Config struct {
 	// its record is produced. Test-only: the gateway sets it (FLASH_FAULT_EXIT_AFTER_SCRIPT)
 	// to die in that window, which only the outbox relay can recover. Nil in production.
 	BeforeProduce func()
+	// Points holds the price of a points_item claim in the user's slot around its
+	// decision (points.go; internal/points.Service). Nil: such claims are 503.
+	Points PointsHolder
 }
 
 // Produce modes (Config.ProduceMode).
@@ -318,6 +321,15 @@ func (c *Claimer) Do(ctx context.Context, r *Request) error {
 		r.Outcome = Outcome{Code: claim.CodeUnknownCampaign}
 		return nil
 	}
+	if rt.points != nil {
+		return c.doPoints(ctx, rt, r) // points.go: hold the price around decide
+	}
+	return c.decide(ctx, rt, r)
+}
+
+// decide runs one claim through claim.lua and, when accepted, makes it durable.
+func (c *Claimer) decide(ctx context.Context, rt *route, r *Request) error {
+	var err error
 	p := pendingPool.Get().(*pending)
 	defer func() {
 		p.req, p.rt, p.err = nil, nil, nil

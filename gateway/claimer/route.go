@@ -36,8 +36,10 @@ type route struct {
 	riskRules     string
 	shadowRejects string
 	// pushes is the campaign's push escrow hash (DESIGN.md "Push").
-	pushes    string
-	skus      map[string]*skuRoute
+	pushes string
+	skus   map[string]*skuRoute
+	// points: a points_item campaign's prices by SKU (points.go); nil for a voucher.
+	points    map[string]int64
 	expiresAt time.Time
 	missing   bool // negative entry: no such campaign
 
@@ -186,6 +188,7 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 	pipe := rs.rdb.Pipeline()
 	meta := pipe.HMGet(ctx, rkeys.Meta(campaign), "bl", "seg", "starts", "ends", "paused", rkeys.FieldRecovering, "kind", "odds")
 	skus := pipe.SMembers(ctx, rkeys.SKUs(campaign))
+	prices := pipe.HGetAll(ctx, rkeys.PointsPrices(campaign)) // points.go
 	known := pipe.Exists(ctx, rkeys.Campaigns)
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 		return nil, err
@@ -233,6 +236,7 @@ func (rs *routes) load(ctx context.Context, campaign string, now time.Time) (*ro
 	for _, s := range skus.Val() {
 		rt.skus[s] = &skuRoute{key: rkeys.SKU(campaign, s), pool: rkeys.CodePool(campaign, s)}
 	}
+	rt.points = parsePrices(prices.Val())
 	return rt, nil
 }
 

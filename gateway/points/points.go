@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,6 +123,10 @@ func (s *Server) AdminRoute(ctx *fasthttp.RequestCtx, parts []string) bool {
 			return true
 		}
 		s.write(ctx, fasthttp.StatusOK, rep)
+		return true
+	}
+	if len(parts) == 2 && parts[0] == "points" && parts[1] == "expiring" {
+		s.expiring(ctx)
 		return true
 	}
 	if len(parts) >= 3 && parts[0] == "points" && parts[1] == "accounts" && parts[2] != "" {
@@ -294,4 +299,36 @@ func decodeStrict(body []byte, v any) error {
 		return &points.FieldError{Field: "body", Msg: "unexpected data after the JSON object"}
 	}
 	return nil
+}
+
+// expiring answers GET /admin/v1/points/expiring?within=48h[&limit=N][&after=C]: the
+// lots whose points expire within the window, soonest first, paged (points.Expiring;
+// within at most 31 days, limit 1..1000, default 100).
+func (s *Server) expiring(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Response.Header.Set("Allow", "GET, HEAD")
+		s.write(ctx, fasthttp.StatusMethodNotAllowed, map[string]string{"error": "method_not_allowed"})
+		return
+	}
+	q := ctx.QueryArgs()
+	within, err := time.ParseDuration(string(q.Peek("within")))
+	if err != nil {
+		s.writeErr(ctx, &points.FieldError{Field: "within", Msg: "required, a duration like 48h"})
+		return
+	}
+	limit := 100
+	if v := q.Peek("limit"); v != nil {
+		if limit, err = strconv.Atoi(string(v)); err != nil {
+			s.writeErr(ctx, &points.FieldError{Field: "limit", Msg: "must be an integer"})
+			return
+		}
+	}
+	c, cancel := opContext()
+	defer cancel()
+	p, err := s.svc.Expiring(c, within, string(q.Peek("after")), limit)
+	if err != nil {
+		s.writeErr(ctx, err)
+		return
+	}
+	s.write(ctx, fasthttp.StatusOK, p)
 }

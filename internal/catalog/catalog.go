@@ -49,11 +49,10 @@ const (
 	KindPointsItem = "points_item"
 )
 
-// AcceptPointsItems gates "kind":"points_item": until the claim handler's points step
-// (DESIGN.md "Points: the cross-slot step") is wired, such a campaign would be claimed
-// like a voucher without debiting points, so the PUT refuses it (400 naming kind).
-// Tests of the catalog's half set it.
-var AcceptPointsItems = false
+// AcceptPointsItems gates "kind":"points_item". The claimer's points step debits the
+// points of such a claim (DESIGN.md "Points: the cross-slot step"), so it is on; a
+// deployment may turn it off to refuse new points_item campaigns (400 naming kind).
+var AcceptPointsItems = true
 
 // MaxVoucherTTL bounds voucher_ttl: longer than a year is a typo, not a campaign.
 const MaxVoucherTTL = 366 * 24 * time.Hour
@@ -520,6 +519,10 @@ func (c *Catalog) warm(ctx context.Context, cp *Campaign, prev *stored) error {
 		}); err != nil {
 			return fmt.Errorf("warm campaign %s partner quotas: %w", cp.ID, err)
 		}
+	}
+	// The points prices before the meta (points.go).
+	if err := c.writePrices(ctx, cp, prev); err != nil {
+		return err
 	}
 	// In the set first: a campaign whose warm then fails is only an id without state,
 	// while one warmed but missing from the set would be skipped by the relay.

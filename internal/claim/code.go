@@ -27,6 +27,10 @@ const (
 	CodeStale           = 50
 	CodeNotWarm         = 51
 	CodeInFlight        = 52
+	// CodeInsufficientPoints is answered by the gateway's points step (a points_item
+	// claim whose user's hot balance less what it holds is below the price) before
+	// claim.lua runs; the script only reserves the number.
+	CodeInsufficientPoints = 60
 )
 
 // Kinds of result: what the client is told.
@@ -97,6 +101,7 @@ var Results = [...]Result{
 	{Code: CodeStale, Lua: "STALE", Reason: "stale", Kind: KindRetry, Status: statusUnavailable, Retriable: true, NothingTaken: true},
 	{Code: CodeNotWarm, Lua: "NOT_WARM", Reason: "not_warm", Kind: KindRetry, Status: statusUnavailable, Retriable: true, NothingTaken: true},
 	{Code: CodeInFlight, Lua: "IN_FLIGHT", Reason: "in_flight", Kind: KindRetry, Status: statusUnavailable, Retriable: true, NothingTaken: true},
+	{Code: CodeInsufficientPoints, Lua: "INSUFFICIENT_POINTS", Reason: "insufficient_points", Kind: KindRejected, Status: statusConflict, Retriable: true, NothingTaken: true},
 }
 
 // byCode indexes Results by code (codes are small).

@@ -61,10 +61,10 @@ func BenchmarkReserveGiveBack(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		r := c + ":" + strconv.Itoa(i)
-		if got, err := svc.Reserve(context.Background(), user, r, 10); err != nil || got != points.Reserved {
+		if got, err := svc.Reserve(context.Background(), user, r, "b", 10); err != nil || got != points.Reserved {
 			b.Fatal(got, err)
 		}
-		if _, err := svc.GiveBack(context.Background(), user, r); err != nil {
+		if _, err := svc.GiveBack(context.Background(), user, r, "b"); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -176,32 +176,76 @@ const runIDLua = `local run = string.match(redis.call('INFO', 'server'), 'run_id
 
 // applyScript adds a grant to the hot balance once (its g:<grant_id> field marks it).
 // A hash not built on this Redis run is NOT_WARM: the caller rebuilds it and retries.
+//
+// The auto-freeze rule (ARGV[3] max points, ARGV[4] window ms, ARGV[5] shadow 0/1; max
+// 0: off) is evaluated here, in the user's slot, once per grant (the first apply that
+// logs it): its gains log (KEYS[2], a sorted set of "<grant_id>:<amount>" by Redis
+// time) keeps the window;
+// more than max gained in it -> 'enforced' (the hot frz flag is set at once: the next
+// reservation is blocked) or 'shadow' (nothing set). The decision is remembered in
+// af:<grant_id> until the caller recorded it in Postgres (ackFreeze), so a retried
+// apply answers it again. Returns {balance, decision, gained}.
 var applyScript = redis.NewScript(runIDLua + `
 if redis.call('HGET', KEYS[1], 'ok') ~= run then return redis.error_reply('NOT_WARM') end
 if redis.call('HSETNX', KEYS[1], 'g:' .. ARGV[1], 1) == 1 then
   redis.call('HINCRBY', KEYS[1], 'bal', ARGV[2])
 end
-return tonumber(redis.call('HGET', KEYS[1], 'bal'))
+local bal = tonumber(redis.call('HGET', KEYS[1], 'bal'))
+local af = redis.call('HGET', KEYS[1], 'af:' .. ARGV[1])
+if af then
+  return {bal, string.match(af, '^(%a+):'), tonumber(string.match(af, ':(%d+)$'))}
+end
+local decision, gained = '', 0
+local max, win = tonumber(ARGV[3]), tonumber(ARGV[4])
+if max > 0 and win > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - win)
+  -- The log is its own once-guard: a grant whose balance a rebuild already included
+  -- is still counted once, on its first apply.
+  if redis.call('ZADD', KEYS[2], 'NX', now, ARGV[1] .. ':' .. ARGV[2]) == 1 then
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now - win + 1, '+inf')) do
+      gained = gained + tonumber(string.match(m, ':(%d+)$'))
+    end
+    if gained > max and redis.call('HGET', KEYS[1], 'frz') ~= '1' then
+      if ARGV[5] == '1' then decision = 'shadow' else decision = 'enforced'; redis.call('HSET', KEYS[1], 'frz', '1') end
+      redis.call('HSET', KEYS[1], 'af:' .. ARGV[1], decision .. ':' .. gained)
+    end
+  end
+  redis.call('PEXPIRE', KEYS[2], win)
+end
+return {bal, decision, gained}
 `)
 
 // rebuildScript writes a user's hot balance from the record unless a rebuild on this
 // run got there first. ARGV: balance, frozen (0/1), the number of grant ids n, the n
-// grant ids already in the balance, then the reservation ids whose spend is in the
-// ledger. Reservations (rsv:<r>) that survived in the hash stay held; those already
-// spent in the ledger are marked done. First writer wins; a grant the winner did not
+// grant ids already in the balance, the number of spent reservations m, the m
+// reservation ids whose spend is in the ledger, then the grant ids whose expiry is in
+// the ledger (their x: marks are kept or set; any other x: mark - an expiry whose
+// Postgres step did not commit - is dropped, so its retry takes it off again). Reservations (rsv:<r>) that survived in the hash stay held; every reservation
+// spent in the ledger is marked done (held or not: a spend confirmed after its hold was
+// given back must not be taken off the rebuilt balance a second time). First writer wins; a grant the winner did not
 // include has no g: field, so its own apply adds it once.
 var rebuildScript = redis.NewScript(runIDLua + `
 if redis.call('HGET', KEYS[1], 'ok') == run then return 0 end
 local n = tonumber(ARGV[3])
 for i = 4, 3 + n do redis.call('HSET', KEYS[1], 'g:' .. ARGV[i], 1) end
-for i = 4 + n, #ARGV do
-  if redis.call('HDEL', KEYS[1], 'rsv:' .. ARGV[i]) == 1 then redis.call('HSET', KEYS[1], 'done:' .. ARGV[i], 'spent') end
+local a = 4 + n
+local ns = tonumber(ARGV[a])
+for i = a + 1, a + ns do
+  redis.call('HDEL', KEYS[1], 'rsv:' .. ARGV[i], 'tk:' .. ARGV[i], 'at:' .. ARGV[i])
+  redis.call('HSET', KEYS[1], 'done:' .. ARGV[i], 'spent')
 end
+local expired = {}
+for i = a + ns + 1, #ARGV do expired['x:' .. ARGV[i]] = true end
 local held = 0
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
-  if string.sub(all[i], 1, 4) == 'rsv:' then held = held + tonumber(all[i + 1]) end
+  local f = all[i]
+  if string.sub(f, 1, 4) == 'rsv:' then held = held + tonumber(all[i + 1]) end
+  if string.sub(f, 1, 2) == 'x:' and not expired[f] then redis.call('HDEL', KEYS[1], f) end
 end
+for f in pairs(expired) do redis.call('HSETNX', KEYS[1], f, 0) end
 redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'held', held, 'frz', ARGV[2], 'ok', run)
 return 1
 `)
@@ -216,14 +260,28 @@ func (s *Service) apply(ctx context.Context, user, grantID string, amount int64)
 	if s.rdb == nil {
 		return errors.New("no Redis")
 	}
-	key := []string{rkeys.Points(user)}
-	err := applyScript.Run(ctx, s.rdb, key, grantID, amount).Err()
+	rule, err := s.freezeRule(ctx)
+	if err != nil {
+		return err
+	}
+	keys := []string{rkeys.Points(user), rkeys.PointsGains(user)}
+	args := []any{grantID, amount, rule.max, rule.window.Milliseconds(), rule.shadow}
+	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil && strings.HasSuffix(err.Error(), "NOT_WARM") {
 		if err = s.Rebuild(ctx, user); err == nil {
-			err = applyScript.Run(ctx, s.rdb, key, grantID, amount).Err()
+			res, err = applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 		}
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if len(res) == 3 {
+		if decision, _ := res[1].(string); decision != "" {
+			gained, _ := res[2].(int64)
+			return s.autoFreeze(ctx, user, grantID, decision, gained, rule)
+		}
+	}
+	return nil
 }
 
 // Rebuild writes user's hot balance from Postgres (balance = ledger sum; reservations
@@ -232,11 +290,16 @@ func (s *Service) apply(ctx context.Context, user, grantID string, amount int64)
 func (s *Service) Rebuild(ctx context.Context, user string) error {
 	var bal int64
 	var frozen bool
-	tx, err := s.pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	// Under the user's lock (grants, spends and expiries take it too), read committed:
+	// nothing of this user changes while it reads and writes, so its statements agree.
+	tx, err := s.pg.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
 	}
 	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, userLock, user); err != nil {
+		return fmt.Errorf("points rebuild %s: %w", user, err)
+	}
 	if err := tx.QueryRow(ctx, `SELECT coalesce((SELECT sum(delta) FROM points_ledger WHERE user_id = $1), 0),
 		coalesce((SELECT frozen FROM points_accounts WHERE user_id = $1), false)`, user).Scan(&bal, &frozen); err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
@@ -256,17 +319,25 @@ func (s *Service) Rebuild(ctx context.Context, user string) error {
 	if err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
 	}
+	expired, err := collect(`SELECT source_id FROM points_ledger WHERE user_id = $1 AND kind = 'expire'`)
+	if err != nil {
+		return fmt.Errorf("points rebuild %s: %w", user, err)
+	}
 	fz := 0
 	if frozen {
 		fz = 1
 	}
-	args := make([]any, 0, 3+len(grants)+len(spent))
+	args := make([]any, 0, 4+len(grants)+len(spent)+len(expired))
 	args = append(args, bal, fz, len(grants))
 	for _, g := range grants {
 		args = append(args, g)
 	}
+	args = append(args, len(spent))
 	for _, r := range spent {
 		args = append(args, r)
+	}
+	for _, g := range expired {
+		args = append(args, g)
 	}
 	return rebuildScript.Run(ctx, s.rdb, []string{rkeys.Points(user)}, args...).Err()
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -75,6 +76,8 @@ type Config struct {
 	Now func() time.Time
 	// Registerer takes the service's metrics; nil: not registered.
 	Registerer prometheus.Registerer
+	// Log takes the auto-freeze's warnings; nil: slog's default.
+	Log *slog.Logger
 }
 
 // Service is the points accounts.
@@ -84,6 +87,15 @@ type Service struct {
 	cfg     Config
 	refused *prometheus.CounterVec
 	granted prometheus.Counter
+	// autoFrozen counts the auto-freeze rule's hits by mode (autofreeze.go).
+	autoFrozen *prometheus.CounterVec
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.cfg.Log != nil {
+		return s.cfg.Log
+	}
+	return slog.Default()
 }
 
 // New builds the service. rdb may be nil (then grants fail at the Redis apply).
@@ -112,9 +124,10 @@ func New(pg *pgxpool.Pool, rdb *redis.Client, cfg Config) (*Service, error) {
 			Help: "Points grants refused whole, by reason (grant_ceiling, daily_cap)."}, []string{"reason"}),
 		granted: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_points_granted_total",
 			Help: "Points granted (sum of accepted grants' amounts)."}),
+		autoFrozen: newAutoFrozen(),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.refused, s.granted} {
+		for _, c := range []prometheus.Collector{s.refused, s.granted, s.autoFrozen} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("points metrics: %w", err)
 			}

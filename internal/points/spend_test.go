@@ -42,7 +42,7 @@ func TestTwoReservationsAtOnceOneWins(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var err error
-			if out[i], err = e.svc.Reserve(ctx, user, camp+":req-"+string(rune('a'+i)), 500); err != nil {
+			if out[i], err = e.svc.Reserve(ctx, user, camp+":req-"+string(rune('a'+i)), "t1", 500); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -55,7 +55,7 @@ func TestTwoReservationsAtOnceOneWins(t *testing.T) {
 	if out[1] == points.Reserved {
 		winner = camp + ":req-b"
 	}
-	if got, _ := e.svc.Reserve(ctx, user, winner, 500); got != points.Reserved {
+	if got, _ := e.svc.Reserve(ctx, user, winner, "t1", 500); got != points.Reserved {
 		t.Fatalf("retry of the winner: %s", got)
 	}
 	if hot, _, _ := e.svc.HotBalance(ctx, user); hot != 0 {
@@ -71,18 +71,27 @@ func TestGiveBackAndSpendExactlyOnce(t *testing.T) {
 	lots := e.fund(t, user, 400, 300) // two lots; the first expires first (granted first)
 	ctx := context.Background()
 	c := testenv.ID(t, "c")
-	if got, _ := e.svc.Reserve(ctx, user, c+":r1", 500); got != points.Reserved {
+	if got, _ := e.svc.Reserve(ctx, user, c+":r1", "t1", 500); got != points.Reserved {
 		t.Fatal(got)
 	}
 	for i, want := range []bool{true, false} {
-		if ok, err := e.svc.GiveBack(ctx, user, c+":r1"); err != nil || ok != want {
+		if ok, err := e.svc.GiveBack(ctx, user, c+":r1", "t1"); err != nil || ok != want {
 			t.Fatalf("give back %d: %v %v, want %v", i, ok, err, want)
 		}
 	}
-	if got, _ := e.svc.Reserve(ctx, user, c+":r1", 500); got != points.AlreadyGivenBack {
-		t.Fatalf("reserve after give back: %s, want the give-back remembered", got)
+	// A retry of a rejected or voided claim is decided anew by claim.lua, so its
+	// reservation is held anew (by the new attempt); the old attempt's late give-back
+	// then releases nothing, the new attempt's does.
+	if got, _ := e.svc.Reserve(ctx, user, c+":r1", "t2", 500); got != points.Reserved {
+		t.Fatalf("reserve after give back: %s, want held anew", got)
 	}
-	if got, _ := e.svc.Reserve(ctx, user, c+":r2", 500); got != points.Reserved {
+	if ok, _ := e.svc.GiveBack(ctx, user, c+":r1", "t1"); ok {
+		t.Fatal("the first attempt's give-back released the second attempt's hold")
+	}
+	if ok, _ := e.svc.GiveBack(ctx, user, c+":r1", "t2"); !ok {
+		t.Fatal("the second attempt could not give its hold back")
+	}
+	if got, _ := e.svc.Reserve(ctx, user, c+":r2", "t1", 500); got != points.Reserved {
 		t.Fatal(got)
 	}
 	for i := 0; i < 3; i++ {
@@ -90,7 +99,7 @@ func TestGiveBackAndSpendExactlyOnce(t *testing.T) {
 			t.Fatalf("spend %d: %v", i, err)
 		}
 	}
-	if ok, _ := e.svc.GiveBack(ctx, user, c+":r2"); ok {
+	if ok, _ := e.svc.GiveBack(ctx, user, c+":r2", "t1"); ok {
 		t.Fatal("a spent reservation was given back")
 	}
 	ledger, left, rows, hot, built := e.books(t, user)
@@ -114,19 +123,19 @@ func TestFrozenAccountIsBlocked(t *testing.T) {
 	if _, err := e.svc.SetFrozen(ctx, user, true, "abnormal gains", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := e.svc.Reserve(ctx, user, c+":f1", 10); got != points.Blocked {
+	if got, _ := e.svc.Reserve(ctx, user, c+":f1", "t1", 10); got != points.Blocked {
 		t.Fatalf("frozen: %s, want blocked", got)
 	}
 	if err := e.rdb.HSet(ctx, "fg:{u:"+user+"}:pts", "ok", "0000previousrun").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := e.svc.Reserve(ctx, user, c+":f2", 10); got != points.Blocked {
+	if got, _ := e.svc.Reserve(ctx, user, c+":f2", "t1", 10); got != points.Blocked {
 		t.Fatalf("frozen after a rebuild: %s, want blocked", got)
 	}
 	if _, err := e.svc.SetFrozen(ctx, user, false, "reviewed", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := e.svc.Reserve(ctx, user, c+":f3", 10); got != points.Reserved {
+	if got, _ := e.svc.Reserve(ctx, user, c+":f3", "t1", 10); got != points.Reserved {
 		t.Fatalf("unfrozen: %s", got)
 	}
 	acct, _ := e.svc.Account(ctx, user)
@@ -149,7 +158,7 @@ func TestRebuildKeepsHeldReservations(t *testing.T) {
 	ctx := context.Background()
 	c := testenv.ID(t, "c")
 	for _, r := range []string{c + ":h1", c + ":h2"} {
-		if got, _ := e.svc.Reserve(ctx, user, r, 300); got != points.Reserved {
+		if got, _ := e.svc.Reserve(ctx, user, r, "t1", 300); got != points.Reserved {
 			t.Fatal(got)
 		}
 	}
@@ -186,7 +195,7 @@ func TestReportByTask(t *testing.T) {
 	c := testenv.ID(t, "c")
 	e.fund(t, user, 400)
 	e.fund(t, user, 600)
-	if got, _ := e.svc.Reserve(ctx, user, c+":r", 500); got != points.Reserved {
+	if got, _ := e.svc.Reserve(ctx, user, c+":r", "t1", 500); got != points.Reserved {
 		t.Fatal(got)
 	}
 	if err := e.svc.Spend(ctx, user, c+":r", c+"-claim", 500); err != nil {

@@ -163,6 +163,10 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 	if err != nil {
 		return out, fmt.Errorf("read partner quotas: %w", err)
 	}
+	prices, err := readPointsPrices(ctx, tx, campaign)
+	if err != nil {
+		return out, fmt.Errorf("read points prices: %w", err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return out, fmt.Errorf("read books: %w", err)
 	}
@@ -189,6 +193,10 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 	for _, f := range infl {
 		keys = append(keys, rkeys.Request(campaign, f.requestID))
 		args = append(args, f.claimID, f.sku, f.value, f.user)
+	}
+	// The points prices before the meta (points.go).
+	if err := writePointsPrices(ctx, r.rdb, campaign, prices); err != nil {
+		return out, err
 	}
 	raw, err := scripts.Rebuild.Run(ctx, r.rdb, keys, args...).Result()
 	if err != nil {

@@ -27,6 +27,12 @@ const (
 	FreezeWindow = "freeze.window"
 	FreezeFor    = "freeze.for"
 	Shadow       = "shadow"
+	// The points accounts' auto-freeze (issue 16; DESIGN.md "Points"): an account that
+	// gains more than points.max points in points.window is frozen; with points.shadow
+	// on it is only counted and logged. Global only (accounts are not per campaign).
+	PointsMax    = "points.max"
+	PointsWindow = "points.window"
+	PointsShadow = "points.shadow"
 )
 
 // Bounds of values. A window longer than a day is almost certainly a typo for a shorter
@@ -38,6 +44,8 @@ const (
 	MaxWindow       = 24 * time.Hour
 	MaxFreezeWindow = 7 * 24 * time.Hour
 	MaxFreezeFor    = 30 * 24 * time.Hour
+	// MaxPoints bounds points.max (internal/points' MaxAmount).
+	MaxPoints = 1_000_000_000
 )
 
 // Unset is the value that removes a key from a level, so the level inherits it (a
@@ -59,7 +67,11 @@ type Spec struct {
 	Field string
 	kind  kind
 	max   time.Duration
-	Help  string
+	// maxCount bounds a count (MaxCount when 0).
+	maxCount int64
+	// GlobalOnly: the key is set at the global level only (riskctl refuses --campaign).
+	GlobalOnly bool
+	Help       string
 }
 
 // Specs lists every rule key in display order.
@@ -74,6 +86,9 @@ var Specs = []Spec{
 	{Key: FreezeWindow, Field: "freeze.window_ms", kind: kindWindow, max: MaxFreezeWindow, Help: "sliding window of freeze.max"},
 	{Key: FreezeFor, Field: "freeze.for_ms", kind: kindWindow, max: MaxFreezeFor, Help: "how long a freeze lasts"},
 	{Key: Shadow, Field: "shadow", kind: kindBool, Help: "on: evaluate and record every risk rejection but let the claim proceed"},
+	{Key: PointsMax, Field: "points.max", kind: kindCount, maxCount: MaxPoints, GlobalOnly: true, Help: "a points account that gains more than this many points in points.window is frozen (0: off)"},
+	{Key: PointsWindow, Field: "points.window_ms", kind: kindWindow, max: MaxFreezeWindow, GlobalOnly: true, Help: "sliding window of points.max"},
+	{Key: PointsShadow, Field: "points.shadow", kind: kindBool, GlobalOnly: true, Help: "on: an account over points.max is counted and logged, not frozen"},
 }
 
 var specByKey = func() map[string]*Spec {
@@ -180,10 +195,14 @@ func ParseValue(key, v string) (Assignment, error) {
 			return Assignment{}, fieldErr(key, "%q is not a whole number", v)
 		}
 		if n < 0 {
-			return Assignment{}, fieldErr(key, "negative count %d: want 0 (off) to %d", n, MaxCount)
+			return Assignment{}, fieldErr(key, "negative count %d: want 0 (off) or more", n)
 		}
-		if n > MaxCount {
-			return Assignment{}, fieldErr(key, "%d is beyond the maximum %d", n, MaxCount)
+		limit := int64(MaxCount)
+		if s.maxCount > 0 {
+			limit = s.maxCount
+		}
+		if n > limit {
+			return Assignment{}, fieldErr(key, "%d is beyond the maximum %d", n, limit)
 		}
 		return Assignment{Key: key, Value: n}, nil
 	case kindWindow:
@@ -327,7 +346,8 @@ func Merge(global, campaign Rules) Rules {
 // without its window, a freeze without its window or duration. claim.lua treats such a
 // rule as off, so accepting it would silently not enforce what was asked.
 func Check(eff Rules) error {
-	pairs := [][2]string{{DeviceMax, DeviceWindow}, {IPMax, IPWindow}, {UserMax, UserWindow}, {FreezeMax, FreezeWindow}, {FreezeMax, FreezeFor}}
+	pairs := [][2]string{{DeviceMax, DeviceWindow}, {IPMax, IPWindow}, {UserMax, UserWindow}, {FreezeMax, FreezeWindow}, {FreezeMax, FreezeFor},
+		{PointsMax, PointsWindow}}
 	for _, p := range pairs {
 		if eff[p[0]] > 0 && eff[p[1]] <= 0 {
 			return fieldErr(p[1], "required when %s is set (at this level or globally)", p[0])

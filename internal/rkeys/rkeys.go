@@ -258,3 +258,38 @@ func ClaimKeys(campaign, sku, requestID, businessLine, segment, device, ip, user
 		ShadowRejections: ShadowRejections(campaign), RiskIndex: RiskIndex, PartnerQuotas: PartnerQuotas(campaign),
 		Pushes: Pushes(campaign), CodePool: CodePool(campaign, sku)}
 }
+
+// PointsPrices is a points_item campaign's prices, in the campaign's slot: field
+// "kind" = "points_item" and one field "s:<sku>" per SKU with its price in points.
+// Written by the catalog before warm.lua and by recovery before rebuild.lua, so a
+// campaign the gateway can route has its prices; absent for a voucher campaign.
+func PointsPrices(campaign string) string { return "fg:{" + campaign + "}:pprice" }
+
+// PointsHolds indexes a points_item campaign's claims whose points are held, in the
+// campaign's slot: field "<request_id>\t<user>" = the ms of the last attempt. The
+// gateway writes it before it reserves; the settler's points sweep resolves what is
+// older than its grace (DESIGN.md "Points: the cross-slot step").
+func PointsHolds(campaign string) string { return "fg:{" + campaign + "}:pholds" }
+
+// PointsReservation is the id of a points_item claim's reservation in its user's hot
+// balance (internal/points): the claim's identity, "<campaign>:<request_id>".
+func PointsReservation(campaign, requestID string) string { return campaign + ":" + requestID }
+
+// PointsHoldField is a claim's field in its campaign's holds index (ids never hold a
+// tab); ParsePointsHoldField splits it.
+func PointsHoldField(requestID, user string) string { return requestID + "\t" + user }
+
+// ParsePointsHoldField returns the request_id and user of a holds-index field.
+func ParsePointsHoldField(f string) (requestID, user string, ok bool) {
+	for i := 0; i < len(f); i++ {
+		if f[i] == '\t' {
+			return f[:i], f[i+1:], i > 0 && i < len(f)-1
+		}
+	}
+	return "", "", false
+}
+
+// PointsGains is a user's recent gains, in the user's slot: a sorted set of
+// "<grant_id>:<amount>" by Redis time, the window of the auto-freeze rule
+// (points.max in points.window), expiring with it.
+func PointsGains(user string) string { return "fg:{u:" + user + "}:gains" }

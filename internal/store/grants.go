@@ -68,6 +68,8 @@ var Grants = map[string][]string{
 		// the admin API imports codes.
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON pushes, push_users TO flashgate_gateway`,
 		`GRANT SELECT, INSERT ON sku_codes TO flashgate_gateway`,
+		// The grant's auto-freeze (0014): recorded once per grant.
+		`GRANT SELECT, INSERT ON points_autofreeze TO flashgate_gateway`,
 	},
 	RoleSettler: {
 		// Settlement writes claims and their ledger rows; expiry marks claims expired and
@@ -111,10 +113,12 @@ var Grants = map[string][]string{
 		`GRANT SELECT, INSERT, UPDATE ON risk_state TO flashgate_riskctl`,
 		// riskctl points freeze|unfreeze (0010).
 		`GRANT SELECT, INSERT, UPDATE ON points_accounts TO flashgate_riskctl`,
+		// riskctl top points (0014): gains by account and the auto-freeze rule's hits.
+		`GRANT SELECT ON points_lots, points_autofreeze TO flashgate_riskctl`,
 	},
 	RoleBench: {
 		// bench verify reads the books; it writes nothing.
-		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events, deliveries, points_tasks, points_lots, points_ledger, points_accounts, points_refusals, draws TO flashgate_bench`,
+		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events, deliveries, points_tasks, points_lots, points_ledger, points_accounts, points_refusals, points_autofreeze, draws TO flashgate_bench`,
 	},
 }
 

@@ -51,6 +51,10 @@ type Spec struct {
 	// weight and each SKU's Weight.
 	Lottery bool
 	NoPrize int64
+	// Kind is the campaign's kind ("" = voucher); a points_item campaign's SKUs all
+	// cost Points.
+	Kind   string
+	Points int64
 }
 
 // Campaign is a created (and warmed) test campaign. SKU and Value are its first SKU's;
@@ -94,17 +98,22 @@ func (e *Env) Campaign(s Spec) *Campaign {
 	var skus []string
 	kind := ""
 	for _, k := range s.SKUs {
-		prize := ""
+		extra := ""
 		if s.Lottery {
-			prize = fmt.Sprintf(`,"weight":%d`, k.Weight)
+			extra = fmt.Sprintf(`,"weight":%d`, k.Weight)
 			if k.Webhook != "" {
-				prize += fmt.Sprintf(`,"delivery":{"webhook":%q}`, k.Webhook)
+				extra += fmt.Sprintf(`,"delivery":{"webhook":%q}`, k.Webhook)
 			}
 		}
-		skus = append(skus, fmt.Sprintf(`{"sku":%q,"stock":%d,"value":%d%s}`, k.SKU, k.Stock, k.Value, prize))
+		if s.Points != 0 {
+			extra += fmt.Sprintf(`,"points":%d`, s.Points)
+		}
+		skus = append(skus, fmt.Sprintf(`{"sku":%q,"stock":%d,"value":%d%s}`, k.SKU, k.Stock, k.Value, extra))
 	}
 	if s.Lottery {
 		kind = fmt.Sprintf(`"kind":"lottery","no_prize_weight":%d,`, s.NoPrize)
+	} else if s.Kind != "" {
+		kind = fmt.Sprintf(`"kind":%q,`, s.Kind)
 	}
 	seg := "null"
 	if s.Segment != "" {
@@ -118,7 +127,7 @@ func (e *Env) Campaign(s Spec) *Campaign {
 	body := fmt.Sprintf(`{`+kind+`"name":"test campaign","business_line":%q,"starts_at":%q,"ends_at":%q,
 		"per_user_limit":%d,"budget":%d,"voucher_ttl":%q,"segment":%s,"recycle_stock":%v,"skus":[%s]}`,
 		s.BusinessLine, now.Add(s.Start).UTC().Format(time.RFC3339Nano), now.Add(s.End).UTC().Format(time.RFC3339Nano),
-		s.PerUser, s.Budget, s.TTL, seg, s.Recycle, strings.Join(skus, ","))
+		s.PerUser, s.Budget, s.TTL, seg, s.Recycle, kind, strings.Join(skus, ","))
 	cp, err := catalog.DecodeCampaign(id, []byte(body))
 	if err != nil {
 		e.T.Fatalf("campaign spec: %v", err)

@@ -67,6 +67,9 @@ type Config struct {
 	// gateway's ack timeout plus its Redis timeout (the longest a live gateway takes to
 	// mark or void), like the relay's MinAge.
 	VoidAfter time.Duration
+	// Points, when set, spends the held points of the points_item claims each batch
+	// wrote (points.go; internal/points.Holds). Nil: the points sweep alone does it.
+	Points PointsConfirmer
 }
 
 // Defaults applied by New to zero fields. MaxBatch and Writers are the fastest pair

@@ -393,6 +393,7 @@ func (s *Settler) settleBatch(ctx context.Context, items []*item) (newest int64,
 	s.m.written.Add(float64(written))
 	s.m.duplicates.Add(float64(int64(len(toWrite)-refused) - written))
 	s.cleanup(ctx, groups)
+	s.confirmPoints(ctx, toWrite) // points.go
 	return newest, nil
 }
 
