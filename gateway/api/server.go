@@ -589,6 +589,12 @@ func appendVoucher(buf []byte, v *Voucher) []byte {
 	buf = appendTime(buf, "expires_at", v.ExpiresAt)
 	buf = appendTime(buf, "redeemed_at", v.RedeemedAt)
 	buf = appendTime(buf, "expired_at", v.ExpiredAt)
+	if v.Code != "" {
+		// The partner code: every caller of appendVoucher answers the voucher's owner
+		// (GET /v1/claims/{id}, /v1/me/claims, redeem, rollback); transfer clears it.
+		buf = append(buf, `,"code":`...)
+		buf = appendStr(buf, v.Code)
+	}
 	return append(buf, '}')
 }
 

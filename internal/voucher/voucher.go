@@ -17,6 +17,9 @@ type Voucher struct {
 	Value                                   int64
 	ClaimedAt, ExpiresAt                    time.Time
 	RedeemedAt, ExpiredAt                   time.Time // zero when not set
+	// Code is the partner code the claim handed out ("" for a SKU without a code pool),
+	// shown to the voucher's owner only (DESIGN.md "Partner code pools").
+	Code string
 }
 
 // Redeem results.
