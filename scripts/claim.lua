@@ -49,7 +49,7 @@ local F_DEVICE_VELOCITY, F_IP_VELOCITY, F_USER_VELOCITY = 32, 64, 128
 local F_SHADOW, F_FROZE_DEVICE, F_FROZE_USER = 256, 512, 1024
 
 local n = tonumber(ARGV[1])
-local K, A, R, risky = 26, 8, 15, true
+local K, A, R, risky = 26, 8, 16, true
 if #KEYS == n * 9 then
   K, A, R, risky = 9, 7, 8, false
 elseif #KEYS ~= n * 26 then
@@ -298,6 +298,9 @@ local function record(k, r, reqid, camp, user, dev)
   end
 end
 
+-- handed is the partner code the claim being decided took (result 16; DESIGN.md
+-- "Partner code pools"), reset before each claim.
+local handed
 local function decide(i)
   local k = (i - 1) * K
   local a = 3 + (i - 1) * A
@@ -446,13 +449,14 @@ local function decide(i)
   -- Partner code pool (DESIGN.md "Partner code pools"): the last check, so a code
   -- popped is always handed out. An empty pool is sold_out.
   local code
-  if s[5] == '1' then
+  if s[5] == '1' and risky then
     code = redis.call('SPOP', KEYS[k + 26])
     if not code then
       return reject(k, SOLD_OUT, fp, false), 0, '', 0, 0, 0, '', 0
     end
   end
 
+  handed = code
   -- Take: the cached values and Redis move together (what HINCRBY did, one HSET a hash).
   s[1] = int(tonumber(s[1]) - 1)
   s[3] = int((tonumber(s[3]) or 0) + 1)
@@ -492,6 +496,7 @@ end
 
 for i = 1, n do
   seen[1], seen[2], seen[3], seen[4], seen[5], seen[6] = -1, -1, -1, -1, -1, 0
+  handed = nil
   local code, replayed, cid, value, claimed, expires, oid, retry = decide(i)
   local j = (i - 1) * R
   out[j + 1] = code
@@ -507,6 +512,9 @@ for i = 1, n do
     for q = 1, 6 do
       out[j + 9 + q] = seen[q]
     end
+    -- The partner code handed out ('' none): the gateway writes it in the record it
+    -- produces (the outbox entry carries it too, field k).
+    out[j + 16] = handed or ''
   end
 end
 flushcounts()

@@ -37,12 +37,12 @@ var (
 const (
 	ClaimKeysPerClaim        = 9
 	ClaimRiskKeysPerClaim    = 14
-	ClaimPartnerKeysPerClaim = 1
+	ClaimPartnerKeysPerClaim = 3 // partner quotas, push escrows, the SKU's code pool
 	ClaimArgsPerClaim        = 7
 	ClaimChannelArgsPerClaim = 1
 	ClaimHeaderArgs          = 3
 	ClaimResultsPerClaim     = 8
-	ClaimRiskResultsPerClaim = 7
+	ClaimRiskResultsPerClaim = 8 // the risk results and the partner code
 
 	// ClaimGatewayKeysPerClaim and ClaimGatewayArgsPerClaim are the gateway's layout.
 	ClaimGatewayKeysPerClaim = ClaimKeysPerClaim + ClaimRiskKeysPerClaim + ClaimPartnerKeysPerClaim

@@ -54,6 +54,7 @@ func (c *Claimer) makeDurable(p *pending) error {
 		ExpiresAtMs:  r.ExpiresAtMs,
 		OutboxID:     p.outbox,
 		Channel:      r.Channel,
+		Code:         p.code,
 	}
 	// The record's memory is its own: the produce is asynchronous and outlives any
 	// request buffer.

@@ -85,6 +85,7 @@ func (c *Claimer) runScript(b *batch, items []*pending) {
 			DecidedAtMs: o.DecidedAtMs, Risk: risk.Seen{Device: o.SeenDevice, IP: o.SeenIP, User: o.SeenUser,
 				FreezeDevice: o.SeenFreezeDevice, FreezeUser: o.SeenFreezeUser, Flags: risk.Flags(o.Flags)}}
 		p.outbox = o.OutboxID
+		p.code = o.PartnerCode
 		if out.Code == claim.CodeSoldOut && !out.Replayed {
 			// Stock was <= 0 when this script ran. Only this claim's route learns it:
 			// if a change was announced since the route was taken, it is dead already.

@@ -15,7 +15,7 @@ const (
 	// one claim.
 	BatchKeysPerClaim    = 26
 	BatchArgsPerClaim    = 8
-	BatchResultsPerClaim = 15
+	BatchResultsPerClaim = 16
 )
 
 // Keys are one claim's KEYS, by role (claim.lua's header). The campaign-level keys are
@@ -86,6 +86,9 @@ type Outcome struct {
 	SeenDevice, SeenIP, SeenUser     int64
 	SeenFreezeDevice, SeenFreezeUser int64
 	Flags                            int64
+	// PartnerCode is the partner code an accepted claim of a SKU with a code pool took
+	// ("" otherwise); it goes into the claim's record (Record.Code).
+	PartnerCode string
 }
 
 // ResultsFor reports whether res is the answer to a batch of n claims.
@@ -110,6 +113,7 @@ func DecodeResult(res []any, i int, o *Outcome) {
 	o.SeenFreezeDevice = asInt(r[12])
 	o.SeenFreezeUser = asInt(r[13])
 	o.Flags = asInt(r[14])
+	o.PartnerCode, _ = r[15].(string)
 }
 
 // DecidedAtMs is the batch's Redis time (every claim carries it), 0 for an empty reply.
