@@ -20,7 +20,7 @@ type call struct {
 	camp, bl, sku, req, user, dev, ip string
 }
 
-// claimLayout returns claim.lua's KEYS and ARGV for claims in the gateway's layout (24
+// claimLayout returns claim.lua's KEYS and ARGV for claims in the gateway's layout (26
 // keys and 8 arguments per claim, the campaign has no segment, the app channel), in the
 // order gateway/claimer sends them.
 func claimLayout(claims []call) ([]string, []any) {
@@ -30,7 +30,7 @@ func claimLayout(claims []call) ([]string, []any) {
 		keys = append(keys, rkeys.Meta(c.camp), rkeys.SKU(c.camp, c.sku), rkeys.Request(c.camp, c.req), rkeys.Users(c.camp),
 			rkeys.BusinessLine(c.bl), rkeys.Outbox(c.camp), rkeys.Inflight(c.camp), rkeys.Rejections(c.camp), rkeys.Meta(c.camp))
 		keys = rkeys.AppendClaimRiskKeys(keys, c.camp, c.dev, c.ip, c.user)
-		keys = append(keys, rkeys.PartnerQuotas(c.camp))
+		keys = append(keys, rkeys.PartnerQuotas(c.camp), rkeys.Pushes(c.camp), rkeys.CodePool(c.camp, c.sku))
 		args = append(args, c.req, c.camp+".c"+c.req, c.camp, c.sku, c.user, c.dev, c.ip, "")
 	}
 	return keys, args
