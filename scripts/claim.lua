@@ -1,7 +1,7 @@
 -- claim.lua: decide a batch of claims atomically.
 --
 -- Each claim takes K=26 consecutive KEYS and A=9 consecutive ARGV after the 3 header
--- arguments, and yields R=16 consecutive results. The Go side (gateway/claimer) builds the
+-- arguments, and yields R=17 consecutive results. The Go side (gateway/claimer) builds the
 -- same layout; the code numbers are mapped to reasons in exactly one Go table.
 --
 -- There is one layout: the gateway, bench and every test kit build it through
@@ -31,7 +31,7 @@
 --                   device, IP and user counts in their velocity windows, the device's
 --                   and user's counts in the freeze window (-1: rule off or not
 --                   evaluated), and the risk flags (F_* below), then the prize a lottery
---                   draw won ('' otherwise)
+--                   draw won ('' otherwise), then the partner code the claim took ('' none)
 --
 -- Times come from the Redis clock (TIME) so every gateway agrees on the window.
 
@@ -53,7 +53,7 @@ local F_DEVICE_VELOCITY, F_IP_VELOCITY, F_USER_VELOCITY = 32, 64, 128
 local F_SHADOW, F_FROZE_DEVICE, F_FROZE_USER = 256, 512, 1024
 
 local n = tonumber(ARGV[1])
-local K, A, R = 26, 9, 16
+local K, A, R = 26, 9, 17
 if #KEYS ~= n * K then
   return redis.error_reply('claim.lua: ' .. #KEYS .. ' keys for ' .. n .. ' claims, want ' .. K .. ' per claim')
 end
@@ -386,6 +386,9 @@ local function draw(k, m, drawarg, sku, reqid, claimid, camp, user, dev, ip, cha
   return false, NO_PRIZE, claimid, now, oid
 end
 
+-- handed is the partner code the claim being decided took (result 17; DESIGN.md
+-- "Partner code pools"), reset before each claim.
+local handed
 local function decide(i)
   local k = (i - 1) * K
   local a = 3 + (i - 1) * A
@@ -562,6 +565,7 @@ local function decide(i)
     end
   end
 
+  handed = code
   -- Take: the cached values and Redis move together (what HINCRBY did, one HSET a hash).
   s[1] = int(tonumber(s[1]) - 1)
   s[3] = int((tonumber(s[3]) or 0) + 1)
@@ -611,6 +615,7 @@ end
 
 for i = 1, n do
   seen[1], seen[2], seen[3], seen[4], seen[5], seen[6] = -1, -1, -1, -1, -1, 0
+  handed = nil
   local code, replayed, cid, value, claimed, expires, oid, retry, prize = decide(i)
   local j = (i - 1) * R
   out[j + 1] = code
@@ -626,6 +631,9 @@ for i = 1, n do
     out[j + 9 + q] = seen[q]
   end
   out[j + 16] = prize or ''
+  -- The partner code handed out ('' none): the gateway writes it in the record it
+  -- produces (the outbox entry carries it too, field k).
+  out[j + 17] = handed or ''
 end
 flushcounts()
 return out

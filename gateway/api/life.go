@@ -246,6 +246,9 @@ func (s *Server) transfer(ctx *fasthttp.RequestCtx, id []byte) {
 		return
 	}
 	v, res, err := lv.Transfer(lctx, string(id), user, *b.ToUserID)
+	// The answer goes to the old owner: the partner code moved with the voucher and is
+	// shown to its new owner only.
+	v.Code = ""
 	s.lifeAnswer(ctx, lctx, string(id), user, v, res, err)
 }
 

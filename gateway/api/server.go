@@ -611,6 +611,12 @@ func appendVoucher(buf []byte, v *Voucher) []byte {
 		buf = append(buf, `,"delivery":`...)
 		buf = appendStr(buf, v.Delivery)
 	}
+	if v.Code != "" {
+		// The partner code: every caller of appendVoucher answers the voucher's owner
+		// (GET /v1/claims/{id}, /v1/me/claims, redeem, rollback); transfer clears it.
+		buf = append(buf, `,"code":`...)
+		buf = appendStr(buf, v.Code)
+	}
 	return append(buf, '}')
 }
 

@@ -18,9 +18,11 @@ type pending struct {
 	claimID string
 	reqKey  string
 	outbox  string
-	err     error
-	done    chan struct{}
-	ack     chan error
+	// code is the partner code claim.lua handed out ("" none): it goes into the record.
+	code string
+	err  error
+	done chan struct{}
+	ack  chan error
 	// marked receives markLoop's answer for this claim's durable mark: true only if
 	// durable.lua reported it D (the one condition for a 200).
 	marked chan bool

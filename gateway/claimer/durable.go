@@ -54,6 +54,7 @@ func (c *Claimer) makeDurable(p *pending) error {
 		ExpiresAtMs:  r.ExpiresAtMs,
 		OutboxID:     p.outbox,
 		Channel:      r.Channel,
+		Code:         p.code,
 	}
 	if r.Lottery {
 		rec.Draw = claim.Draw{OddsVersion: r.DrawVersion, R: r.DrawR, Pick: r.DrawPick}.String()

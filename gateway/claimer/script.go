@@ -94,6 +94,7 @@ func (c *Claimer) runScript(b *batch, items []*pending) {
 				p.req.SKU = ""
 			}
 		}
+		p.code = o.PartnerCode
 		if out.Code == claim.CodeSoldOut && !out.Replayed {
 			// Stock was <= 0 when this script ran. Only this claim's route learns it:
 			// if a change was announced since the route was taken, it is dead already.

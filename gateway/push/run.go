@@ -351,7 +351,8 @@ func (is *issuer) durable(ctx context.Context, fresh []*pendingClaim) (int64, []
 		o := &p.out
 		p.rec = claim.Record{Version: claim.Version, ClaimID: o.ClaimID, RequestID: p.reqID, CampaignID: is.campaign,
 			BusinessLine: is.bl, SKU: p.m.sku, UserID: p.m.user, DeviceID: DeviceID, IP: IP, Value: o.Value,
-			ClaimedAtMs: o.ClaimedAtMs, ExpiresAtMs: o.ExpiresAtMs, OutboxID: o.OutboxID, Channel: is.channel}
+			ClaimedAtMs: o.ClaimedAtMs, ExpiresAtMs: o.ExpiresAtMs, OutboxID: o.OutboxID, Channel: is.channel,
+			Code: o.PartnerCode}
 		krs[i] = &kgo.Record{Topic: kafkaopt.ClaimsTopic, Key: []byte(is.campaign), Value: p.rec.AppendJSON(nil)}
 	}
 	pctx, cancel := context.WithTimeout(ctx, is.s.cfg.AckTimeout)

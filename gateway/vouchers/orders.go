@@ -29,7 +29,7 @@ type orderRow struct {
 
 const orderColumns = `cl.claim_id, cl.campaign_id, cl.sku, cl.user_id, cl.state, cl.value, cl.claimed_at,
 	cl.expires_at, cl.redeemed_at, cl.expired_at, cl.expires_at <= now() AS past, cl.revoked_at IS NOT NULL AS revoked,
-	cl.order_id, COALESCE(s.min_spend, 0), COALESCE(s.excluded_categories, '{}')`
+	coalesce(cl.partner_code, '') AS partner_code, cl.order_id, COALESCE(s.min_spend, 0), COALESCE(s.excluded_categories, '{}')`
 
 func (s *Store) lockOrderRow(ctx context.Context, tx pgx.Tx, claimID string) (*orderRow, error) {
 	var r orderRow

@@ -35,7 +35,8 @@ func New(pg *pgxpool.Pool) (*Store, error) {
 // The columns every query returns, in scan order. "past" is computed by Postgres so that
 // every gateway judges expiry on one clock, the same one the settler's expiry job uses.
 const columns = `claim_id, campaign_id, sku, user_id, state, value, claimed_at, expires_at,
-	redeemed_at, expired_at, expires_at <= now() AS past, revoked_at IS NOT NULL AS revoked`
+	redeemed_at, expired_at, expires_at <= now() AS past, revoked_at IS NOT NULL AS revoked,
+	coalesce(partner_code, '') AS partner_code`
 
 type row struct {
 	v                     voucher.Voucher
@@ -45,7 +46,7 @@ type row struct {
 
 func (r *row) dest() []any {
 	return []any{&r.v.ClaimID, &r.v.CampaignID, &r.v.SKU, &r.v.UserID, &r.v.State, &r.v.Value,
-		&r.v.ClaimedAt, &r.v.ExpiresAt, &r.redeemedAt, &r.expiredAt, &r.past, &r.revoked}
+		&r.v.ClaimedAt, &r.v.ExpiresAt, &r.redeemedAt, &r.expiredAt, &r.past, &r.revoked, &r.v.Code}
 }
 
 // voucher finishes a scanned row. A settled voucher past its expiry is reported as

@@ -15,7 +15,7 @@ const (
 	// one claim.
 	BatchKeysPerClaim    = 26
 	BatchArgsPerClaim    = 9
-	BatchResultsPerClaim = 16
+	BatchResultsPerClaim = 17
 )
 
 // Keys are one claim's KEYS, by role (claim.lua's header). The campaign-level keys are
@@ -102,6 +102,9 @@ type Outcome struct {
 	// Prize is a lottery draw's prize: the SKU won (ACCEPTED, fresh or replayed), ""
 	// otherwise.
 	Prize string
+	// PartnerCode is the partner code an accepted claim of a SKU with a code pool took
+	// ("" otherwise); it goes into the claim's record (Record.Code).
+	PartnerCode string
 }
 
 // ResultsFor reports whether res is the answer to a batch of n claims.
@@ -127,6 +130,7 @@ func DecodeResult(res []any, i int, o *Outcome) {
 	o.SeenFreezeUser = asInt(r[13])
 	o.Flags = asInt(r[14])
 	o.Prize, _ = r[15].(string)
+	o.PartnerCode, _ = r[16].(string)
 }
 
 // DecidedAtMs is the batch's Redis time (every claim carries it), 0 for an empty reply.

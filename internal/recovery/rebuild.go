@@ -18,6 +18,7 @@ import (
 type inFlight struct {
 	claimID, requestID, sku, user string
 	channel                       string // "" for the app
+	code                          string // the partner code it took ("" none)
 	value                         int64
 }
 
@@ -33,7 +34,7 @@ func readOutbox(ctx context.Context, rdb *redis.Client, campaign string) ([]inFl
 		}
 		for _, m := range msgs {
 			r := claim.FromOutbox(campaign, m.ID, m.Values)
-			out = append(out, inFlight{claimID: r.ClaimID, requestID: r.RequestID, sku: r.SKU, user: r.UserID, channel: r.Channel, value: r.Value})
+			out = append(out, inFlight{claimID: r.ClaimID, requestID: r.RequestID, sku: r.SKU, user: r.UserID, channel: r.Channel, code: r.Code, value: r.Value})
 		}
 		if len(msgs) < 1000 {
 			return out, nil
@@ -167,6 +168,13 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 	if err != nil {
 		return out, fmt.Errorf("read points prices: %w", err)
 	}
+	// Partner code pools, still fenced and before rebuild.lua lifts the fence, so no
+	// claim of a pool SKU runs without its pool (DESIGN.md "Partner code pools").
+	pools, err := r.rebuildPools(ctx, tx, campaign, outbox)
+	if err != nil {
+		return out, fmt.Errorf("rebuild code pools: %w", err)
+	}
+	out.Codes = pools
 	if err := tx.Commit(ctx); err != nil {
 		return out, fmt.Errorf("read books: %w", err)
 	}

@@ -174,6 +174,9 @@ type Rebuilt struct {
 	Spent         int64  `json:"spent"`
 	Released      int64  `json:"released"`
 	Records       int64  `json:"records_restored"`
+	// Codes is how many partner codes the rebuilt pools hold (DESIGN.md "Partner code
+	// pools").
+	Codes int64 `json:"codes_in_pools"`
 }
 
 // Run detects and recovers every Interval until ctx ends. Errors are logged and

@@ -169,14 +169,14 @@ func Write(ctx context.Context, rdb *redis.Client, pg *pgxpool.Pool, recs []clai
 		}
 		tag, err := pg.Exec(ctx, `WITH new AS (
 			INSERT INTO claims (claim_id, request_id, campaign_id, business_line, sku, user_id, device_id, ip,
-				value, claimed_at, expires_at, kafka_partition, kafka_offset, channel)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
+				value, claimed_at, expires_at, kafka_partition, kafka_offset, channel, partner_code)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,NULLIF($15, ''))
 			ON CONFLICT DO NOTHING RETURNING claim_id, campaign_id, business_line, value)
 			INSERT INTO budget_ledger (claim_id, campaign_id, business_line, kind, amount)
 			SELECT claim_id, campaign_id, business_line, 'reserve', value FROM new
 			ON CONFLICT (claim_id, kind) DO NOTHING`,
 			r.ClaimID, r.RequestID, r.CampaignID, r.BusinessLine, r.SKU, r.UserID, r.DeviceID, r.IP,
-			r.Value, r.ClaimedAt(), r.ExpiresAt(), partition, off, channelOf(r))
+			r.Value, r.ClaimedAt(), r.ExpiresAt(), partition, off, channelOf(r), r.Code)
 		if err != nil {
 			return n, fmt.Errorf("insert %s: %w", r.ClaimID, err)
 		}

@@ -20,6 +20,9 @@ type Voucher struct {
 	// Delivery is a delivered prize's state (delivering, delivered, failed; "" when
 	// its SKU has no webhook): internal/delivery.
 	Delivery string
+	// Code is the partner code the claim handed out ("" for a SKU without a code pool),
+	// shown to the voucher's owner only (DESIGN.md "Partner code pools").
+	Code string
 }
 
 // Redeem results.
