@@ -11,8 +11,9 @@ import (
 
 // bench life (the demo's voucher's-life step) against a real gateway and settler: every
 // answer it checks is the one CONTRACT.md promises, and the review it prints adds up to
-// what it did - every voucher issued was used, by the owner or the friend it went to,
-// and the amount redeemed is the sum of the orders that used them.
+// what it did - every voucher claimed was used, by the owner or the friend it went to,
+// the push issued one to every user of two tiers and a few of tier a's were used, and
+// the amounts redeemed are the sums of the orders that used them.
 func TestBenchLifeAgainstRealBinaries(t *testing.T) {
 	s := start(t, opts{})
 	const n = 8
@@ -36,18 +37,38 @@ func TestBenchLifeAgainstRealBinaries(t *testing.T) {
 	}
 	amount += 3*life.MinSpend - (life.MinSpend + 10)
 	amount += n / 2 * (life.MinSpend + 5)
-	var total, app *life.ReviewRow
+	var total, app, tierA, tierB *life.ReviewRow
 	for i, r := range sum.Review {
 		switch {
 		case r.Tier == "*" && r.Channel == "*":
 			total = &sum.Review[i]
-		case r.Channel == "app":
+		case r.Tier == "*" && r.Channel == "app":
 			app = &sum.Review[i]
+		case r.Tier == camp+"-tier-a" && r.Channel == "*":
+			tierA = &sum.Review[i]
+		case r.Tier == camp+"-tier-b" && r.Channel == "*":
+			tierB = &sum.Review[i]
 		}
 	}
-	for name, r := range map[string]*life.ReviewRow{"total": total, "app channel": app} {
-		if r == nil || r.Issued != n || r.Used != n || r.UsersRecalled != n || r.AmountRedeem != amount {
-			t.Fatalf("review %s row %+v; want issued %d used %d recalled %d redeemed %d (rows %+v)", name, r, n, n, n, amount, sum.Review)
+	pushed := int64(2 * life.TierUsers)
+	for _, c := range []struct {
+		name                             string
+		r                                *life.ReviewRow
+		issued, used, recalled, redeemed int64
+	}{
+		{"app channel", app, n, n, n, amount},
+		{"total", total, n + pushed, n + life.TierUsed, n + life.TierUsed, amount + life.TierUsed*80},
+		{"tier a", tierA, life.TierUsers, life.TierUsed, life.TierUsed, life.TierUsed * 80},
+		{"tier b", tierB, life.TierUsers, 0, 0, 0},
+	} {
+		if c.r == nil || c.r.Issued != c.issued || c.r.Used != c.used || c.r.UsersRecalled != c.recalled || c.r.AmountRedeem != c.redeemed {
+			t.Errorf("review %s row %+v; want issued %d used %d recalled %d redeemed %d", c.name, c.r, c.issued, c.used, c.recalled, c.redeemed)
 		}
+	}
+	if t.Failed() {
+		t.Logf("review rows: %+v", sum.Review)
+	}
+	if sum.Pushed != pushed {
+		t.Errorf("pushed %d, want %d", sum.Pushed, pushed)
 	}
 }

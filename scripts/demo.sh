@@ -6,8 +6,8 @@
 # of thousands of distinct users race for them at the opening second (with bots, retries
 # with the same request_id and some invalid requests), waits for settlement, verifies the
 # guarantees against Redis and Postgres, prints the figures, then plays a voucher's life
-# (redeem against orders, a refund, transfers, the review; bench life), and stops what it
-# started.
+# (redeem against orders, a refund, transfers, a push to two tiers, the review per tier;
+# bench life), and stops what it started.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -55,7 +55,7 @@ set -e
 say "settlement and guarantees"
 env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$CAMPAIGN" --record "$OUT" --wait 120s
 
-say "the voucher's life: redeem against orders (a minimum spend, an excluded category, a refund), transfers, the review"
+say "the voucher's life: redeem against orders (a minimum spend, an excluded category, a refund), transfers, a push to two tiers, the review per tier"
 bin/bench life --target http://127.0.0.1:8080 --admin http://127.0.0.1:8081 \
   --campaign "life-$STAMP" --business-line "life-bl-$STAMP" --holders 20
 

@@ -3,7 +3,8 @@
 // voucher needs a minimum spend, excludes a category and may be handed on once, has a
 // few users claim it, and once their vouchers are rows it redeems them against orders
 // (below the minimum, an excluded category, a retried order, a refund and a second
-// order), transfers the rest to friends who redeem them, and reads the review back.
+// order), transfers the rest to friends who redeem them, pushes a voucher to every user
+// of two tiers (a few of tier A use theirs), and reads the review back.
 // Every answer is checked against what CONTRACT.md promises; the first one that
 // differs ends the run with an error naming the step.
 package life
@@ -17,6 +18,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -38,16 +40,21 @@ type Config struct {
 	Log                    io.Writer
 }
 
-// MinSpend, Value and Excluded are the demo voucher's rules.
+// MinSpend, Value and Excluded are the demo voucher's rules; TierUsers users of each of
+// two tiers get a TierValue voucher by a push, and TierUsed of tier A's use theirs.
 const (
-	Value    = 50
-	MinSpend = 200
-	Excluded = "newbie"
+	Value     = 50
+	MinSpend  = 200
+	Excluded  = "newbie"
+	TierUsers = 200
+	TierValue = 10
+	TierUsed  = 5
 )
 
 // Summary is what happened.
 type Summary struct {
 	Claimed, Redeemed, Transferred, RolledBack int
+	Pushed                                     int64          // vouchers the push to two tiers issued
 	Refused                                    map[string]int // reason -> answers as promised
 	Review                                     []ReviewRow
 }
@@ -117,6 +124,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := r.transferHalf(ctx, ids[len(ids)/2:]); err != nil {
 		return r.s, err
 	}
+	if err := r.push(ctx); err != nil {
+		return r.s, err
+	}
 	return r.s, r.review(ctx)
 }
 
@@ -125,16 +135,18 @@ func (r *run) friend(i int) string { return r.cfg.Campaign + "-f" + strconv.Itoa
 
 func (r *run) open(ctx context.Context) error {
 	n := int64(r.cfg.Holders)
+	budget := n*Value + 2*TierUsers*TierValue
 	if st, b, err := r.do(ctx, http.MethodPut, r.cfg.Admin+"/admin/v1/business-lines/"+r.cfg.BusinessLine, "admin",
-		map[string]int64{"budget": n * Value}); err != nil || st != 200 {
+		map[string]int64{"budget": budget}); err != nil || st != 200 {
 		return fmt.Errorf("create business line: %d %s %v", st, b, err)
 	}
 	now := time.Now().UTC()
 	body := map[string]any{"name": "voucher's life " + r.cfg.Campaign, "business_line": r.cfg.BusinessLine,
 		"starts_at": now.Add(-time.Second), "ends_at": now.Add(time.Hour), "per_user_limit": 1,
-		"budget": n * Value, "voucher_ttl": "72h", "segment": nil, "transferable": true, "max_transfers": 1,
+		"budget": budget, "voucher_ttl": "72h", "segment": nil, "transferable": true, "max_transfers": 1,
 		"skus": []map[string]any{{"sku": "rp-50", "stock": n, "value": Value, "min_spend": MinSpend,
-			"excluded_categories": []string{Excluded}}}}
+			"excluded_categories": []string{Excluded}},
+			{"sku": "tier-a", "stock": TierUsers, "value": TierValue}, {"sku": "tier-b", "stock": TierUsers, "value": TierValue}}}
 	if st, b, err := r.do(ctx, http.MethodPut, r.cfg.Admin+"/admin/v1/campaigns/"+r.cfg.Campaign, "admin", body); err != nil || st != 200 {
 		return fmt.Errorf("create campaign: %d %s %v", st, b, err)
 	}
@@ -256,6 +268,94 @@ func (r *run) transferHalf(ctx context.Context, ids []string) error {
 	return nil
 }
 
+func (r *run) tierUser(tier string, i int) string {
+	return r.cfg.Campaign + "-" + tier + strconv.Itoa(i)
+}
+
+// push issues a voucher to every user of two tiers (segments) through a push, waits
+// until it is done and every voucher is a row, and has a few of tier A's users use theirs.
+func (r *run) push(ctx context.Context) error {
+	tiers := map[string]string{}
+	for _, t := range []string{"a", "b"} {
+		seg := r.cfg.Campaign + "-tier-" + t
+		var users bytes.Buffer
+		for i := range TierUsers {
+			users.WriteString(r.tierUser(t, i) + "\n")
+		}
+		st, b, err := r.doRaw(ctx, http.MethodPut, r.cfg.Admin+"/admin/v1/segments/"+seg, "admin", users.Bytes())
+		if err != nil || st != 200 {
+			return fmt.Errorf("segment %s: %d %s %v", seg, st, b, err)
+		}
+		tiers[seg] = "tier-" + t
+	}
+	u := r.cfg.Admin + "/admin/v1/campaigns/" + r.cfg.Campaign + "/pushes/recall-1"
+	if st, b, err := r.do(ctx, http.MethodPut, u, "admin", map[string]any{"tiers": tiers}); err != nil || st/100 != 2 {
+		return fmt.Errorf("push: %d %s %v", st, b, err)
+	}
+	var p struct {
+		State string `json:"state"`
+		Users struct {
+			Total, Issued, Pending int64
+			Refused                map[string]int64
+		} `json:"users"`
+	}
+	deadline := time.Now().Add(r.cfg.Settle)
+	for {
+		st, b, err := r.do(ctx, http.MethodGet, u, "admin", nil)
+		if err != nil || st != 200 || json.Unmarshal(b, &p) != nil {
+			return fmt.Errorf("push progress: %d %s %v", st, b, err)
+		}
+		if p.State == "done" || p.State == "refused" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if p.State != "done" || p.Users.Issued != 2*TierUsers {
+		return fmt.Errorf("push: state %s, %d of %d issued (refused %v)", p.State, p.Users.Issued, 2*TierUsers, p.Users.Refused)
+	}
+	r.s.Pushed = p.Users.Issued
+	fmt.Fprintf(r.cfg.Log, "pushed one voucher to each of %d users in two tiers (%s)\n", p.Users.Issued, strings.Join(sortedKeys(tiers), ", "))
+	// Tier A's first users find their voucher among their own and use it.
+	for i := range TierUsed {
+		user := r.tierUser("a", i)
+		var mine struct {
+			Claims []struct {
+				ClaimID string `json:"claim_id"`
+				State   string `json:"state"`
+			} `json:"claims"`
+		}
+		for {
+			mu := r.cfg.Target + "/v1/me/claims"
+			if r.cfg.UserSecret == "" {
+				mu += "?user_id=" + url.QueryEscape(user)
+			}
+			st, b, err := r.do(ctx, http.MethodGet, mu, user, nil)
+			if err == nil && st == 200 && json.Unmarshal(b, &mine) == nil && len(mine.Claims) == 1 && mine.Claims[0].State == "settled" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s's pushed voucher not settled: %d %s %v", user, st, b, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err := r.expect(ctx, "redeem pushed "+mine.Claims[0].ClaimID, http.MethodPost, r.cfg.Target+"/v1/claims/"+mine.Claims[0].ClaimID+"/redeem",
+			user, order("o-"+user, 80, "grocery"), 200, "", nil); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(r.cfg.Log, "%d of tier a's users used theirs\n", TierUsed)
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
 func (r *run) review(ctx context.Context) error {
 	st, b, err := r.do(ctx, http.MethodGet, r.cfg.Admin+"/admin/v1/campaigns/"+r.cfg.Campaign+"/report?table=review", "admin", nil)
 	if err != nil || st != 200 {
@@ -310,6 +410,16 @@ func (r *run) expect(ctx context.Context, step, method, u, who string, body any,
 	return nil
 }
 
+// doRaw sends a text body (one id a line) as who.
+func (r *run) doRaw(ctx context.Context, method, u, who string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "text/plain")
+	return r.send(req, who)
+}
+
 func (r *run) do(ctx context.Context, method, u, who string, body any) (int, []byte, error) {
 	if who != "admin" && r.cfg.UserSecret == "" {
 		// A gateway without user tokens takes the user from the body.
@@ -335,6 +445,10 @@ func (r *run) do(ctx context.Context, method, u, who string, body any) (int, []b
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return r.send(req, who)
+}
+
+func (r *run) send(req *http.Request, who string) (int, []byte, error) {
 	switch {
 	case who == "admin" && r.cfg.AdminToken != "":
 		req.Header.Set("Authorization", "Bearer "+r.cfg.AdminToken)
