@@ -127,7 +127,7 @@ func (e *Env) Campaign(s Spec) *Campaign {
 	body := fmt.Sprintf(`{`+kind+`"name":"test campaign","business_line":%q,"starts_at":%q,"ends_at":%q,
 		"per_user_limit":%d,"budget":%d,"voucher_ttl":%q,"segment":%s,"recycle_stock":%v,"skus":[%s]}`,
 		s.BusinessLine, now.Add(s.Start).UTC().Format(time.RFC3339Nano), now.Add(s.End).UTC().Format(time.RFC3339Nano),
-		s.PerUser, s.Budget, s.TTL, seg, s.Recycle, kind, strings.Join(skus, ","))
+		s.PerUser, s.Budget, s.TTL, seg, s.Recycle, strings.Join(skus, ","))
 	cp, err := catalog.DecodeCampaign(id, []byte(body))
 	if err != nil {
 		e.T.Fatalf("campaign spec: %v", err)
