@@ -55,6 +55,18 @@ set -e
 say "settlement and guarantees"
 env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$CAMPAIGN" --record "$OUT" --wait 120s
 
+MALL=mall-$STAMP
+say "points mall: $MALL, 200 items at 100 points, 2,000 users each granted points for one, rushing at the opening"
+lib_campaign "$MALL" "mall-bl-$STAMP" --skus item:200:1 --points-price 100 --points-users 2000 \
+  --per-user-limit 1 --starts-in 3s --duration 30m --voucher-ttl 72h
+set +e
+bin/bench run --target http://127.0.0.1:8080 --campaign "$MALL" --skus item \
+  --rate 2000 --duration 3s --users 2000 --seed 2028 --mix retries=10% --wait-start 3s --out "$OUT/mall"
+run_rc=$?
+set -e
+[ $run_rc = 0 ] || [ $run_rc = 1 ] || lib_die "bench run (points mall) failed (exit $run_rc)"
+env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$MALL" --record "$OUT/mall" --wait 120s
+
 say "the voucher's life: redeem against orders (a minimum spend, an excluded category, a refund), transfers, a push to two tiers, the review per tier"
 bin/bench life --target http://127.0.0.1:8080 --admin http://127.0.0.1:8081 \
   --campaign "life-$STAMP" --business-line "life-bl-$STAMP" --holders 20
