@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -14,19 +13,7 @@ import (
 // adminText sends a text body (the codes import) to the admin API.
 func (s *system) adminText(method, path, body string) (int, []byte) {
 	s.t.Helper()
-	req, err := http.NewRequest(method, s.admin+path, strings.NewReader(body))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "text/plain")
-	resp, err := s.http.Do(req)
-	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	return s.adminSend(method, path, "text/plain", strings.NewReader(body))
 }
 
 // TestCodePoolRaceAcrossSettlerKill: a pool of 1,000 partner codes on a SKU of stock

@@ -110,12 +110,18 @@ func (s *system) adminDo(method, path string, body any) (int, []byte) {
 		}
 		rd = bytes.NewReader(b)
 	}
+	return s.adminSend(method, path, "application/json", rd)
+}
+
+// adminSend sends a body of the given content type to the admin API with the token.
+func (s *system) adminSend(method, path, contentType string, rd io.Reader) (int, []byte) {
+	s.t.Helper()
 	req, err := http.NewRequest(method, s.admin+path, rd)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := s.http.Do(req)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
