@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -578,4 +580,95 @@ func TestPointsChaosShort(t *testing.T) {
 		}
 	}
 	f.benchVerifyPoints(cmp)
+}
+
+// TestPointsRevokeAfterConfirmationGivesBackOnce: a points_item claim settled and spent
+// is revoked with riskctl revoke (a void after confirmation): the settler gives its
+// points back exactly once - a give_back ledger row, the lot restored, the hot balance
+// up by the price - and its passes after that change nothing. A retry of the revoked
+// request replays its answer and takes no points; the user can spend the points given
+// back on a new claim; a Redis rebuild of the balance keeps the give-back once.
+func TestPointsRevokeAfterConfirmationGivesBackOnce(t *testing.T) {
+	f := startFaults(t, faultOpts{settlerExtra: pointsSettler})
+	const price = 150
+	task, key := f.pointsTask(1000, 1000)
+	u := testenv.ID(t, "rev")
+	f.grantAll(task, key, []string{u}, price)
+	cmp := f.pointsCampaign(f.bl, 5, price, 2)
+	req := claimReq{cmp, "item", u, "drev", "r-rev"}
+	if a := f.claimUntilAnswered(req, 30*time.Second); a.Status != 200 {
+		t.Fatalf("claim: %d %+v", a.Status, a)
+	}
+	checkPointsBooks(t, f.system, cmp, []string{u}, price)
+	if b := f.pointsBooks(u); b.ledger != 0 || b.spends != 1 || b.bal != 0 {
+		t.Fatalf("after the spend: ledger %d spends %d hot %d, want 0 1 0", b.ledger, b.spends, b.bal)
+	}
+
+	rc := testenv.Build(t, "./riskctl")
+	cmd := exec.Command(rc, "revoke", "user", u, "--reason", "e2e: void after confirmation", "--actor", "e2e")
+	cmd.Env = append(cmd.Environ(), "FLASH_PG_URL="+testenv.PGURL(), "FLASH_REDIS_ADDR="+f.redis.addr())
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "1 unredeemed") {
+		t.Fatalf("riskctl revoke: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	backRows := func() (n, sum int64) {
+		if err := f.pg.QueryRow(ctx, `SELECT count(*), coalesce(sum(delta), 0) FROM points_ledger WHERE user_id = $1 AND kind = 'give_back'`, u).
+			Scan(&n, &sum); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	testenv.Eventually(t, 30*time.Second, "the revoked claim's points are given back", func() bool {
+		b := f.pointsBooks(u)
+		return b.ledger == price && b.bal == price
+	})
+	var hotDone bool
+	if err := f.pg.QueryRow(ctx, `SELECT hot_done FROM points_give_backs WHERE source_id = $1`, rkeys.PointsReservation(cmp, "r-rev")).Scan(&hotDone); err != nil || !hotDone {
+		t.Fatalf("give-back row: hot_done %v (%v), want true", hotDone, err)
+	}
+	var events int
+	if err := f.pg.QueryRow(ctx, `SELECT count(*) FROM events WHERE type = 'points_given_back' AND key = $1`, u).Scan(&events); err != nil || events != 1 {
+		t.Fatalf("points_given_back events: %d (%v), want 1", events, err)
+	}
+	// Several more holds passes (200 ms each) give nothing twice.
+	time.Sleep(1500 * time.Millisecond)
+	if n, sum := backRows(); n != 1 || sum != price {
+		t.Fatalf("give_back rows %d worth %d, want 1 worth %d", n, sum, price)
+	}
+	if b := f.pointsBooks(u); b.ledger != price || b.lots != price || b.bal != price || b.held != 0 {
+		t.Fatalf("after the give-back: ledger %d lots %d hot %d held %d, want %d %d %d 0", b.ledger, b.lots, b.bal, b.held, price, price, price)
+	}
+	// The revoked request's retry replays its answer and holds nothing.
+	if a := f.claimUntilAnswered(req, 30*time.Second); a.Status != 200 {
+		t.Fatalf("retry of the revoked request: %d %+v, want its replayed 200", a.Status, a)
+	}
+	if b := f.pointsBooks(u); b.bal != price || b.held != 0 {
+		t.Fatalf("after the retry: hot %d held %d, want %d and nothing held", b.bal, b.held, price)
+	}
+	// A Redis that lost the hot balance rebuilds it with the give-back counted once.
+	if err := f.rdb.HSet(ctx, rkeys.Points(u), "ok", "0000previousrun", "bal", 999).Err(); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := points.New(f.pg, f.rdb, points.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Rebuild(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if b := f.pointsBooks(u); b.bal != price {
+		t.Fatalf("rebuilt hot balance %d, want %d", b.bal, price)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if b := f.pointsBooks(u); b.bal != price {
+		t.Fatalf("hot balance %d after passes over the rebuilt balance, want %d", b.bal, price)
+	}
+	// The points given back buy a new item.
+	if a := f.claimUntilAnswered(claimReq{cmp, "item", u, "drev", "r-rev-2"}, 30*time.Second); a.Status != 200 {
+		t.Fatalf("a new claim with the points given back: %d %+v", a.Status, a)
+	}
+	testenv.Eventually(t, 60*time.Second, "the new claim's points are spent", func() bool {
+		b := f.pointsBooks(u)
+		return b.spends == 2 && b.ledger == 0 && b.bal == 0 && b.held == 0
+	})
 }

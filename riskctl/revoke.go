@@ -20,8 +20,10 @@ that is not redeemed yet is revoked - GET shows it "revoked", redeem answers 409
 revoked - and its value goes back to the campaign's and business line's budgets. The
 settler's expirer gives the value back on its next pass, through the same once-per-
 claim path as an expired voucher (release.lua's released set, the ledger's "release"
-row). Claims accepted before the revocation that are still settling are revoked as
-they reach Postgres. Redeemed vouchers are spent and stay so. Audited.
+row). A revoked points-mall item gives its points back to the user once (the
+settler's points holds pass; points whose lot expired meanwhile stay expired). Claims
+accepted before the revocation that are still settling are revoked as they reach
+Postgres. Redeemed vouchers are spent and stay so. Audited.
 
 Revoking does not stop new claims: block the user or device too (riskctl block); a
 blocked or frozen user cannot redeem either.`

@@ -220,12 +220,16 @@ return {bal, decision, gained}
 // rebuildScript writes a user's hot balance from the record unless a rebuild on this
 // run got there first. ARGV: balance, frozen (0/1), the number of grant ids n, the n
 // grant ids already in the balance, the number of spent reservations m, the m
-// reservation ids whose spend is in the ledger, then the grant ids whose expiry is in
-// the ledger (their x: marks are kept or set; any other x: mark - an expiry whose
-// Postgres step did not commit - is dropped, so its retry takes it off again). Reservations (rsv:<r>) that survived in the hash stay held; every reservation
-// spent in the ledger is marked done (held or not: a spend confirmed after its hold was
-// given back must not be taken off the rebuilt balance a second time). First writer wins; a grant the winner did not
-// include has no g: field, so its own apply adds it once.
+// reservation ids whose spend is in the ledger, the number of given-back reservations
+// k, the k reservation ids whose give-back (a void after confirmation) is in the
+// ledger, then the grant ids whose expiry is in the ledger (their x: marks are kept or
+// set; any other x: mark - an expiry whose Postgres step did not commit - is dropped,
+// so its retry takes it off again). Reservations (rsv:<r>) that survived in the hash
+// stay held; every reservation spent in the ledger is marked done (held or not: a spend
+// confirmed after its hold was given back must not be taken off the rebuilt balance a
+// second time), and every one given back in the ledger is marked refunded (its hot
+// step adds nothing to the rebuilt balance). First writer wins; a grant the winner did
+// not include has no g: field, so its own apply adds it once.
 var rebuildScript = redis.NewScript(runIDLua + `
 if redis.call('HGET', KEYS[1], 'ok') == run then return 0 end
 local n = tonumber(ARGV[3])
@@ -236,8 +240,11 @@ for i = a + 1, a + ns do
   redis.call('HDEL', KEYS[1], 'rsv:' .. ARGV[i], 'tk:' .. ARGV[i], 'at:' .. ARGV[i])
   redis.call('HSET', KEYS[1], 'done:' .. ARGV[i], 'spent')
 end
+local b = a + ns + 1
+local nb = tonumber(ARGV[b])
+for i = b + 1, b + nb do redis.call('HSET', KEYS[1], 'done:' .. ARGV[i], 'refunded') end
 local expired = {}
-for i = a + ns + 1, #ARGV do expired['x:' .. ARGV[i]] = true end
+for i = b + nb + 1, #ARGV do expired['x:' .. ARGV[i]] = true end
 local held = 0
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
@@ -319,6 +326,12 @@ func (s *Service) Rebuild(ctx context.Context, user string) error {
 	if err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
 	}
+	// A give-back is in the balance (the ledger) once its row is: its reservation is
+	// marked refunded, so the give-back's hot step, re-driven, adds nothing twice.
+	back, err := collect(`SELECT source_id FROM points_ledger WHERE user_id = $1 AND kind = 'give_back'`)
+	if err != nil {
+		return fmt.Errorf("points rebuild %s: %w", user, err)
+	}
 	expired, err := collect(`SELECT source_id FROM points_ledger WHERE user_id = $1 AND kind = 'expire'`)
 	if err != nil {
 		return fmt.Errorf("points rebuild %s: %w", user, err)
@@ -327,13 +340,17 @@ func (s *Service) Rebuild(ctx context.Context, user string) error {
 	if frozen {
 		fz = 1
 	}
-	args := make([]any, 0, 4+len(grants)+len(spent)+len(expired))
+	args := make([]any, 0, 5+len(grants)+len(spent)+len(back)+len(expired))
 	args = append(args, bal, fz, len(grants))
 	for _, g := range grants {
 		args = append(args, g)
 	}
 	args = append(args, len(spent))
 	for _, r := range spent {
+		args = append(args, r)
+	}
+	args = append(args, len(back))
+	for _, r := range back {
 		args = append(args, r)
 	}
 	for _, g := range expired {

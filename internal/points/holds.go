@@ -33,7 +33,7 @@ type Holds struct {
 	mu     sync.Mutex
 	prices map[string]int64 // "<campaign>\t<sku>" -> price; 0: not a points_item SKU
 
-	confirmed, givenBack, uncovered prometheus.Counter
+	confirmed, givenBack, uncovered, refunded prometheus.Counter
 }
 
 // HoldsConfig configures the sweep.
@@ -79,9 +79,11 @@ func NewHolds(svc *Service, cfg HoldsConfig, log *slog.Logger) (*Holds, error) {
 			Help: "Orphaned points holds given back by the settler's sweep (the claim was voided, rejected or never made)."}),
 		uncovered: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_points_uncovered_total",
 			Help: "Accepted points_item claims whose points were no longer there to spend (a race DESIGN.md describes); for the risk team."}),
+		refunded: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashgate_points_given_back_total",
+			Help: "Points given back to users because their confirmed points_item claim was revoked (a void after confirmation), once per claim."}),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{h.confirmed, h.givenBack, h.uncovered} {
+		for _, c := range []prometheus.Collector{h.confirmed, h.givenBack, h.uncovered, h.refunded} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("points holds metrics: %w", err)
 			}
@@ -282,7 +284,11 @@ func (h *Holds) resolve(ctx context.Context, campaign string, es []holdEntry, ou
 	return nil
 }
 
-// Run sweeps every Interval until ctx ends.
+// voidedBatch bounds the revoked claims one pass gives points back for.
+const voidedBatch = 500
+
+// Run sweeps every Interval until ctx ends, and gives back the points of revoked
+// points_item claims (GiveBackVoided).
 func (h *Holds) Run(ctx context.Context) error {
 	t := time.NewTicker(h.cfg.Interval)
 	defer t.Stop()
@@ -291,6 +297,11 @@ func (h *Holds) Run(ctx context.Context) error {
 			h.log.Warn("points sweep failed", "err", err)
 		} else if res.Confirmed+res.GivenBack > 0 {
 			h.log.Info("points sweep", "seen", res.Seen, "confirmed", res.Confirmed, "given_back", res.GivenBack, "waiting", res.Waiting)
+		}
+		if n, err := h.GiveBackVoided(ctx, voidedBatch); err != nil {
+			h.log.Warn("points give-back of revoked claims failed; the next pass retries it", "err", err)
+		} else if n > 0 {
+			h.log.Info("points given back for revoked claims", "points", n)
 		}
 		select {
 		case <-ctx.Done():

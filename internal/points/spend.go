@@ -58,7 +58,7 @@ if redis.call('HEXISTS', KEYS[1], 'rsv:' .. ARGV[1]) == 1 then
   return 'reserved'
 end
 local done = redis.call('HGET', KEYS[1], 'done:' .. ARGV[1])
-if done == 'spent' then return done end
+if done == 'spent' or done == 'refunded' then return 'spent' end
 if redis.call('HGET', KEYS[1], 'frz') == '1' then return 'blocked' end
 local price = tonumber(ARGV[2])
 local bal = tonumber(redis.call('HGET', KEYS[1], 'bal') or '0')
@@ -81,7 +81,8 @@ if redis.call('HGET', KEYS[1], 'ok') ~= run then return redis.error_reply('NOT_W
 local r = ARGV[1]
 local price = redis.call('HGET', KEYS[1], 'rsv:' .. r)
 if not price then
-  if ARGV[2] == 'spent' and redis.call('HGET', KEYS[1], 'done:' .. r) ~= 'spent' then
+  local d = redis.call('HGET', KEYS[1], 'done:' .. r)
+  if ARGV[2] == 'spent' and d ~= 'spent' and d ~= 'refunded' then
     redis.call('HINCRBY', KEYS[1], 'bal', -tonumber(ARGV[5]))
     redis.call('HSET', KEYS[1], 'done:' .. r, 'spent')
     return 2
@@ -182,7 +183,7 @@ func (s *Service) Spend(ctx context.Context, user, r, claimID string, price int6
 		}
 	}
 	if tag.RowsAffected() == 1 {
-		left, err := debitOldest(ctx, tx, user, price)
+		left, err := debitOldest(ctx, tx, user, r, price)
 		if err != nil {
 			return fmt.Errorf("spend %s lots: %w", r, err)
 		}
@@ -276,9 +277,11 @@ func setFrozenTx(ctx context.Context, tx pgx.Tx, user string, frozen bool, reaso
 	return row.ID, nil
 }
 
-// debitOldest takes price points off user's lots, soonest expiry first; it returns what
-// the lots could not cover (0 when the ledger and the lots agree).
-func debitOldest(ctx context.Context, tx pgx.Tx, user string, price int64) (int64, error) {
+// debitOldest takes price points off user's lots, soonest expiry first, and remembers
+// what it took from each for reservation r (points_debits: a void after confirmation
+// puts them back there); it returns what the lots could not cover (0 when the ledger and
+// the lots agree).
+func debitOldest(ctx context.Context, tx pgx.Tx, user, r string, price int64) (int64, error) {
 	rows, err := tx.Query(ctx, `SELECT grant_id, remaining FROM points_lots WHERE user_id = $1 AND remaining > 0
 		ORDER BY expires_at, grant_id FOR UPDATE`, user)
 	if err != nil {
@@ -301,6 +304,9 @@ func debitOldest(ctx context.Context, tx pgx.Tx, user string, price int64) (int6
 		}
 		take := min(l.left, price)
 		if _, err := tx.Exec(ctx, `UPDATE points_lots SET remaining = remaining - $2 WHERE grant_id = $1`, l.id, take); err != nil {
+			return price, err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO points_debits (source_id, grant_id, taken) VALUES ($1, $2, $3)`, r, l.id, take); err != nil {
 			return price, err
 		}
 		price -= take

@@ -95,6 +95,11 @@ var Grants = map[string][]string{
 		`GRANT INSERT ON points_ledger TO flashgate_settler`,
 		`GRANT UPDATE (remaining) ON points_lots TO flashgate_settler`,
 		`GRANT USAGE ON SEQUENCE points_ledger_id_seq TO flashgate_settler`,
+		// A void after confirmation (0016): a spend records the lots it took from; the
+		// give-back of a revoked points_item claim restores them once and re-drives its
+		// hot step until done.
+		`GRANT SELECT, INSERT ON points_debits, points_give_backs TO flashgate_settler`,
+		`GRANT UPDATE (hot_done) ON points_give_backs TO flashgate_settler`,
 		// Partner code pools (0015): the recovery rebuilds a pool from the codes no claim
 		// holds (claims.partner_code is written with the claim row).
 		`GRANT SELECT ON sku_codes, pushes TO flashgate_settler`,
@@ -118,7 +123,7 @@ var Grants = map[string][]string{
 	},
 	RoleBench: {
 		// bench verify reads the books; it writes nothing.
-		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events, deliveries, points_tasks, points_lots, points_ledger, points_accounts, points_refusals, points_autofreeze, draws TO flashgate_bench`,
+		`GRANT SELECT ON business_lines, campaigns, campaign_skus, segments, segment_members, claims, budget_ledger, schema_migrations, events, deliveries, points_tasks, points_lots, points_ledger, points_accounts, points_refusals, points_autofreeze, draws, points_debits, points_give_backs TO flashgate_bench`,
 	},
 }
 
