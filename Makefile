@@ -4,7 +4,7 @@ GO ?= go
 BINS := gateway settler bench riskctl devbroker
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help up down status wipe build run demo test test-short bench peak chaos vet reconcile
+.PHONY: help up down status wipe build run demo test test-short bench kinds peak chaos vet reconcile
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -60,6 +60,8 @@ reconcile: ## check (REPAIR=1: repair) one campaign's counters against the books
 	@test -n "$(CAMPAIGN)" || { echo "usage: make reconcile CAMPAIGN=<campaign id> [REPAIR=1]"; exit 2; }
 	curl -fsS -X $(if $(REPAIR),POST,GET) -H "Authorization: Bearer $$FLASH_ADMIN_TOKEN" http://$${FLASH_ADMIN_ADDR:-127.0.0.1:8081}/admin/v1/campaigns/$(CAMPAIGN)/reconcile
 
+kinds: ## the redemption kinds side by side: the same open-loop run against a voucher and a points_item campaign (KINDS_RATE, KINDS_DURATION), load average before and after each; BENCHMARKS.md
+	@scripts/kinds.sh
 bench: ## stack up, gateway+settler, create a campaign, ramp to the SLO, verify, HTML report
 	@scripts/bench.sh
 
