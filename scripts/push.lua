@@ -19,6 +19,38 @@
 -- lets the push's own claims take from the escrow; release gives back what is left.
 local meta, pushes = KEYS[1], KEYS[2]
 local mode, push = ARGV[1], ARGV[2]
+
+-- rebuild (internal/recovery, after a Redis loss, while the campaign is fenced): write
+-- every escrow back from the books. KEYS: meta, escrows, then one SKU hash per SKU of
+-- the campaign. ARGV: 'rebuild', the recovery token, nsku, the nsku SKU ids, npush, then
+-- per push: push_id, st (1 running, 2 over), amount, and nsku units (in the SKUs'
+-- order). Sets each SKU's held and the meta's held to the sum over running pushes.
+-- Returns {1, held amount}, or {3} when this recovery no longer holds the fence.
+if mode == 'rebuild' then
+  if redis.call('HGET', meta, 'recovering') ~= ARGV[2] then return {3} end
+  local n = tonumber(ARGV[3])
+  local held, total = {}, 0
+  for i = 1, n do held[i] = 0 end
+  redis.call('DEL', pushes)
+  local a = 4 + n
+  local np = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, np do
+    local id, st, amount = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+    redis.call('HSET', pushes, 'st:' .. id, st, 'b:' .. id, amount)
+    for i = 1, n do
+      local u = tonumber(ARGV[a + 2 + i])
+      redis.call('HSET', pushes, 'u:' .. id .. ':' .. ARGV[3 + i], u)
+      held[i] = held[i] + u
+    end
+    total = total + amount
+    a = a + 3 + n
+  end
+  for i = 1, n do redis.call('HSET', KEYS[2 + i], 'held', held[i]) end
+  redis.call('HSET', meta, 'held', total)
+  return {1, total}
+end
+
 local nsku = tonumber(ARGV[3])
 local st = redis.call('HGET', pushes, 'st:' .. push)
 

@@ -175,6 +175,10 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 		return out, fmt.Errorf("rebuild code pools: %w", err)
 	}
 	out.Codes = pools
+	escrows, err := readPushEscrows(ctx, tx, campaign, skus)
+	if err != nil {
+		return out, fmt.Errorf("read push escrows: %w", err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return out, fmt.Errorf("read books: %w", err)
 	}
@@ -204,6 +208,10 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 	}
 	// The points prices before the meta (points.go).
 	if err := writePointsPrices(ctx, r.rdb, campaign, prices); err != nil {
+		return out, err
+	}
+	// The push escrows, still fenced, so no claim runs without what pushes hold (push.go).
+	if err := writePushEscrows(ctx, r.rdb, campaign, token, skus, escrows); err != nil {
 		return out, err
 	}
 	raw, err := scripts.Rebuild.Run(ctx, r.rdb, keys, args...).Result()
