@@ -56,19 +56,20 @@ func readPushEscrows(ctx context.Context, tx pgx.Tx, campaign string, skus []sku
 			if err != nil {
 				return nil, err
 			}
-			for urows.Next() {
-				var sku string
-				var n int64
-				if err := urows.Scan(&sku, &n); err != nil {
-					urows.Close()
-					return nil, err
-				}
-				e.units[sku] = n
-				e.amount += n * value[sku]
+			type left struct {
+				sku string
+				n   int64
 			}
-			urows.Close()
-			if err := urows.Err(); err != nil {
+			ls, err := pgx.CollectRows(urows, func(r pgx.CollectableRow) (left, error) {
+				var l left
+				return l, r.Scan(&l.sku, &l.n)
+			})
+			if err != nil {
 				return nil, err
+			}
+			for _, l := range ls {
+				e.units[l.sku] = l.n
+				e.amount += l.n * value[l.sku]
 			}
 		}
 		out = append(out, e)
