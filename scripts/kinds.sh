@@ -3,7 +3,9 @@
 # side"): one gateway and one settler, then the same open-loop bench run - RATE claims/s
 # for DURATION, distinct users - against a voucher campaign and a points_item campaign
 # (every user holding points for one item), one after the other in one invocation; the
-# load average is printed before and after each. Measure only on a quiet machine.
+# load average is printed before and after each, and each leg first waits for the 1-minute
+# load to fall below KINDS_QUIET (1.0: the build, the setup and the settler's catch-up of
+# the previous leg are over). Measure only on a quiet machine.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -33,6 +35,7 @@ sleep 3
 
 leg() { # name campaign sku
   say "$1: $RATE claims/s for $DURATION, open loop ($USERS users)"
+  lib_quiet "${KINDS_QUIET:-1.0}"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   set +e
   bin/bench run --target http://127.0.0.1:8080 --campaign "$2" --skus "$3" \

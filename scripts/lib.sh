@@ -81,6 +81,19 @@ lib_wait_ready() { # url...: each answers 200 within 30 s
   done
 }
 
+lib_quiet() { # [max-load [timeout-s]]: wait until the 1-minute load average is below
+  # max-load (default 1.0) so a figure is not taken on a machine still busy with a build,
+  # a setup or the settler catching up; gives up after timeout-s (default 240) and says so
+  local max=${1:-1.0} timeout=${2:-240} waited=0
+  while awk -v m="$max" '{exit !($1 >= m)}' /proc/loadavg; do
+    if [ "$waited" -ge "$timeout" ]; then
+      echo "$LIB_NAME: load still $(cut -d' ' -f1 /proc/loadavg) >= $max after ${timeout}s: this figure is NOT from a quiet machine" >&2
+      return 0
+    fi
+    sleep 5; waited=$((waited + 5))
+  done
+  [ "$waited" = 0 ] || echo "quiet after ${waited}s (load $(cut -d' ' -f1-3 /proc/loadavg))"
+}
 lib_cpu_spec() { # gateway-pid settler-pid: bench run's --cpu value for the whole system
   local stack=${FLASH_STACK_DIR:-$ROOT/.stack} spec="gateway=$1,settler=$2" pid
   pid=$(cat "$stack/redis.pid" 2>/dev/null) && [ -n "$pid" ] && spec+=",redis=$pid"
