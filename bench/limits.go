@@ -44,7 +44,7 @@ func cmdLimits(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&step, "step", "x1.5", "step of the bare HTTP handler's ramp")
 	fs.StringVar(&maxRate, "max-rate", "500000/s", "highest rate the bare HTTP handler's ramp tries")
 	fs.DurationVar(&stepDur, "step-duration", 3*time.Second, "duration of each bare HTTP step")
-	fs.DurationVar(&lagBudget, "lag-budget", time.Millisecond, "schedule lag (p99) of the bare HTTP ramp beyond which bench says it could not keep its schedule (use the gateway ramp's)")
+	fs.DurationVar(&lagBudget, "lag-budget", 0, "schedule lag (p99) of the bare HTTP ramp beyond which bench says it could not keep its schedule (default: a quarter of --slo's tightest bound, as bench ramp)")
 	fs.StringVar(&from, "from", "", "a ramp's output folder (or result.json): the gateway figures to compare the ceilings with")
 	fs.StringVar(&gwRate, "gateway-rate", "", "the gateway's highest request rate that held, if not --from")
 	fs.StringVar(&gwAcc, "gateway-accepted", "", "the gateway's accepted claims per second at that rate, if not --from")

@@ -43,7 +43,7 @@ func (l *loadFlags) register(fs *flag.FlagSet, fe *flagenv.Set, defBurst string)
 	fs.IntVar(&l.botIPs, "bot-ips", 4, "IPs the bot farms share (sent as X-Forwarded-For; the gateway believes it only from FLASH_TRUSTED_PROXIES)")
 	fs.IntVar(&l.connections, "connections", 512, "most requests in flight (one connection each); must exceed rate × the worst latency worth measuring")
 	fs.DurationVar(&l.timeout, "timeout", 5*time.Second, "per-request timeout; a timeout counts as an error and its latency is recorded")
-	fs.DurationVar(&l.lagBudget, "lag-budget", time.Millisecond, "schedule lag (p99) beyond which bench says it could not keep its own schedule")
+	fs.DurationVar(&l.lagBudget, "lag-budget", 0, "schedule lag (p99) beyond which bench says it could not keep its own schedule (default: a quarter of the objective's tightest latency bound, 10ms without one)")
 	fs.DurationVar(&l.waitStart, "wait-start", 0, "wait this long before the first request (for a campaign that opens in a few seconds)")
 	fs.StringVar(&l.errorBudget, "error-budget", "1%", "largest share of requests that may fail (no answer, timeout, 5xx, 4xx to a valid request)")
 	fs.StringVar(&l.out, "out", "", "output folder for result.json, report.html and accepted.jsonl (default out/bench/<command>-<time>)")
@@ -148,6 +148,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if obj.Bounds, err = load.ParseSLO(slo); err != nil {
 			return usageErr(stderr, "run", err)
 		}
+	}
+	if cfg.LagBudget == 0 {
+		cfg.LagBudget = obj.LagBudget()
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageErr(stderr, "run", err)

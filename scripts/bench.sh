@@ -38,12 +38,12 @@ lib_campaign "$CAMPAIGN" "$BL" \
 set +e
 bin/bench ramp --target http://127.0.0.1:8080 --campaign "$CAMPAIGN" --skus rp-50,rp-100 \
   --users 2000000 --seed 2027 --mix bots=5%,retries=10%,invalid=1% --slo "$SLO" \
-  --start 500/s --step x1.4 --step-duration 10s --refine 2 --wait-start 2s --lag-budget "${BENCH_LAG_BUDGET:-3ms}" \
+  --start 500/s --step x1.4 --step-duration 10s --refine 2 --wait-start 2s ${BENCH_LAG_BUDGET:+--lag-budget "$BENCH_LAG_BUDGET"} \
   --out "$OUT"
 ramp_rc=$?
 env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$CAMPAIGN" --record "$OUT" --wait 300s
 verify_rc=$?
-bin/bench limits --from "$OUT" --lag-budget "${BENCH_LAG_BUDGET:-3ms}"
+bin/bench limits --from "$OUT" ${BENCH_LAG_BUDGET:+--lag-budget "$BENCH_LAG_BUDGET"}
 set -e
 
 if [ "${BENCH_VEGETA:-1}" != 0 ]; then

@@ -66,8 +66,13 @@ redis_up() {
   mkdir -p "$STACK/redis"
   # The aclfile is rewritten from scripts/redis-users.acl on every up (comments stripped:
   # an aclfile holds only user lines), so a change of the users reaches the next start.
-  grep -v '^[[:space:]]*\(#\|$\)' "$ROOT/scripts/redis-users.acl" >"$STACK/redis/users.acl.tmp"
-  mv "$STACK/redis/users.acl.tmp" "$STACK/redis/users.acl"
+  # A temporary file of its own: two `up`s at once (tests in parallel worktrees through
+  # with-stack.sh) must not move each other's file away.
+  local tmp
+  tmp=$(mktemp "$STACK/redis/users.acl.XXXXXX")
+  grep -v '^[[:space:]]*\(#\|$\)' "$ROOT/scripts/redis-users.acl" >"$tmp"
+  chmod 644 "$tmp"
+  mv "$tmp" "$STACK/redis/users.acl"
   if alive "$STACK/redis.pid" && redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; then
     say "redis already running on 127.0.0.1:$REDIS_PORT"; redis_acl; return
   fi

@@ -130,6 +130,9 @@ func (c *RampConfig) validate() error {
 	case len(c.Objective.Bounds) == 0:
 		return fmt.Errorf("ramp: an objective (--slo) is required")
 	}
+	if c.Run.LagBudget == 0 {
+		c.Run.LagBudget = c.Objective.LagBudget()
+	}
 	c.Run.Rate, c.Run.Duration = c.Start, c.StepDuration
 	return c.Run.validate()
 }
