@@ -29,6 +29,7 @@ import (
 	"github.com/valyala/fasthttp/pprofhandler"
 
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/fielderr"
 	"github.com/flashgate/flashgate/internal/reconcile"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/audit"
@@ -328,7 +329,7 @@ func (s *Server) putBusinessLine(ctx *fasthttp.RequestCtx, id string) {
 	var body struct {
 		Budget *int64 `json:"budget"`
 	}
-	if err := decodeStrict(ctx.Request.Body(), &body); err != nil {
+	if err := fielderr.DecodeStrict(ctx.Request.Body(), &body); err != nil {
 		s.writeErr(ctx, err)
 		return
 	}
@@ -538,27 +539,6 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-// decodeStrict decodes one JSON object, refusing unknown fields and trailing data.
-func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &te) && te.Field != "":
-			return &catalog.FieldError{Field: te.Field, Msg: "must be a " + te.Type.String()}
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return &catalog.FieldError{Field: f, Msg: "unknown field"}
-		}
-		return &catalog.FieldError{Field: "body", Msg: "not a valid JSON object: " + err.Error()}
-	}
-	if dec.More() {
-		return &catalog.FieldError{Field: "body", Msg: "unexpected data after the JSON object"}
-	}
-	return nil
 }
 
 // writeErr is the one place that maps errors of the admin API to statuses.

@@ -4,6 +4,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/fielderr"
 )
 
 // partners routes /admin/v1/partners[/{id}] (CONTRACT.md "Partners"): GET lists the
@@ -45,7 +46,7 @@ func (s *Server) partners(ctx *fasthttp.RequestCtx, parts []string) {
 
 func (s *Server) putPartner(ctx *fasthttp.RequestCtx, id string) {
 	var body catalog.PartnerPut
-	if err := decodeStrict(ctx.Request.Body(), &body); err != nil {
+	if err := fielderr.DecodeStrict(ctx.Request.Body(), &body); err != nil {
 		s.writeErr(ctx, err)
 		return
 	}

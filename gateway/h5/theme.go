@@ -1,9 +1,6 @@
 package h5
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"net/url"
 	"regexp"
 	"strings"
@@ -11,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/flashgate/flashgate/internal/catalog"
+	"github.com/flashgate/flashgate/internal/fielderr"
 )
 
 // Bounds of a page theme. They are the migration's CHECKs too (0007_campaign_pages).
@@ -47,21 +45,8 @@ var colorRE = regexp.MustCompile(`^#[0-9a-fA-F]{6}$`)
 // *catalog.FieldError naming the field.
 func DecodeTheme(body []byte) (*Theme, error) {
 	var t Theme
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&t); err != nil {
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &te) && te.Field != "":
-			return nil, &catalog.FieldError{Field: te.Field, Msg: "must be a " + te.Type.String()}
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return nil, &catalog.FieldError{Field: f, Msg: "unknown field"}
-		}
-		return nil, &catalog.FieldError{Field: "body", Msg: "not a valid JSON object: " + err.Error()}
-	}
-	if dec.More() {
-		return nil, &catalog.FieldError{Field: "body", Msg: "unexpected data after the JSON object"}
+	if err := fielderr.DecodeStrict(body, &t); err != nil {
+		return nil, err
 	}
 	return &t, t.validate()
 }

@@ -11,13 +11,13 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgate/flashgate/gateway/admin"
+	"github.com/flashgate/flashgate/internal/fielderr"
 	"github.com/flashgate/flashgate/internal/points"
 	"github.com/flashgate/flashgate/internal/risk/audit"
 )
@@ -89,7 +89,7 @@ func (s *Server) Public(ctx *fasthttp.RequestCtx, path []byte, reader func(*fast
 
 func (s *Server) grant(ctx *fasthttp.RequestCtx) {
 	var req points.GrantReq
-	if err := decodeStrict(ctx.Request.Body(), &req); err != nil {
+	if err := fielderr.DecodeStrict(ctx.Request.Body(), &req); err != nil {
 		s.writeErr(ctx, err)
 		return
 	}
@@ -141,7 +141,7 @@ func (s *Server) AdminRoute(ctx *fasthttp.RequestCtx, parts []string) bool {
 	switch {
 	case ctx.IsPut():
 		var in points.TaskPut
-		if err := decodeStrict(ctx.Request.Body(), &in); err != nil {
+		if err := fielderr.DecodeStrict(ctx.Request.Body(), &in); err != nil {
 			s.writeErr(ctx, err)
 			return true
 		}
@@ -215,7 +215,7 @@ func (s *Server) account(ctx *fasthttp.RequestCtx, rest []string) bool {
 		var body struct {
 			Reason string `json:"reason"`
 		}
-		if err := decodeStrict(ctx.Request.Body(), &body); err != nil {
+		if err := fielderr.DecodeStrict(ctx.Request.Body(), &body); err != nil {
 			s.writeErr(ctx, err)
 			return true
 		}
@@ -278,27 +278,6 @@ func (s *Server) write(ctx *fasthttp.RequestCtx, status int, v any) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
-}
-
-// decodeStrict decodes one JSON object, refusing unknown fields and trailing data.
-func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &te) && te.Field != "":
-			return &points.FieldError{Field: te.Field, Msg: "must be a " + te.Type.String()}
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return &points.FieldError{Field: f, Msg: "unknown field"}
-		}
-		return &points.FieldError{Field: "body", Msg: "not a valid JSON object: " + err.Error()}
-	}
-	if dec.More() {
-		return &points.FieldError{Field: "body", Msg: "unexpected data after the JSON object"}
-	}
-	return nil
 }
 
 // expiring answers GET /admin/v1/points/expiring?within=48h[&limit=N][&after=C]: the

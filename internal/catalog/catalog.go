@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgate/flashgate/internal/fielderr"
 	"github.com/flashgate/flashgate/internal/recovery"
 	"github.com/flashgate/flashgate/internal/risk/riskstate"
 	"github.com/flashgate/flashgate/internal/rkeys"
@@ -32,16 +33,11 @@ var (
 	ErrStarted = errors.New("campaign already started")
 )
 
-// FieldError is bad input: which field and what was wrong with it.
-type FieldError struct {
-	Field, Msg string
-}
+// FieldError is bad input: which field and what was wrong with it (one type for every
+// API, internal/fielderr).
+type FieldError = fielderr.Error
 
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
-
-func fieldErr(field, format string, args ...any) error {
-	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
-}
+func fieldErr(field, format string, args ...any) error { return fielderr.New(field, format, args...) }
 
 // Campaign kinds (CONTRACT.md "Redemption kinds").
 const (

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/flashgate/flashgate/internal/fielderr"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,13 +40,9 @@ const (
 )
 
 // FieldError is bad input: a 400 naming the field. Nothing was changed.
-type FieldError struct{ Field, Msg string }
+type FieldError = fielderr.Error
 
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
-
-func fieldErr(field, format string, args ...any) error {
-	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
-}
+func fieldErr(field, format string, args ...any) error { return fielderr.New(field, format, args...) }
 
 // Refusal is a grant refused by a rule: 409 with Code (grant_ceiling, daily_cap,
 // key_reuse). Nothing was granted.
