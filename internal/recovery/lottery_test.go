@@ -164,3 +164,68 @@ func TestRecoverLotteryDraws(t *testing.T) {
 		t.Fatalf("a new draw of u-2: %+v; want a fresh no_prize", o)
 	}
 }
+
+// A lottery's outbox across a rebuild that finds it (Redis restarted and lost its last
+// second of per-user counts): a no-prize draw whose draws row committed but whose outbox
+// entry was not trimmed yet counts once (the row), not twice; one only in the outbox
+// counts for its user while its record stands; neither is a claim, so the campaign's
+// taken stays the claims'.
+func TestRecoverLotteryDrawsInFlight(t *testing.T) {
+	base := testenv.New(t)
+	ctx := testenv.Ctx(t, time.Minute)
+	pr := startPrivateRedis(t)
+	e := base.With(pr.client())
+	c := e.Campaign(testenv.Spec{Lottery: true, NoPrize: 1000, PerUser: 3,
+		SKUs: []testenv.SKU{{SKU: "phone", Stock: 5, Value: 100, Weight: 0}}})
+	if err := e.RDB.HSet(ctx, rkeys.RiskRules(c.ID), "device.max", 0, "ip.max", 0, "user.max", 0, "freeze.max", 0, "shadow", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cl := claimertest.NewOn(e, testenv.NewKfake(t).Brokers(), nil)
+	ids := map[string]string{}
+	for _, d := range []struct{ user, rq string }{{"u-1", "rq-1"}, {"u-1", "rq-2"}, {"u-3", "rq-3"}} {
+		r := &claimer.Request{RequestID: d.rq, CampaignID: c.ID, SKU: "x", UserID: d.user, DeviceID: "d-" + d.user, IP: "10.0.0.1"}
+		if err := cl.Do(ctx, r); err != nil || r.Code != claim.CodeNoPrize {
+			t.Fatalf("draw %s: %+v, %v", d.rq, r.Outcome, err)
+		}
+		ids[d.rq] = r.ClaimID
+	}
+	recs, err := testenv.OutboxRecords(ctx, e.RDB, c.ID)
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("outbox %d, %v", len(recs), err)
+	}
+	// rq-1 is a draws row, as the settler writes it, whose outbox cleanup did not run.
+	r := recs[0]
+	d, ok := claim.ParseDraw(r.Draw)
+	if r.ClaimID != ids["rq-1"] || !ok {
+		t.Fatalf("first outbox entry %+v", r)
+	}
+	if _, err := e.PG.Exec(ctx, `INSERT INTO draws (draw_id, campaign_id, request_id, user_id, device_id, odds_version,
+		random, pick, outcome, sku, value, drawn_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, 'no_prize', NULL, 0, $8)`,
+		r.ClaimID, c.ID, r.RequestID, r.UserID, r.DeviceID, d.OddsVersion, d.R, r.ClaimedAt()); err != nil {
+		t.Fatal(err)
+	}
+	// The lost last second: the per-user counts.
+	if err := e.RDB.Del(ctx, rkeys.Users(c.ID)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	g := testenv.NewGate()
+	close(g.Open) // nothing of this test is in Kafka
+	rec := newRecoverer(t, e.RDB, e, c.BusinessLine, g)
+	out, err := rec.RecoverBusinessLine(ctx, c.BusinessLine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Campaigns) != 1 || out.Campaigns[0].Rows != 0 || out.Campaigns[0].InFlight != 0 || out.Campaigns[0].Taken != 0 {
+		t.Fatalf("outcome %+v; want no claim rows, none in flight, taken 0", out)
+	}
+	users, err := e.RDB.HGetAll(ctx, rkeys.Users(c.ID)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(users) != 2 || users["u-1"] != "2" || users["u-3"] != "1" {
+		t.Fatalf("rebuilt per-user counts %v; want u-1=2 (a row and one in flight), u-3=1", users)
+	}
+	if taken, _ := e.RDB.HGet(ctx, rkeys.Meta(c.ID), "taken").Result(); taken != "0" {
+		t.Fatalf("rebuilt campaign taken %q; want 0 (no-prize draws are no claims)", taken)
+	}
+}
