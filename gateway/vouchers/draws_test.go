@@ -2,6 +2,7 @@ package vouchers
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,8 +14,9 @@ import (
 )
 
 // The no-prize draw lookup against a real Redis (a private one: the test bounds the
-// outbox it reads) and Postgres: a draw in flight is pending with its user and time; one
-// beyond MaxOutbox, with no row, cannot be told (ErrUndecided); a voided draw, an
+// outbox it reads) and Postgres: a draw in flight is pending with its user and time, on
+// the first page of the outbox or a later one; one beyond MaxOutbox, with no row, cannot
+// be told (ErrUndecided); a voided draw, an
 // unknown id, a won draw's row and a voucher campaign's id are no no-prize draw; a
 // draws row is settled.
 func TestNoPrizeDrawLookup(t *testing.T) {
@@ -68,7 +70,7 @@ func TestNoPrizeDrawLookup(t *testing.T) {
 	if got, ok, err := d.NoPrizeDraw(ctx, newer.ClaimID); err != nil || !ok || got.State != voucher.DrawPending {
 		t.Fatalf("the newest draw with MaxOutbox 1: %+v, %v, %v", got, ok, err)
 	}
-	d.MaxOutbox = 2048
+	d.MaxOutbox = defaultMaxOutbox
 
 	c.Void(t, claim.Record{ClaimID: newer.ClaimID, RequestID: "rq-2", UserID: "u-1"})
 	if _, ok, err := d.NoPrizeDraw(ctx, newer.ClaimID); ok || err != nil {
@@ -77,6 +79,19 @@ func TestNoPrizeDrawLookup(t *testing.T) {
 	if _, ok, err := d.NoPrizeDraw(ctx, testenv.NewClaimID(c.ID)); ok || err != nil {
 		t.Fatalf("an unknown id: %v, %v; want none", ok, err)
 	}
+	// Behind more than a page of newer draws: found on the second page; not within a
+	// bound of one page.
+	for i := 0; i < outboxPage; i++ {
+		draw(fmt.Sprintf("p-%d", i), fmt.Sprintf("rq-p-%d", i))
+	}
+	if got, ok, err := d.NoPrizeDraw(ctx, older.ClaimID); err != nil || !ok || got.DrawID != older.ClaimID {
+		t.Fatalf("a draw behind %d newer ones: %+v, %v, %v", outboxPage, got, ok, err)
+	}
+	d.MaxOutbox = outboxPage
+	if _, ok, err := d.NoPrizeDraw(ctx, older.ClaimID); ok || !errors.Is(err, ErrUndecided) {
+		t.Fatalf("a draw beyond a bound of one page: %v, %v; want ErrUndecided", ok, err)
+	}
+	d.MaxOutbox = defaultMaxOutbox
 
 	// Settled: draws rows as the settler writes them, one won nothing, one won.
 	settled, won := testenv.NewClaimID(c.ID), testenv.NewClaimID(c.ID)
