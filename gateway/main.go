@@ -431,6 +431,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if acfg.PendingMine, err = vouchers.NewPendingScan(rdb, claims); err != nil {
 		return err
 	}
+	// GET /v1/claims/{draw_id} of a lottery draw that won nothing (DESIGN.md "Lottery").
+	if acfg.Draws, err = vouchers.NewDraws(pg, rdb); err != nil {
+		return err
+	}
 	ptsHTTP := gwpoints.New(pts, pg, log.With("component", "points"))
 	// Push to tiers (DESIGN.md "Push"): the runner resumes any push a crashed gateway
 	// left running, once its lease ran out.

@@ -102,6 +102,16 @@ func appendNoPrize(buf []byte, drawID, campaign, user string) []byte {
 	return append(buf, '}')
 }
 
+// appendDraw appends the GET /v1/claims/{draw_id} body of a draw that won nothing: the
+// POST's no-prize fields (appendNoPrize), then its state and drawn_at.
+func appendDraw(buf []byte, d *Draw) []byte {
+	buf = appendNoPrize(buf, d.DrawID, d.CampaignID, d.UserID)
+	buf = append(buf[:len(buf)-1], `,"state":`...)
+	buf = claim.AppendString(buf, d.State)
+	buf = appendTime(buf, "drawn_at", d.DrawnAt)
+	return append(buf, '}')
+}
+
 func appendClaimBody(buf, prefix []byte, claimID, campaign, sku, user string, value, expiresMs int64) []byte {
 	buf = append(buf, prefix...)
 	buf = claim.AppendString(buf, claimID)

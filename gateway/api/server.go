@@ -46,6 +46,20 @@ type Vouchers interface {
 	Mine(ctx context.Context, userID string, before Cursor, limit int) ([]Voucher, error)
 }
 
+// Draw is a lottery draw that won nothing, as GET /v1/claims/{draw_id} reports it
+// (internal/voucher).
+type Draw = voucher.Draw
+
+// Draws reads lottery draws that won nothing (DESIGN.md "Lottery"): such a draw is no
+// claim - no claims row, no inflight entry - so neither Vouchers nor Pending knows its
+// id. Defined here, where it is used (gateway/vouchers implements it on Redis and
+// Postgres).
+type Draws interface {
+	// NoPrizeDraw reports the no-prize draw drawID: in flight (Redis) or settled (the
+	// draws table). false when no such draw exists; an error when it cannot tell.
+	NoPrizeDraw(ctx context.Context, drawID string) (Draw, bool, error)
+}
+
 // Blocker answers whether a user is blocked or frozen by the risk team (Redis).
 type Blocker interface {
 	Blocked(ctx context.Context, userID string) (bool, error)
@@ -67,6 +81,10 @@ type Config struct {
 	Auth *Auth
 	// Blocker, when set, refuses redeems by blocked or frozen users (403 blocked).
 	Blocker Blocker
+	// Draws, when set, lets GET /v1/claims/{id} answer a lottery draw that won nothing
+	// to its owner (200 {"result":"no_prize","draw_id",...,"state"}); without it such
+	// an id is 404 like an unknown one.
+	Draws Draws
 	// PendingMine, when set, adds a user's accepted-but-unsettled claims to
 	// GET /v1/me/claims.
 	PendingMine PendingMine
@@ -420,7 +438,10 @@ func (s *Server) reader(ctx *fasthttp.RequestCtx) (string, bool) {
 
 // get answers GET /v1/claims/{id} for the voucher's owner. Anyone else hears exactly
 // what an id that never existed gets (CONTRACT.md "Owner only"): the same status,
-// body and headers, so a claim id learned from someone else says nothing.
+// body and headers, so a claim id learned from someone else says nothing. The id may
+// also be a lottery's draw_id: a won draw is a claim (its row, or pending, with its
+// delivery state); one that won nothing is answered from Draws, in the no-prize body
+// of POST /v1/claims plus its state and drawn_at (DESIGN.md "Lottery").
 func (s *Server) get(ctx *fasthttp.RequestCtx, id []byte) {
 	user, ok := s.reader(ctx)
 	if !ok {
@@ -455,9 +476,26 @@ func (s *Server) get(ctx *fasthttp.RequestCtx, id []byte) {
 			writeJSON(ctx, answerUnavailable.status, answerUnavailable.body)
 			return
 		}
-		if ok && r.UserID == user {
+		if ok {
+			if r.UserID != user {
+				writeJSON(ctx, fasthttp.StatusNotFound, bodyNoSuchClaim)
+				return
+			}
 			v := pendingVoucher(claimID, o, r)
 			writeJSON(ctx, fasthttp.StatusOK, appendVoucher(nil, &v))
+			return
+		}
+	}
+	if s.cfg.Draws != nil {
+		d, ok, err := s.cfg.Draws.NoPrizeDraw(lctx, claimID)
+		if err != nil {
+			s.log.Warn("draw lookup failed", "err", err)
+			ctx.Response.Header.SetBytesKV(hdrRetryAfter, valOne)
+			writeJSON(ctx, answerUnavailable.status, answerUnavailable.body)
+			return
+		}
+		if ok && d.UserID == user {
+			writeJSON(ctx, fasthttp.StatusOK, appendDraw(nil, &d))
 			return
 		}
 	}

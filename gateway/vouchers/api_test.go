@@ -8,4 +8,5 @@ var (
 	_ api.Vouchers    = (*Store)(nil)
 	_ api.PendingMine = (*PendingScan)(nil)
 	_ api.Blocker     = (*Blocks)(nil)
+	_ api.Draws       = (*Draws)(nil)
 )

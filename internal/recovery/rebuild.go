@@ -117,14 +117,21 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 		return out, fmt.Errorf("read totals: %w", err)
 	}
 
-	// Which outbox entries are rows already (committed, cleanup not yet done).
+	kind, err := readKind(ctx, tx, campaign)
+	if err != nil {
+		return out, fmt.Errorf("read kind and odds: %w", err)
+	}
+
+	// Which outbox entries are rows already (committed, cleanup not yet done): a claims
+	// row, or the draws row of a lottery draw that won nothing (lottery.go).
 	committed := map[string]bool{}
 	if len(outbox) > 0 {
 		ids := make([]string, len(outbox))
 		for i, f := range outbox {
 			ids[i] = f.claimID
 		}
-		crow, err := tx.Query(ctx, `SELECT claim_id FROM claims WHERE claim_id = ANY($1)`, ids)
+		crow, err := tx.Query(ctx, `SELECT claim_id FROM claims WHERE claim_id = ANY($1)
+			UNION ALL SELECT draw_id FROM draws WHERE draw_id = ANY($1) AND outcome = 'no_prize'`, ids)
 		if err != nil {
 			return out, fmt.Errorf("read committed outbox claims: %w", err)
 		}
@@ -140,8 +147,14 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 		}
 	}
 
-	// Per-user counts of rows, into the rebuilt copy.
-	if err := r.loadHash(ctx, tx, usersNew, `SELECT user_id, count(*) FROM claims WHERE campaign_id = $1 GROUP BY user_id`, campaign); err != nil {
+	// Per-user counts of rows, into the rebuilt copy: claims, and the lottery draws that
+	// won nothing (a won draw is a claims row), since every draw counts against
+	// per_user_limit.
+	if err := r.loadHash(ctx, tx, usersNew, `SELECT user_id, sum(n)::bigint FROM (
+			SELECT user_id, count(*) AS n FROM claims WHERE campaign_id = $1 GROUP BY user_id
+			UNION ALL
+			SELECT user_id, count(*) FROM draws WHERE campaign_id = $1 AND outcome = 'no_prize' GROUP BY user_id
+		) AS rows GROUP BY user_id`, campaign); err != nil {
 		return out, fmt.Errorf("load per-user counts: %w", err)
 	}
 	// Released claim ids, into the rebuilt copy of the once-only guard.
@@ -149,7 +162,8 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 		return out, fmt.Errorf("load released set: %w", err)
 	}
 	// Idempotency records of the rows, where Redis lost them: a retry of an accepted
-	// request_id must get its claim back, never be decided again.
+	// request_id must get its claim back (a no-prize draw its draw), never be decided
+	// again.
 	n, err := r.restoreRecords(ctx, tx, campaign, ends)
 	if err != nil {
 		return out, fmt.Errorf("restore idempotency records: %w", err)
@@ -195,11 +209,25 @@ func (r *Recoverer) rebuildCampaign(ctx context.Context, campaign, token, runID 
 		keys = append(keys, rkeys.SKU(campaign, s.sku))
 		args = append(args, s.sku, s.total, s.value, s.rows, s.rc)
 	}
-	var infl []inFlight
+	// The outbox entries not yet rows. A lottery draw that won nothing (no SKU, value 0)
+	// took only its user's count: it is counted here (lottery.go), not by rebuild.lua,
+	// which would add it to the campaign's taken.
+	var infl, noPrize []inFlight
 	for _, f := range outbox {
-		if !committed[f.claimID] {
+		switch {
+		case committed[f.claimID]:
+		case kind.lottery() && f.sku == "" && f.value == 0:
+			noPrize = append(noPrize, f)
+		default:
 			infl = append(infl, f)
 		}
+	}
+	if err := r.countNoPrizeInFlight(ctx, campaign, usersNew, noPrize); err != nil {
+		return out, err
+	}
+	// The kind and a lottery's odds before the meta is unfenced (lottery.go).
+	if err := writeKind(ctx, r.rdb, campaign, kind); err != nil {
+		return out, err
 	}
 	args = append(args, len(infl))
 	for _, f := range infl {
@@ -396,8 +424,13 @@ func (r *Recoverer) restoreRecords(ctx context.Context, tx pgx.Tx, campaign stri
 	if ttl <= 0 {
 		return 0, nil
 	}
+	// A lottery draw that won nothing has the record claim.lua wrote for it: value 0,
+	// claimed and expires both its time, no SKU (internal/claim idem.go).
 	rows, err := tx.Query(ctx, `SELECT claim_id, request_id, value, claimed_at, expires_at, sku, user_id, device_id
-		FROM claims WHERE campaign_id = $1`, campaign)
+		FROM claims WHERE campaign_id = $1
+		UNION ALL
+		SELECT draw_id, request_id, 0, drawn_at, drawn_at, '', user_id, device_id
+		FROM draws WHERE campaign_id = $1 AND outcome = 'no_prize'`, campaign)
 	if err != nil {
 		return 0, err
 	}

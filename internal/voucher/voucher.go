@@ -1,6 +1,7 @@
 // Package voucher holds the voucher types that the public API (gateway/api, HTTP) and
 // its Postgres and Redis adapters (gateway/vouchers) share: a claim as GET
-// /v1/claims/{id} reports it, the position in a user's list, and the redeem results.
+// /v1/claims/{id} reports it (a voucher, or a lottery draw that won nothing), the
+// position in a user's list, and the redeem results.
 // They live below both so that the adapters implement the API's interfaces without
 // importing the HTTP package, and the API reads them without linking the database
 // driver (DESIGN.md "Layers"). Standard library only.
@@ -24,6 +25,22 @@ type Voucher struct {
 	// shown to the voucher's owner only (DESIGN.md "Partner code pools").
 	Code string
 }
+
+// Draw is a lottery draw that won nothing, as GET /v1/claims/{draw_id} reports it to
+// its owner (DESIGN.md "Lottery"). A won draw is a claim and is reported as a Voucher.
+type Draw struct {
+	DrawID, CampaignID, UserID string
+	// State is "pending" (answered, not yet a draws row: read from Redis) or "settled"
+	// (its draws row is in Postgres).
+	State   string
+	DrawnAt time.Time
+}
+
+// Draw states.
+const (
+	DrawPending = "pending"
+	DrawSettled = "settled"
+)
 
 // Redeem results.
 const (
