@@ -39,6 +39,8 @@ type answer struct {
 	// draw is a lottery's 200: drawWon ("result":"won", a claim_id) or drawNone
 	// ("result":"no_prize", a draw_id and nothing taken); 0 for any other answer.
 	draw drawResult
+	// sku is the prize a won draw answered (the request's sku is ignored by a lottery).
+	sku string
 }
 
 type drawResult uint8
@@ -63,6 +65,7 @@ var (
 	hdrReplayed  = []byte("Idempotent-Replayed")
 	keyClaimID   = []byte(`"claim_id":"`)
 	keyDrawID    = []byte(`"draw_id":"`)
+	keySKU       = []byte(`"sku":"`)
 	bodyWon      = []byte(`{"result":"won",`)
 	bodyNoPrize  = []byte(`{"result":"no_prize",`)
 	keyReason    = []byte(`"reason":"`)
@@ -279,6 +282,7 @@ func parseAnswer(a *answer, resp *fasthttp.Response) {
 	case a.status == fasthttp.StatusOK:
 		if bytes.HasPrefix(body, bodyWon) {
 			a.draw = drawWon
+			a.sku = field(body, keySKU)
 		}
 		a.claimID = field(body, keyClaimID)
 		if i := bytes.Index(body, keyValue); i >= 0 {

@@ -610,7 +610,7 @@ func TestLotteryAnswers(t *testing.T) {
 				none++
 			}
 		case e.Result == record.ResultWon:
-			if e.ClaimID == "" || e.Draw() != e.ClaimID || e.Value != 1000 {
+			if e.ClaimID == "" || e.Draw() != e.ClaimID || e.Value != 1000 || e.SKU != "iphone" {
 				t.Fatalf("won entry %+v", e)
 			}
 			if !e.Replayed {

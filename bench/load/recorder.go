@@ -232,7 +232,8 @@ func (r *recorder) add(a *answer) {
 				User: a.req.User, SKU: a.req.SKU, Value: a.value, Replayed: a.replayed}
 			switch a.draw {
 			case drawWon:
-				e.Result = record.ResultWon
+				// The prize drawn, not the sku asked for (a lottery ignores it).
+				e.Result, e.SKU = record.ResultWon, a.sku
 			case drawNone:
 				// A draw that won nothing: a draws row, no claim (bench verify).
 				e.Result, e.ClaimID, e.DrawID, e.SKU, e.Value = record.ResultNoPrize, "", a.claimID, "", 0
