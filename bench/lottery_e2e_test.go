@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -91,6 +92,17 @@ func TestLotteryBenchEndToEnd(t *testing.T) {
 		t.Errorf("run's summary lacks the draws line:\n%s", out)
 	}
 
+	// verify and odds run as bench's own least-privilege identities, as make demo and
+	// make kinds run them (scripts/dev-credentials.sh): read-only Redis commands and
+	// SELECT on the books.
+	benchPG, err := url.Parse(testenv.PGURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	benchPG.User = url.UserPassword("flashgate_bench", "flashgate_bench_dev")
+	t.Setenv("FLASH_PG_URL", benchPG.String())
+	t.Setenv("FLASH_REDIS_USERNAME", "flashgate-bench")
+	t.Setenv("FLASH_REDIS_PASSWORD", "flashgate-bench-dev")
 	code, out, errs = call(t, "verify", "--campaign", camp, "--record", dir, "--wait", "50s")
 	if code != exitHeld {
 		t.Fatalf("verify: exit %d\n%s%s", code, out, errs)

@@ -83,7 +83,9 @@ func (v *verifier) isLottery() bool { return v.kind == catalog.KindLottery }
 // countedDraws is the sum of the campaign's per-user counts in Redis: every decided
 // draw, won or not.
 func (v *verifier) countedDraws(ctx context.Context) (int64, error) {
-	counts, err := v.rdb.HVals(ctx, rkeys.Users(v.cfg.Campaign)).Result()
+	// HGETALL, not HVALS: bench verify's Redis ACL user may read hashes whole
+	// (scripts/redis-users.acl) and nothing more.
+	counts, err := v.rdb.HGetAll(ctx, rkeys.Users(v.cfg.Campaign)).Result()
 	if err != nil {
 		return 0, fmt.Errorf("verify: per-user draws in redis: %w", err)
 	}
