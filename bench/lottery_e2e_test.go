@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -28,7 +29,8 @@ import (
 // lottery's among them: every answered draw one draws row, one row per counted draw,
 // prizes within stock and budget, the odds - and `bench odds` passes; the credit prizes
 // are delivered, each once. Then two doctored inputs prove the checks can fail: a
-// record with a draw the gateway never made, and a draws row Redis never counted.
+// record with a draw the gateway never made, a draws row Redis never counted, and a
+// prize won beyond its stock.
 func TestLotteryBenchEndToEnd(t *testing.T) {
 	testenv.RequireBroker(t)
 	pg := testenv.PG(t)
@@ -186,25 +188,54 @@ func TestLotteryBenchEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = pg.Exec(context.Background(), `DELETE FROM draws WHERE draw_id = $1`, camp+".doctored") })
-	code, out, _ = call(t, "verify", "--campaign", camp, "--wait", "5s", "--json")
-	var vr struct {
-		Held   bool `json:"held"`
-		Checks []struct {
-			Name   string `json:"name"`
-			Pass   bool   `json:"pass"`
-			Detail string `json:"detail"`
-		} `json:"checks"`
-	}
-	if err := json.Unmarshal([]byte(out), &vr); err != nil {
-		t.Fatalf("verify --json: %v\n%s", err, out)
-	}
-	failed := map[string]string{}
-	for _, c := range vr.Checks {
-		if !c.Pass {
-			failed[c.Name] = c.Detail
+	verifyJSON := func() (int, map[string]string, []string) {
+		code, out, _ := call(t, "verify", "--campaign", camp, "--wait", "5s", "--json")
+		var vr struct {
+			Held   bool `json:"held"`
+			Checks []struct {
+				Name     string   `json:"name"`
+				Pass     bool     `json:"pass"`
+				Detail   string   `json:"detail"`
+				Examples []string `json:"examples"`
+			} `json:"checks"`
 		}
+		if err := json.Unmarshal([]byte(out), &vr); err != nil {
+			t.Fatalf("verify --json: %v\n%s", err, out)
+		}
+		failed := map[string]string{}
+		var examples []string
+		for _, c := range vr.Checks {
+			if !c.Pass {
+				failed[c.Name] = c.Detail
+				examples = append(examples, c.Examples...)
+			}
+		}
+		if vr.Held != (len(failed) == 0) {
+			t.Fatalf("verify --json: held %v with failed checks %v", vr.Held, failed)
+		}
+		return code, failed, examples
 	}
-	if code != exitViolated || vr.Held || len(failed) != 1 || !strings.Contains(failed["one row per draw"], "draws counted in Redis") {
-		t.Fatalf("verify with a doctored draws row: exit %d, failed %v\n%s", code, failed, out)
+	code, failed, _ := verifyJSON()
+	if code != exitViolated || len(failed) != 1 || !strings.Contains(failed["one row per draw"], "draws counted in Redis") {
+		t.Fatalf("verify with a doctored draws row: exit %d, failed %v", code, failed)
+	}
+
+	// Doctored rows again: the rare prize (stock 2) won three more times than it was,
+	// which no stock allows.
+	if _, err := pg.Exec(ctx, `INSERT INTO draws (draw_id, campaign_id, request_id, user_id, device_id, odds_version, random, pick,
+			outcome, sku, value, drawn_at)
+		SELECT $1 || '.doctored-rare-' || i, id, 'rq-doctored-rare-' || i, 'u-doctored', 'd-doctored', odds_version, 0, 'rare',
+			'won', 'rare', 500, now()
+		FROM campaigns, generate_series(1, 3) AS i WHERE id = $1`, camp); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = pg.Exec(context.Background(), `DELETE FROM draws WHERE campaign_id = $1 AND draw_id LIKE '%.doctored-rare-%'`, camp)
+	})
+	code, failed, examples := verifyJSON()
+	want := fmt.Sprintf("rare: won %d times, stock 2", rare.Won+3)
+	if code != exitViolated || failed["prizes won within stock"] == "" || !strings.Contains(strings.Join(examples, "\n"), want) ||
+		failed["won draws are the claims"] == "" {
+		t.Fatalf("verify with the rare prize won beyond its stock: exit %d, failed %v, examples %v; want %q", code, failed, examples, want)
 	}
 }
