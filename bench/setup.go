@@ -33,7 +33,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&blBudget, "bl-budget", 0, "business line total budget (default: the campaign's budget)")
 	fs.IntVar(&budget, "budget", 0, "campaign budget (default: the face value of all its stock)")
 	fs.StringVar(&skus, "skus", "", "SKUs as sku:stock:value, comma-separated, like rp-50:2000:50,rp-100:1000:100 (required)")
-	fs.IntVar(&limit, "per-user-limit", 1, "accepted claims allowed per user")
+	fs.IntVar(&limit, "per-user-limit", 1, "accepted claims allowed per user (a lottery: draws, won or not)")
 	fs.DurationVar(&startsIn, "starts-in", 3*time.Second, "how long from now the campaign opens")
 	fs.DurationVar(&duration, "duration", 10*time.Minute, "how long the campaign runs once open")
 	fs.DurationVar(&ttl, "voucher-ttl", 72*time.Hour, "how long a claimed voucher stays valid")
