@@ -31,7 +31,7 @@ run: build ## run gateway and settler in the foreground, each as its own Redis u
 	@echo "run: claim page http://127.0.0.1:8080/h5/<campaign>  console http://127.0.0.1:8081/console/  prometheus http://127.0.0.1:19090/alerts"
 	@trap 'kill 0' INT TERM EXIT; source scripts/dev-credentials.sh; env "$${SETTLER_ENV[@]}" bin/settler & env "$${GATEWAY_ENV[@]}" bin/gateway & wait
 
-demo: ## a whole flash sale end to end: stack up, gateway+settler, sale, settlement, verified guarantees; stops what it started
+demo: ## a whole flash sale end to end: stack up, gateway+settler, sale, settlement, verified guarantees, a points mall, a turntable with delivered prizes; stops what it started
 	@scripts/demo.sh
 
 # make fuzz runs each fuzz target for FUZZTIME; make test runs them all for TEST_FUZZTIME
@@ -60,7 +60,7 @@ reconcile: ## check (REPAIR=1: repair) one campaign's counters against the books
 	@test -n "$(CAMPAIGN)" || { echo "usage: make reconcile CAMPAIGN=<campaign id> [REPAIR=1]"; exit 2; }
 	curl -fsS -X $(if $(REPAIR),POST,GET) -H "Authorization: Bearer $$FLASH_ADMIN_TOKEN" http://$${FLASH_ADMIN_ADDR:-127.0.0.1:8081}/admin/v1/campaigns/$(CAMPAIGN)/reconcile
 
-kinds: ## the redemption kinds side by side: the same open-loop run against a voucher and a points_item campaign (KINDS_RATE, KINDS_DURATION), load average before and after each; BENCHMARKS.md
+kinds: ## the redemption kinds side by side: the same open-loop run against a voucher, a points_item and a lottery campaign (KINDS_RATE, KINDS_DURATION), load average before and after each; BENCHMARKS.md
 	@scripts/kinds.sh
 bench: ## stack up, gateway+settler, create a campaign, ramp to the SLO, verify, HTML report
 	@scripts/bench.sh

@@ -41,6 +41,7 @@ commands:
   verify   after settlement, check guarantees 1-3 against Redis, Postgres and bench's record
   limits   measure this machine's ceilings (bare HTTP, claim script, broker, Postgres)
   odds     a lottery's fairness check: chi-square of its draws in Postgres against its odds, and its figures
+  fulfil   a fulfilment server for a lottery's delivered prizes: answers 200, counts Idempotency-Keys
   report   re-render report.html from a run's result.json
   life     after a sale: redeem against orders, refund, transfer, print the review
 
@@ -59,6 +60,7 @@ var commands = []command{
 	{"verify", cmdVerify},
 	{"limits", cmdLimits},
 	{"odds", cmdOdds},
+	{"fulfil", cmdFulfil},
 	{"report", cmdReport},
 	{"life", cmdLife},
 }

@@ -5,9 +5,12 @@
 # creates a business line and a campaign (two SKUs, a few thousand vouchers), lets tens
 # of thousands of distinct users race for them at the opening second (with bots, retries
 # with the same request_id and some invalid requests), waits for settlement, verifies the
-# guarantees against Redis and Postgres, prints the figures, then plays a voucher's life
-# (redeem against orders, a refund, transfers, a push to two tiers, the review per tier;
-# bench life), and stops what it started.
+# guarantees against Redis and Postgres, prints the figures, runs a points mall rush and
+# a turntable (a lottery: a rare prize, a phone credit delivered through a webhook to a
+# fulfilment server the demo runs, ~90 % no prize; its draws verified, its prizes
+# delivered, its odds checked), then plays a voucher's life (redeem against orders, a
+# refund, transfers, a push to two tiers, the review per tier; bench life), and stops
+# what it started.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -66,6 +69,39 @@ run_rc=$?
 set -e
 [ $run_rc = 0 ] || [ $run_rc = 1 ] || lib_die "bench run (points mall) failed (exit $run_rc)"
 env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$MALL" --record "$OUT/mall" --wait 120s
+
+TURN=wheel-$STAMP
+FULFIL=127.0.0.1:${DEMO_FULFIL_PORT:-9099}
+say "turntable: $TURN, 3,000 draws - a phone at 1 in 10,000 (stock 1), 10 of phone credit at ~10 % delivered to a fulfilment server at $FULFIL, ~90 % no prize"
+if (exec 3<>"/dev/tcp/${FULFIL%:*}/${FULFIL#*:}") 2>/dev/null; then
+  lib_die "port ${FULFIL#*:} is in use; set DEMO_FULFIL_PORT to a free one"
+fi
+# The third party the credit prizes are delivered to: it answers 200 and counts each
+# Idempotency-Key (a key twice would be a prize delivered twice); lib_cleanup stops it.
+lib_start fulfil bin/bench fulfil --addr "$FULFIL"
+lib_wait_ready "http://$FULFIL/stats"
+lib_campaign "$TURN" "wheel-bl-$STAMP" --lottery phone:1:5000:1,credit:3000:10:999 --no-prize-weight 9000 \
+  --delivery-url "http://$FULFIL/prizes" --delivery-skus credit \
+  --per-user-limit 1 --starts-in 3s --duration 30m --voucher-ttl 72h
+set +e
+# A lottery ignores the sku asked for (the draw picks the prize): "draw" is any name.
+bin/bench run --target http://127.0.0.1:8080 --campaign "$TURN" --skus draw \
+  --rate 1000 --duration 3s --users 3000 --seed 2029 --mix retries=10% --wait-start 3s --out "$OUT/turntable"
+run_rc=$?
+set -e
+[ $run_rc = 0 ] || [ $run_rc = 1 ] || lib_die "bench run (turntable) failed (exit $run_rc)"
+env "${BENCH_VERIFY_ENV[@]}" bin/bench verify --campaign "$TURN" --record "$OUT/turntable" --wait 120s
+say "turntable: waiting for the credit prizes to be delivered"
+for i in $(seq 120); do
+  odds=$(env "${BENCH_VERIFY_ENV[@]}" bin/bench odds --campaign "$TURN" --json) || true
+  delivering=$(printf '%s' "$odds" | grep -o '"delivering":[0-9]*' | head -1 | cut -d: -f2)
+  [ "${delivering:-1}" = 0 ] && break
+  [ "$i" = 120 ] && lib_die "turntable: $delivering prizes still delivering after 60s; see $OUT/settler.log"
+  sleep 0.5
+done
+say "turntable: the odds check (chi-square of the draws against the configured weights) and the deliveries"
+env "${BENCH_VERIFY_ENV[@]}" bin/bench odds --campaign "$TURN"
+echo "fulfilment server: $(curl -fsS "http://$FULFIL/stats")  (keys = prizes received; repeats 0 = none delivered twice)"
 
 say "the voucher's life: redeem against orders (a minimum spend, an excluded category, a refund), transfers, a push to two tiers, the review per tier"
 bin/bench life --target http://127.0.0.1:8080 --admin http://127.0.0.1:8081 \

@@ -33,14 +33,41 @@ type answer struct {
 	done     time.Duration // when the answer (or error) arrived
 	status   int           // 0 on a transport error
 	reason   string        // rejection reason, error name, or transport error kind
-	claimID  string
+	claimID  string        // a no-prize draw's draw_id
 	value    int64
 	replayed bool
+	// draw is a lottery's 200: drawWon ("result":"won", a claim_id) or drawNone
+	// ("result":"no_prize", a draw_id and nothing taken); 0 for any other answer.
+	draw drawResult
+	// sku is the prize a won draw answered (the request's sku is ignored by a lottery).
+	sku string
+}
+
+type drawResult uint8
+
+const (
+	drawWon drawResult = iota + 1
+	drawNone
+)
+
+// String is how a violation names a draw's result ("" for a claim).
+func (d drawResult) String() string {
+	switch d {
+	case drawWon:
+		return " (won)"
+	case drawNone:
+		return " (no_prize)"
+	}
+	return ""
 }
 
 var (
 	hdrReplayed  = []byte("Idempotent-Replayed")
 	keyClaimID   = []byte(`"claim_id":"`)
+	keyDrawID    = []byte(`"draw_id":"`)
+	keySKU       = []byte(`"sku":"`)
+	bodyWon      = []byte(`{"result":"won",`)
+	bodyNoPrize  = []byte(`{"result":"no_prize",`)
 	keyReason    = []byte(`"reason":"`)
 	keyError     = []byte(`"error":"`)
 	keyValue     = []byte(`"value":`)
@@ -246,7 +273,17 @@ func transportError(err error) string {
 func parseAnswer(a *answer, resp *fasthttp.Response) {
 	body := resp.Body()
 	switch {
+	case a.status == fasthttp.StatusOK && bytes.HasPrefix(body, bodyNoPrize):
+		// A lottery draw that won nothing (CONTRACT.md "Redemption kinds"): a draw, not
+		// a claim; its draw_id is what a retry must get again.
+		a.draw = drawNone
+		a.claimID = field(body, keyDrawID)
+		a.replayed = bytes.Equal(resp.Header.PeekBytes(hdrReplayed), valTrue)
 	case a.status == fasthttp.StatusOK:
+		if bytes.HasPrefix(body, bodyWon) {
+			a.draw = drawWon
+			a.sku = field(body, keySKU)
+		}
 		a.claimID = field(body, keyClaimID)
 		if i := bytes.Index(body, keyValue); i >= 0 {
 			rest := body[i+len(keyValue):]

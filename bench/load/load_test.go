@@ -524,3 +524,112 @@ func TestRecordHolds503s(t *testing.T) {
 		t.Fatalf("record: %d 503s (server sent %d), %d 200s (accepted+replayed %d)", got503, sent503.Load(), got200, res.Accepted+res.Replayed)
 	}
 }
+
+// A lottery's 200s: "won" is an accepted claim (and counted in Won), "no_prize" is a
+// draw of its own (NoPrize, its own outcome class), not an accepted claim and not a
+// claim_id missing; the record keeps a no-prize draw's draw_id as a draw, and a retry
+// whose draw changes its result is a replay mismatch.
+func TestLotteryAnswers(t *testing.T) {
+	lottery := func(flip bool) fasthttp.RequestHandler {
+		var mu sync.Mutex
+		seen := map[string]bool{} // request_id -> won
+		var n int
+		return func(ctx *fasthttp.RequestCtx) {
+			body := ctx.PostBody()
+			i := bytes.Index(body, []byte(`"request_id":"`))
+			if i < 0 {
+				ctx.SetStatusCode(400)
+				ctx.SetBodyString(`{"error":"invalid_request","message":"request_id"}`)
+				return
+			}
+			id := string(body[i+14 : i+14+bytes.IndexByte(body[i+14:], '"')])
+			mu.Lock()
+			defer mu.Unlock()
+			won, again := seen[id]
+			if !again {
+				n++
+				won = n%4 == 0
+				seen[id] = won
+			} else {
+				ctx.Response.Header.Set("Idempotent-Replayed", "true")
+				if flip {
+					won = !won
+				}
+			}
+			ctx.SetStatusCode(200)
+			ctx.SetContentType("application/json")
+			if won {
+				ctx.SetBodyString(`{"result":"won","claim_id":"c-test.d` + id + `","campaign_id":"c-test","sku":"iphone","user_id":"u","value":1000,"expires_at":"2030-01-01T00:00:00.000Z"}`)
+			} else {
+				ctx.SetBodyString(`{"result":"no_prize","draw_id":"c-test.d` + id + `","campaign_id":"c-test","user_id":"u"}`)
+			}
+		}
+	}
+	cfg := baseConfig(serve(t, lottery(false)))
+	cfg.Duration = time.Second
+	cfg.Traffic.Mix = traffic.Mix{Retries: 0.2}
+	dir := t.TempDir()
+	w, err := record.Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Record = w
+	res := runBounded(t, cfg)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if res.Violated() {
+		t.Fatalf("honest lottery: violations %v", res.Violations)
+	}
+	if res.NoPrize == 0 || res.Won == 0 || res.Won != res.Accepted || res.Replayed == 0 || res.Errors != 0 {
+		t.Fatalf("honest lottery: won %d accepted %d no prize %d replayed %d errors %d", res.Won, res.Accepted, res.NoPrize, res.Replayed, res.Errors)
+	}
+	// Every first answer is a draw: about 3 in 4 of them no prize.
+	if draws := res.Won + res.NoPrize; draws+res.Replayed != res.Answered || res.NoPrize < 2*res.Won || res.DrawsPerSec <= 0 {
+		t.Errorf("draws %d (won %d, no prize %d) + replayed %d != answered %d, or draws/s %.0f",
+			draws, res.Won, res.NoPrize, res.Replayed, res.Answered, res.DrawsPerSec)
+	}
+	if got := res.ByReason("no_prize")["no_prize"]; got != res.NoPrize {
+		t.Errorf("outcome no_prize/no_prize counts %d, want %d", got, res.NoPrize)
+	}
+	if got := res.ByReason("accepted")["won"]; got != res.Won {
+		t.Errorf("outcome accepted/won counts %d, want %d", got, res.Won)
+	}
+	entries, err := record.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var none, won int64
+	for _, e := range entries {
+		switch {
+		case e.IsNoPrize():
+			if e.DrawID == "" || e.ClaimID != "" || e.SKU != "" || e.Value != 0 {
+				t.Fatalf("no-prize entry %+v", e)
+			}
+			if !e.Replayed {
+				none++
+			}
+		case e.Result == record.ResultWon:
+			if e.ClaimID == "" || e.Draw() != e.ClaimID || e.Value != 1000 || e.SKU != "iphone" {
+				t.Fatalf("won entry %+v", e)
+			}
+			if !e.Replayed {
+				won++
+			}
+		default:
+			t.Fatalf("a lottery answer recorded as %+v", e)
+		}
+	}
+	if none != res.NoPrize || won != res.Won || int64(len(entries)) != res.Answered {
+		t.Errorf("record: %d no-prize, %d won first answers, %d entries; run counted %d, %d, %d answered",
+			none, won, len(entries), res.NoPrize, res.Won, res.Answered)
+	}
+
+	cfg = baseConfig(serve(t, lottery(true)))
+	cfg.Duration = time.Second
+	cfg.Traffic.Mix = traffic.Mix{Retries: 0.2}
+	res = runBounded(t, cfg)
+	if res.ReplayMismatches == 0 || !strings.Contains(strings.Join(res.Violations, "\n"), "(no_prize)") {
+		t.Fatalf("a lottery whose retries re-roll: replay mismatches %d, violations %v", res.ReplayMismatches, res.Violations)
+	}
+}

@@ -34,6 +34,7 @@ type firstAnswer struct {
 	status  int
 	reason  string
 	claimID string
+	draw    drawResult
 }
 
 const answerRing = 1 << 16
@@ -121,6 +122,8 @@ func classify(a *answer) string {
 		return "error"
 	case a.status == 200 && a.replayed:
 		return "replayed"
+	case a.status == 200 && a.draw == drawNone:
+		return "no_prize"
 	case a.status == 200:
 		return "accepted"
 	case r.Kind == traffic.Invalid && a.status >= 400 && a.status < 500:
@@ -148,8 +151,13 @@ func (r *recorder) add(a *answer) {
 	reason := a.reason
 	if a.status == 200 {
 		reason = "accepted"
-		if a.replayed {
+		switch {
+		case a.replayed:
 			reason = "replayed"
+		case a.draw == drawNone:
+			reason = "no_prize"
+		case a.draw == drawWon:
+			reason = "won"
 		}
 	} else if reason == "" {
 		reason = "http_" + strconv.Itoa(a.status)
@@ -200,22 +208,37 @@ func (r *recorder) add(a *answer) {
 	r.winAnswered++
 
 	switch class {
-	case "accepted", "replayed":
-		if class == "accepted" {
+	case "accepted", "replayed", "no_prize":
+		switch {
+		case class == "accepted":
 			res.Accepted++
 			r.ticks[done].accepted++
 			r.winAccepted++
-		} else {
+			if a.draw == drawWon {
+				res.Won++
+			}
+		case class == "no_prize":
+			res.NoPrize++
+		default:
 			res.Replayed++
 		}
 		if a.req.Kind == traffic.Invalid {
 			res.InvalidAccepted++
-			r.violation("a malformed request (%s, request_id %s) was accepted with claim %s", a.req.Invalid, a.req.RequestID, a.claimID)
+			r.violation("a malformed request (%s, request_id %s) was answered 200 with %s", a.req.Invalid, a.req.RequestID, a.claimID)
 		}
 		r.checkClaimID(a)
 		if r.cfg.Record != nil {
-			r.cfg.Record.Add(&record.Entry{ClaimID: a.claimID, RequestID: a.req.RequestID, Campaign: r.tcfg.Campaign,
-				User: a.req.User, SKU: a.req.SKU, Value: a.value, Replayed: a.replayed})
+			e := &record.Entry{ClaimID: a.claimID, RequestID: a.req.RequestID, Campaign: r.tcfg.Campaign,
+				User: a.req.User, SKU: a.req.SKU, Value: a.value, Replayed: a.replayed}
+			switch a.draw {
+			case drawWon:
+				// The prize drawn, not the sku asked for (a lottery ignores it).
+				e.Result, e.SKU = record.ResultWon, a.sku
+			case drawNone:
+				// A draw that won nothing: a draws row, no claim (bench verify).
+				e.Result, e.ClaimID, e.DrawID, e.SKU, e.Value = record.ResultNoPrize, "", a.claimID, "", 0
+			}
+			r.cfg.Record.Add(e)
 		}
 	case "rejected":
 		res.Rejected++
@@ -238,11 +261,17 @@ func (r *recorder) add(a *answer) {
 	}
 }
 
-// checkClaimID: one claim_id belongs to one request_id, whatever the retries.
+// checkClaimID: one claim_id belongs to one request_id, whatever the retries. A
+// lottery's draw_id (a no-prize draw) is checked the same way: a won draw's draw_id is
+// its claim_id, so the two share one space.
 func (r *recorder) checkClaimID(a *answer) {
 	if a.claimID == "" {
 		r.res.DuplicateClaimIDs++
-		r.violation("a 200 for request_id %s carried no claim_id", a.req.RequestID)
+		if a.draw == drawNone {
+			r.violation("a no_prize 200 for request_id %s carried no draw_id", a.req.RequestID)
+		} else {
+			r.violation("a 200 for request_id %s carried no claim_id", a.req.RequestID)
+		}
 		return
 	}
 	if r.claimsFull {
@@ -280,12 +309,12 @@ func (r *recorder) checkReplay(a *answer) {
 	}
 	slot := &r.answers[key%answerRing]
 	if !slot.set || slot.seq != key {
-		*slot = firstAnswer{seq: key, set: true, status: a.status, reason: a.reason, claimID: a.claimID}
+		*slot = firstAnswer{seq: key, set: true, status: a.status, reason: a.reason, claimID: a.claimID, draw: a.draw}
 		return
 	}
 	same := slot.status == a.status
 	if same && a.status == 200 {
-		same = slot.claimID == a.claimID
+		same = slot.claimID == a.claimID && slot.draw == a.draw
 	} else if same {
 		same = slot.reason == a.reason
 	}
@@ -294,14 +323,14 @@ func (r *recorder) checkReplay(a *answer) {
 		// (DESIGN.md "Which rejections are remembered"): a later attempt may get another
 		// answer. Keep the remembered one: that is what every retry must get from now on.
 		if !remembered(slot.status, slot.reason) {
-			*slot = firstAnswer{seq: key, set: true, status: a.status, reason: a.reason, claimID: a.claimID}
+			*slot = firstAnswer{seq: key, set: true, status: a.status, reason: a.reason, claimID: a.claimID, draw: a.draw}
 		}
 		return
 	}
 	if !same {
 		r.res.ReplayMismatches++
 		r.violation("request_id %s answered %d %s then %d %s", a.req.RequestID,
-			slot.status, slot.reason+slot.claimID, a.status, a.reason+a.claimID)
+			slot.status, slot.reason+slot.claimID+slot.draw.String(), a.status, a.reason+a.claimID+a.draw.String())
 	}
 }
 
@@ -368,6 +397,9 @@ func (r *recorder) finish(interrupted bool, queueFull int64, elapsed time.Durati
 	span := math.Max(window, elapsed.Seconds())
 	res.AnsweredPerSec = float64(res.Answered) / span
 	res.AcceptedPerSec = float64(res.Accepted) / span
+	if res.Won+res.NoPrize > 0 {
+		res.DrawsPerSec = float64(res.Won+res.NoPrize) / span
+	}
 	for k, n := range r.outcomes {
 		res.Outcomes = append(res.Outcomes, Outcome{Status: k.status, Reason: k.reason, Class: k.class, Count: n})
 	}

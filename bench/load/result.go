@@ -65,9 +65,9 @@ type Second struct {
 	Accepted int64       `json:"accepted"`
 }
 
-// Outcome counts answers of one status and reason. Class is accepted, replayed,
-// rejected (a business or velocity answer), refused (a 4xx to a request bench made
-// invalid on purpose) or error.
+// Outcome counts answers of one status and reason. Class is accepted, no_prize (a
+// lottery draw that won nothing), replayed, rejected (a business or velocity answer),
+// refused (a 4xx to a request bench made invalid on purpose) or error.
 type Outcome struct {
 	Status int    `json:"status"`
 	Reason string `json:"reason"`
@@ -120,6 +120,12 @@ type Result struct {
 	Sent     int64 `json:"sent"`
 	Answered int64 `json:"answered"`
 	Accepted int64 `json:"accepted"`
+	// NoPrize counts a lottery's first answers 200 "no_prize": a draw decided and
+	// recorded that took nothing (not an accepted claim; a won draw is one). Won
+	// counts the lottery's 200 "won" answers among Accepted; Won + NoPrize are the
+	// draws answered. Both 0 for other kinds.
+	NoPrize  int64 `json:"no_prize"`
+	Won      int64 `json:"won"`
 	Replayed int64 `json:"replayed"`
 	Rejected int64 `json:"rejected"`
 	Refused  int64 `json:"refused"`
@@ -129,6 +135,9 @@ type Result struct {
 	SentPerSec     float64 `json:"sent_per_s"`
 	AnsweredPerSec float64 `json:"answered_per_s"`
 	AcceptedPerSec float64 `json:"accepted_per_s"`
+	// DrawsPerSec is a lottery's draws answered (won + no prize, first answers) per
+	// second, over the same span as AcceptedPerSec; 0 for other kinds.
+	DrawsPerSec float64 `json:"draws_per_s,omitempty"`
 
 	// PerTarget splits the answers by target when the run had several.
 	PerTarget []TargetCounts `json:"per_target,omitempty"`
@@ -226,7 +235,7 @@ func (r *Result) quantile(q float64) time.Duration {
 }
 
 func sortOutcomes(out []Outcome) {
-	order := map[string]int{"accepted": 0, "replayed": 1, "rejected": 2, "refused": 3, "error": 4}
+	order := map[string]int{"accepted": 0, "no_prize": 1, "replayed": 2, "rejected": 3, "refused": 4, "error": 5}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if order[a.Class] != order[b.Class] {

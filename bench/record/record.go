@@ -1,9 +1,10 @@
 // Package record owns bench's own record of every 200 it received: one JSON line per
-// accepted answer (claim_id, request_id, user, SKU, value, whether it was a replay),
-// and one per 503 (request_id, user, SKU, "status":503, no claim_id). bench run writes
-// it; bench verify reads it to prove that every claim_id the gateway handed out is a
-// row in Postgres exactly once, and that no request_id answered only 503 became one
-// ("nothing was taken"). It is the client's side of the books, kept independently of
+// accepted answer (claim_id, request_id, user, SKU, value, whether it was a replay;
+// for a lottery's draws "result":"won", or "result":"no_prize" with a draw_id instead
+// of a claim_id), and one per 503 (request_id, user, SKU, "status":503, no claim_id).
+// bench run writes it; bench verify reads it to prove that every claim_id the gateway
+// handed out is a row in Postgres exactly once (and every draw a draws row), and that
+// no request_id answered only 503 became one ("nothing was taken"). It is the client's side of the books, kept independently of
 // anything the product stores.
 package record
 
@@ -37,6 +38,33 @@ type Entry struct {
 	// answered 503 ("nothing was taken"), with no claim_id. bench verify checks that a
 	// request_id answered only 503 never became a row.
 	Status int `json:"status,omitempty"`
+	// Result is a lottery draw's answer (CONTRACT.md "Redemption kinds"): ResultWon (a
+	// claim: ClaimID is also its draw_id) or ResultNoPrize (no claim: DrawID, no
+	// ClaimID, SKU or Value); "" for any other campaign's claim.
+	Result string `json:"result,omitempty"`
+	DrawID string `json:"draw_id,omitempty"`
+}
+
+// The lottery's answers in Entry.Result.
+const (
+	ResultWon     = "won"
+	ResultNoPrize = "no_prize"
+)
+
+// IsNoPrize reports an entry recording a lottery draw that won nothing: a draws row
+// in Postgres, never a claim.
+func (e *Entry) IsNoPrize() bool { return e.Result == ResultNoPrize }
+
+// Draw is the entry's draw_id for a lottery's answer (a won draw's is its claim_id),
+// "" otherwise.
+func (e *Entry) Draw() string {
+	switch e.Result {
+	case ResultNoPrize:
+		return e.DrawID
+	case ResultWon:
+		return e.ClaimID
+	}
+	return ""
 }
 
 // Is503 reports an entry recording a 503 answer rather than a claim.
@@ -72,8 +100,14 @@ func (w *Writer) Add(e *Entry) {
 	if w.err != nil {
 		return
 	}
-	b := append(w.buf[:0], `{"claim_id":`...)
-	b = claim.AppendString(b, e.ClaimID)
+	b := append(w.buf[:0], '{')
+	if e.IsNoPrize() {
+		b = append(b, `"draw_id":`...)
+		b = claim.AppendString(b, e.DrawID)
+	} else {
+		b = append(b, `"claim_id":`...)
+		b = claim.AppendString(b, e.ClaimID)
+	}
 	b = append(b, `,"request_id":`...)
 	b = claim.AppendString(b, e.RequestID)
 	b = append(b, `,"campaign_id":`...)
@@ -90,6 +124,10 @@ func (w *Writer) Add(e *Entry) {
 	if e.Status != 0 {
 		b = append(b, `,"status":`...)
 		b = strconv.AppendInt(b, int64(e.Status), 10)
+	}
+	if e.Result != "" {
+		b = append(b, `,"result":`...)
+		b = claim.AppendString(b, e.Result)
 	}
 	b = append(b, '}', '\n')
 	w.buf = b
@@ -157,11 +195,19 @@ func Decode(r io.Reader, name string) ([]Entry, error) {
 		}
 		switch {
 		case e.Is503():
-			if e.RequestID == "" || e.ClaimID != "" {
-				return nil, fmt.Errorf("record %s line %d: a 503 entry needs a request_id and no claim_id", name, line)
+			if e.RequestID == "" || e.ClaimID != "" || e.DrawID != "" || e.Result != "" {
+				return nil, fmt.Errorf("record %s line %d: a 503 entry needs a request_id and no claim_id, draw_id or result", name, line)
 			}
 		case e.Status != 0 && e.Status != 200:
 			return nil, fmt.Errorf("record %s line %d: status %d, want 200 or 503", name, line, e.Status)
+		case e.Result != "" && e.Result != ResultWon && e.Result != ResultNoPrize:
+			return nil, fmt.Errorf("record %s line %d: result %q, want won or no_prize", name, line, e.Result)
+		case e.IsNoPrize():
+			if e.DrawID == "" || e.RequestID == "" || e.ClaimID != "" {
+				return nil, fmt.Errorf("record %s line %d: a no_prize entry needs a draw_id and a request_id, and no claim_id", name, line)
+			}
+		case e.DrawID != "":
+			return nil, fmt.Errorf("record %s line %d: draw_id belongs to a no_prize entry only", name, line)
 		case e.ClaimID == "" || e.RequestID == "":
 			return nil, fmt.Errorf("record %s line %d: claim_id and request_id are required", name, line)
 		}

@@ -131,6 +131,12 @@ func Summary(w io.Writer, r *load.Result) {
 	fmt.Fprintf(w, "  sent       %s of %s scheduled (%s/s)\n", f(float64(r.Sent)), f(float64(r.Intended)), f(r.SentPerSec))
 	fmt.Fprintf(w, "  answered   %s (%s/s)\n", f(float64(r.Answered)), f(r.AnsweredPerSec))
 	fmt.Fprintf(w, "  accepted   %s (%s/s), replayed %s\n", f(float64(r.Accepted)), f(r.AcceptedPerSec), f(float64(r.Replayed)))
+	if r.Won+r.NoPrize > 0 {
+		// A lottery: the accepted claims are its won draws; a no-prize draw is a draw
+		// decided and recorded that took nothing.
+		fmt.Fprintf(w, "  draws      %s (%s/s): %s won, %s no prize (%s of draws)\n", f(float64(r.Won+r.NoPrize)), f(r.DrawsPerSec),
+			f(float64(r.Won)), f(float64(r.NoPrize)), load.FmtPct(float64(r.NoPrize)/float64(r.Won+r.NoPrize)))
+	}
 	fmt.Fprintf(w, "  rejected   %s%s\n", f(float64(r.Rejected)), byReason(r, "rejected"))
 	fmt.Fprintf(w, "  refused    %s invalid requests%s\n", f(float64(r.Refused)), byReason(r, "refused"))
 	fmt.Fprintf(w, "  errors     %s%s\n", f(float64(r.Errors)), byReason(r, "error"))
@@ -547,7 +553,7 @@ var pageTpl = template.Must(template.New("page").Parse(`<!DOCTYPE html>
 <table><tr><th>status</th><th>reason</th><th>class</th><th>requests</th></tr>
 {{range .Outcomes}}<tr><td>{{if .Status}}{{.Status}}{{else}}no answer{{end}}</td><td>{{.Reason}}</td><td>{{.Class}}</td><td class="n">{{.Count}}</td></tr>
 {{end}}</table>
-<p class="note">accepted: 200 · replayed: 200 with Idempotent-Replayed (a retry) · rejected: 409/429/403, a business or velocity answer ·
+<p class="note">accepted: 200 (a lottery's won draw: reason won) · no_prize: 200 for a lottery draw that won nothing · replayed: 200 with Idempotent-Replayed (a retry) · rejected: 409/429/403, a business or velocity answer ·
 refused: a 4xx to a request bench made malformed on purpose · error: no answer, a timeout, a 5xx, or a 4xx to a valid request (counts against the error budget).</p>
 </body>
 </html>

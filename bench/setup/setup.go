@@ -26,6 +26,14 @@ type SKU struct {
 	Value int64  `json:"value"`
 	// Points is a points_item SKU's price (the points mall model, points.go).
 	Points int64 `json:"points,omitempty"`
+	// Weight and Delivery are a lottery prize's (the lottery model, lottery.go).
+	Weight   *int64    `json:"weight,omitempty"`
+	Delivery *Delivery `json:"delivery,omitempty"`
+}
+
+// Delivery is a lottery prize's fulfilment webhook.
+type Delivery struct {
+	Webhook string `json:"webhook"`
 }
 
 // ParseSKUs reads "rp-50:2000:50,rp-100:1000:100" (sku:stock:value, ...).
@@ -83,6 +91,9 @@ type Config struct {
 	// Points, when its Price is set, makes the campaign a points_item one and gives
 	// its users their balances (points.go).
 	Points Points
+	// Lottery, when it has prizes, makes the campaign a lottery with those prizes as
+	// its SKUs (lottery.go); SKUs must then be empty.
+	Lottery Lottery
 	// Client is the HTTP client (default: one with a 10 s timeout).
 	Client *http.Client
 	// Now is the clock (default time.Now).
@@ -99,9 +110,12 @@ type Campaign struct {
 	Budget       int64     `json:"budget"`
 	VoucherTTL   string    `json:"voucher_ttl"`
 	Segment      *string   `json:"segment"`
-	// Kind is "points_item" in the points mall model (points.go), else omitted.
+	// Kind is "points_item" in the points mall model (points.go), "lottery" in the
+	// lottery model (lottery.go), else omitted.
 	Kind string `json:"kind,omitempty"`
-	SKUs []SKU  `json:"skus"`
+	// NoPrizeWeight is a lottery's no-prize band (lottery.go).
+	NoPrizeWeight *int64 `json:"no_prize_weight,omitempty"`
+	SKUs          []SKU  `json:"skus"`
 }
 
 // Made is what setup created.
@@ -126,8 +140,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("campaign %q: must be 1-64 characters of [A-Za-z0-9._:-]", c.Campaign)
 	case !traffic.ValidID(c.BusinessLine):
 		return fmt.Errorf("business-line %q: must be 1-64 characters of [A-Za-z0-9._:-]", c.BusinessLine)
-	case len(c.SKUs) == 0:
-		return fmt.Errorf("skus: at least one sku:stock:value is required")
+	case c.Lottery.on() && len(c.SKUs) > 0:
+		return fmt.Errorf("skus: a lottery's SKUs are its prizes: give --lottery, not --skus")
+	case c.Lottery.on() && c.Points.Price > 0:
+		return fmt.Errorf("points-price: a lottery draw does not cost points yet (give --lottery or --points-price, not both)")
+	case len(c.SKUs) == 0 && !c.Lottery.on():
+		return fmt.Errorf("skus: at least one sku:stock:value is required (or --lottery for a lottery)")
 	case c.PerUserLimit < 1:
 		return fmt.Errorf("per-user-limit %d: must be at least 1", c.PerUserLimit)
 	case c.Duration <= 0:
@@ -142,6 +160,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("bl-budget %d: must not be negative", c.BLBudget)
 	case c.Segment != "" && !traffic.ValidID(c.Segment):
 		return fmt.Errorf("segment %q: must be 1-64 characters of [A-Za-z0-9._:-]", c.Segment)
+	}
+	if err := c.Lottery.validate(); err != nil {
+		return err
 	}
 	return c.Points.validate()
 }
@@ -159,6 +180,9 @@ func Run(ctx context.Context, cfg Config) (*Made, error) {
 	}
 	if cfg.Name == "" {
 		cfg.Name = "bench " + cfg.Campaign
+	}
+	if cfg.Lottery.on() {
+		cfg.SKUs = append([]SKU(nil), cfg.Lottery.Prizes...)
 	}
 	if cfg.Budget == 0 {
 		for _, s := range cfg.SKUs {
@@ -178,6 +202,9 @@ func Run(ctx context.Context, cfg Config) (*Made, error) {
 	if err := put(ctx, cfg, base+"/admin/v1/business-lines/"+url.PathEscape(cfg.BusinessLine),
 		map[string]int64{"budget": cfg.BLBudget}); err != nil {
 		return nil, fmt.Errorf("create business line %s: %w", cfg.BusinessLine, err)
+	}
+	if cfg.Lottery.on() {
+		cfg.Lottery.apply(&body)
 	}
 	if cfg.Points.Price > 0 {
 		body.Kind = "points_item"
@@ -232,7 +259,23 @@ func (m *Made) Print(w io.Writer) {
 	b := m.Body
 	fmt.Fprintf(w, "campaign %s (%q): opens %s, ends %s, budget %d, per-user limit %d, voucher ttl %s\n",
 		m.Campaign, b.Name, b.StartsAt.Format(time.RFC3339Nano), b.EndsAt.Format(time.RFC3339), b.Budget, b.PerUserLimit, b.VoucherTTL)
+	if b.NoPrizeWeight != nil {
+		total := *b.NoPrizeWeight
+		for _, s := range b.SKUs {
+			if s.Weight != nil {
+				total += *s.Weight
+			}
+		}
+		fmt.Fprintf(w, "  lottery: no-prize weight %d of %d (%.4f%%)\n", *b.NoPrizeWeight, total, 100*float64(*b.NoPrizeWeight)/float64(total))
+	}
 	for _, s := range b.SKUs {
-		fmt.Fprintf(w, "  sku %s: stock %d × value %d\n", s.SKU, s.Stock, s.Value)
+		fmt.Fprintf(w, "  sku %s: stock %d × value %d", s.SKU, s.Stock, s.Value)
+		if s.Weight != nil {
+			fmt.Fprintf(w, ", weight %d", *s.Weight)
+		}
+		if s.Delivery != nil {
+			fmt.Fprintf(w, ", delivered to %s", s.Delivery.Webhook)
+		}
+		fmt.Fprintln(w)
 	}
 }

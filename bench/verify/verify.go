@@ -62,14 +62,18 @@ type Check struct {
 
 // Report is the outcome of a verification.
 type Report struct {
-	Campaign     string   `json:"campaign"`
-	BusinessLine string   `json:"business_line"`
-	Held         bool     `json:"held"`
-	SettledAfter float64  `json:"settled_after_s"`
-	Rows         int64    `json:"rows"`
-	Recorded     int      `json:"recorded_claims"`
-	Checks       []Check  `json:"checks"`
-	Notes        []string `json:"notes,omitempty"`
+	Campaign     string  `json:"campaign"`
+	BusinessLine string  `json:"business_line"`
+	Held         bool    `json:"held"`
+	SettledAfter float64 `json:"settled_after_s"`
+	Rows         int64   `json:"rows"`
+	Recorded     int     `json:"recorded_claims"`
+	// Draws and RecordedDraws are a lottery's: draws rows in Postgres, and draw_ids
+	// (won or no prize) in bench's record (lottery.go).
+	Draws         int64    `json:"draws,omitempty"`
+	RecordedDraws int      `json:"recorded_draws,omitempty"`
+	Checks        []Check  `json:"checks"`
+	Notes         []string `json:"notes,omitempty"`
 }
 
 // ErrUnknownCampaign is returned when the campaign is not in Postgres.
@@ -90,6 +94,7 @@ type verifier struct {
 	table map[string]string
 
 	bl               string
+	kind             string
 	budget, blBudget int64
 	limit            int64
 	recycle          bool
@@ -156,8 +161,8 @@ func (v *verifier) q(sql string) string {
 func (v *verifier) add(c Check) { v.rep.Checks = append(v.rep.Checks, c) }
 
 func (v *verifier) load(ctx context.Context) error {
-	err := v.pg.QueryRow(ctx, v.q(`SELECT business_line, budget, per_user_limit, recycle_stock FROM {campaigns} WHERE id = $1`),
-		v.cfg.Campaign).Scan(&v.bl, &v.budget, &v.limit, &v.recycle)
+	err := v.pg.QueryRow(ctx, v.q(`SELECT business_line, budget, per_user_limit, recycle_stock, kind FROM {campaigns} WHERE id = $1`),
+		v.cfg.Campaign).Scan(&v.bl, &v.budget, &v.limit, &v.recycle, &v.kind)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("%w %q (not in Postgres table %s)", ErrUnknownCampaign, v.cfg.Campaign, v.table["campaigns"])
 	}
@@ -205,6 +210,13 @@ func (v *verifier) settled(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("verify: waiting for settlement: %w", ctx.Err())
 		case <-time.After(v.cfg.Poll):
+		}
+	}
+	if n == 0 && v.isLottery() {
+		// A no-prize draw has no inflight field (DESIGN.md "Lottery"): wait, within the
+		// same bound, for the draws rows to catch up with the draws Redis counted.
+		if err := v.drawsSettled(ctx, start); err != nil {
+			return err
 		}
 	}
 	v.rep.SettledAfter = time.Since(start).Seconds()
@@ -264,8 +276,8 @@ func (v *verifier) recordInPostgres(ctx context.Context) error {
 			other++
 			continue
 		}
-		if e.Is503() {
-			continue // no claim: only503 checks these
+		if e.Is503() || e.IsNoPrize() {
+			continue // no claim: only503 and the lottery's draw checks (lottery.go) check these
 		}
 		if _, ok := wants[e.ClaimID]; !ok {
 			wants[e.ClaimID] = &want{e: e}
@@ -332,6 +344,8 @@ func (v *verifier) recordConsistent(context.Context) error {
 	if v.cfg.Record == nil {
 		return nil
 	}
+	// A lottery's no-prize draw is keyed by its draw_id (a won draw's draw_id is its
+	// claim_id), and a retry must get the same result as well as the same id.
 	byReq, byClaim := map[string]string{}, map[string]string{}
 	var bad []string
 	answers := 0
@@ -340,13 +354,21 @@ func (v *verifier) recordConsistent(context.Context) error {
 			continue
 		}
 		answers++
-		if c, ok := byReq[e.RequestID]; ok && c != e.ClaimID {
-			bad = append(bad, "request_id "+e.RequestID+" got claims "+c+" and "+e.ClaimID)
+		id := e.ClaimID
+		if e.IsNoPrize() {
+			id = e.DrawID
 		}
-		if r, ok := byClaim[e.ClaimID]; ok && r != e.RequestID {
-			bad = append(bad, "claim_id "+e.ClaimID+" answered to request_ids "+r+" and "+e.RequestID)
+		answer := id
+		if e.Result != "" {
+			answer = id + " (" + e.Result + ")"
 		}
-		byReq[e.RequestID], byClaim[e.ClaimID] = e.ClaimID, e.RequestID
+		if c, ok := byReq[e.RequestID]; ok && c != answer {
+			bad = append(bad, "request_id "+e.RequestID+" got claims "+c+" and "+answer)
+		}
+		if r, ok := byClaim[id]; ok && r != e.RequestID {
+			bad = append(bad, "claim_id "+id+" answered to request_ids "+r+" and "+e.RequestID)
+		}
+		byReq[e.RequestID], byClaim[id] = answer, e.RequestID
 	}
 	v.add(Check{Name: "retries got the same claim", Guarantee: G3, Pass: len(bad) == 0,
 		Detail:   fmt.Sprintf("%d answers for %d request_ids, %d inconsistent", answers, len(byReq), len(bad)),
@@ -396,6 +418,24 @@ func (v *verifier) only503(ctx context.Context) error {
 		}
 		if err := r.Err(); err != nil {
 			return fmt.Errorf("verify: read claims of 503s: %w", err)
+		}
+	}
+	if len(only) > 0 && v.isLottery() {
+		r, err := v.pg.Query(ctx, v.q(`SELECT request_id, draw_id FROM {draws} WHERE campaign_id = $1 AND request_id = ANY($2) ORDER BY request_id`),
+			v.cfg.Campaign, only)
+		if err != nil {
+			return fmt.Errorf("verify: read draws of 503s: %w", err)
+		}
+		defer r.Close()
+		for r.Next() {
+			var req, id string
+			if err := r.Scan(&req, &id); err != nil {
+				return fmt.Errorf("verify: read draws of 503s: %w", err)
+			}
+			rows = append(rows, "request_id "+req+" answered only 503 is draw "+id)
+		}
+		if err := r.Err(); err != nil {
+			return fmt.Errorf("verify: read draws of 503s: %w", err)
 		}
 	}
 	v.add(Check{Name: "no 503 became a row", Guarantee: G4, Pass: len(rows) == 0,
@@ -645,6 +685,9 @@ func prefix(p string, s []string) []string {
 func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "verify %s (business line %s): %d rows, %d claim_ids in bench's record, settled after %.1fs\n",
 		r.Campaign, r.BusinessLine, r.Rows, r.Recorded, r.SettledAfter)
+	if r.Draws > 0 || r.RecordedDraws > 0 {
+		fmt.Fprintf(w, "  lottery: %d draws rows, %d draws in bench's record\n", r.Draws, r.RecordedDraws)
+	}
 	failed := 0
 	for _, c := range r.Checks {
 		mark := "PASS"
