@@ -81,7 +81,7 @@ type Config struct {
 	// ScriptBatch is how many claims one claim.lua call decides (default 256: a call
 	// holds Redis for about a millisecond).
 	ScriptBatch int
-	// Depth is how many batches a runner has in flight at once (default 4; 1 is one
+	// Depth is how many batches a runner has in flight at once (default 2; 1 is one
 	// batch at a time). The cursor moves in order past durable batches only.
 	Depth int
 	// Lease is how long a runner owns a push without renewing it (default 15s); another
@@ -124,7 +124,7 @@ func New(cfg Config, pg *pgxpool.Pool, rdb *redis.Client, kcl *kgo.Client, log *
 		cfg.ScriptBatch = 256
 	}
 	if cfg.Depth == 0 {
-		cfg.Depth = 4
+		cfg.Depth = 2
 	}
 	def(&cfg.Lease, 15*time.Second)
 	def(&cfg.Poll, time.Second)
