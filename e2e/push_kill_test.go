@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgate/flashgate/gateway/push"
 	"github.com/flashgate/flashgate/internal/rkeys"
 	"github.com/flashgate/flashgate/internal/testenv"
 )
@@ -15,7 +19,8 @@ import (
 // TestPushGatewayKilledTwiceIssuesEachVoucherOnce (issue 18: "one within budget, with
 // the pusher killed mid-way and restarted, issues each voucher exactly once"): a push of
 // 60,000 users over 3 tiers (one user in two tiers) through a real gateway binary, the
-// gateway SIGKILLed while the push's progress shows some but not all issued, restarted,
+// gateway SIGKILLed while the push's progress shows some but not all issued and claims
+// of its batches in flight are decided past the cursor (counted nowhere), restarted,
 // killed again further on, restarted again; the push resumes (once the dead runner's
 // lease ran out) and ends done. After the settler binary settled: every member holds
 // exactly one voucher, of its tier's SKU, on the push's channel; no user holds two; the
@@ -84,8 +89,43 @@ func TestPushGatewayKilledTwiceIssuesEachVoucherOnce(t *testing.T) {
 		}
 		return
 	}
-	// waitPast polls (every 2 ms, within d) until the push has issued more than after
-	// and is not done; it fails if the push ends first (the kill would not be mid-way).
+	members := make([]string, 0, len(want))
+	for u := range want {
+		members = append(members, u)
+	}
+	sort.Strings(members)
+	// decidedPast counts the members in the 2 batches past the push's cursor (the
+	// gateway's runner has 2 batches of 2,048 in flight) whose claim is decided (a record
+	// A or D): what the runner's batches in flight decided and no count includes yet.
+	var nonce string
+	if err := s.pg.QueryRow(ctx, `SELECT nonce FROM pushes WHERE campaign_id = $1 AND push_id = $2`, camp, pushID).Scan(&nonce); err != nil {
+		t.Fatal(err)
+	}
+	decidedPast := func() (string, int) {
+		var cursor string
+		if err := s.pg.QueryRow(ctx, `SELECT cursor_user FROM pushes WHERE campaign_id = $1 AND push_id = $2`, camp, pushID).Scan(&cursor); err != nil {
+			t.Fatal(err)
+		}
+		pipe := s.rdb.Pipeline()
+		var cmds []*redis.StringCmd
+		for _, u := range members[sort.SearchStrings(members, cursor+"\x00"):] {
+			if len(cmds) == 2*2048 {
+				break
+			}
+			cmds = append(cmds, pipe.Get(ctx, rkeys.Request(camp, push.RequestID(nonce, u))))
+		}
+		_, _ = pipe.Exec(ctx) // redis.Nil for the members not decided yet
+		n := 0
+		for _, c := range cmds {
+			if v := c.Val(); strings.HasPrefix(v, "A\t") || strings.HasPrefix(v, "D\t") {
+				n++
+			}
+		}
+		return cursor, n
+	}
+	// waitPast polls (within d) until the push has issued more than after, is not done,
+	// and has claims decided past its cursor (a batch in flight); it fails if the push
+	// ends first (the kill would not be mid-way).
 	waitPast := func(after int64, d time.Duration, what string) int64 {
 		t.Helper()
 		deadline := time.Now().Add(d)
@@ -98,12 +138,14 @@ func TestPushGatewayKilledTwiceIssuesEachVoucherOnce(t *testing.T) {
 				t.Fatalf("%s: the push ended (%s, %d issued) before the kill: make it bigger", what, state, issued)
 			}
 			if issued > after {
-				return issued
+				if _, n := decidedPast(); n > 0 {
+					return issued
+				}
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: not past %d issued within %s (state %s, %d issued)", what, after, d, state, issued)
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(time.Millisecond)
 		}
 	}
 	// The restarted gateway's runner is another owner: it takes the push once the dead
@@ -111,7 +153,8 @@ func TestPushGatewayKilledTwiceIssuesEachVoucherOnce(t *testing.T) {
 	seen := waitPast(0, 60*time.Second, "first kill")
 	s.gw.Kill()
 	_, _, at1, _ := progress()
-	t.Logf("kill -9 #1: progress showed %d issued, %d at the kill (of %d)", seen, at1, total)
+	cur, past := decidedPast()
+	t.Logf("kill -9 #1: progress showed %d issued and a batch in flight, %d at the kill (of %d); %d claims decided past the cursor %s after it", seen, at1, total, past, cur)
 	if at1 <= 0 || at1 >= total {
 		t.Fatalf("first kill at %d issued of %d: not mid-way", at1, total)
 	}
@@ -119,7 +162,8 @@ func TestPushGatewayKilledTwiceIssuesEachVoucherOnce(t *testing.T) {
 	seen = waitPast(at1, 90*time.Second, "second kill")
 	s.gw.Kill()
 	_, _, at2, _ := progress()
-	t.Logf("kill -9 #2: progress showed %d issued, %d at the kill", seen, at2)
+	cur, past = decidedPast()
+	t.Logf("kill -9 #2: progress showed %d issued and a batch in flight, %d at the kill; %d claims decided past the cursor %s after it", seen, at2, past, cur)
 	if at2 <= at1 || at2 >= total {
 		t.Fatalf("second kill at %d issued (first at %d) of %d: not mid-way", at2, at1, total)
 	}
