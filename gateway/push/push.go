@@ -81,6 +81,9 @@ type Config struct {
 	// ScriptBatch is how many claims one claim.lua call decides (default 256: a call
 	// holds Redis for about a millisecond).
 	ScriptBatch int
+	// Depth is how many batches a runner has in flight at once (default 2; 1 is one
+	// batch at a time). The cursor moves in order past durable batches only.
+	Depth int
 	// Lease is how long a runner owns a push without renewing it (default 15s); another
 	// gateway resumes a push whose lease ran out.
 	Lease time.Duration
@@ -120,6 +123,9 @@ func New(cfg Config, pg *pgxpool.Pool, rdb *redis.Client, kcl *kgo.Client, log *
 	if cfg.ScriptBatch == 0 {
 		cfg.ScriptBatch = 256
 	}
+	if cfg.Depth == 0 {
+		cfg.Depth = 2
+	}
 	def(&cfg.Lease, 15*time.Second)
 	def(&cfg.Poll, time.Second)
 	def(&cfg.RedisTimeout, 2*time.Second)
@@ -131,6 +137,8 @@ func New(cfg Config, pg *pgxpool.Pool, rdb *redis.Client, kcl *kgo.Client, log *
 		return nil, fmt.Errorf("push config: Batch=%d, want 1..100000", cfg.Batch)
 	case cfg.ScriptBatch < 1 || cfg.ScriptBatch > 1024:
 		return nil, fmt.Errorf("push config: ScriptBatch=%d, want 1..1024", cfg.ScriptBatch)
+	case cfg.Depth < 1 || cfg.Depth > 64:
+		return nil, fmt.Errorf("push config: Depth=%d, want 1..64", cfg.Depth)
 	case cfg.Lease < 100*time.Millisecond:
 		return nil, fmt.Errorf("push config: Lease=%s, want at least 100ms", cfg.Lease)
 	}

@@ -290,3 +290,117 @@ func TestPushBadInputChangesNothing(t *testing.T) {
 		t.Fatalf("counters moved: %v -> %v", before, after)
 	}
 }
+
+// A runner with several batches in flight (Depth) decides users past its cursor before
+// the batches below them are counted. Stopped there, it leaves claims decided (accepted,
+// some durable) past the cursor that no count includes; the next runner redoes those
+// batches and counts each user once: issued = users = rows after settlement, and the
+// counters equal the rows. Config bounds: Depth 0 is the default, 65 an error.
+func TestPushPipelinedStopPastTheCursorCountsOnce(t *testing.T) {
+	e := testenv.New(t)
+	if _, err := push.New(push.Config{Depth: 65}, e.PG, e.RDB, testenv.Producer(t), nil); err == nil ||
+		!strings.Contains(err.Error(), "Depth") {
+		t.Fatalf("Depth 65: %v; want an error naming Depth", err)
+	}
+	const users = 3000
+	c := e.Campaign(testenv.Spec{PerUser: 1, SKUs: []testenv.SKU{{SKU: "t1", Stock: users + 100, Value: 10}}})
+	seg, list := segment(t, e, users)
+	settler := testenv.StartSettler(t, e.RDB, e.PG, c.ID)
+	ctx := testenv.Ctx(t, 6*time.Minute)
+	cfg := push.Config{Batch: 150, ScriptBatch: 50, Depth: 4, Lease: 500 * time.Millisecond, Owner: "first"}
+	first := newService(t, e, cfg)
+	if _, _, err := first.Put(ctx, c.ID, "pipe", &push.Body{Tiers: map[string]string{seg: "t1"}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	var nonce string
+	if err := e.PG.QueryRow(ctx, `SELECT nonce FROM pushes WHERE campaign_id = $1 AND push_id = 'pipe'`, c.ID).Scan(&nonce); err != nil {
+		t.Fatal(err)
+	}
+	// past counts the users after the cursor whose claim is decided (a record A or D).
+	past := func() (cursor string, n int) {
+		if err := e.PG.QueryRow(ctx, `SELECT cursor_user FROM pushes WHERE campaign_id = $1 AND push_id = 'pipe'`, c.ID).Scan(&cursor); err != nil {
+			t.Fatal(err)
+		}
+		pipe := e.RDB.Pipeline()
+		var cmds []interface{ Val() string }
+		for _, u := range list {
+			if u > cursor {
+				cmds = append(cmds, pipe.Get(ctx, rkeys.Request(c.ID, push.RequestID(nonce, u))))
+			}
+		}
+		pipe.Exec(ctx) // redis.Nil for the undecided ones
+		for _, cmd := range cmds {
+			if v := cmd.Val(); strings.HasPrefix(v, "A\t") || strings.HasPrefix(v, "D\t") {
+				n++
+			}
+		}
+		return cursor, n
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := first.RunOnce(runCtx); done <- err }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if cur, n := past(); cur != "" && n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no batch counted with claims decided past it within a minute")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	if err := <-done; err == nil {
+		t.Fatal("the first runner finished before it was stopped")
+	}
+	cur, ahead := past()
+	mid, _ := first.Get(ctx, c.ID, "pipe")
+	t.Logf("stopped at cursor %s with %d claims decided past it; progress %+v", cur, ahead, mid.Users)
+	if ahead == 0 || mid.Users.Pending == 0 {
+		t.Fatalf("after the stop %d claims past the cursor, %+v pending; want both above 0", ahead, mid.Users)
+	}
+	cfg.Owner = "second"
+	second := newService(t, e, cfg)
+	for {
+		ran, err := second.RunOnce(ctx)
+		if err != nil {
+			t.Fatalf("resume: %v", err)
+		}
+		if g, _ := second.Get(ctx, c.ID, "pipe"); g.State == push.StateDone {
+			break
+		}
+		if !ran {
+			time.Sleep(100 * time.Millisecond) // the first runner's lease
+		}
+		if ctx.Err() != nil {
+			t.Fatal("not done in time")
+		}
+	}
+	fin, _ := second.Get(ctx, c.ID, "pipe")
+	if fin.Users.Issued != users || len(fin.Users.Refused) != 0 || fin.Users.Pending != 0 {
+		t.Fatalf("final %+v; want %d issued", fin.Users, users)
+	}
+	var rows, distinct int64
+	end := time.Now().Add(4 * time.Minute)
+	for {
+		if err := e.PG.QueryRow(ctx, `SELECT count(*), count(DISTINCT user_id) FROM claims WHERE campaign_id = $1 AND channel = 'push:pipe'`,
+			c.ID).Scan(&rows, &distinct); err != nil {
+			t.Fatal(err)
+		}
+		if rows >= users || time.Now().After(end) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := settler.Err(); rows != users || distinct != users {
+		t.Fatalf("%d rows for %d users; want %d each (settler: %v)", rows, distinct, users, err)
+	}
+	got := counters(t, e, c.ID, "t1")
+	want := map[string]string{"t1.taken": fmt.Sprint(users), "t1.stock": "100", "t1.held": "0", "meta.held": "0",
+		"meta.spent": fmt.Sprint(users * 10), "users": fmt.Sprint(users)}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q; want %q (all: %v)", k, got[k], v, got)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -78,7 +79,14 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 
 type member struct{ user, sku string }
 
-// run issues the push's users from its cursor on.
+// run issues the push's users from its cursor on. Up to Depth batches are in flight at
+// once (read in order from the cursor, each decided, produced and marked on its own),
+// so one batch's produce and mark wait, the Postgres read and the cursor write overlap
+// the next batches' claim.lua calls. The cursor still moves only in order and only past
+// a batch that is durable: batch k is counted after every batch before it was, so a
+// crash leaves the cursor at a point below which every user is decided and durable;
+// the batches in flight past it were never counted, and the next runner redoes them
+// (claim.lua replays what they decided: issued once, counted once).
 func (s *Service) run(ctx context.Context, campaign, pushID string) error {
 	var state, cursor, nonce string
 	var issued int64
@@ -92,41 +100,75 @@ func (s *Service) run(ctx context.Context, campaign, pushID string) error {
 	}
 	refused := map[string]int64{}
 	_ = json.Unmarshal(refusedJSON, &refused)
-	is := &issuer{s: s, campaign: campaign, pushID: pushID, nonce: nonce, channel: "push:" + pushID}
+	is := issuer{s: s, campaign: campaign, pushID: pushID, nonce: nonce, channel: "push:" + pushID}
+
+	// The batches in flight end before run returns, whatever it returns: a runner that
+	// stopped leaves nothing running behind it.
+	bctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	type inflight struct {
+		last string
+		got  tally
+		err  error
+		done chan struct{}
+	}
+	var window []*inflight
+	read, exhausted := cursor, false
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		batch, err := s.next(ctx, campaign, pushID, cursor)
-		if err != nil {
-			return err
+		for !exhausted && len(window) < s.cfg.Depth {
+			batch, err := s.next(ctx, campaign, pushID, read)
+			if err != nil {
+				return err
+			}
+			if len(batch) == 0 {
+				exhausted = true
+				break
+			}
+			f := &inflight{last: batch[len(batch)-1].user, done: make(chan struct{})}
+			bi := is // each batch routes on its own copy (route writes bl and seg)
+			wg.Go(func() {
+				defer close(f.done)
+				f.got, f.err = bi.issue(bctx, batch)
+			})
+			window = append(window, f)
+			read = f.last
 		}
-		if len(batch) == 0 {
+		if len(window) == 0 {
 			return s.finish(ctx, campaign, pushID)
 		}
-		got, err := is.issue(ctx, batch)
-		if err != nil {
-			return err
+		f := window[0]
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		for r, n := range got.refused {
+		window = window[1:]
+		if f.err != nil {
+			return f.err
+		}
+		for r, n := range f.got.refused {
 			refused[r] += n
 		}
 		rj, _ := json.Marshal(refused)
-		last := batch[len(batch)-1].user
 		// The cursor and the counts move together, and only from the cursor this runner
 		// read: a runner that lost its lease (and whose batch another redid) writes
 		// nothing.
 		tag, err := s.pg.Exec(ctx, `UPDATE pushes SET cursor_user = $4, issued = issued + $5, refused = $6,
 			updated_at = now(), lease_until = now() + $7::interval
 			WHERE campaign_id = $1 AND push_id = $2 AND lease_owner = $3 AND cursor_user = $8`,
-			campaign, pushID, s.cfg.Owner, last, got.issued, rj, s.cfg.Lease.String(), cursor)
+			campaign, pushID, s.cfg.Owner, f.last, f.got.issued, rj, s.cfg.Lease.String(), cursor)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
 			return errLeaseLost
 		}
-		cursor = last
+		cursor = f.last
 	}
 }
 
