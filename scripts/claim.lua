@@ -359,6 +359,13 @@ local function draw(k, m, drawarg, sku, reqid, claimid, camp, user, dev, ip, cha
     return false, STALE
   end
   local lfield = ver .. ':' .. rs .. ':' .. won
+  -- A fenced business line (recovery removed its budget) refuses every draw, whatever
+  -- it drew: a no-prize draw takes a per-user count and an outbox entry too, which the
+  -- rebuild under way would not see (NOT_WARM: 503, nothing taken).
+  local b = cached(bls, KEYS[k + 5], BL_FIELDS)
+  if not b[1] then
+    return false, NOT_WARM
+  end
   if won ~= '' then
     local s = cached(skus, KEYS[k + 2], SKU_FIELDS)
     local value = tonumber(s[2])
@@ -366,10 +373,6 @@ local function draw(k, m, drawarg, sku, reqid, claimid, camp, user, dev, ip, cha
       return false, STALE
     end
     if tonumber(s[1]) > 0 and tonumber(m[6]) + value <= tonumber(m[5]) then
-      local b = cached(bls, KEYS[k + 5], BL_FIELDS)
-      if not b[1] then
-        return false, NOT_WARM
-      end
       if tonumber(b[2] or '0') + value <= tonumber(b[1]) then
         return true, lfield
       end

@@ -241,6 +241,44 @@ func TestLotteryRaceNeverMoreThanStock(t *testing.T) {
 	t.Logf("20,000 draws at 1:1000, stock 5: %d won, %d no prize", codes[claim.CodeAccepted], codes[claim.CodeNoPrize])
 }
 
+// While recovery fences the business line (its budget field removed), a draw is refused
+// NOT_WARM whatever it drew, the no-prize band included, and takes nothing: no per-user
+// count, no outbox entry, no record. Lifting the fence lets the same request_id draw.
+func TestLotteryFencedLineRefusesNoPrize(t *testing.T) {
+	e := testenv.New(t)
+	c := e.Campaign(testenv.Spec{Lottery: true, NoPrize: 1, PerUser: 5,
+		SKUs: []testenv.SKU{{SKU: "p", Stock: 3, Value: 5, Weight: 0}}})
+	ver := oddsVersion(t, e, c.ID)
+	ctx := testenv.Ctx(t, 5*time.Second)
+	bl := rkeys.BusinessLine(c.BusinessLine)
+	budget, err := e.RDB.HGet(ctx, bl, "budget").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RDB.HDel(ctx, bl, "budget").Err(); err != nil {
+		t.Fatal(err)
+	}
+	o := drawScript(t, e, c, "rq-f", "u-f", "", claim.AppendDrawArgString(ver, 0))
+	if o.Code != claim.CodeNotWarm {
+		t.Fatalf("no-prize draw on a fenced line: %s, want NOT_WARM", claim.ReasonOf(o.Code))
+	}
+	if v := e.RDB.HGet(ctx, rkeys.Users(c.ID), "u-f").Val(); v != "" {
+		t.Errorf("per-user count %q after a refused draw, want none", v)
+	}
+	if n := e.RDB.XLen(ctx, rkeys.Outbox(c.ID)).Val(); n != 0 {
+		t.Errorf("outbox %d after a refused draw, want 0", n)
+	}
+	if n := e.RDB.Exists(ctx, rkeys.Request(c.ID, "rq-f")).Val(); n != 0 {
+		t.Error("a refused draw left an idempotency record")
+	}
+	if err := e.RDB.HSet(ctx, bl, "budget", budget).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if o := drawScript(t, e, c, "rq-f", "u-f", "", claim.AppendDrawArgString(ver, 0)); o.Code != claim.CodeNoPrize {
+		t.Fatalf("the same draw once unfenced: %s, want NO_PRIZE", claim.ReasonOf(o.Code))
+	}
+}
+
 // A draw that won nothing and whose produce failed is voided: void.lua gives back the
 // user's count and its outbox entry only.
 func TestLotteryNoPrizeVoid(t *testing.T) {
